@@ -1,0 +1,257 @@
+// Every configuration key, with its meaning, default and environment variable. `coap2mqtt check-config`
+// and the README are generated from nothing else, so keep the docs here complete and plain.
+import convict from 'convict';
+
+const registered = new Set<string>();
+
+/** A convict format for integers in [min, max]; env strings are coerced like convict's own 'int'. */
+function integer(min: number, max: number): string {
+  const name = `integer ${min}..${max}`;
+  if (!registered.has(name)) {
+    registered.add(name);
+    convict.addFormat({
+      name,
+      coerce: (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value),
+      validate: (value: unknown) => {
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+          throw new Error(`must be a whole number from ${min} to ${max}`);
+        }
+      },
+    });
+  }
+  return name;
+}
+
+convict.addFormat({
+  name: 'mqtt-url',
+  validate: (value: unknown) => {
+    if (value === '') return;
+    let url: URL | undefined;
+    try {
+      url = new URL(String(value));
+    } catch {
+      url = undefined;
+    }
+    if (typeof value !== 'string' || !url || !['mqtt:', 'mqtts:'].includes(url.protocol) || url.hostname === '') {
+      throw new Error(
+        'must be empty (use the embedded broker) or an mqtt:// or mqtts:// URL, e.g. "mqtts://thingsboard.example.com:8883"',
+      );
+    }
+  },
+});
+
+convict.addFormat({
+  name: 'json-array',
+  // Lets COAP2MQTT_DEVICES carry the list as JSON; a string that is not JSON fails validation below.
+  coerce: (value: unknown) => {
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value) as unknown;
+    } catch {
+      return value;
+    }
+  },
+  validate: (value: unknown) => {
+    if (!Array.isArray(value)) throw new Error('must be a JSON array, e.g. [{"name":"Boiler-7","type":"thermostat","token":"..."}]');
+  },
+});
+
+convict.addFormat({
+  name: 'non-empty-string',
+  validate: (value: unknown) => {
+    if (typeof value !== 'string' || value.trim() === '') throw new Error('must be a non-empty string');
+  },
+});
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const schema = {
+  coap: {
+    host: {
+      doc: 'Address the CoAP UDP socket listens on. "::" accepts IPv6 and IPv4 devices; "0.0.0.0" IPv4 only; a specific address limits it to one interface.',
+      format: 'non-empty-string',
+      default: '::',
+      env: 'COAP2MQTT_COAP_HOST',
+    },
+    port: {
+      doc: 'UDP port for plain CoAP (5683 is the standard port; 0 picks a free one).',
+      format: 'port',
+      default: 5683,
+      env: 'COAP2MQTT_COAP_PORT',
+    },
+    maxPayloadBytes: {
+      doc: 'Largest request body accepted, in one datagram or reassembled from Block1 blocks. Larger requests get 4.13 with Size1. At most 49152 so that every reading fits one 64 KiB upstream message.',
+      format: integer(64, 49152),
+      default: 16384,
+      env: 'COAP2MQTT_COAP_MAX_PAYLOAD_BYTES',
+    },
+    piggybackWindowMs: {
+      doc: 'How long a confirmable request may wait for the upstream acknowledgement before the gateway sends an empty ACK and answers later in a separate response. Keep it under the devices\' 2 s ACK timeout.',
+      format: integer(0, 1500),
+      default: 500,
+      env: 'COAP2MQTT_COAP_PIGGYBACK_WINDOW_MS',
+    },
+    dedupMaxEntries: {
+      doc: 'Hard cap on remembered (device address, message id) pairs used to recognise retransmissions for 247 s (RFC 7252 EXCHANGE_LIFETIME). Each costs 35–70 bytes; the default covers a steady 4,000 requests/s. Beyond the cap the oldest are forgotten early (logged once).',
+      format: integer(1000, 20_000_000),
+      default: 1_000_000,
+      env: 'COAP2MQTT_COAP_DEDUP_MAX_ENTRIES',
+    },
+    maxBlockTransfers: {
+      doc: 'How many Block1 uploads may be in progress at once; the least recently active is abandoned beyond it.',
+      format: integer(1, 100_000),
+      default: 500,
+      env: 'COAP2MQTT_COAP_MAX_BLOCK_TRANSFERS',
+    },
+    blockTransferIdleMs: {
+      doc: 'A Block1 upload with no new block for this long is abandoned.',
+      format: integer(1000, 3_600_000),
+      default: 120_000,
+      env: 'COAP2MQTT_COAP_BLOCK_TRANSFER_IDLE_MS',
+    },
+    socketBufferBytes: {
+      doc: 'Requested UDP socket send/receive buffer size (the kernel caps it at net.core.rmem_max / wmem_max).',
+      format: integer(65_536, 268_435_456),
+      default: 4_194_304,
+      env: 'COAP2MQTT_COAP_SOCKET_BUFFER_BYTES',
+    },
+  },
+  upstream: {
+    url: {
+      doc: 'ThingsBoard MQTT endpoint, e.g. "mqtt://thingsboard.local:1883" or "mqtts://thingsboard.cloud:8883". Empty: start the embedded broker on loopback (see embeddedBroker) and keep all data on this machine.',
+      format: 'mqtt-url',
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_URL',
+    },
+    accessToken: {
+      doc: 'Access token of the gateway device in ThingsBoard (created with "Is gateway" ticked); sent as the MQTT username.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_ACCESS_TOKEN',
+      sensitive: true,
+    },
+    username: {
+      doc: 'MQTT username, for gateways using ThingsBoard "MQTT Basic" credentials instead of an access token.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_USERNAME',
+    },
+    password: {
+      doc: 'MQTT password for "MQTT Basic" credentials.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_PASSWORD',
+      sensitive: true,
+    },
+    clientId: {
+      doc: 'MQTT client id. Empty: "coap2mqtt-<hostname>-<random>", generated once and kept in state.dir, so two boxes with the same host name never evict each other from the broker. ThingsBoard "MQTT Basic" credentials may require a specific one.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_CLIENT_ID',
+    },
+    ca: {
+      doc: 'PEM file of the CA that signed the broker certificate (mqtts only). Empty: the system trust store.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_CA',
+    },
+    cert: {
+      doc: 'PEM client certificate, for ThingsBoard "X.509" gateway credentials (mqtts only).',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_CERT',
+    },
+    key: {
+      doc: 'PEM private key of upstream.cert.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_UPSTREAM_KEY',
+    },
+    keepaliveSeconds: {
+      doc: 'MQTT keep-alive interval; a dead connection is noticed after about 1.5 times this.',
+      format: integer(5, 3600),
+      default: 60,
+      env: 'COAP2MQTT_UPSTREAM_KEEPALIVE_SECONDS',
+    },
+    connectTimeoutMs: {
+      doc: 'How long one connection attempt may take before it is abandoned and retried.',
+      format: integer(1000, 300_000),
+      default: 10_000,
+      env: 'COAP2MQTT_UPSTREAM_CONNECT_TIMEOUT_MS',
+    },
+    reconnectMinMs: {
+      doc: 'First delay before reconnecting after the connection drops; doubles (with jitter) up to upstream.reconnectMaxMs.',
+      format: integer(100, 600_000),
+      default: 1000,
+      env: 'COAP2MQTT_UPSTREAM_RECONNECT_MIN_MS',
+    },
+    reconnectMaxMs: {
+      doc: 'Longest delay between reconnection attempts.',
+      format: integer(100, 3_600_000),
+      default: 60_000,
+      env: 'COAP2MQTT_UPSTREAM_RECONNECT_MAX_MS',
+    },
+    publishTimeoutMs: {
+      doc: 'How long a reading may wait for the broker\'s PUBACK before the device is told 5.03 and may retry.',
+      format: integer(100, 600_000),
+      default: 10_000,
+      env: 'COAP2MQTT_UPSTREAM_PUBLISH_TIMEOUT_MS',
+    },
+    maxInflight: {
+      doc: 'Publishes awaiting PUBACK at once. ThingsBoard allows 100 by default; stay below 80% of it.',
+      format: integer(1, 65_535),
+      default: 80,
+      env: 'COAP2MQTT_UPSTREAM_MAX_INFLIGHT',
+    },
+    maxQueuedPublishes: {
+      doc: 'Publishes that may wait for a free in-flight slot; beyond it devices are told 5.03.',
+      format: integer(0, 1_000_000),
+      default: 10_000,
+      env: 'COAP2MQTT_UPSTREAM_MAX_QUEUED_PUBLISHES',
+    },
+    maxMessageBytes: {
+      doc: 'Largest MQTT payload the broker accepts (ThingsBoard: 65536). Readings are split across messages below it.',
+      format: integer(1024, 268_435_455),
+      default: 65_536,
+      env: 'COAP2MQTT_UPSTREAM_MAX_MESSAGE_BYTES',
+    },
+  },
+  embeddedBroker: {
+    host: {
+      doc: 'Loopback address of the embedded MQTT broker, used only while upstream.url is empty.',
+      format: 'non-empty-string',
+      default: '127.0.0.1',
+      env: 'COAP2MQTT_EMBEDDED_BROKER_HOST',
+    },
+    port: {
+      doc: 'TCP port of the embedded MQTT broker (0 picks a free one). Watch what would go to ThingsBoard with: mosquitto_sub -p 1883 -t "v1/gateway/#" -v',
+      format: 'port',
+      default: 1883,
+      env: 'COAP2MQTT_EMBEDDED_BROKER_PORT',
+    },
+  },
+  devices: {
+    doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path.',
+    format: 'json-array',
+    default: [] as unknown[],
+    env: 'COAP2MQTT_DEVICES',
+  },
+  state: {
+    dir: {
+      doc: 'Directory for the gateway\'s persistent state; created at start if missing and must be writable.',
+      format: 'non-empty-string',
+      default: 'state',
+      env: 'COAP2MQTT_STATE_DIR',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Log level: fatal, error, warn, info, debug, trace or silent. info logs state changes only; debug logs every request.',
+      format: [...LOG_LEVELS],
+      default: 'info',
+      env: 'COAP2MQTT_LOG_LEVEL',
+    },
+  },
+};
+
+export type ConfigSchema = typeof schema;
