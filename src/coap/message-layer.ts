@@ -1,0 +1,341 @@
+// The CoAP message layer (RFC 7252 §4, RFC 7959 Block1): everything between a datagram and a request
+// handler. It owns message types, ids, deduplication, piggybacked vs separate responses, retransmission
+// of what it sends, and request-body reassembly. Handlers only ever see whole, checked requests.
+import type { Logger } from 'pino';
+import { Block1Assembler, encodeBlock } from './block1.js';
+import { MessageType, OptionNumber, ResponseCode, Transmission, codeClass, codeToString } from './codes.js';
+import { ConfirmableSender, type RetransmissionParameters } from './confirmable-sender.js';
+import { DedupCache } from './dedup.js';
+import { MessageIdAllocator } from './message-ids.js';
+import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
+import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
+import { formatPeer, type Peer } from './transport.js';
+
+export interface MessageLayerOptions {
+  /** How long a CON request may wait for its answer before it gets an empty ACK and a separate response. */
+  readonly piggybackWindowMs: number;
+  /** Largest request body, in one datagram or reassembled from Block1 blocks; beyond it 4.13. */
+  readonly maxBodyBytes: number;
+  readonly maxBlockTransfers: number;
+  readonly blockTransferIdleMs: number;
+  /** Hard cap on remembered (peer, message id) pairs. */
+  readonly dedupMaxEntries: number;
+  readonly exchangeLifetimeMs?: number;
+  readonly retransmission?: RetransmissionParameters;
+  /** Peers whose message id counters are kept. */
+  readonly maxPeers?: number;
+}
+
+// Deduplication states besides a finished response (stored as the CoapResponse itself, usually a shared
+// constant, which keeps entries small).
+const PROCESSING = Symbol('processing');
+const ANSWERED_SEPARATELY = Symbol('answered separately');
+const REJECTED = Symbol('rejected');
+type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED;
+
+export interface MessageLayerStats {
+  datagrams: number;
+  ignored: number;
+  malformed: number;
+  requests: number;
+  duplicates: number;
+  separateResponses: number;
+  handlerErrors: number;
+}
+
+const SHUTTING_DOWN: CoapResponse = {
+  code: ResponseCode.ServiceUnavailable,
+  payload: 'gateway is shutting down',
+  maxAge: 10,
+};
+const INTERNAL_ERROR: CoapResponse = { code: ResponseCode.InternalServerError, payload: 'internal gateway error' };
+
+export class CoapMessageLayer {
+  readonly stats: MessageLayerStats = {
+    datagrams: 0,
+    ignored: 0,
+    malformed: 0,
+    requests: 0,
+    duplicates: 0,
+    separateResponses: 0,
+    handlerErrors: 0,
+  };
+  private readonly seen: DedupCache<Seen>;
+  private readonly blocks: Block1Assembler;
+  private readonly messageIds: MessageIdAllocator;
+  private readonly confirmables: ConfirmableSender;
+  private readonly piggybackTimers = new Set<NodeJS.Timeout>();
+  private inFlight = 0;
+  private draining = false;
+  private stopped = false;
+  private drained: (() => void) | undefined;
+  private dedupCapWarned = false;
+
+  constructor(
+    private readonly options: MessageLayerOptions,
+    private readonly handler: RequestHandler,
+    private readonly log: Logger,
+  ) {
+    const lifetimeMs = options.exchangeLifetimeMs ?? Transmission.exchangeLifetimeMs;
+    this.seen = new DedupCache({ lifetimeMs, maxEntries: options.dedupMaxEntries });
+    this.blocks = new Block1Assembler({
+      maxBodyBytes: options.maxBodyBytes,
+      maxTransfers: options.maxBlockTransfers,
+      idleTimeoutMs: options.blockTransferIdleMs,
+    });
+    this.messageIds = new MessageIdAllocator(options.maxPeers ?? 100_000, lifetimeMs);
+    this.confirmables = new ConfirmableSender(options.retransmission ?? Transmission);
+  }
+
+  /** The transport's sink: every datagram from every transport comes through here. */
+  readonly receive = (datagram: Buffer, peer: Peer): void => {
+    this.stats.datagrams++;
+    const decoded = decodeMessage(datagram);
+    if (decoded.kind === 'ignore') {
+      this.stats.ignored++;
+      return;
+    }
+    if (decoded.kind === 'malformed') {
+      this.stats.malformed++;
+      this.log.debug({ peer: formatPeer(peer), reason: decoded.reason }, 'malformed CoAP message');
+      // RFC 7252 §4.2/§4.3: a CON with a format error is rejected with a Reset; anything else is dropped.
+      if (decoded.type === MessageType.Confirmable) this.sendReset(peer, decoded.messageId);
+      return;
+    }
+    const message = decoded.message;
+    switch (message.type) {
+      case MessageType.Acknowledgement:
+        this.confirmables.settleFromPeer(peer, message.messageId, 'acknowledged');
+        return;
+      case MessageType.Reset:
+        this.confirmables.settleFromPeer(peer, message.messageId, 'reset');
+        return;
+      default:
+        this.receiveConOrNon(message, peer);
+    }
+  };
+
+  private receiveConOrNon(message: IncomingMessage, peer: Peer): void {
+    const confirmable = message.type === MessageType.Confirmable;
+    if (message.code === 0) {
+      // A CON empty message is a "CoAP ping", answered with a Reset (RFC 7252 §4.3).
+      if (confirmable) this.sendReset(peer, message.messageId);
+      return;
+    }
+    if (codeClass(message.code) !== 0) {
+      // Responses we never asked for, and the reserved classes 1, 6 and 7.
+      if (confirmable) this.sendReset(peer, message.messageId);
+      return;
+    }
+
+    const previous = this.seen.get(peer.key, message.messageId);
+    if (previous !== undefined) {
+      this.stats.duplicates++;
+      this.replay(previous, message, peer);
+      return;
+    }
+    if (!this.seen.add(peer.key, message.messageId, PROCESSING) && !this.dedupCapWarned) {
+      this.dedupCapWarned = true;
+      this.log.warn(
+        { maxEntries: this.options.dedupMaxEntries },
+        'deduplication table reached coap.dedupMaxEntries: the oldest message ids were forgotten early; raise the limit if devices retransmit late',
+      );
+    }
+    this.stats.requests++;
+
+    const receivedAt = Date.now();
+    const interpreted = interpretRequest(message, peer, receivedAt);
+    if (interpreted.kind === 'bad-option') {
+      this.log.debug({ peer: formatPeer(peer), reason: interpreted.reason }, 'request refused for its options');
+      if (confirmable || interpreted.code !== ResponseCode.BadOption) {
+        this.finish(message, peer, { code: interpreted.code, payload: interpreted.reason }, false);
+      } else {
+        // A NON request with an unrecognised critical option is rejected, not answered (RFC 7252 §5.4.1).
+        this.seen.update(peer.key, message.messageId, REJECTED);
+        this.sendReset(peer, message.messageId);
+      }
+      return;
+    }
+
+    let request = interpreted.request;
+    let blockEcho: CoapOption[] | undefined;
+    if (request.block1) {
+      const block = request.block1;
+      const transferKey = `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')} ${request.requestTag}`;
+      const outcome = this.blocks.accept(transferKey, block, request.payload, request.size1);
+      if (outcome.kind === 'reject') {
+        this.finish(message, peer, { code: outcome.code, payload: outcome.reason, size1: outcome.size1 }, false);
+        return;
+      }
+      if (outcome.kind === 'continue') {
+        const echo = [{ number: OptionNumber.Block1, value: encodeBlock(block) }];
+        this.finish(message, peer, { code: ResponseCode.Continue, options: echo }, false);
+        return;
+      }
+      request = { ...request, payload: outcome.body };
+      blockEcho = [{ number: OptionNumber.Block1, value: encodeBlock({ ...block, more: false }) }];
+    } else if (request.payload.length > this.options.maxBodyBytes) {
+      this.finish(
+        message,
+        peer,
+        {
+          code: ResponseCode.RequestEntityTooLarge,
+          payload: `request body larger than ${this.options.maxBodyBytes} bytes (use Block1 for large bodies up to that size)`,
+          size1: this.options.maxBodyBytes,
+        },
+        false,
+      );
+      return;
+    }
+
+    if (this.draining) {
+      this.finish(message, peer, SHUTTING_DOWN, false);
+      return;
+    }
+    this.dispatch(message, peer, request, blockEcho);
+  }
+
+  private dispatch(
+    message: IncomingMessage,
+    peer: Peer,
+    request: CoapRequest,
+    blockEcho: CoapOption[] | undefined,
+  ): void {
+    const withEcho = (response: CoapResponse): CoapResponse =>
+      blockEcho ? { ...response, options: [...(response.options ?? []), ...blockEcho] } : response;
+
+    let result: CoapResponse | Promise<CoapResponse>;
+    try {
+      result = this.handler(request);
+    } catch (error) {
+      this.handlerFailed(error, request);
+      result = INTERNAL_ERROR;
+    }
+    if (!(result instanceof Promise)) {
+      this.finish(message, peer, withEcho(result), false);
+      return;
+    }
+
+    this.inFlight++;
+    let separate = false;
+    let timer: NodeJS.Timeout | undefined;
+    if (message.type === MessageType.Confirmable) {
+      // Answer in the ACK if the handler is quick; otherwise ACK now so the device stops retransmitting,
+      // and send the answer later as a CON of its own (RFC 7252 §5.2.2).
+      timer = setTimeout(() => {
+        this.piggybackTimers.delete(timer!);
+        separate = true;
+        this.seen.update(peer.key, message.messageId, ANSWERED_SEPARATELY);
+        peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
+      }, this.options.piggybackWindowMs);
+      this.piggybackTimers.add(timer);
+    }
+    const complete = (response: CoapResponse): void => {
+      if (timer) {
+        clearTimeout(timer);
+        this.piggybackTimers.delete(timer);
+      }
+      this.finish(message, peer, withEcho(response), separate);
+      if (--this.inFlight === 0 && this.drained) this.drained();
+    };
+    result.then(complete, (error: unknown) => {
+      this.handlerFailed(error, request);
+      complete(INTERNAL_ERROR);
+    });
+  }
+
+  private finish(message: IncomingMessage, peer: Peer, response: CoapResponse, separate: boolean): void {
+    if (this.stopped) return;
+    if (message.type === MessageType.Confirmable && !separate) {
+      this.seen.update(peer.key, message.messageId, response);
+      peer.transport.send(peer, this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response));
+      return;
+    }
+    if (message.type === MessageType.Confirmable) {
+      // The empty ACK went out already; duplicates keep getting that empty ACK.
+      this.stats.separateResponses++;
+      const messageId = this.messageIds.next(peer);
+      const datagram = this.encodeResponse(MessageType.Confirmable, messageId, message.token, response);
+      this.confirmables.send(peer, messageId, datagram, (outcome) => {
+        if (outcome !== 'acknowledged' && outcome !== 'cancelled') {
+          this.log.debug({ peer: formatPeer(peer), outcome, code: codeToString(response.code) }, 'separate response not acknowledged');
+        }
+      });
+      return;
+    }
+    this.seen.update(peer.key, message.messageId, response);
+    const messageId = this.messageIds.next(peer);
+    peer.transport.send(peer, this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response));
+  }
+
+  /** Answers a duplicate from what the first copy produced, without handling it again. */
+  private replay(previous: Seen, message: IncomingMessage, peer: Peer): void {
+    const confirmable = message.type === MessageType.Confirmable;
+    if (previous === PROCESSING || previous === REJECTED) return;
+    if (previous === ANSWERED_SEPARATELY) {
+      if (confirmable) peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
+      return;
+    }
+    const type = confirmable ? MessageType.Acknowledgement : MessageType.NonConfirmable;
+    const messageId = confirmable ? message.messageId : this.messageIds.next(peer);
+    peer.transport.send(peer, this.encodeResponse(type, messageId, message.token, previous));
+  }
+
+  private encodeResponse(type: MessageType, messageId: number, token: Buffer, response: CoapResponse): Buffer {
+    const options: CoapOption[] = [];
+    const payload = typeof response.payload === 'string' ? Buffer.from(response.payload, 'utf8') : response.payload;
+    if (response.contentFormat !== undefined && payload && payload.length > 0) {
+      options.push({ number: OptionNumber.ContentFormat, value: encodeUint(response.contentFormat) });
+    }
+    if (response.maxAge !== undefined) options.push({ number: OptionNumber.MaxAge, value: encodeUint(response.maxAge) });
+    if (response.size1 !== undefined) options.push({ number: OptionNumber.Size1, value: encodeUint(response.size1) });
+    if (response.options) options.push(...response.options);
+    return encodeMessage({ type, code: response.code, messageId, token, options, payload });
+  }
+
+  private sendReset(peer: Peer, messageId: number): void {
+    peer.transport.send(peer, encodeEmpty(MessageType.Reset, messageId));
+  }
+
+  private handlerFailed(error: unknown, request: CoapRequest): void {
+    this.stats.handlerErrors++;
+    this.log.error({ err: error, peer: formatPeer(request.peer) }, 'request handler failed; answered 5.00');
+  }
+
+  get dedupEntries(): number {
+    return this.seen.size;
+  }
+
+  get pendingBlockTransfers(): number {
+    return this.blocks.inProgress;
+  }
+
+  /**
+   * Stop taking new requests (they get 5.03) and wait up to `timeoutMs` for those being handled to be
+   * answered, so devices hear the outcome of what they already sent.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    if (this.inFlight === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.drained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.drained = undefined;
+  }
+
+  /** Clears every timer and table; nothing is sent afterwards. */
+  stop(): void {
+    this.draining = true;
+    this.stopped = true;
+    for (const timer of this.piggybackTimers) clearTimeout(timer);
+    this.piggybackTimers.clear();
+    this.confirmables.stop();
+    this.blocks.clear();
+    this.seen.clear();
+    this.messageIds.clear();
+  }
+}

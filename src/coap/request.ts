@@ -1,0 +1,178 @@
+// What a request handler sees and returns: a request whose options have been checked and read once,
+// and a response described by code and payload, leaving message types, ids and encoding to the layer.
+import { ResponseCode, OptionNumber, type CodeByte } from './codes.js';
+import { decodeBlock, type BlockOption } from './block1.js';
+import { decodeUint, type CoapOption, type IncomingMessage } from './message.js';
+import type { Peer } from './transport.js';
+
+export interface CoapRequest {
+  readonly peer: Peer;
+  readonly method: CodeByte;
+  readonly confirmable: boolean;
+  readonly token: Buffer;
+  /** Uri-Path option values as sent (one option may itself contain slashes). */
+  readonly uriPath: readonly string[];
+  readonly uriQuery: readonly string[];
+  readonly contentFormat: number | undefined;
+  readonly accept: number | undefined;
+  readonly observe: number | undefined;
+  readonly block1: BlockOption | undefined;
+  readonly block2: BlockOption | undefined;
+  readonly size1: number | undefined;
+  /** RFC 9175 Request-Tag values (hex, joined): tell apart concurrent block-wise bodies to one URI. */
+  readonly requestTag: string;
+  /** The whole body: Block1 transfers are reassembled before a handler sees the request. */
+  readonly payload: Buffer;
+  /** Wall-clock time the (last) datagram arrived, in ms since the epoch. */
+  readonly receivedAt: number;
+}
+
+export interface CoapResponse {
+  readonly code: CodeByte;
+  /** A string payload on an error response is sent as an RFC 7252 §5.5.2 diagnostic (no Content-Format). */
+  readonly payload?: Buffer | string;
+  readonly contentFormat?: number;
+  /** Seconds; on 5.03 and 4.29 it tells the device when to try again. */
+  readonly maxAge?: number;
+  readonly size1?: number;
+  /** Further options, e.g. the Block1 echo the message layer adds. */
+  readonly options?: readonly CoapOption[];
+}
+
+export type RequestHandler = (request: CoapRequest) => CoapResponse | Promise<CoapResponse>;
+
+export type Interpreted =
+  | { readonly kind: 'request'; readonly request: CoapRequest }
+  /** An option the gateway cannot honour: 4.02 Bad Option, or 5.05 for proxy requests (RFC 7252 §5.4.1, §5.7.2). */
+  | { readonly kind: 'bad-option'; readonly code: CodeByte; readonly reason: string };
+
+interface OptionRule {
+  readonly name: string;
+  readonly minLength: number;
+  readonly maxLength: number;
+  readonly repeatable: boolean;
+}
+
+// Options a request may carry and the gateway understands (lengths from RFC 7252 §5.10, RFC 7641, RFC 7959).
+// Anything else that is critical (odd number) is refused with 4.02; anything else elective is ignored.
+const RULES = new Map<number, OptionRule>([
+  [OptionNumber.UriHost, { name: 'Uri-Host', minLength: 1, maxLength: 255, repeatable: false }],
+  [OptionNumber.ETag, { name: 'ETag', minLength: 1, maxLength: 8, repeatable: true }],
+  [OptionNumber.Observe, { name: 'Observe', minLength: 0, maxLength: 3, repeatable: false }],
+  [OptionNumber.UriPort, { name: 'Uri-Port', minLength: 0, maxLength: 2, repeatable: false }],
+  [OptionNumber.UriPath, { name: 'Uri-Path', minLength: 0, maxLength: 255, repeatable: true }],
+  [OptionNumber.ContentFormat, { name: 'Content-Format', minLength: 0, maxLength: 2, repeatable: false }],
+  [OptionNumber.UriQuery, { name: 'Uri-Query', minLength: 0, maxLength: 255, repeatable: true }],
+  [OptionNumber.Accept, { name: 'Accept', minLength: 0, maxLength: 2, repeatable: false }],
+  [OptionNumber.Block2, { name: 'Block2', minLength: 0, maxLength: 3, repeatable: false }],
+  [OptionNumber.Block1, { name: 'Block1', minLength: 0, maxLength: 3, repeatable: false }],
+  [OptionNumber.Size2, { name: 'Size2', minLength: 0, maxLength: 4, repeatable: false }],
+  [OptionNumber.Size1, { name: 'Size1', minLength: 0, maxLength: 4, repeatable: false }],
+  [OptionNumber.RequestTag, { name: 'Request-Tag', minLength: 0, maxLength: 8, repeatable: true }],
+]);
+
+const UNSUPPORTED_CRITICAL: ReadonlyMap<number, string> = new Map([
+  [OptionNumber.IfMatch, 'If-Match'],
+  [OptionNumber.IfNoneMatch, 'If-None-Match'],
+  [OptionNumber.OSCORE, 'OSCORE'],
+  [OptionNumber.QBlock1, 'Q-Block1'],
+  [OptionNumber.QBlock2, 'Q-Block2'],
+]);
+
+export function interpretRequest(message: IncomingMessage, peer: Peer, receivedAt: number): Interpreted {
+  const uriPath: string[] = [];
+  const uriQuery: string[] = [];
+  let contentFormat: number | undefined;
+  let accept: number | undefined;
+  let observe: number | undefined;
+  let block1: BlockOption | undefined;
+  let block2: BlockOption | undefined;
+  let size1: number | undefined;
+  let requestTag = '';
+  let previousNumber = -1;
+
+  for (const option of message.options) {
+    const { number, value } = option;
+    const critical = (number & 1) === 1;
+    if (number === OptionNumber.ProxyUri || number === OptionNumber.ProxyScheme) {
+      return { kind: 'bad-option', code: ResponseCode.ProxyingNotSupported, reason: 'this gateway is not a proxy' };
+    }
+    const rule = RULES.get(number);
+    const repeated = number === previousNumber;
+    previousNumber = number;
+    // An option that is unknown, too long, too short or repeated when it may not be is "unrecognised"
+    // (RFC 7252 §5.4.3, §5.4.5): fatal when critical, ignored when elective.
+    let problem: string | undefined;
+    if (!rule) {
+      problem = UNSUPPORTED_CRITICAL.has(number)
+        ? `option ${UNSUPPORTED_CRITICAL.get(number)} (${number}) is not supported`
+        : `unknown critical option ${number}`;
+    } else if (repeated && !rule.repeatable) {
+      problem = `option ${rule.name} appears more than once`;
+    } else if (value.length < rule.minLength || value.length > rule.maxLength) {
+      problem = `option ${rule.name} has an invalid length of ${value.length} bytes`;
+    }
+    if (problem !== undefined) {
+      if (critical) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: problem };
+      continue;
+    }
+
+    switch (number) {
+      case OptionNumber.UriPath:
+        uriPath.push(value.toString('utf8'));
+        break;
+      case OptionNumber.UriQuery:
+        uriQuery.push(value.toString('utf8'));
+        break;
+      case OptionNumber.ContentFormat:
+        contentFormat = decodeUint(value);
+        break;
+      case OptionNumber.Accept:
+        accept = decodeUint(value);
+        break;
+      case OptionNumber.Observe:
+        observe = decodeUint(value);
+        break;
+      case OptionNumber.Size1:
+        size1 = decodeUint(value);
+        break;
+      case OptionNumber.RequestTag:
+        requestTag += `${value.toString('hex')};`;
+        break;
+      case OptionNumber.Block1:
+      case OptionNumber.Block2: {
+        const block = decodeBlock(value);
+        if (!block) {
+          return { kind: 'bad-option', code: ResponseCode.BadOption, reason: 'block option uses the reserved size exponent 7' };
+        }
+        if (number === OptionNumber.Block1) block1 = block;
+        else block2 = block;
+        break;
+      }
+      default:
+        // Uri-Host, Uri-Port, ETag and Size2 are understood and need nothing from us.
+        break;
+    }
+  }
+
+  return {
+    kind: 'request',
+    request: {
+      peer,
+      method: message.code,
+      confirmable: message.type === 0,
+      token: message.token,
+      uriPath,
+      uriQuery,
+      contentFormat,
+      accept,
+      observe,
+      block1,
+      block2,
+      size1,
+      requestTag,
+      payload: message.payload,
+      receivedAt,
+    },
+  };
+}
