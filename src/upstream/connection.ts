@@ -1,0 +1,284 @@
+// The one MQTT connection to ThingsBoard. Publishes are QoS 1 and resolve on PUBACK, within a bounded
+// in-flight window. Reconnection is ours (MQTT.js only knows a fixed period): exponential back-off with
+// jitter, and in-flight messages are failed on disconnect rather than replayed blindly, so a device is
+// always told the truth and the gateway can re-announce its devices before any data follows.
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { redactUrl } from '../config/load.js';
+
+export interface UpstreamConnectionOptions {
+  readonly url: string;
+  readonly clientId: string;
+  readonly accessToken: string;
+  readonly username: string;
+  readonly password: string;
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  readonly keepaliveSeconds: number;
+  readonly connectTimeoutMs: number;
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  readonly publishTimeoutMs: number;
+  readonly maxInflight: number;
+  readonly maxQueuedPublishes: number;
+}
+
+/** The broker did not take the message; nothing of it is kept. */
+export class UpstreamUnavailableError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}
+
+interface Job {
+  readonly topic: string;
+  readonly payload: string;
+  readonly resolve: () => void;
+  readonly reject: (error: UpstreamUnavailableError) => void;
+  timer: NodeJS.Timeout | undefined;
+  settled: boolean;
+}
+
+export interface UpstreamStats {
+  published: number;
+  acknowledged: number;
+  failed: number;
+  connects: number;
+}
+
+const REMINDER_INTERVAL_MS = 10 * 60_000;
+/** Retry hint while connected but saturated or slow to acknowledge. */
+const BUSY_RETRY_SECONDS = 5;
+
+export class UpstreamConnection {
+  readonly stats: UpstreamStats = { published: 0, acknowledged: 0, failed: 0, connects: 0 };
+  private client: MqttClient | undefined;
+  private isConnected = false;
+  private stopping = false;
+  private inflight = 0;
+  private readonly queue: Job[] = [];
+  private readonly connectedListeners: Array<() => void> = [];
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private nextAttemptAt = 0;
+  private failedAttempts = 0;
+  private lastError: string | undefined;
+  private lastLoggedFailure: { reason: string; at: number } | undefined;
+  private disconnectedAt: number | undefined;
+
+  constructor(
+    private readonly options: UpstreamConnectionOptions,
+    private readonly log: Logger,
+  ) {}
+
+  get connected(): boolean {
+    return this.isConnected;
+  }
+
+  /** Called on every successful (re)connection, before queued traffic flows. */
+  onConnected(listener: () => void): void {
+    this.connectedListeners.push(listener);
+  }
+
+  /** Starts connecting in the background; network trouble is logged and retried, never thrown. */
+  start(): void {
+    const o = this.options;
+    const clientOptions: IClientOptions = {
+      clientId: o.clientId,
+      clean: true,
+      keepalive: o.keepaliveSeconds,
+      connectTimeout: o.connectTimeoutMs,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      username: o.accessToken || o.username || undefined,
+      password: o.password || undefined,
+      ca: o.ca ? readFileSync(o.ca) : undefined,
+      cert: o.cert ? readFileSync(o.cert) : undefined,
+      key: o.key ? readFileSync(o.key) : undefined,
+    };
+    this.log.info({ url: redactUrl(o.url), clientId: o.clientId }, 'connecting to upstream broker');
+    const client = mqtt.connect(o.url, clientOptions);
+    this.client = client;
+    client.on('connect', () => this.handleConnect());
+    client.on('close', () => this.handleClose());
+    client.on('error', (error: Error & { code?: string | number }) => {
+      this.lastError = describeError(error);
+    });
+  }
+
+  /** Resolves when the broker has acknowledged the message (QoS 1 PUBACK). */
+  publish(topic: string, payload: string): Promise<void> {
+    if (!this.isConnected) {
+      return Promise.reject(this.unavailable('the gateway is not connected to the upstream broker'));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const job: Job = { topic, payload, resolve, reject, timer: undefined, settled: false };
+      if (this.inflight < this.options.maxInflight) {
+        this.send(job);
+      } else if (this.queue.length < this.options.maxQueuedPublishes) {
+        this.queue.push(job);
+      } else {
+        this.fail(job, 'the upstream publish queue is full');
+        return;
+      }
+      job.timer = setTimeout(() => {
+        job.timer = undefined;
+        const queued = this.queue.indexOf(job);
+        if (queued >= 0) this.queue.splice(queued, 1);
+        // An in-flight message keeps its window slot until the PUBACK or the disconnect.
+        this.fail(job, `the upstream broker did not acknowledge within ${this.options.publishTimeoutMs} ms`);
+      }, this.options.publishTimeoutMs);
+    });
+  }
+
+  /** When a device told "unavailable" should try again, in seconds. */
+  retryAfterSeconds(): number {
+    if (this.reconnectTimer) return Math.min(3600, Math.max(1, Math.ceil((this.nextAttemptAt - Date.now()) / 1000)));
+    // A connection attempt is under way: its outcome is known within about the shortest back-off.
+    if (!this.isConnected) return Math.max(1, Math.ceil(this.options.reconnectMinMs / 1000));
+    return BUSY_RETRY_SECONDS;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    for (const job of this.queue.splice(0)) this.fail(job, 'the gateway is shutting down');
+    const client = this.client;
+    this.client = undefined;
+    if (!client) return;
+    // A clean DISCONNECT once in-flight messages are acknowledged; forced if the broker does not answer.
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => client.end(true, {}, () => resolve()), 2000);
+      client.end(false, {}, () => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    this.isConnected = false;
+  }
+
+  private send(job: Job): void {
+    this.inflight++;
+    this.stats.published++;
+    this.client!.publish(job.topic, job.payload, { qos: 1 }, (error) => {
+      this.inflight--;
+      if (error) this.fail(job, `the upstream connection was lost before the broker acknowledged`);
+      else {
+        this.stats.acknowledged++;
+        this.settle(job);
+        job.resolve();
+      }
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.isConnected && this.inflight < this.options.maxInflight && this.queue.length > 0) {
+      this.send(this.queue.shift()!);
+    }
+  }
+
+  private handleConnect(): void {
+    this.isConnected = true;
+    this.stats.connects++;
+    if (this.stats.connects === 1) {
+      this.log.info({ url: redactUrl(this.options.url) }, 'upstream broker connected');
+    } else {
+      const downForMs = Date.now() - (this.disconnectedAt ?? Date.now());
+      this.log.info({ url: redactUrl(this.options.url), attempts: this.failedAttempts + 1, downForMs }, 'upstream broker reconnected');
+    }
+    this.failedAttempts = 0;
+    this.lastError = undefined;
+    this.lastLoggedFailure = undefined;
+    for (const listener of this.connectedListeners) listener();
+    this.pump();
+  }
+
+  private handleClose(): void {
+    const client = this.client;
+    const wasConnected = this.isConnected;
+    this.isConnected = false;
+    if (client) {
+      // Fail what is in flight now: the device is answered 5.03 and retries (a duplicate upstream is
+      // possible only if the PUBACK itself was lost, as QoS 1 allows).
+      for (const id of Object.keys(client.outgoing)) client.removeOutgoingMessage(Number(id));
+    }
+    for (const job of this.queue.splice(0)) this.fail(job, 'the upstream connection was lost');
+    if (this.stopping || !client) return;
+
+    const delay = this.nextDelay();
+    const reason = this.lastError ?? 'connection closed';
+    if (wasConnected) {
+      this.disconnectedAt = Date.now();
+      this.log.warn({ reason, retryInMs: delay }, 'upstream broker connection lost; devices are answered 5.03 until it is back');
+    } else {
+      this.failedAttempts++;
+      const now = Date.now();
+      const last = this.lastLoggedFailure;
+      if (!last || last.reason !== reason || now - last.at >= REMINDER_INTERVAL_MS) {
+        this.lastLoggedFailure = { reason, at: now };
+        this.log.warn({ reason, attempts: this.failedAttempts, retryInMs: delay }, `cannot connect to upstream broker: ${reason}`);
+      } else {
+        this.log.debug({ reason, attempts: this.failedAttempts, retryInMs: delay }, 'upstream connection attempt failed');
+      }
+    }
+    this.lastError = undefined;
+    this.nextAttemptAt = Date.now() + delay;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (!this.stopping) client.reconnect();
+    }, delay);
+  }
+
+  private nextDelay(): number {
+    const { reconnectMinMs, reconnectMaxMs } = this.options;
+    const base = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** Math.min(this.failedAttempts, 20));
+    // ±20% jitter so a fleet of gateways does not reconnect in lock-step after a broker restart.
+    return Math.round(Math.min(reconnectMaxMs, base * (0.8 + Math.random() * 0.4)));
+  }
+
+  private fail(job: Job, reason: string): void {
+    if (job.settled) return;
+    this.settle(job);
+    this.stats.failed++;
+    job.reject(this.unavailable(reason));
+  }
+
+  private settle(job: Job): void {
+    job.settled = true;
+    if (job.timer) clearTimeout(job.timer);
+    job.timer = undefined;
+  }
+
+  private unavailable(reason: string): UpstreamUnavailableError {
+    return new UpstreamUnavailableError(reason, this.retryAfterSeconds());
+  }
+}
+
+function describeError(error: Error & { code?: string | number }): string {
+  if (typeof error.code === 'number') {
+    // CONNACK refusals (MQTT 3.1.1 return codes).
+    if (error.code === 4 || error.code === 5) {
+      return `the broker refused the gateway's credentials (${error.message}); check upstream.accessToken (the gateway device's access token in ThingsBoard)`;
+    }
+    return error.message;
+  }
+  switch (error.code) {
+    case 'ECONNREFUSED':
+      return `connection refused by ${(error as NodeJS.ErrnoException & { address?: string; port?: number }).address ?? 'the broker'} (is the broker running and the port right?)`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `host name not found (${error.message})`;
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `broker not reachable (${error.code})`;
+    default:
+      return error.message;
+  }
+}
