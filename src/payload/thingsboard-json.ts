@@ -1,0 +1,126 @@
+// ThingsBoard's key-value JSON as devices send it (device-api.md §3), parsed and checked once, at the edge,
+// into typed records. Everything that would make ThingsBoard drop the gateway's whole MQTT session, or
+// silently change a value, is refused here with a message the firmware author can act on.
+import type { AttributeSet, JsonValue, TelemetryRecord } from '../model.js';
+
+export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: string };
+
+const MAX_KEY_LENGTH = 255;
+const MAX_NESTING = 32;
+// ThingsBoard stores integers as Java longs and rejects larger ones (device-api.md §3, JsonConverter).
+const LONG_LIMIT = 2 ** 63;
+
+const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
+
+function parseJson(body: Buffer): Parsed<unknown> {
+  if (body.length === 0) return fail('empty payload: expected JSON such as {"temperature":21.5}');
+  try {
+    return { ok: true, value: JSON.parse(body.toString('utf8')) as unknown };
+  } catch (error) {
+    return fail(`malformed JSON: ${(error as Error).message}`);
+  }
+}
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * Telemetry: `{"k":v}`, `{"ts":ms,"values":{..}}`, or an array of either. Records without a `ts` get
+ * `receivedAt`, so readings delivered after an outage keep the time they were taken.
+ */
+export function parseTelemetry(body: Buffer, receivedAt: number): Parsed<TelemetryRecord[]> {
+  const json = parseJson(body);
+  if (!json.ok) return json;
+  const top = json.value;
+  const elements = Array.isArray(top) ? top : [top];
+  if (!Array.isArray(top) && !isPlainObject(top)) {
+    return fail(`telemetry must be a JSON object or an array of objects, not ${describe(top)}`);
+  }
+  const records: TelemetryRecord[] = [];
+  for (let i = 0; i < elements.length; i++) {
+    const element = elements[i];
+    const where = Array.isArray(top) ? `element ${i}: ` : '';
+    if (!isPlainObject(element)) return fail(`${where}telemetry array elements must be objects, not ${describe(element)}`);
+    let ts = receivedAt;
+    let rawValues: Record<string, unknown> = element;
+    // Exactly ThingsBoard's rule: the timestamped form needs both keys; otherwise "ts" is just a key.
+    if ('ts' in element && 'values' in element) {
+      const parsedTs = parseTimestamp(element.ts);
+      if (parsedTs === undefined) {
+        return fail(`${where}ts must be an integer number of milliseconds since 1970, not ${describe(element.ts)}`);
+      }
+      if (!isPlainObject(element.values)) return fail(`${where}values must be an object, not ${describe(element.values)}`);
+      ts = parsedTs;
+      rawValues = element.values;
+    }
+    const values = checkValues(rawValues, where);
+    if (!values.ok) return values;
+    if (Object.keys(values.value).length > 0) records.push({ ts, values: values.value });
+  }
+  return { ok: true, value: records };
+}
+
+/** Client attributes: one JSON object. */
+export function parseAttributes(body: Buffer): Parsed<AttributeSet> {
+  const json = parseJson(body);
+  if (!json.ok) return json;
+  if (!isPlainObject(json.value)) return fail(`attributes must be a JSON object, not ${describe(json.value)}`);
+  return checkValues(json.value, '');
+}
+
+function parseTimestamp(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  if (typeof value === 'string' && /^\d{1,16}$/.test(value)) return Number(value);
+  return undefined;
+}
+
+/** Drops null values (as ThingsBoard does) and refuses keys and values ThingsBoard cannot take. */
+function checkValues(raw: Record<string, unknown>, where: string): Parsed<Record<string, JsonValue>> {
+  let result: Record<string, JsonValue> | undefined;
+  const keys = Object.keys(raw);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    const value = raw[key];
+    if (key.length === 0) return fail(`${where}keys must not be empty`);
+    if (key.length > MAX_KEY_LENGTH) return fail(`${where}key "${key.slice(0, 32)}…" is longer than ${MAX_KEY_LENGTH} characters`);
+    if (value === null) {
+      // Copy on the first null only; the common case keeps the parsed object as it is.
+      if (!result) {
+        result = Object.create(null) as Record<string, JsonValue>;
+        for (let j = 0; j < i; j++) result[keys[j]!] = raw[keys[j]!] as JsonValue;
+      }
+      continue;
+    }
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) return fail(`${where}value of "${key}" is out of range for a number`);
+      if (Number.isInteger(value) && Math.abs(value) >= LONG_LIMIT) {
+        return fail(`${where}value of "${key}" is an integer beyond the 64-bit range ThingsBoard stores; send it as a string`);
+      }
+    } else if (typeof value === 'object') {
+      const problem = checkNested(value, 1);
+      if (problem) return fail(`${where}value of "${key}" ${problem}`);
+    }
+    if (result) result[key] = value as JsonValue;
+  }
+  return { ok: true, value: result ?? (raw as Record<string, JsonValue>) };
+}
+
+/** Nested JSON values are stored as JSON upstream; only depth and non-finite numbers need refusing. */
+function checkNested(value: unknown, depth: number): string | undefined {
+  if (depth > MAX_NESTING) return `nests deeper than ${MAX_NESTING} levels`;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : 'contains a number out of range';
+  if (value === null || typeof value !== 'object') return undefined;
+  for (const child of Array.isArray(value) ? value : Object.values(value)) {
+    const problem = checkNested(child, depth + 1);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  const text = JSON.stringify(value);
+  return `${typeof value} ${text.length > 40 ? `${text.slice(0, 40)}…` : text}`;
+}
