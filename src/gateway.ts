@@ -1,0 +1,152 @@
+// Composition root: builds every part from its slice of the configuration and gives the whole a
+// start/stop lifecycle. Data flows datagram → message layer → route → bridge → upstream.
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { createBridge } from './bridge/index.js';
+import { DevicePresence } from './bridge/presence.js';
+import { CoapMessageLayer } from './coap/message-layer.js';
+import { createRouter } from './coap/routes/index.js';
+import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
+import { formatPeer } from './coap/transport.js';
+import { UdpTransport, type BoundAddress } from './coap/udp-transport.js';
+import { redactUrl, type GatewayConfig } from './config/load.js';
+import { DeviceRegistry } from './devices/registry.js';
+import { UpstreamConnection } from './upstream/connection.js';
+import { startEmbeddedBroker, type EmbeddedBroker } from './upstream/embedded-broker.js';
+
+/** A start-up failure the technician can act on; the CLI prints its message and exits 1. */
+export class StartupError extends Error {}
+
+export interface Gateway {
+  readonly coapAddress: BoundAddress;
+  /** The broker actually used (the embedded one's address when upstream.url is empty). */
+  readonly upstreamUrl: string;
+  readonly messageLayer: CoapMessageLayer;
+  readonly upstream: UpstreamConnection;
+  /** Answers what is in progress (up to drainTimeoutMs), then closes everything. Idempotent. */
+  stop(drainTimeoutMs?: number): Promise<void>;
+}
+
+export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const stateDir = prepareStateDir(config.state.dir);
+  const clientId = config.upstream.clientId || persistentClientId(stateDir);
+
+  let broker: EmbeddedBroker | undefined;
+  let upstreamUrl = config.upstream.url;
+  if (upstreamUrl === '') {
+    try {
+      broker = await startEmbeddedBroker(config.embeddedBroker.host, config.embeddedBroker.port, log.child({ component: 'embedded-broker' }));
+    } catch (error) {
+      throw new StartupError((error as Error).message);
+    }
+    upstreamUrl = broker.url;
+  }
+
+  const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId }, log.child({ component: 'upstream' }));
+  const presence = new DevicePresence(upstream, log.child({ component: 'presence' }));
+  const bridge = createBridge({ upstream, presence, maxMessageBytes: config.upstream.maxMessageBytes });
+  const registry = new DeviceRegistry(config.devices);
+  const handler = createRouter({
+    api: createThingsBoardRoute({ registry, bridge, log: log.child({ component: 'thingsboard-api' }) }),
+  });
+  const coap = config.coap;
+  const messageLayer = new CoapMessageLayer(
+    {
+      piggybackWindowMs: coap.piggybackWindowMs,
+      maxBodyBytes: coap.maxPayloadBytes,
+      maxBlockTransfers: coap.maxBlockTransfers,
+      blockTransferIdleMs: coap.blockTransferIdleMs,
+      dedupMaxEntries: coap.dedupMaxEntries,
+    },
+    handler,
+    log.child({ component: 'coap' }),
+  );
+  const transport = new UdpTransport(
+    { host: coap.host, port: coap.port, socketBufferBytes: coap.socketBufferBytes },
+    messageLayer.receive,
+    log.child({ component: 'udp' }),
+  );
+
+  upstream.start();
+  let coapAddress: BoundAddress;
+  try {
+    coapAddress = await transport.start();
+  } catch (error) {
+    messageLayer.stop();
+    await upstream.stop();
+    await broker?.close();
+    throw new StartupError(describeBindError(error as NodeJS.ErrnoException, coap.host, coap.port));
+  }
+  log.info(
+    { coap: `udp ${formatPeer(coapAddress)}`, devices: registry.size, upstream: redactUrl(upstreamUrl) },
+    'coap2mqtt started',
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    coapAddress,
+    upstreamUrl,
+    messageLayer,
+    upstream,
+    stop(drainTimeoutMs = 5000) {
+      stopping ??= (async () => {
+        await messageLayer.drain(drainTimeoutMs);
+        await transport.stop();
+        messageLayer.stop();
+        await upstream.stop();
+        await broker?.close();
+        log.info('coap2mqtt stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+function prepareStateDir(dir: string): string {
+  const absolute = resolve(dir);
+  try {
+    mkdirSync(absolute, { recursive: true });
+    accessSync(absolute, constants.W_OK);
+  } catch (error) {
+    throw new StartupError(`state.dir "${absolute}" cannot be created or is not writable: ${(error as Error).message}`);
+  }
+  return absolute;
+}
+
+/**
+ * The MQTT client id when none is configured: host name plus a random suffix, created on first start and
+ * kept in the state directory. Brokers evict an older session with the same id, and many boxes share
+ * a host name like "raspberrypi".
+ */
+function persistentClientId(stateDir: string): string {
+  const file = join(stateDir, 'mqtt-client-id');
+  try {
+    const stored = readFileSync(file, 'utf8').trim();
+    if (stored !== '') return stored;
+  } catch {
+    // First start: create it below.
+  }
+  const id = `coap2mqtt-${hostname().replace(/[^\w.-]/g, '').slice(0, 40)}-${randomBytes(4).toString('hex')}`;
+  try {
+    writeFileSync(file, `${id}\n`);
+  } catch (error) {
+    throw new StartupError(`cannot write ${file}: ${(error as Error).message}`);
+  }
+  return id;
+}
+
+function describeBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `CoAP port ${port} on ${host} is already in use (another coap2mqtt or CoAP server?); stop it or change coap.port`;
+    case 'EACCES':
+      return `not allowed to listen on UDP port ${port}; ports below 1024 need CAP_NET_BIND_SERVICE`;
+    case 'EADDRNOTAVAIL':
+      return `coap.host "${host}" is not an address of this machine`;
+    default:
+      return `cannot listen for CoAP on ${host}:${port}: ${error.message}`;
+  }
+}
