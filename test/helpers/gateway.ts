@@ -1,0 +1,51 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
+import { startGateway, type Gateway } from '../../src/gateway.js';
+import { createLogger } from '../../src/log.js';
+
+export interface TestGateway {
+  readonly gateway: Gateway;
+  readonly port: number;
+  readonly uri: (path: string) => string;
+  /** Every log line the gateway wrote, parsed. */
+  readonly logs: Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+export const DEVICES = [
+  { name: 'Boiler-7', type: 'thermostat', token: 'boiler-token-7' },
+  { name: 'Pump-2', type: 'pump', token: 'pump-token-2' },
+];
+
+/** Starts a whole gateway in this process from a config object, loaded through the real config loader. */
+export async function startTestGateway(config: Record<string, unknown>): Promise<TestGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-test-'));
+  const file = join(dir, 'config.json');
+  writeFileSync(
+    file,
+    JSON.stringify({ coap: { host: '127.0.0.1', port: 0 }, devices: DEVICES, state: { dir: join(dir, 'state') }, ...config }),
+  );
+  const loaded = loadConfig({ file, env: {} });
+  if (!loaded.ok) throw new Error(`test config invalid: ${loaded.errors.join('; ')}`);
+  const logs: Array<Record<string, unknown>> = [];
+  const log = createLogger('debug', {
+    write(line: string) {
+      logs.push(JSON.parse(line) as Record<string, unknown>);
+    },
+  });
+  const gateway = await startGateway(loaded.config, log);
+  const { address, port } = gateway.coapAddress;
+  const host = address.includes(':') ? `[${address}]` : address;
+  return {
+    gateway,
+    port,
+    logs,
+    uri: (path) => `coap://${host}:${port}${path}`,
+    async stop() {
+      await gateway.stop(1000);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,85 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+
+/**
+ * A UDP relay between one client and the gateway that can drop what the gateway sends back, to make a
+ * real client retransmit exactly as it would after a lost ACK.
+ */
+export class LossyUdpProxy {
+  private client: dgram.RemoteInfo | undefined;
+  dropped = 0;
+
+  private constructor(
+    private readonly front: dgram.Socket,
+    private readonly back: dgram.Socket,
+    readonly port: number,
+    /** Decides, per datagram from the gateway, whether it is lost. */
+    public dropFromGateway: (datagram: Buffer, index: number) => boolean,
+  ) {}
+
+  static async start(targetPort: number, dropFromGateway: (datagram: Buffer, index: number) => boolean): Promise<LossyUdpProxy> {
+    const front = dgram.createSocket('udp4');
+    const back = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => front.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => back.bind(0, '127.0.0.1', resolve));
+    const proxy = new LossyUdpProxy(front, back, front.address().port, dropFromGateway);
+    let fromGateway = 0;
+    front.on('message', (datagram, rinfo) => {
+      proxy.client = rinfo;
+      back.send(datagram, targetPort, '127.0.0.1');
+    });
+    back.on('message', (datagram) => {
+      if (proxy.dropFromGateway(datagram, fromGateway++)) {
+        proxy.dropped++;
+        return;
+      }
+      if (proxy.client) front.send(datagram, proxy.client.port, proxy.client.address);
+    });
+    return proxy;
+  }
+
+  close(): void {
+    this.front.close();
+    this.back.close();
+  }
+}
+
+/** A TCP relay that holds broker→gateway bytes for `delayMs`: a slow or stalled upstream link. */
+export class DelayingTcpProxy {
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  delayMs = 0;
+
+  static async start(targetPort: number): Promise<DelayingTcpProxy> {
+    let proxy: DelayingTcpProxy | undefined;
+    const server = net.createServer((downstream) => {
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      proxy!.sockets.add(downstream).add(upstream);
+      downstream.pipe(upstream);
+      upstream.on('data', (chunk: Buffer) => {
+        const delay = proxy!.delayMs;
+        if (delay === 0) downstream.write(chunk);
+        else setTimeout(() => downstream.writable && downstream.write(chunk), delay);
+      });
+      const close = (): void => {
+        downstream.destroy();
+        upstream.destroy();
+      };
+      downstream.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxy = new DelayingTcpProxy(server, (server.address() as net.AddressInfo).port);
+    return proxy;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,73 @@
+import dgram from 'node:dgram';
+import * as coapPacket from 'coap-packet';
+
+/**
+ * A device made of a bare UDP socket, for exact control over datagrams (same message id twice,
+ * malformed headers, no ACKs).
+ */
+export class UdpDevice {
+  private readonly inbox: Buffer[] = [];
+  private waiter: (() => void) | undefined;
+
+  private constructor(
+    private readonly socket: dgram.Socket,
+    private readonly port: number,
+    private readonly host: string,
+  ) {
+    socket.on('message', (datagram) => {
+      this.inbox.push(datagram);
+      this.waiter?.();
+    });
+  }
+
+  static async open(port: number, host = '127.0.0.1'): Promise<UdpDevice> {
+    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve) => socket.bind(0, resolve));
+    return new UdpDevice(socket, port, host);
+  }
+
+  send(datagram: Buffer): void {
+    this.socket.send(datagram, this.port, this.host);
+  }
+
+  /** The next datagram from the gateway, or undefined if none comes within `timeoutMs`. */
+  async next(timeoutMs = 2000): Promise<Buffer | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.inbox.length === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+    return this.inbox.shift();
+  }
+
+  async nextPacket(timeoutMs = 2000): Promise<coapPacket.ParsedPacket | undefined> {
+    const datagram = await this.next(timeoutMs);
+    return datagram ? coapPacket.parse(datagram) : undefined;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+let nextMessageId = 1;
+
+/** A CON (or NON) POST to `path` with a JSON body, as a device would send it. */
+export function post(path: string, body: string | Buffer, options: { messageId?: number; confirmable?: boolean; token?: Buffer; extra?: coapPacket.Option[] } = {}): Buffer {
+  return coapPacket.generate({
+    code: 'POST',
+    confirmable: options.confirmable ?? true,
+    messageId: options.messageId ?? nextMessageId++,
+    token: options.token ?? Buffer.from([0x11, 0x22]),
+    options: [...path.split('/').filter(Boolean).map((segment) => ({ name: 'Uri-Path', value: Buffer.from(segment) })), ...(options.extra ?? [])],
+    payload: typeof body === 'string' ? Buffer.from(body) : body,
+  });
+}
