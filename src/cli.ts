@@ -3,9 +3,9 @@
 //   0 clean stop · 1 start-up or runtime failure · 2 invalid configuration or usage
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadConfig, redactUrl, type LoadResult } from './config/load.js';
+import { loadConfig, type LoadResult } from './config/load.js';
 import { StartupError, startGateway, type Gateway } from './gateway.js';
-import { createLogger } from './log.js';
+import { createLogger, redactUrl } from './log.js';
 
 const USAGE = `Usage:
   coap2mqtt [run] [--config FILE]        start the gateway

@@ -12,8 +12,9 @@ import { createRouter } from './coap/routes/index.js';
 import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
 import { formatPeer } from './coap/transport.js';
 import { UdpTransport, type BoundAddress } from './coap/udp-transport.js';
-import { redactUrl, type GatewayConfig } from './config/load.js';
+import type { GatewayConfig } from './config/load.js';
 import { DeviceRegistry } from './devices/registry.js';
+import { redactUrl } from './log.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './upstream/embedded-broker.js';
 

@@ -59,3 +59,15 @@ export class LogOncePer {
     return true;
   }
 }
+
+/** mqtt://user:secret@host → mqtt://host: URLs may carry credentials, which never go to logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.username = '';
+    parsed.password = '';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return '(unparseable URL)';
+  }
+}

@@ -4,6 +4,7 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import convict from 'convict';
 import JSON5 from 'json5';
+import { redactUrl } from '../log.js';
 import { schema, type LOG_LEVELS } from './schema.js';
 
 export interface DeviceEntry {
@@ -233,18 +234,6 @@ function checkUpstream(config: GatewayConfig, errors: string[], warnings: string
     errors.push(
       `upstream.reconnectMinMs: must not exceed upstream.reconnectMaxMs (got ${upstream.reconnectMinMs} > ${upstream.reconnectMaxMs})`,
     );
-  }
-}
-
-/** mqtt://user:secret@host → mqtt://host: URLs may carry credentials, which never go to logs. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    parsed.username = '';
-    parsed.password = '';
-    return parsed.toString().replace(/\/$/, '');
-  } catch {
-    return '(unparseable URL)';
   }
 }
 

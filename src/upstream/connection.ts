@@ -5,25 +5,11 @@
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { redactUrl } from '../config/load.js';
+import type { UpstreamConfig } from '../config/load.js';
+import { redactUrl } from '../log.js';
 
-export interface UpstreamConnectionOptions {
-  readonly url: string;
-  readonly clientId: string;
-  readonly accessToken: string;
-  readonly username: string;
-  readonly password: string;
-  readonly ca: string;
-  readonly cert: string;
-  readonly key: string;
-  readonly keepaliveSeconds: number;
-  readonly connectTimeoutMs: number;
-  readonly reconnectMinMs: number;
-  readonly reconnectMaxMs: number;
-  readonly publishTimeoutMs: number;
-  readonly maxInflight: number;
-  readonly maxQueuedPublishes: number;
-}
+/** The upstream slice of the configuration, with `url` resolved (the embedded broker's when empty). */
+export type UpstreamConnectionOptions = Omit<UpstreamConfig, 'maxMessageBytes'>;
 
 /** The broker did not take the message; nothing of it is kept. */
 export class UpstreamUnavailableError extends Error {

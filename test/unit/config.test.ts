@@ -2,7 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEMO_DEVICE, loadConfig, redactUrl } from '../../src/config/load.js';
+import { DEMO_DEVICE, loadConfig } from '../../src/config/load.js';
+import { redactUrl } from '../../src/log.js';
 
 function file(content: unknown): string {
   const path = join(mkdtempSync(join(tmpdir(), 'coap2mqtt-config-')), 'config.json5');
