@@ -71,7 +71,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     log.child({ component: 'udp' }),
   );
 
-  upstream.start();
+  try {
+    upstream.start();
+  } catch (error) {
+    // Reading upstream.ca/cert/key can still fail here if the files changed since the config was checked.
+    await broker?.close();
+    throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
+  }
   let coapAddress: BoundAddress;
   try {
     coapAddress = await transport.start();
