@@ -9,6 +9,7 @@ import { DedupCache } from './dedup.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
+import { LogOncePer } from '../log.js';
 import { formatPeer, type Peer } from './transport.js';
 
 export interface MessageLayerOptions {
@@ -69,7 +70,8 @@ export class CoapMessageLayer {
   private draining = false;
   private stopped = false;
   private drained: (() => void) | undefined;
-  private dedupCapWarned = false;
+  /** Repeats the "table full" warning at most every 10 minutes while the overload lasts. */
+  private readonly capWarnings = new LogOncePer(10 * 60_000, 1);
 
   constructor(
     private readonly options: MessageLayerOptions,
@@ -134,11 +136,10 @@ export class CoapMessageLayer {
       this.replay(previous, message, peer);
       return;
     }
-    if (!this.seen.add(peer.key, message.messageId, PROCESSING) && !this.dedupCapWarned) {
-      this.dedupCapWarned = true;
+    if (!this.seen.add(peer.key, message.messageId, PROCESSING) && this.capWarnings.first('dedup')) {
       this.log.warn(
         { maxEntries: this.options.dedupMaxEntries },
-        'deduplication table reached coap.dedupMaxEntries: the oldest message ids were forgotten early; raise the limit if devices retransmit late',
+        'deduplication table full (coap.dedupMaxEntries): the oldest quarter of message ids was forgotten before 247 s; a late retransmission of one of them would be forwarded again. Raise the limit for this request rate',
       );
     }
     this.stats.requests++;
