@@ -1,0 +1,414 @@
+// `npm run bench`: the same CoAP load against a raw UDP floor, a bare node-coap server and coap2mqtt
+// (with a mosquitto of its own), one after the other; or `--soak`: coap2mqtt alone at a fixed rate for a
+// long time, watching its memory. Results go to the terminal and to bench/results/<timestamp>.json.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LoadGenerator, type LoadMode, type RunResult } from './loadgen.js';
+import { freeTcpPort, freeUdpPort } from '../test/helpers/ports.js';
+import { ManagedProcess, UsageMeter, udpDropCounters, type Usage } from './processes.js';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url)); // build/bench/
+const ROOT = resolve(HERE, '../..');
+const HOST = '127.0.0.1';
+// The gateway runs with the V8 flags of `npm start` (package.json), so memory figures are the real ones.
+const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
+  .split(/\s+/)
+  .filter((word) => word.startsWith('--'));
+const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt'] as const;
+type TargetName = (typeof TARGET_NAMES)[number];
+
+const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt] [--duration S] [--rate N]
+                       [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
+       npm run bench -- --soak [--rate 2000] [--duration 600]
+--duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).`;
+
+function readCommandLine() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      soak: { type: 'boolean', default: false },
+      targets: { type: 'string', default: TARGET_NAMES.join(',') },
+      duration: { type: 'string' },
+      rate: { type: 'string' },
+      window: { type: 'string' },
+      sockets: { type: 'string' },
+      devices: { type: 'string' },
+      'max-inflight': { type: 'string' },
+      timeout: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  const positive = (name: string, text: string | undefined, fallback: number): number => {
+    const value = Number(text ?? fallback);
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, not "${text}"`);
+    return value;
+  };
+  const count = (name: string, text: string | undefined, fallback: number): number => {
+    const value = positive(name, text, fallback);
+    if (!Number.isInteger(value)) throw new Error(`--${name} must be a whole number, not "${text}"`);
+    return value;
+  };
+  const targets = values.targets.split(',').map((name) => name.trim());
+  const unknown = targets.filter((name) => !(TARGET_NAMES as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`unknown target(s) ${unknown.join(', ')}; known: ${TARGET_NAMES.join(', ')}`);
+  const { quick, soak } = values;
+  return {
+    help: values.help,
+    quick,
+    soak,
+    targets: targets as TargetName[],
+    rate: positive('rate', values.rate, 2000),
+    window: count('window', values.window, 128),
+    sockets: count('sockets', values.sockets, 128),
+    devices: count('devices', values.devices, 1000),
+    maxInflight: count('max-inflight', values['max-inflight'], 1000),
+    durationS: positive('duration', values.duration, soak ? 600 : quick ? 4 : 15),
+    warmupS: quick ? 1 : 3,
+    timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
+  };
+}
+
+let settings: ReturnType<typeof readCommandLine>;
+try {
+  settings = readCommandLine();
+} catch (error) {
+  process.stderr.write(`${(error as Error).message}\n\n${USAGE}\n`);
+  process.exit(2);
+}
+if (settings.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+
+// Everything started is tracked here so that an error or Ctrl-C still stops it.
+const children = new Set<ManagedProcess>();
+const scratchDir = mkdtempSync(join(os.tmpdir(), 'coap2mqtt-bench-'));
+
+function launch(...args: ConstructorParameters<typeof ManagedProcess>): ManagedProcess {
+  const child = new ManagedProcess(...args);
+  children.add(child);
+  return child;
+}
+
+async function shutDown(child: ManagedProcess): Promise<number | null> {
+  const code = await child.stop();
+  children.delete(child);
+  return code;
+}
+
+async function cleanUp(): Promise<void> {
+  await Promise.all([...children].map((child) => shutDown(child)));
+  rmSync(scratchDir, { recursive: true, force: true });
+}
+
+interface Started {
+  readonly process: ManagedProcess;
+  readonly port: number;
+}
+
+async function startNodeTarget(name: TargetName, script: string): Promise<Started> {
+  const port = await freeUdpPort();
+  const child = launch(name, process.execPath, [join(HERE, 'targets', script), String(port)]);
+  await child.waitForLine(/^ready/, 10_000);
+  return { process: child, port };
+}
+
+async function startMosquitto(): Promise<Started> {
+  const port = await freeTcpPort();
+  const config = join(scratchDir, 'mosquitto.conf');
+  writeFileSync(
+    config,
+    [
+      `listener ${port} ${HOST}`,
+      'allow_anonymous true',
+      'persistence false',
+      // Nobody subscribes; these only keep the broker from throttling a mosquitto_sub attached to watch.
+      'max_inflight_messages 0',
+      'max_queued_messages 100000',
+      // PUBACKs go out at once rather than waiting for Nagle: the gateway answers devices on them.
+      'set_tcp_nodelay true',
+      'log_dest stderr', // unbuffered, unlike stdout into a pipe
+      'log_type error',
+      'log_type warning',
+      'log_type notice',
+      'log_type information', // includes the "running" line awaited below
+      '',
+    ].join('\n'),
+  );
+  const child = launch('mosquitto', 'mosquitto', ['-c', config], (line) => /: (error|warning)/i.test(line));
+  await child.waitForLine(/running/, 10_000);
+  return { process: child, port };
+}
+
+async function startGateway(mqttPort: number): Promise<Started> {
+  const port = await freeUdpPort();
+  const config = join(scratchDir, 'coap2mqtt.json');
+  const devices = Array.from({ length: settings.devices }, (_, i) => ({ name: `dev-${i}`, type: 'default', token: `tok-${i}` }));
+  const gatewayConfig = {
+    coap: { host: HOST, port },
+    upstream: { url: `mqtt://${HOST}:${mqttPort}`, accessToken: 'gw', maxInflight: settings.maxInflight },
+    devices,
+    state: { dir: join(scratchDir, 'state') },
+    // info logs state changes only, including the two lines that say it is ready.
+    log: { level: 'info' },
+  };
+  writeFileSync(config, JSON.stringify(gatewayConfig));
+  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, join(ROOT, 'dist/cli.js'), '--config', config]);
+  await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), child.waitForLine(/upstream broker connected/, 15_000)]);
+  return { process: child, port };
+}
+
+interface Phase {
+  readonly target: TargetName;
+  readonly load: RunResult;
+  readonly usage: Record<string, Usage>;
+  /** Kernel UDP drops during the phase (either side): a sign of full socket buffers. */
+  readonly udpDrops: { readonly receiveBuffer: number; readonly sendBuffer: number };
+  readonly exitCode: number | null;
+  readonly notableLogLines: readonly string[];
+  readonly notableLogLineCount: number;
+}
+
+function startTarget(name: TargetName, broker: Started | undefined): Promise<Started> {
+  switch (name) {
+    case 'raw-udp':
+      return startNodeTarget(name, 'raw-udp-server.js');
+    case 'node-coap':
+      return startNodeTarget(name, 'node-coap-server.js');
+    case 'coap2mqtt':
+      return startGateway(broker!.port);
+  }
+}
+
+/** A fresh target process per phase, so one phase's leftovers (heap, caches) do not colour the next. */
+async function runPhase(name: TargetName, mode: LoadMode, broker: Started | undefined): Promise<Phase> {
+  const target = await startTarget(name, broker);
+  const pids: Record<string, number> = { [name]: target.process.pid, loadgen: process.pid };
+  if (broker && name === 'coap2mqtt') pids.mosquitto = broker.process.pid;
+  const generator = await LoadGenerator.open({ host: HOST, port: target.port, sockets: settings.sockets, devices: settings.devices });
+  const timeoutMs = settings.timeoutS * 1000;
+  let measured: Pick<Phase, 'load' | 'usage' | 'udpDrops'>;
+  let exitCode: number | null;
+  try {
+    // Warm-up in the same mode: JIT, socket buffers, and for the gateway the first announcement of every device.
+    await generator.runLoad({ mode, durationMs: settings.warmupS * 1000, timeoutMs });
+    const dropsBefore = udpDropCounters();
+    const meter = new UsageMeter(pids);
+    const load = await generator.runLoad({ mode, durationMs: settings.durationS * 1000, timeoutMs });
+    const usage = meter.stop();
+    const dropsAfter = udpDropCounters();
+    const udpDrops = {
+      receiveBuffer: dropsAfter.receiveBufferErrors - dropsBefore.receiveBufferErrors,
+      sendBuffer: dropsAfter.sendBufferErrors - dropsBefore.sendBufferErrors,
+    };
+    measured = { load, usage, udpDrops };
+    if (!target.process.running) {
+      const { exitCode, signalCode } = target.process.child;
+      throw new Error(`${name} died during the run (exit ${exitCode}, signal ${signalCode}): ${target.process.notableLines.join(' | ')}`);
+    }
+  } finally {
+    await generator.close();
+    exitCode = await shutDown(target.process);
+  }
+  return {
+    target: name,
+    ...measured,
+    exitCode,
+    notableLogLines: target.process.notableLines,
+    notableLogLineCount: target.process.notableCount,
+  };
+}
+
+async function comparison(): Promise<object> {
+  const broker = settings.targets.includes('coap2mqtt') ? await startMosquitto() : undefined;
+  const saturation: Phase[] = [];
+  for (const name of settings.targets) {
+    process.stdout.write(`${name}: saturation, window ${settings.window}, ${settings.durationS} s… `);
+    saturation.push(await runPhase(name, { kind: 'saturation', window: settings.window }, broker));
+    process.stdout.write(`${Math.round(saturation.at(-1)!.load.throughput)} req/s\n`);
+  }
+  const fixedRate: Phase[] = [];
+  for (const name of settings.targets) {
+    process.stdout.write(`${name}: ${settings.rate} req/s, ${settings.durationS} s… `);
+    fixedRate.push(await runPhase(name, { kind: 'rate', perSecond: settings.rate }, broker));
+    process.stdout.write(`p99 ${ms(fixedRate.at(-1)!.load.latencyMs.p99)} ms\n`);
+  }
+  if (broker) await shutDown(broker.process);
+  printTable(saturation, fixedRate);
+  return { saturation, fixedRate };
+}
+
+function printTable(saturation: readonly Phase[], fixedRate: readonly Phase[]): void {
+  const throughputOf = (name: TargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
+  const ratio = (value: number, base: number | undefined): string => (base ? `${(value / base).toFixed(2)}×` : '-');
+  const rows = settings.targets.flatMap((name, i) => {
+    const sat = saturation[i]!;
+    const rate = fixedRate[i]!;
+    const latency = rate.load.latencyMs;
+    const rows = [
+      [
+        name,
+        Math.round(sat.load.throughput).toLocaleString('en-US'),
+        ratio(sat.load.throughput, throughputOf('node-coap')),
+        ratio(sat.load.throughput, throughputOf('raw-udp')),
+        percent(sat.usage[name]!.cpuPercent),
+        megabytes(sat.usage[name]!.peakRssMB),
+        ms(latency.p50),
+        ms(latency.p99),
+        ms(latency.p999),
+        percent(rate.usage[name]!.cpuPercent),
+        megabytes(rate.usage[name]!.peakRssMB),
+        `${sat.load.lost}/${rate.load.lost}`,
+        `${notCreated(sat.load)}/${notCreated(rate.load)}`,
+        percent(sat.usage.loadgen!.cpuPercent),
+      ],
+    ];
+    const satBroker = sat.usage.mosquitto;
+    const rateBroker = rate.usage.mosquitto;
+    if (satBroker && rateBroker) {
+      const cpuAndRss = (usage: Usage): string[] => [percent(usage.cpuPercent), megabytes(usage.peakRssMB)];
+      rows.push(['  mosquitto', '', '', '', ...cpuAndRss(satBroker), '', '', '', ...cpuAndRss(rateBroker), '', '', '']);
+    }
+    return rows;
+  });
+  const headers = [
+    'target', 'sat req/s', 'vs node-coap', 'vs raw-udp', 'CPU% sat', 'RSS MB sat',
+    'p50 ms', 'p99 ms', 'p999 ms', 'CPU% rate', 'RSS MB rate', 'lost s/r', 'not 2.01 s/r', 'loadgen CPU% sat',
+  ];
+  process.stdout.write(`\n${formatTable(headers, rows)}\n`);
+  process.stdout.write(
+    `latency at ${settings.rate} req/s; saturation window ${settings.window}; CPU% 100 = one core; RSS = peak; ` +
+      `coap2mqtt upstream.maxInflight ${settings.maxInflight}; ${settings.sockets} sockets, ${settings.devices} devices\n`,
+  );
+  for (const [kind, phases] of [['saturation', saturation], ['fixed rate', fixedRate]] as const) {
+    for (const phase of phases) {
+      const { load, udpDrops } = phase;
+      const notes = [
+        load.emptyAcks && `${load.emptyAcks} empty ACKs`,
+        load.late && `${load.late} late/duplicate answers`,
+        load.resets && `${load.resets} resets`,
+        load.skipped && `${load.skipped} sends skipped`,
+        udpDrops.receiveBuffer && `${udpDrops.receiveBuffer} UDP receive-buffer drops`,
+        notCreated(load) && `codes ${JSON.stringify(load.codes)}`,
+        phase.exitCode !== 0 && `exit code ${phase.exitCode} when stopped`,
+        phase.notableLogLineCount && `${phase.notableLogLineCount} warning/error log line(s), first: ${phase.notableLogLines[0]}`,
+      ].filter(Boolean);
+      if (notes.length > 0) process.stdout.write(`${phase.target} ${kind}: ${notes.join('; ')}\n`);
+    }
+  }
+}
+
+async function soak(): Promise<object> {
+  const broker = await startMosquitto();
+  const gateway = await startGateway(broker.port);
+  const generator = await LoadGenerator.open({ host: HOST, port: gateway.port, sockets: settings.sockets, devices: settings.devices });
+  const meter = new UsageMeter({ coap2mqtt: gateway.process.pid, mosquitto: broker.process.pid, loadgen: process.pid }, 1000);
+  const dropsBefore = udpDropCounters();
+  const startedAt = performance.now();
+  const curve: object[] = [];
+  let recordedAt = startedAt;
+  const record = (): void => {
+    recordedAt = performance.now();
+    const interval = generator.takeInterval();
+    const point = {
+      atSeconds: Math.round((recordedAt - startedAt) / 1000),
+      gatewayRssMB: round1(meter.rssMB('coap2mqtt')),
+      mosquittoRssMB: round1(meter.rssMB('mosquitto')),
+      answered: interval.answered,
+      lost: interval.lost,
+      p50Ms: interval.latencyMs.p50,
+      p99Ms: interval.latencyMs.p99,
+    };
+    curve.push(point);
+    process.stdout.write(
+      `${String(point.atSeconds).padStart(5)} s  coap2mqtt RSS ${point.gatewayRssMB.toFixed(1).padStart(6)} MB  ` +
+        `mosquitto ${point.mosquittoRssMB.toFixed(1)} MB  answered ${point.answered}  lost ${point.lost}  ` +
+        `p50 ${ms(point.p50Ms)} ms  p99 ${ms(point.p99Ms)} ms\n`,
+    );
+  };
+  process.stdout.write(`soak: coap2mqtt at ${settings.rate} req/s for ${settings.durationS} s (RSS every 10 s)\n`);
+  record();
+  const ticker = setInterval(record, 10_000);
+  let load: RunResult;
+  try {
+    load = await generator.runLoad({
+      mode: { kind: 'rate', perSecond: settings.rate },
+      durationMs: settings.durationS * 1000,
+      timeoutMs: settings.timeoutS * 1000,
+    });
+  } finally {
+    clearInterval(ticker);
+    await generator.close();
+  }
+  if (performance.now() - recordedAt > 1000) record(); // the last, partial interval
+  const usage = meter.stop();
+  const dropsAfter = udpDropCounters();
+  const gatewayExit = await shutDown(gateway.process);
+  await shutDown(broker.process);
+
+  const latency = load.latencyMs;
+  const lossPercent = (100 * load.lost) / Math.max(1, load.sent);
+  process.stdout.write(
+    `\nsent ${load.sent}, codes ${JSON.stringify(load.codes)}, lost ${load.lost} (${lossPercent.toFixed(3)}%), late ${load.late}, ` +
+      `empty ACKs ${load.emptyAcks}, UDP receive-buffer drops ${dropsAfter.receiveBufferErrors - dropsBefore.receiveBufferErrors}\n` +
+      `latency ms: p50 ${ms(latency.p50)}  p99 ${ms(latency.p99)}  p999 ${ms(latency.p999)}  max ${ms(latency.max)}\n` +
+      `CPU%: coap2mqtt ${percent(usage.coap2mqtt!.cpuPercent)}, mosquitto ${percent(usage.mosquitto!.cpuPercent)}, ` +
+      `loadgen ${percent(usage.loadgen!.cpuPercent)}; peak RSS coap2mqtt ${usage.coap2mqtt!.peakRssMB.toFixed(1)} MB; exit code ${gatewayExit}\n`,
+  );
+  if (gateway.process.notableCount > 0) {
+    process.stdout.write(`coap2mqtt logged ${gateway.process.notableCount} warning/error line(s):\n  ${gateway.process.notableLines.join('\n  ')}\n`);
+  }
+  return { soak: { load, usage, rssCurve: curve, gatewayExitCode: gatewayExit, gatewayLogLines: gateway.process.notableLines } };
+}
+
+function notCreated(load: RunResult): number {
+  return Object.entries(load.codes).reduce((sum, [code, count]) => (code === '2.01' ? sum : sum + count), 0);
+}
+
+const ms = (value: number): string => (Number.isNaN(value) ? '-' : value.toFixed(2));
+const percent = (value: number): string => value.toFixed(0);
+const megabytes = (value: number): string => value.toFixed(0);
+const round1 = (value: number): number => Math.round(value * 10) / 10;
+
+function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+function writeResults(results: object): string {
+  const directory = join(ROOT, 'bench', 'results');
+  mkdirSync(directory, { recursive: true });
+  const file = join(directory, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, kernel: os.release() };
+  writeFileSync(file, `${JSON.stringify({ mode: settings.soak ? 'soak' : 'comparison', settings, machine, ...results }, null, 2)}\n`);
+  return file;
+}
+
+async function main(): Promise<void> {
+  const results = settings.soak ? await soak() : await comparison();
+  process.stdout.write(`results: ${writeResults(results)}\n`);
+}
+
+// Ctrl-C or a kill: stop the children (they may have seen the signal too), remove the scratch directory.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
+}
+// Last resort if the harness itself crashes: nothing outlives it.
+process.once('exit', () => {
+  for (const child of children) if (child.running) child.child.kill('SIGKILL');
+  rmSync(scratchDir, { recursive: true, force: true });
+});
+
+main().then(
+  () => cleanUp(),
+  async (error: unknown) => {
+    process.stderr.write(`bench failed: ${(error as Error).stack}\n`);
+    await cleanUp();
+    process.exitCode = 1;
+  },
+);
