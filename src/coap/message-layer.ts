@@ -181,7 +181,7 @@ export class CoapMessageLayer {
         peer,
         {
           code: ResponseCode.RequestEntityTooLarge,
-          payload: `request body larger than ${this.options.maxBodyBytes} bytes (use Block1 for large bodies up to that size)`,
+          payload: `request body larger than ${this.options.maxBodyBytes} bytes`,
           size1: this.options.maxBodyBytes,
         },
         false,

@@ -103,11 +103,7 @@ export class UpstreamConnection {
     }
     return new Promise<void>((resolve, reject) => {
       const job: Job = { topic, payload, resolve, reject, timer: undefined, settled: false };
-      if (this.inflight < this.options.maxInflight) {
-        this.send(job);
-      } else if (this.queue.length < this.options.maxQueuedPublishes) {
-        this.queue.push(job);
-      } else {
+      if (this.inflight >= this.options.maxInflight && this.queue.length >= this.options.maxQueuedPublishes) {
         this.fail(job, 'the upstream publish queue is full');
         return;
       }
@@ -118,6 +114,8 @@ export class UpstreamConnection {
         // An in-flight message keeps its window slot until the PUBACK or the disconnect.
         this.fail(job, `the upstream broker did not acknowledge within ${this.options.publishTimeoutMs} ms`);
       }, this.options.publishTimeoutMs);
+      if (this.inflight < this.options.maxInflight) this.send(job);
+      else this.queue.push(job);
     });
   }
 
@@ -131,6 +129,8 @@ export class UpstreamConnection {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    // No new publishes from here on; those in flight still get their PUBACK or fail.
+    this.isConnected = false;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     for (const job of this.queue.splice(0)) this.fail(job, 'the gateway is shutting down');
@@ -145,7 +145,6 @@ export class UpstreamConnection {
         resolve();
       });
     });
-    this.isConnected = false;
   }
 
   private send(job: Job): void {

@@ -161,6 +161,28 @@ describe('slow upstream', () => {
   });
 });
 
+describe('upstream window', () => {
+  it('keeps at most upstream.maxInflight publishes unacknowledged and answers 5.03 when the queue behind them is full', async () => {
+    const narrowGw = await startTestGateway({
+      upstream: { url: `mqtt://127.0.0.1:${slowLink.port}`, accessToken: 'gw', maxInflight: 1, maxQueuedPublishes: 1 },
+    });
+    try {
+      await eventually(() => narrowGw.gateway.upstream.connected, 5000, 'upstream connection');
+      // Announce the device first, so each reading below is exactly one publish.
+      expect((await coapClient(narrowGw.uri('/api/v1/pump-token-2/telemetry'), ['-m', 'post', '-e', '{"n":0}'])).response?.code).toBe('2.01');
+      slowLink.delayMs = 800;
+      const results = await Promise.all(
+        [1, 2, 3].map((n) => coapClient(narrowGw.uri('/api/v1/pump-token-2/telemetry'), ['-m', 'post', '-e', `{"n":${n}}`])),
+      );
+      const codes = results.map((r) => r.response?.code).sort();
+      expect(codes).toEqual(['2.01', '2.01', '5.03']);
+      expect(results.find((r) => r.response?.code === '5.03')?.response?.payload).toMatch(/publish queue is full/);
+    } finally {
+      await narrowGw.stop();
+    }
+  });
+});
+
 describe('garbage', () => {
   it('survives random and mutated datagrams, resets malformed CONs, and keeps serving', async () => {
     const device = await UdpDevice.open(gw.port);

@@ -74,7 +74,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
     if (!device) {
       const tokenHash = fingerprint(target.token);
       const peer = request.peer.address;
-      if (unknownTokenLog.first(`${peer}|${tokenHash}`)) {
+      if (unknownTokenLog.first(peer)) {
         log.warn({ peer, tokenSha256Prefix: tokenHash }, 'request with an unknown access token refused (4.01); repeats from this address are not logged for 10 minutes');
       }
       return error(ResponseCode.Unauthorized, 'unknown access token');
