@@ -27,10 +27,6 @@ export class DevicePresence {
     this.announce(device);
   }
 
-  get activeDevices(): number {
-    return this.active.size;
-  }
-
   private reannounce(): void {
     this.announced.clear();
     for (const device of this.active.values()) this.announce(device);

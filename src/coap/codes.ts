@@ -83,5 +83,4 @@ export const Transmission = {
   ackRandomFactor: 1.5,
   maxRetransmit: 4,
   exchangeLifetimeMs: 247_000,
-  nonLifetimeMs: 145_000,
 } as const;

@@ -49,10 +49,6 @@ export class ConfirmableSender {
     return this.settle(`${peer.key}#${messageId}`, outcome);
   }
 
-  get inFlight(): number {
-    return this.pending.size;
-  }
-
   stop(): void {
     for (const key of [...this.pending.keys()]) this.settle(key, 'cancelled');
   }

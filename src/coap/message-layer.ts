@@ -303,14 +303,6 @@ export class CoapMessageLayer {
     this.log.error({ err: error, peer: formatPeer(request.peer) }, 'request handler failed; answered 5.00');
   }
 
-  get dedupEntries(): number {
-    return this.seen.size;
-  }
-
-  get pendingBlockTransfers(): number {
-    return this.blocks.inProgress;
-  }
-
   /**
    * Stop taking new requests (they get 5.03) and wait up to `timeoutMs` for those being handled to be
    * answered, so devices hear the outcome of what they already sent.

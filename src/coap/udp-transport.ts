@@ -21,7 +21,6 @@ export interface BoundAddress {
 export class UdpTransport implements DatagramTransport {
   readonly name = 'udp';
   private socket: dgram.Socket | undefined;
-  private sendErrors = 0;
 
   constructor(
     private readonly options: UdpTransportOptions,
@@ -86,14 +85,9 @@ export class UdpTransport implements DatagramTransport {
     socket.send(datagram, peer.port, peer.address, (error) => {
       if (error) {
         // Unreachable peers are routine on lossy device networks; one debug line each keeps logs calm.
-        this.sendErrors++;
         this.log.debug({ err: error, peer: peer.key }, 'CoAP send failed');
       }
     });
-  }
-
-  get sendFailures(): number {
-    return this.sendErrors;
   }
 
   async stop(): Promise<void> {

@@ -30,19 +30,11 @@ interface Job {
   settled: boolean;
 }
 
-export interface UpstreamStats {
-  published: number;
-  acknowledged: number;
-  failed: number;
-  connects: number;
-}
-
 const REMINDER_INTERVAL_MS = 10 * 60_000;
 /** Retry hint while connected but saturated or slow to acknowledge. */
 const BUSY_RETRY_SECONDS = 5;
 
 export class UpstreamConnection {
-  readonly stats: UpstreamStats = { published: 0, acknowledged: 0, failed: 0, connects: 0 };
   private client: MqttClient | undefined;
   private isConnected = false;
   private stopping = false;
@@ -55,6 +47,7 @@ export class UpstreamConnection {
   private lastError: string | undefined;
   private lastLoggedFailure: { reason: string; at: number } | undefined;
   private disconnectedAt: number | undefined;
+  private connects = 0;
 
   constructor(
     private readonly options: UpstreamConnectionOptions,
@@ -149,12 +142,10 @@ export class UpstreamConnection {
 
   private send(job: Job): void {
     this.inflight++;
-    this.stats.published++;
     this.client!.publish(job.topic, job.payload, { qos: 1 }, (error) => {
       this.inflight--;
       if (error) this.fail(job, `the upstream connection was lost before the broker acknowledged`);
       else {
-        this.stats.acknowledged++;
         this.settle(job);
         job.resolve();
       }
@@ -170,8 +161,8 @@ export class UpstreamConnection {
 
   private handleConnect(): void {
     this.isConnected = true;
-    this.stats.connects++;
-    if (this.stats.connects === 1) {
+    this.connects++;
+    if (this.connects === 1) {
       this.log.info({ url: redactUrl(this.options.url) }, 'upstream broker connected');
     } else {
       const downForMs = Date.now() - (this.disconnectedAt ?? Date.now());
@@ -230,7 +221,6 @@ export class UpstreamConnection {
   private fail(job: Job, reason: string): void {
     if (job.settled) return;
     this.settle(job);
-    this.stats.failed++;
     job.reject(this.unavailable(reason));
   }
 
