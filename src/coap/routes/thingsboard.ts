@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Bridge } from '../../bridge/index.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import { LogOncePer, fingerprint } from '../../log.js';
-import type { UplinkOutcome } from '../../model.js';
+import type { Device, UplinkOutcome } from '../../model.js';
 import { parseAttributes, parseTelemetry, type Parsed } from '../../payload/thingsboard-json.js';
 import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
@@ -43,9 +43,8 @@ export function parseApiPath(segments: readonly string[]): PathTarget {
   if (segments.length >= 4) {
     return { token: segments[2], feature: asFeature(segments[3]), featureSegment: segments[3], requestId: segments[4] };
   }
-  if (segments.length === 3 && asFeature(segments[2])) {
-    return { token: undefined, feature: asFeature(segments[2]), featureSegment: segments[2], requestId: undefined };
-  }
+  const tokenLess = segments.length === 3 ? asFeature(segments[2]) : undefined;
+  if (tokenLess) return { token: undefined, feature: tokenLess, featureSegment: segments[2], requestId: undefined };
   return { token: segments[2], feature: undefined, featureSegment: undefined, requestId: undefined };
 }
 
@@ -81,22 +80,12 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
     }
 
     switch (target.feature) {
-      case 'telemetry': {
+      case 'telemetry':
         if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'telemetry accepts POST only');
-        const unsupported = checkContentFormat(request);
-        if (unsupported) return unsupported;
-        const records = parseTelemetry(request.payload, request.receivedAt);
-        if (!records.ok) return rejected(records, device.name, 'telemetry');
-        return bridge.telemetry(device, records.value).then((outcome) => answer(outcome, device.name, 'telemetry'));
-      }
-      case 'attributes': {
+        return forward(request, device, 'telemetry', () => parseTelemetry(request.payload, request.receivedAt), bridge.telemetry);
+      case 'attributes':
         if (request.method !== Method.POST) return notYet('reading attributes (GET)');
-        const unsupported = checkContentFormat(request);
-        if (unsupported) return unsupported;
-        const attributes = parseAttributes(request.payload);
-        if (!attributes.ok) return rejected(attributes, device.name, 'attributes');
-        return bridge.clientAttributes(device, attributes.value).then((outcome) => answer(outcome, device.name, 'attributes'));
-      }
+        return forward(request, device, 'attributes', () => parseAttributes(request.payload), bridge.clientAttributes);
       case 'rpc':
         return notYet('RPC');
       case 'claim':
@@ -106,9 +95,22 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
     }
   };
 
-  function rejected(parsed: Parsed<unknown> & { ok: false }, device: string, feature: string): CoapResponse {
-    log.debug({ device, feature, reason: parsed.error }, 'payload refused (4.00)');
-    return error(ResponseCode.BadRequest, parsed.error);
+  /** A checked uplink payload → the bridge → the device's answer. */
+  function forward<T>(
+    request: CoapRequest,
+    device: Device,
+    feature: string,
+    parse: () => Parsed<T>,
+    send: (device: Device, value: T) => Promise<UplinkOutcome>,
+  ): CoapResponse | Promise<CoapResponse> {
+    const unsupported = checkContentFormat(request);
+    if (unsupported) return unsupported;
+    const parsed = parse();
+    if (!parsed.ok) {
+      log.debug({ device: device.name, feature, reason: parsed.error }, 'payload refused (4.00)');
+      return error(ResponseCode.BadRequest, parsed.error);
+    }
+    return send(device, parsed.value).then((outcome) => answer(outcome, device.name, feature));
   }
 
   function answer(outcome: UplinkOutcome, device: string, feature: string): CoapResponse {
