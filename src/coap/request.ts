@@ -3,6 +3,7 @@
 import { ResponseCode, OptionNumber, type CodeByte } from './codes.js';
 import { decodeBlock, type BlockOption } from './block1.js';
 import { decodeUint, type CoapOption, type IncomingMessage } from './message.js';
+import type { ObservationOffer } from './observe-api.js';
 import type { Peer } from './transport.js';
 
 export interface CoapRequest {
@@ -25,6 +26,8 @@ export interface CoapRequest {
   readonly payload: Buffer;
   /** Wall-clock time the (last) datagram arrived, in ms since the epoch. */
   readonly receivedAt: number;
+  /** Set on a GET with Observe 0 (RFC 7641): the handler may accept it to start a relation. */
+  readonly observation: ObservationOffer | undefined;
 }
 
 export interface CoapResponse {
@@ -173,6 +176,7 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
       requestTag,
       payload: message.payload,
       receivedAt,
+      observation: undefined,
     },
   };
 }
