@@ -18,7 +18,7 @@ interface Pending {
 }
 
 /**
- * Confirmable messages the gateway sends (separate responses now, notifications later): retransmitted with
+ * Confirmable messages the gateway sends (separate responses, Observe notifications): retransmitted with
  * exponential back-off from a randomised ACK_TIMEOUT (RFC 7252 §4.2) until the peer ACKs or RSTs, or
  * MAX_RETRANSMIT is spent.
  */
@@ -47,6 +47,11 @@ export class ConfirmableSender {
   /** An ACK or RST arrived from the peer; true if it matched a message still in flight. */
   settleFromPeer(peer: Peer, messageId: number, outcome: 'acknowledged' | 'reset'): boolean {
     return this.settle(`${peer.key}#${messageId}`, outcome);
+  }
+
+  /** Stops retransmitting a message nobody waits for any more (its Observe relation ended); outcome 'cancelled'. */
+  cancel(peer: Peer, messageId: number): boolean {
+    return this.settle(`${peer.key}#${messageId}`, 'cancelled');
   }
 
   stop(): void {

@@ -12,7 +12,9 @@ export class MessageIdAllocator {
   private readonly counters: LRUCache<string, { next: number }>;
 
   constructor(maxPeers: number, idleMs: number) {
-    this.counters = new LRUCache({ max: maxPeers, ttl: idleMs });
+    // The idle time counts from the last use: a counter dropped while in use would restart at a random
+    // point and could repeat an id the peer still remembers (Observe relations outlive EXCHANGE_LIFETIME).
+    this.counters = new LRUCache({ max: maxPeers, ttl: idleMs, updateAgeOnGet: true });
   }
 
   next(peer: Peer): number {

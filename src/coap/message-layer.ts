@@ -1,13 +1,17 @@
-// The CoAP message layer (RFC 7252 §4, RFC 7959 Block1): everything between a datagram and a request
-// handler. It owns message types, ids, deduplication, piggybacked vs separate responses, retransmission
-// of what it sends, and request-body reassembly. Handlers only ever see whole, checked requests.
+// The CoAP message layer (RFC 7252 §4, RFC 7959 Block1 and Block2, RFC 7641 Observe): everything between
+// a datagram and a request handler. It owns message types, ids, deduplication, piggybacked vs separate
+// responses, retransmission of what it sends, request-body reassembly, slicing of large responses and the
+// wire side of Observe relations. Handlers only ever see whole, checked requests.
 import type { Logger } from 'pino';
-import { Block1Assembler, encodeBlock } from './block1.js';
-import { MessageType, OptionNumber, ResponseCode, Transmission, codeClass, codeToString } from './codes.js';
-import { ConfirmableSender, type RetransmissionParameters } from './confirmable-sender.js';
+import { encodeBlock } from './block.js';
+import { Block1Assembler } from './block1.js';
+import { BEYOND_THE_END, Block2Responder, exceedsBlock } from './block2.js';
+import { Method, MessageType, OptionNumber, ResponseCode, Transmission, codeClass, codeToString } from './codes.js';
+import { ConfirmableSender, type DeliveryOutcome, type RetransmissionParameters } from './confirmable-sender.js';
 import { DedupCache } from './dedup.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
+import { ObserveRegistry, type Relation } from './observe.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { LogOncePer } from '../log.js';
 import { formatPeer, type Peer } from './transport.js';
@@ -25,7 +29,17 @@ export interface MessageLayerOptions {
   readonly retransmission?: RetransmissionParameters;
   /** Peers whose message id counters are kept. */
   readonly maxPeers?: number;
+  /** Largest Block2 block sent (16..1024, a power of two); longer responses go block by block. Default 1024. */
+  readonly maxBlockSize?: number;
+  /** RFC 7641 §4.5: a relation gets a CON at least this often, the current state if nothing else. Default 5 min. */
+  readonly observeCheckIntervalMs?: number;
+  /** Most Observe relations at once; beyond it registrations are answered without Observe. Default 100,000. */
+  readonly maxObservations?: number;
 }
+
+// Representations kept for Block2 follow-ups: bounded in count and bytes, kept as long as an exchange.
+const BLOCK2_CACHE_ENTRIES = 10_000;
+const BLOCK2_CACHE_BYTES = 16 * 1024 * 1024;
 
 // Deduplication states besides a finished response (stored as the CoapResponse itself, usually a shared
 // constant, which keeps entries small).
@@ -42,6 +56,14 @@ export interface MessageLayerStats {
   duplicates: number;
   separateResponses: number;
   handlerErrors: number;
+  /** Observe relations held now (including registrations whose answer is being prepared). */
+  observations: number;
+  notifications: number;
+  observationsEnded: number;
+  /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
+  observationsRefused: number;
+  /** Responses and notifications sent as one Block2 block of a larger representation. */
+  blockResponses: number;
 }
 
 const SHUTTING_DOWN: CoapResponse = {
@@ -60,11 +82,18 @@ export class CoapMessageLayer {
     duplicates: 0,
     separateResponses: 0,
     handlerErrors: 0,
+    observations: 0,
+    notifications: 0,
+    observationsEnded: 0,
+    observationsRefused: 0,
+    blockResponses: 0,
   };
   private readonly seen: DedupCache<Seen>;
   private readonly blocks: Block1Assembler;
   private readonly messageIds: MessageIdAllocator;
   private readonly confirmables: ConfirmableSender;
+  private readonly blocks2: Block2Responder;
+  private readonly observations: ObserveRegistry;
   private readonly piggybackTimers = new Set<NodeJS.Timeout>();
   private inFlight = 0;
   private draining = false;
@@ -87,6 +116,18 @@ export class CoapMessageLayer {
     });
     this.messageIds = new MessageIdAllocator(options.maxPeers ?? 100_000, lifetimeMs);
     this.confirmables = new ConfirmableSender(options.retransmission ?? Transmission);
+    this.blocks2 = new Block2Responder({
+      maxBlockSize: options.maxBlockSize ?? 1024,
+      maxEntries: BLOCK2_CACHE_ENTRIES,
+      maxBytes: BLOCK2_CACHE_BYTES,
+      ttlMs: lifetimeMs,
+    });
+    this.observations = new ObserveRegistry(
+      { checkIntervalMs: options.observeCheckIntervalMs ?? 300_000, maxObservations: options.maxObservations ?? 100_000 },
+      { messageIds: this.messageIds, confirmables: this.confirmables, encode: this.encodeForRelation },
+      this.stats,
+      log,
+    );
   }
 
   /** The transport's sink: every datagram from every transport comes through here. */
@@ -110,7 +151,10 @@ export class CoapMessageLayer {
         this.confirmables.settleFromPeer(peer, message.messageId, 'acknowledged');
         return;
       case MessageType.Reset:
-        this.confirmables.settleFromPeer(peer, message.messageId, 'reset');
+        // Either a CON in flight (its owner hears 'reset') or perhaps a NON notification the observer refuses.
+        if (!this.confirmables.settleFromPeer(peer, message.messageId, 'reset')) {
+          this.observations.resetFromPeer(peer, message.messageId);
+        }
         return;
       default:
         this.receiveConOrNon(message, peer);
@@ -193,6 +237,24 @@ export class CoapMessageLayer {
       this.finish(message, peer, SHUTTING_DOWN, false);
       return;
     }
+    const block2 = request.block2;
+    if (block2 !== undefined && block2.num > 0) {
+      // The rest of a large response (RFC 7959 §2.4), from the representation sliced before, without the
+      // handler. Never an Observe registration, even when it carries Observe as some clients do.
+      const cached = this.blocks2.followUp(blockKey(peer, request), block2);
+      if (cached) {
+        if (cached !== BEYOND_THE_END) this.stats.blockResponses++;
+        this.finish(message, peer, cached, false);
+        return;
+      }
+    } else if (request.observe !== undefined && request.method === Method.GET) {
+      if (request.observe === 0) {
+        const offer = this.observations.offer(peer, request, blockKey(peer, request), this.blocks2.szxFor(block2));
+        request = { ...request, observation: offer };
+      } else if (request.observe === 1) {
+        this.observations.deregister(peer, request.token);
+      }
+    }
     this.dispatch(message, peer, request, blockEcho);
   }
 
@@ -202,9 +264,6 @@ export class CoapMessageLayer {
     request: CoapRequest,
     blockEcho: CoapOption[] | undefined,
   ): void {
-    const withEcho = (response: CoapResponse): CoapResponse =>
-      blockEcho ? { ...response, options: [...(response.options ?? []), ...blockEcho] } : response;
-
     let result: CoapResponse | Promise<CoapResponse>;
     try {
       result = this.handler(request);
@@ -213,7 +272,7 @@ export class CoapMessageLayer {
       result = INTERNAL_ERROR;
     }
     if (!(result instanceof Promise)) {
-      this.finish(message, peer, withEcho(result), false);
+      this.respond(message, peer, request, blockEcho, result, false);
       return;
     }
 
@@ -236,7 +295,7 @@ export class CoapMessageLayer {
         clearTimeout(timer);
         this.piggybackTimers.delete(timer);
       }
-      this.finish(message, peer, withEcho(response), separate);
+      this.respond(message, peer, request, blockEcho, response, separate);
       if (--this.inFlight === 0 && this.drained) this.drained();
     };
     result.then(complete, (error: unknown) => {
@@ -245,11 +304,40 @@ export class CoapMessageLayer {
     });
   }
 
-  private finish(message: IncomingMessage, peer: Peer, response: CoapResponse, separate: boolean): void {
+  /** A handler's answer: Block1 echo, the Observe registration's outcome, Block2 slicing, then the wire. */
+  private respond(
+    message: IncomingMessage,
+    peer: Peer,
+    request: CoapRequest,
+    blockEcho: CoapOption[] | undefined,
+    answer: CoapResponse,
+    separate: boolean,
+  ): void {
+    if (this.stopped) return;
+    let response = blockEcho ? { ...answer, options: [...(answer.options ?? []), ...blockEcho] } : answer;
+    const relation = request.observation && this.observations.conclude(request.observation, response);
+    const observe = relation ? relation.nextSequence() : undefined;
+
+    const asked = request.block2;
+    const szx = this.blocks2.szxFor(asked);
+    // A follow-up the cache could not answer gets the block it asked for; a large answer its first block.
+    const followUp = asked !== undefined && asked.num > 0 && codeClass(response.code) === 2;
+    if (followUp || exceedsBlock(response, szx)) {
+      response = this.blocks2.slice(blockKey(peer, request), response, szx, followUp ? asked : undefined, observe);
+      if (response !== BEYOND_THE_END) this.stats.blockResponses++;
+    } else if (observe !== undefined) {
+      response = withOption(response, OptionNumber.Observe, encodeUint(observe));
+    }
+    this.finish(message, peer, response, separate, relation);
+  }
+
+  /** Sends an answer in the ACK, as a separate CON or as a NON; `relation` is the Observe relation it starts. */
+  private finish(message: IncomingMessage, peer: Peer, response: CoapResponse, separate: boolean, relation?: Relation): void {
     if (this.stopped) return;
     if (message.type === MessageType.Confirmable && !separate) {
       this.seen.update(peer.key, message.messageId, response);
       peer.transport.send(peer, this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response));
+      if (relation) this.observations.registered(relation);
       return;
     }
     if (message.type === MessageType.Confirmable) {
@@ -257,17 +345,39 @@ export class CoapMessageLayer {
       this.stats.separateResponses++;
       const messageId = this.messageIds.next(peer);
       const datagram = this.encodeResponse(MessageType.Confirmable, messageId, message.token, response);
-      this.confirmables.send(peer, messageId, datagram, (outcome) => {
-        if (outcome !== 'acknowledged' && outcome !== 'cancelled') {
-          this.log.debug({ peer: formatPeer(peer), outcome, code: codeToString(response.code) }, 'separate response not acknowledged');
-        }
-      });
+      const onOutcome = relation
+        ? this.observations.registeredConfirmable(relation, messageId)
+        : (outcome: DeliveryOutcome) => {
+            if (outcome !== 'acknowledged' && outcome !== 'cancelled') {
+              this.log.debug({ peer: formatPeer(peer), outcome, code: codeToString(response.code) }, 'separate response not acknowledged');
+            }
+          };
+      this.confirmables.send(peer, messageId, datagram, onOutcome);
       return;
     }
     this.seen.update(peer.key, message.messageId, response);
     const messageId = this.messageIds.next(peer);
     peer.transport.send(peer, this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response));
+    if (relation) this.observations.registered(relation, messageId);
   }
+
+  /** Notifications and final responses of a relation: sliced at the observer's block size like any answer. */
+  private readonly encodeForRelation = (
+    relation: Relation,
+    type: MessageType,
+    messageId: number,
+    response: CoapResponse,
+    observe: number | undefined,
+  ): Buffer => {
+    let shaped = response;
+    if (exceedsBlock(response, relation.szx)) {
+      this.stats.blockResponses++;
+      shaped = this.blocks2.slice(relation.blockKey, response, relation.szx, undefined, observe);
+    } else if (observe !== undefined) {
+      shaped = withOption(response, OptionNumber.Observe, encodeUint(observe));
+    }
+    return this.encodeResponse(type, messageId, relation.token, shaped);
+  };
 
   /** Answers a duplicate from what the first copy produced, without handling it again. */
   private replay(previous: Seen, message: IncomingMessage, peer: Peer): void {
@@ -320,15 +430,26 @@ export class CoapMessageLayer {
     this.drained = undefined;
   }
 
-  /** Clears every timer and table; nothing is sent afterwards. */
+  /** Clears every timer and table and ends every Observe relation ('stopped'); nothing is sent afterwards. */
   stop(): void {
     this.draining = true;
     this.stopped = true;
     for (const timer of this.piggybackTimers) clearTimeout(timer);
     this.piggybackTimers.clear();
+    this.observations.stop();
     this.confirmables.stop();
     this.blocks.clear();
+    this.blocks2.clear();
     this.seen.clear();
     this.messageIds.clear();
   }
 }
+
+/** Where a sliced representation waits for follow-ups: RFC 7959 ties them to the peer, method and URI. */
+const blockKey = (peer: Peer, request: CoapRequest): string =>
+  `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')}`;
+
+const withOption = (response: CoapResponse, number: number, value: Buffer): CoapResponse => ({
+  ...response,
+  options: response.options ? [...response.options, { number, value }] : [{ number, value }],
+});

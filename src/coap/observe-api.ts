@@ -43,7 +43,10 @@ export interface ObservationOptions {
 export interface ObservationOffer {
   /**
    * Accepts the registration. The 2.xx response the handler returns for this request becomes the relation's
-   * first message (carrying Observe); a non-2.xx answer ends it at once with reason 'refused'.
+   * first message (carrying Observe); a non-2.xx answer ends it at once with reason 'refused'. So does a full
+   * observer table (coap.maxObservations): the answer then goes out as a plain response.
+   * Call it before the handler's answer is returned or resolved (later it throws); a second call returns
+   * the same relation.
    */
   accept(options: ObservationOptions): ObserveRelation;
 }
@@ -56,9 +59,15 @@ export interface ObserveRelation {
   readonly active: boolean;
   /**
    * Queues a notification with the next Observe number. Notifications are delivered in order, one CON in
-   * flight at a time; a notify() before the registration's own response has gone out waits for it.
+   * flight at a time; a notify() before the registration's own response has gone out waits for it. At most
+   * 100 wait per relation; beyond that the oldest waiting one resolves 'failed'. A non-2.xx response is
+   * never a notification (RFC 7641 §4.2): it ends the relation like end(response) and resolves 'failed'.
    */
   notify(response: CoapResponse): Promise<NotificationOutcome>;
-  /** Ends the relation from the gateway's side; `final` (e.g. 2.02 Deleted) is sent without Observe. */
+  /**
+   * Ends the relation from the gateway's side; `final` (e.g. 2.02 Deleted) is sent without Observe, as a CON
+   * or NON like the notifications. Before the registration's own response has gone out there is no final:
+   * that response, then sent without Observe, already tells the observer. Idempotent.
+   */
   end(final?: CoapResponse): void;
 }

@@ -1,7 +1,7 @@
 // What a request handler sees and returns: a request whose options have been checked and read once,
 // and a response described by code and payload, leaving message types, ids and encoding to the layer.
 import { ResponseCode, OptionNumber, type CodeByte } from './codes.js';
-import { decodeBlock, type BlockOption } from './block1.js';
+import { decodeBlock, type BlockOption } from './block.js';
 import { decodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import type { ObservationOffer } from './observe-api.js';
 import type { Peer } from './transport.js';

@@ -4,19 +4,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ResponseCode } from '../../src/coap/codes.js';
 import { CoapMessageLayer, type MessageLayerOptions } from '../../src/coap/message-layer.js';
 import type { CoapRequest, CoapResponse, RequestHandler } from '../../src/coap/request.js';
-import type { DatagramTransport, Peer } from '../../src/coap/transport.js';
+import type { Peer } from '../../src/coap/transport.js';
 import { createLogger } from '../../src/log.js';
-
-class MemoryTransport implements DatagramTransport {
-  readonly name = 'memory';
-  readonly sent: Array<{ peer: Peer; packet: coapPacket.ParsedPacket }> = [];
-  send(peer: Peer, datagram: Buffer): void {
-    this.sent.push({ peer, packet: coapPacket.parse(datagram) });
-  }
-  take(): coapPacket.ParsedPacket[] {
-    return this.sent.splice(0).map((s) => s.packet);
-  }
-}
+import { MemoryTransport } from '../helpers/memory-transport.js';
 
 const OPTIONS: MessageLayerOptions = {
   piggybackWindowMs: 500,
@@ -44,6 +34,7 @@ const path = (...segments: string[]) => segments.map((s) => ({ name: 'Uri-Path' 
 afterEach(() => {
   layer.stop();
   vi.useRealTimers();
+  vi.restoreAllMocks();
 });
 
 describe('requests and responses', () => {
@@ -235,6 +226,29 @@ describe('separate responses', () => {
     layer.receive(Buffer.from([0x70, 0x00, separate.messageId >> 8, separate.messageId & 0xff]), peer());
     await vi.advanceTimersByTimeAsync(200_000);
     expect(transport.take()).toEqual([]);
+  });
+});
+
+describe('message ids and options', () => {
+  it('keeps counting message ids for a peer that stays busy past EXCHANGE_LIFETIME', async () => {
+    // lru-cache measures ttl with the real performance object, so its clock follows the fake Date.
+    vi.spyOn(performance, 'now').mockImplementation(() => Date.now());
+    vi.useFakeTimers();
+    setup();
+    const ids: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      layer.receive(request({ confirmable: false, messageId: i }), peer());
+      ids.push(transport.take()[0]!.messageId);
+      await vi.advanceTimersByTimeAsync(100_000);
+    }
+    expect(ids.map((id) => (id - ids[0]! + 0x10000) & 0xffff)).toEqual([0, 1, 2, 3]);
+  });
+
+  it('refuses a block size RFC 7959 does not have', () => {
+    setup();
+    expect(() => new CoapMessageLayer({ ...OPTIONS, maxBlockSize: 100 }, () => ({ code: ResponseCode.Content }), createLogger('silent'))).toThrow(
+      /block size 100/,
+    );
   });
 });
 
