@@ -25,3 +25,35 @@ export type UplinkOutcome =
   | { readonly status: 'unavailable'; readonly reason: string; readonly retryAfterSeconds: number }
   /** The reading cannot be sent in one upstream message even after splitting; sending it again will not help. */
   | { readonly status: 'too-large'; readonly reason: string };
+
+/** A server-side RPC for a device, as ThingsBoard sent it: `id` is ThingsBoard's, unchanged. */
+export interface RpcCall {
+  readonly id: number;
+  readonly method: string;
+  readonly params: JsonValue;
+}
+
+/** A shared-attribute push: changed values and/or deleted keys. */
+export interface AttributeUpdate {
+  readonly changed: AttributeSet;
+  readonly deleted: readonly string[];
+}
+
+/** What a device-facing subscriber made of one delivery. */
+export type DeliveryResult =
+  /** The device confirmed receipt (a CON notification was acknowledged). */
+  | 'acknowledged'
+  /** Sent without confirmation (NON); it may or may not have arrived. */
+  | 'sent'
+  /** It did not reach the device: the subscription ended first. */
+  | 'failed';
+
+/**
+ * A device-facing edge's handle on something a device listens to (an Observe relation today, an HTTP
+ * long-poll later). The bridge hands it items in the project's words; the edge formats them.
+ */
+export interface Subscriber<T> {
+  deliver(item: T): Promise<DeliveryResult>;
+  /** The bridge ends it because a newer subscription of the same kind took its place. */
+  replaced(): void;
+}

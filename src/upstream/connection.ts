@@ -41,6 +41,8 @@ export class UpstreamConnection {
   private inflight = 0;
   private readonly queue: Job[] = [];
   private readonly connectedListeners: Array<() => void> = [];
+  private readonly messageListeners: Array<(topic: string, payload: Buffer) => void> = [];
+  private subscriptions: readonly string[] = [];
   private reconnectTimer: NodeJS.Timeout | undefined;
   private nextAttemptAt = 0;
   private failedAttempts = 0;
@@ -61,6 +63,16 @@ export class UpstreamConnection {
   /** Called on every successful (re)connection, before queued traffic flows. */
   onConnected(listener: () => void): void {
     this.connectedListeners.push(listener);
+  }
+
+  /** Topics subscribed (QoS 1) on every connection, before the connected listeners run. */
+  subscribe(topics: readonly string[]): void {
+    this.subscriptions = topics;
+  }
+
+  /** Every message arriving on a subscribed topic. */
+  onMessage(listener: (topic: string, payload: Buffer) => void): void {
+    this.messageListeners.push(listener);
   }
 
   /** Starts connecting in the background; network trouble is logged and retried, never thrown. */
@@ -84,6 +96,9 @@ export class UpstreamConnection {
     this.client = client;
     client.on('connect', () => this.handleConnect());
     client.on('close', () => this.handleClose());
+    client.on('message', (topic, payload) => {
+      for (const listener of this.messageListeners) listener(topic, payload);
+    });
     client.on('error', (error: Error & { code?: string | number }) => {
       this.lastError = describeError(error);
     });
@@ -171,8 +186,24 @@ export class UpstreamConnection {
     this.failedAttempts = 0;
     this.lastError = undefined;
     this.lastLoggedFailure = undefined;
+    // A clean session forgets subscriptions: ask again each time, ahead of the devices' connect messages,
+    // so no push for them can slip by unheard.
+    if (this.subscriptions.length > 0) this.subscribeNow(this.subscriptions);
     for (const listener of this.connectedListeners) listener();
     this.pump();
+  }
+
+  private subscribeNow(topics: readonly string[]): void {
+    this.client?.subscribe([...topics], { qos: 1 }, (error, granted) => {
+      if (error) {
+        this.log.warn({ reason: error.message }, 'subscribing to the downlink topics failed; pushes and RPCs will not arrive until the next reconnection');
+        return;
+      }
+      const refused = (granted ?? []).filter((grant) => grant.qos === 128).map((grant) => grant.topic);
+      if (refused.length > 0) {
+        this.log.error({ topics: refused }, 'the broker refused these downlink subscriptions; devices will not receive what is sent on them');
+      }
+    });
   }
 
   private handleClose(): void {

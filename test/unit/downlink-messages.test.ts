@@ -1,0 +1,98 @@
+// The downlink half of the Gateway API: what the gateway asks, and how it reads what ThingsBoard sends.
+import { describe, expect, it } from 'vitest';
+import {
+  DOWNLINK_TOPICS,
+  MessageTooLargeError,
+  attributeRequestMessage,
+  claimMessage,
+  ownRpcRequestMessage,
+  parseDownlink,
+  rpcReplyMessage,
+} from '../../src/upstream/gateway-api.js';
+
+const parse = (topic: string, body: unknown) => parseDownlink(topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)));
+
+describe('requests the gateway sends', () => {
+  it('asks one scope per request with a boolean client flag, key for one and keys for several', () => {
+    expect(JSON.parse(attributeRequestMessage(1, 'Boiler-7', false, ['setpoint', 'mode']))).toEqual({
+      id: 1,
+      device: 'Boiler-7',
+      client: false,
+      keys: ['setpoint', 'mode'],
+    });
+    expect(JSON.parse(attributeRequestMessage(2, 'Boiler-7', true, ['serial']))).toEqual({ id: 2, device: 'Boiler-7', client: true, key: 'serial' });
+    expect(() => attributeRequestMessage(3, 'Boiler-7', true, [])).toThrow(TypeError);
+  });
+
+  it('replies to an RPC with all three mandatory fields, and measures it', () => {
+    expect(JSON.parse(rpcReplyMessage('Boiler-7', 5, { ok: true }, 1000))).toEqual({ device: 'Boiler-7', id: 5, data: { ok: true } });
+    expect(() => rpcReplyMessage('Boiler-7', 5, 'x'.repeat(2000), 1000)).toThrow(MessageTooLargeError);
+  });
+
+  it('relays a client-side RPC as the gateway\'s own, naming the device inside params', () => {
+    expect(JSON.parse(ownRpcRequestMessage('Pump-2', 'getTime', { tz: 'UTC' }, 1000))).toEqual({
+      method: 'getTime',
+      params: { device: 'Pump-2', params: { tz: 'UTC' } },
+    });
+  });
+
+  it('claims under the device name', () => {
+    expect(JSON.parse(claimMessage('Pump-2', { secretKey: 's', durationMs: 60000 }))).toEqual({ 'Pump-2': { secretKey: 's', durationMs: 60000 } });
+    expect(JSON.parse(claimMessage('Pump-2', {}))).toEqual({ 'Pump-2': {} });
+  });
+
+  it('subscribes to exactly the three server→gateway topics and its own RPC responses, no gateway wildcard', () => {
+    expect([...DOWNLINK_TOPICS]).toEqual(['v1/gateway/attributes', 'v1/gateway/attributes/response', 'v1/gateway/rpc', 'v1/devices/me/rpc/response/+']);
+  });
+});
+
+describe('what ThingsBoard sends', () => {
+  it('reads a shared-attribute push, changes and deletions', () => {
+    expect(parse('v1/gateway/attributes', { device: 'Boiler-7', data: { setpoint: 22 } })).toEqual({
+      kind: 'shared-attributes',
+      device: 'Boiler-7',
+      update: { changed: { setpoint: 22 }, deleted: [] },
+    });
+    expect(parse('v1/gateway/attributes', { device: 'Boiler-7', data: { deleted: ['mode'] } })).toEqual({
+      kind: 'shared-attributes',
+      device: 'Boiler-7',
+      update: { changed: {}, deleted: ['mode'] },
+    });
+  });
+
+  it('reads an RPC request, keeping the id as sent and defaulting params', () => {
+    expect(parse('v1/gateway/rpc', { device: 'Boiler-7', data: { id: 5, method: 'setGpio', params: { pin: 1 } } })).toEqual({
+      kind: 'rpc',
+      device: 'Boiler-7',
+      call: { id: 5, method: 'setGpio', params: { pin: 1 } },
+    });
+    expect(parse('v1/gateway/rpc', { device: 'Boiler-7', data: { id: 6, method: 'reboot' } })).toMatchObject({ call: { params: {} } });
+  });
+
+  it('reads the three forms of an attribute response', () => {
+    expect(parse('v1/gateway/attributes/response', { id: 2, device: 'B', value: 'SN-001' })).toEqual({
+      kind: 'attribute-response',
+      id: 2,
+      device: 'B',
+      found: { form: 'value', value: 'SN-001' },
+    });
+    expect(parse('v1/gateway/attributes/response', { id: 1, device: 'B', values: { a: 1 } })).toMatchObject({ found: { form: 'values', values: { a: 1 } } });
+    expect(parse('v1/gateway/attributes/response', { id: 3, device: 'B' })).toMatchObject({ found: { form: 'none' } });
+  });
+
+  it('reads the answer to the gateway\'s own RPC by the id in the topic; any JSON body', () => {
+    expect(parse('v1/devices/me/rpc/response/17', [1, 2])).toEqual({ kind: 'own-rpc-response', requestId: 17, body: [1, 2] });
+  });
+
+  it.each([
+    ['v1/gateway/rpc', 'not json'],
+    ['v1/gateway/rpc', { device: 'B', data: { method: 'x' } }],
+    ['v1/gateway/rpc', { data: { id: 1, method: 'x' } }],
+    ['v1/gateway/attributes', { device: 'B', data: 'x' }],
+    ['v1/gateway/attributes/response', { id: 'one', device: 'B' }],
+    ['v1/gateway/attributes', [1]],
+    ['v1/devices/me/rpc/response/abc', {}],
+  ])('refuses a malformed message on %s (%j) as invalid, not a crash', (topic, body) => {
+    expect(parse(topic, body).kind).toBe('invalid');
+  });
+});
