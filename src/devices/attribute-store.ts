@@ -1,0 +1,143 @@
+// What the gateway knows of each device's attributes: the shared ones ThingsBoard pushed or answered, and
+// the client ones the device reported. ThingsBoard offers no "give me all shared attributes" request and
+// does not replay pushes missed while a device was disconnected, so this cache is the only source of a new
+// observer's initial state. It is kept in one JSON file under state.dir, written atomically shortly after a
+// change, so it survives restarts and power cuts.
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { AttributeSet, AttributeUpdate, JsonValue } from '../model.js';
+
+interface DeviceAttributes {
+  shared: Record<string, JsonValue>;
+  client: Record<string, JsonValue>;
+}
+
+interface FileFormat {
+  readonly version: 1;
+  readonly devices: Record<string, DeviceAttributes>;
+}
+
+const WRITE_DELAY_MS = 1000;
+const RETRY_DELAY_MS = 30_000;
+
+export class AttributeStore {
+  private readonly devices = new Map<string, DeviceAttributes>();
+  private writeTimer: NodeJS.Timeout | undefined;
+  private writeFailing = false;
+
+  private constructor(
+    private readonly file: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads the file if there is one. A damaged file is set aside (renamed) rather than trusted or lost. */
+  static open(file: string, log: Logger): AttributeStore {
+    const store = new AttributeStore(file, log);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      return store;
+    }
+    try {
+      const parsed = JSON.parse(text) as FileFormat;
+      if (parsed.version !== 1 || typeof parsed.devices !== 'object' || parsed.devices === null) throw new Error('unknown format');
+      for (const [name, entry] of Object.entries(parsed.devices)) {
+        store.devices.set(name, { shared: { ...entry.shared }, client: { ...entry.client } });
+      }
+      log.info({ file, devices: store.devices.size }, 'attribute cache loaded');
+    } catch (error) {
+      const aside = `${file}.damaged-${Date.now()}`;
+      renameSync(file, aside);
+      log.warn({ file, movedTo: aside, reason: (error as Error).message }, 'attribute cache file unreadable; set aside, starting with an empty cache');
+    }
+    return store;
+  }
+
+  shared(deviceName: string): AttributeSet {
+    return this.devices.get(deviceName)?.shared ?? {};
+  }
+
+  client(deviceName: string): AttributeSet {
+    return this.devices.get(deviceName)?.client ?? {};
+  }
+
+  /** A push: changed keys are set, deleted keys removed. */
+  applySharedUpdate(deviceName: string, update: AttributeUpdate): void {
+    const entry = this.entry(deviceName);
+    Object.assign(entry.shared, update.changed);
+    for (const key of update.deleted) delete entry.shared[key];
+    this.changed();
+  }
+
+  /** An answer to a request: what was asked and found. Keys asked but not found no longer exist upstream. */
+  mergeAnswer(deviceName: string, scope: 'shared' | 'client', asked: readonly string[], found: AttributeSet): void {
+    const entry = this.entry(deviceName);
+    const target = entry[scope];
+    for (const key of asked) {
+      if (Object.hasOwn(found, key)) target[key] = found[key]!;
+      else delete target[key];
+    }
+    this.changed();
+  }
+
+  /** Client attributes the device reported and ThingsBoard accepted. */
+  mergeClient(deviceName: string, attributes: AttributeSet): void {
+    Object.assign(this.entry(deviceName).client, attributes);
+    this.changed();
+  }
+
+  /** Writes pending changes now (on shutdown). */
+  close(): void {
+    if (this.writeTimer) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = undefined;
+      this.write();
+    }
+  }
+
+  private entry(deviceName: string): DeviceAttributes {
+    let entry = this.devices.get(deviceName);
+    if (!entry) {
+      entry = { shared: {}, client: {} };
+      this.devices.set(deviceName, entry);
+    }
+    return entry;
+  }
+
+  private changed(): void {
+    this.writeTimer ??= setTimeout(() => {
+      this.writeTimer = undefined;
+      this.write();
+    }, WRITE_DELAY_MS);
+  }
+
+  /** Write to a temporary file, flush it to disk, then rename over the old one: never a half-written cache. */
+  private write(): void {
+    const data: FileFormat = { version: 1, devices: Object.fromEntries(this.devices) };
+    const temporary = `${this.file}.tmp`;
+    try {
+      const fd = openSync(temporary, 'w');
+      try {
+        writeSync(fd, JSON.stringify(data));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temporary, this.file);
+      if (this.writeFailing) this.log.info({ file: this.file }, 'attribute cache written again');
+      this.writeFailing = false;
+    } catch (error) {
+      // Disk full or read-only: the cache stays in memory and the previous file stays intact.
+      if (!this.writeFailing) {
+        this.log.warn({ file: this.file, reason: (error as Error).message }, 'cannot write the attribute cache; keeping it in memory and retrying on the next change');
+      }
+      this.writeFailing = true;
+      this.writeTimer ??= setTimeout(() => {
+        this.writeTimer = undefined;
+        this.write();
+      }, RETRY_DELAY_MS);
+    }
+  }
+}

@@ -1,0 +1,41 @@
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AttributeStore } from '../../src/devices/attribute-store.js';
+import { createLogger } from '../../src/log.js';
+
+const log = createLogger('silent');
+const file = () => join(mkdtempSync(join(tmpdir(), 'attr-store-')), 'attributes.json');
+
+describe('attribute cache', () => {
+  it('applies pushes and answers, and survives a restart', () => {
+    const path = file();
+    const store = AttributeStore.open(path, log);
+    store.applySharedUpdate('B', { changed: { setpoint: 21, mode: 'eco' }, deleted: [] });
+    store.applySharedUpdate('B', { changed: { setpoint: 22 }, deleted: ['mode'] });
+    store.mergeAnswer('B', 'shared', ['limit', 'gone'], { limit: 5 });
+    store.mergeClient('B', { serial: 'SN-1' });
+    store.close();
+    const reopened = AttributeStore.open(path, log);
+    expect(reopened.shared('B')).toEqual({ setpoint: 22, limit: 5 });
+    expect(reopened.client('B')).toEqual({ serial: 'SN-1' });
+    expect(reopened.shared('unknown')).toEqual({});
+  });
+
+  it('forgets a key an answer says no longer exists', () => {
+    const store = AttributeStore.open(file(), log);
+    store.applySharedUpdate('B', { changed: { a: 1, b: 2 }, deleted: [] });
+    store.mergeAnswer('B', 'shared', ['a', 'b'], { a: 3 });
+    expect(store.shared('B')).toEqual({ a: 3 });
+    store.close();
+  });
+
+  it('sets a damaged file aside instead of failing or trusting it', () => {
+    const path = file();
+    writeFileSync(path, '{"version":1,"devices":');
+    const store = AttributeStore.open(path, log);
+    expect(store.shared('B')).toEqual({});
+    expect(readdirSync(join(path, '..')).some((name) => name.startsWith('attributes.json.damaged-'))).toBe(true);
+  });
+});
