@@ -6,16 +6,17 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { createBridge } from './bridge/index.js';
-import { DevicePresence } from './bridge/presence.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
 import { createRouter } from './coap/routes/index.js';
 import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
 import { formatPeer } from './coap/transport.js';
 import { UdpTransport, type BoundAddress } from './coap/udp-transport.js';
 import type { GatewayConfig } from './config/load.js';
+import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceRegistry } from './devices/registry.js';
 import { redactUrl } from './log.js';
 import { UpstreamConnection } from './upstream/connection.js';
+import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
 import type { EmbeddedBroker } from './upstream/embedded-broker.js';
 
 /** A start-up failure the technician can act on; the CLI prints its message and exits 1. */
@@ -49,8 +50,22 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   }
 
   const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId }, log.child({ component: 'upstream' }));
-  const presence = new DevicePresence(upstream, log.child({ component: 'presence' }));
-  const bridge = createBridge({ upstream, presence, maxMessageBytes: config.upstream.maxMessageBytes });
+  let attributes: AttributeStore;
+  try {
+    attributes = AttributeStore.open(join(stateDir, 'attributes.json'), log.child({ component: 'attribute-cache' }));
+  } catch (error) {
+    await broker?.close();
+    throw new StartupError(`cannot read the attribute cache in ${stateDir}: ${(error as Error).message}`);
+  }
+  const bridge = createBridge({
+    upstream,
+    attributes,
+    sessions: config.sessions,
+    maxMessageBytes: config.upstream.maxMessageBytes,
+    log: log.child({ component: 'bridge' }),
+  });
+  upstream.subscribe(DOWNLINK_TOPICS);
+  upstream.onMessage(bridge.handleDownlink);
   const registry = new DeviceRegistry(config.devices);
   const handler = createRouter({
     api: createThingsBoardRoute({ registry, bridge, log: log.child({ component: 'thingsboard-api' }) }),
@@ -63,6 +78,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       maxBlockTransfers: coap.maxBlockTransfers,
       blockTransferIdleMs: coap.blockTransferIdleMs,
       dedupMaxEntries: coap.dedupMaxEntries,
+      maxBlockSize: coap.maxBlockSize,
+      observeCheckIntervalMs: coap.observeCheckIntervalMs,
+      maxObservations: coap.maxObservations,
     },
     handler,
     log.child({ component: 'coap' }),
@@ -77,6 +95,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     upstream.start();
   } catch (error) {
     // Reading upstream.ca/cert/key can still fail here if the files changed since the config was checked.
+    bridge.stop();
+    attributes.close();
     await broker?.close();
     throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
   }
@@ -85,6 +105,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     coapAddress = await transport.start();
   } catch (error) {
     messageLayer.stop();
+    bridge.stop();
+    attributes.close();
     await upstream.stop();
     await broker?.close();
     throw new StartupError(describeBindError(error as NodeJS.ErrnoException, coap.host, coap.port));
@@ -105,6 +127,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
         await messageLayer.drain(drainTimeoutMs);
         await transport.stop();
         messageLayer.stop();
+        bridge.stop();
+        attributes.close();
         await upstream.stop();
         await broker?.close();
         log.info('coap2mqtt stopped');

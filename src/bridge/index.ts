@@ -1,18 +1,104 @@
 // The translation core, in the project's own words. Device-facing edges call these; only these talk to
-// the upstream port.
-import type { AttributeSet, Device, TelemetryRecord, UplinkOutcome } from '../model.js';
+// the upstream port. Downlink messages come in through `handleDownlink` and leave through subscribers the
+// edges registered.
+import type { Logger } from 'pino';
+import type { SessionsConfig } from '../config/load.js';
+import type { AttributeStore } from '../devices/attribute-store.js';
+import { DeviceSessions } from '../devices/sessions.js';
+import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, TelemetryRecord, UplinkOutcome } from '../model.js';
+import type { AttributeAnswer, ClaimRequest } from '../upstream/gateway-api.js';
+import { readAttributes, type AttributeKeys, type AttributeReadOutcome } from './attribute-request.js';
 import { forwardClientAttributes } from './attributes.js';
-import type { UplinkContext } from './deliver.js';
+import { claimDevice } from './claim.js';
+import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
+import type { BridgeContext } from './context.js';
+import { createDownlinkHandler } from './downlink.js';
+import { PendingAnswers } from './pending-answers.js';
+import { DevicePresence } from './presence.js';
+import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
+import { observeSharedAttributes, refreshSharedAttributes } from './shared-attributes.js';
+import type { Subscription } from './subscription.js';
 import { forwardTelemetry } from './telemetry.js';
+import type { Upstream } from './upstream-port.js';
+
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, Subscription };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
   clientAttributes(device: Device, attributes: AttributeSet): Promise<UplinkOutcome>;
+  readAttributes(device: Device, keys: AttributeKeys): Promise<AttributeReadOutcome>;
+  /** The device's shared attributes as the gateway knows them. */
+  sharedAttributes(device: Device): AttributeSet;
+  observeSharedAttributes(device: Device, subscriber: Subscriber<AttributeUpdate>): { readonly current: AttributeSet; readonly subscription: Subscription };
+  observeRpc(device: Device, subscriber: Subscriber<RpcCall>): Subscription;
+  rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
+  clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
+  claim(device: Device, claim: ClaimRequest): Promise<UplinkOutcome>;
+  /** Everything arriving on the subscribed upstream topics. */
+  handleDownlink(topic: string, payload: Buffer): void;
+  stop(): void;
 }
 
-export function createBridge(context: UplinkContext): Bridge {
+export interface BridgeDeps {
+  readonly upstream: Upstream;
+  readonly attributes: AttributeStore;
+  readonly sessions: SessionsConfig;
+  readonly maxMessageBytes: number;
+  readonly log: Logger;
+}
+
+const RPC_EXPIRY_SWEEP_MS = 10_000;
+
+export function createBridge(deps: BridgeDeps): Bridge {
+  const { upstream, sessions: options, log } = deps;
+  const presence = new DevicePresence(upstream, options, log.child({ component: 'presence' }));
+  const context: BridgeContext = {
+    upstream,
+    presence,
+    maxMessageBytes: deps.maxMessageBytes,
+    attributes: deps.attributes,
+    sessions: new DeviceSessions({ ttlMs: options.rpcQueueTtlMs, maxPerDevice: options.rpcQueueMax }),
+    attributeReads: new PendingAnswers<AttributeAnswer>(options.attributeRequestTimeoutMs),
+    ownRpcs: new PendingAnswers<JsonValue>(options.clientRpcTimeoutMs),
+    log,
+  };
+  const observers = new Map<string, Device>();
+  presence.onKeepAlive((device) => void refreshSharedAttributes(context, device));
+  // After a reconnection (devices re-announced first): catch up on pushes missed while disconnected.
+  upstream.onConnected(() => {
+    for (const device of observers.values()) void refreshSharedAttributes(context, device);
+  });
+  const expiry = setInterval(() => expireQueuedRpcs(context), RPC_EXPIRY_SWEEP_MS);
+  expiry.unref();
+
   return {
     telemetry: (device, records) => forwardTelemetry(context, device, records),
     clientAttributes: (device, attributes) => forwardClientAttributes(context, device, attributes),
+    readAttributes: (device, keys) => readAttributes(context, device, keys),
+    sharedAttributes: (device) => context.attributes.shared(device.name),
+    observeSharedAttributes(device, subscriber) {
+      const observed = observeSharedAttributes(context, device, subscriber);
+      observers.set(device.name, device);
+      return {
+        current: observed.current,
+        subscription: {
+          end() {
+            observed.subscription.end();
+            if (!context.sessions.subscriber(device.name, 'attributes')) observers.delete(device.name);
+          },
+        },
+      };
+    },
+    observeRpc: (device, subscriber) => observeRpc(context, device, subscriber),
+    rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
+    clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
+    claim: (device, claim) => claimDevice(context, device, claim),
+    handleDownlink: createDownlinkHandler(context),
+    stop() {
+      clearInterval(expiry);
+      presence.stop();
+      context.attributeReads.cancel();
+      context.ownRpcs.cancel();
+    },
   };
 }

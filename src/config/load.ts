@@ -22,6 +22,18 @@ export interface CoapConfig {
   readonly maxBlockTransfers: number;
   readonly blockTransferIdleMs: number;
   readonly socketBufferBytes: number;
+  readonly maxBlockSize: number;
+  readonly observeCheckIntervalMs: number;
+  readonly maxObservations: number;
+}
+
+export interface SessionsConfig {
+  readonly attributeRequestTimeoutMs: number;
+  readonly clientRpcTimeoutMs: number;
+  readonly rpcQueueTtlMs: number;
+  readonly rpcQueueMax: number;
+  readonly idleTimeoutMs: number;
+  readonly keepAliveIntervalMs: number;
 }
 
 export interface UpstreamConfig {
@@ -47,6 +59,7 @@ export interface UpstreamConfig {
 export interface GatewayConfig {
   readonly coap: CoapConfig;
   readonly upstream: UpstreamConfig;
+  readonly sessions: SessionsConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly devices: readonly DeviceEntry[];
   readonly state: { readonly dir: string };

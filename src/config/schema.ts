@@ -63,6 +63,16 @@ convict.addFormat({
   },
 });
 
+convict.addFormat({
+  name: 'block-size',
+  coerce: (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value),
+  validate: (value: unknown) => {
+    if (![16, 32, 64, 128, 256, 512, 1024].includes(value as number)) {
+      throw new Error('must be one of the RFC 7959 block sizes 16, 32, 64, 128, 256, 512 or 1024');
+    }
+  },
+});
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const schema = {
@@ -114,6 +124,24 @@ export const schema = {
       format: integer(65_536, 268_435_456),
       default: 4_194_304,
       env: 'COAP2MQTT_COAP_SOCKET_BUFFER_BYTES',
+    },
+    maxBlockSize: {
+      doc: 'Largest Block2 block the gateway sends (RFC 7959). Responses and notifications longer than this go out block by block; a device may ask for smaller blocks itself. Use 256 or less on 6LoWPAN links.',
+      format: 'block-size',
+      default: 1024,
+      env: 'COAP2MQTT_COAP_MAX_BLOCK_SIZE',
+    },
+    observeCheckIntervalMs: {
+      doc: 'At least this often each observation gets a confirmable notification (the current state when nothing else happened), so an observer that vanished is found and dropped (RFC 7641 §4.5).',
+      format: integer(10_000, 86_400_000),
+      default: 300_000,
+      env: 'COAP2MQTT_COAP_OBSERVE_CHECK_INTERVAL_MS',
+    },
+    maxObservations: {
+      doc: 'Most Observe relations held at once (two per device at most: attributes and RPC). Beyond it registrations are answered without Observe.',
+      format: integer(1, 10_000_000),
+      default: 100_000,
+      env: 'COAP2MQTT_COAP_MAX_OBSERVATIONS',
     },
   },
   upstream: {
@@ -214,6 +242,44 @@ export const schema = {
       format: integer(1024, 268_435_455),
       default: 65_536,
       env: 'COAP2MQTT_UPSTREAM_MAX_MESSAGE_BYTES',
+    },
+  },
+  sessions: {
+    attributeRequestTimeoutMs: {
+      doc: 'How long a device\'s GET /attributes waits for ThingsBoard\'s answer before it is told 5.04 Gateway Timeout (ThingsBoard sends no answer at all when it fails).',
+      format: integer(100, 120_000),
+      default: 5000,
+      env: 'COAP2MQTT_SESSIONS_ATTRIBUTE_REQUEST_TIMEOUT_MS',
+    },
+    clientRpcTimeoutMs: {
+      doc: 'How long a device\'s client-side RPC (POST /rpc) waits for the rule chain\'s reply before it is told 5.04 Gateway Timeout.',
+      format: integer(100, 300_000),
+      default: 10_000,
+      env: 'COAP2MQTT_SESSIONS_CLIENT_RPC_TIMEOUT_MS',
+    },
+    rpcQueueTtlMs: {
+      doc: 'How long a server-side RPC for a device that is not observing /rpc (a sleeping device) is kept for delivery when it next registers. Older ones are dropped and logged.',
+      format: integer(1000, 7 * 86_400_000),
+      default: 300_000,
+      env: 'COAP2MQTT_SESSIONS_RPC_QUEUE_TTL_MS',
+    },
+    rpcQueueMax: {
+      doc: 'Most RPCs kept per sleeping device; the oldest is dropped (and logged) beyond it.',
+      format: integer(0, 10_000),
+      default: 20,
+      env: 'COAP2MQTT_SESSIONS_RPC_QUEUE_MAX',
+    },
+    idleTimeoutMs: {
+      doc: 'A device with no observation that sends nothing for this long is disconnected upstream (v1/gateway/disconnect), so ThingsBoard shows it offline. 0 never disconnects.',
+      format: integer(0, 30 * 86_400_000),
+      default: 600_000,
+      env: 'COAP2MQTT_SESSIONS_IDLE_TIMEOUT_MS',
+    },
+    keepAliveIntervalMs: {
+      doc: 'An observing device that has sent nothing upstream for this long gets a small attribute request on its behalf, which counts as activity in ThingsBoard (silent devices are marked inactive after 10 minutes otherwise) and refreshes the shared-attribute cache. 0 turns it off.',
+      format: integer(0, 86_400_000),
+      default: 240_000,
+      env: 'COAP2MQTT_SESSIONS_KEEP_ALIVE_INTERVAL_MS',
     },
   },
   embeddedBroker: {

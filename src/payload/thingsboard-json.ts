@@ -2,6 +2,7 @@
 // into typed records. Everything that would make ThingsBoard drop the gateway's whole MQTT session, or
 // silently change a value, is refused here with a message the firmware author can act on.
 import type { AttributeSet, JsonValue, TelemetryRecord } from '../model.js';
+import type { ClaimRequest } from '../upstream/gateway-api.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: string };
 
@@ -66,6 +67,74 @@ export function parseAttributes(body: Buffer): Parsed<AttributeSet> {
   if (!json.ok) return json;
   if (!isPlainObject(json.value)) return fail(`attributes must be a JSON object, not ${describe(json.value)}`);
   return checkValues(json.value, '');
+}
+
+/** A device's answer to a server-side RPC (`POST /rpc/{id}`): any JSON, passed on as the reply's `data`. */
+export function parseRpcReply(body: Buffer): Parsed<JsonValue> {
+  const json = parseJson(body);
+  if (!json.ok) return json;
+  const problem = checkNested(json.value, 0);
+  return problem ? fail(`the reply ${problem}`) : { ok: true, value: json.value as JsonValue };
+}
+
+export interface ClientRpcRequest {
+  readonly method: string;
+  readonly params: JsonValue;
+}
+
+/** A client-side RPC (`POST /rpc`): `{"method":"..","params":..}`; params default to {}. */
+export function parseClientRpc(body: Buffer): Parsed<ClientRpcRequest> {
+  const json = parseJson(body);
+  if (!json.ok) return json;
+  const value = json.value;
+  if (!isPlainObject(value)) return fail(`a client-side RPC must be a JSON object {"method":"..","params":..}, not ${describe(value)}`);
+  const { method, params } = value;
+  if (typeof method !== 'string' || method.trim() === '') return fail('a client-side RPC needs "method", a non-empty string');
+  const problem = checkNested(params, 1);
+  if (problem) return fail(`"params" ${problem}`);
+  return { ok: true, value: { method, params: (params ?? {}) as JsonValue } };
+}
+
+/** A claim (`POST /claim`): empty, or `{"secretKey":"..","durationMs":..}` with both optional. */
+export function parseClaim(body: Buffer): Parsed<ClaimRequest> {
+  if (body.length === 0) return { ok: true, value: {} };
+  const json = parseJson(body);
+  if (!json.ok) return json;
+  const value = json.value;
+  if (!isPlainObject(value)) return fail(`a claim must be a JSON object {"secretKey":"..","durationMs":..}, not ${describe(value)}`);
+  const { secretKey, durationMs } = value;
+  if (secretKey !== undefined && typeof secretKey !== 'string') return fail('"secretKey" must be a string');
+  if (durationMs !== undefined && (typeof durationMs !== 'number' || !Number.isSafeInteger(durationMs) || durationMs <= 0)) {
+    return fail('"durationMs" must be a positive whole number of milliseconds');
+  }
+  return {
+    ok: true,
+    value: {
+      ...(secretKey !== undefined ? { secretKey } : {}),
+      ...(durationMs !== undefined ? { durationMs: durationMs as number } : {}),
+    },
+  };
+}
+
+/**
+ * `clientKeys` and `sharedKeys` from Uri-Query options (`clientKeys=a,b`); a key may be repeated across
+ * options. Unknown query parameters are ignored, as ThingsBoard does.
+ */
+export function parseAttributeKeys(query: readonly string[]): { readonly client: string[]; readonly shared: string[] } {
+  const client = new Set<string>();
+  const shared = new Set<string>();
+  for (const item of query) {
+    const equals = item.indexOf('=');
+    if (equals < 0) continue;
+    const name = item.slice(0, equals);
+    const target = name === 'clientKeys' ? client : name === 'sharedKeys' ? shared : undefined;
+    if (!target) continue;
+    for (const key of item.slice(equals + 1).split(',')) {
+      const trimmed = key.trim();
+      if (trimmed !== '') target.add(trimmed);
+    }
+  }
+  return { client: [...client], shared: [...shared] };
 }
 
 function parseTimestamp(value: unknown): number | undefined {

@@ -24,7 +24,9 @@ const DUMP = /^v:1 t:(CON|NON|ACK|RST) c:(\S+) i:([0-9a-f]+) \{[0-9a-f]*\} \[ ?(
 export function parseDump(stdout: string): DumpedMessage[] {
   const messages: DumpedMessage[] = [];
   for (const line of stdout.split('\n')) {
-    const match = DUMP.exec(line.trim());
+    // coap-client writes received payloads without a newline, so a dump may follow one on the same line.
+    const start = line.indexOf('v:1 t:');
+    const match = start < 0 ? null : DUMP.exec(line.slice(start).trim());
     if (!match) continue;
     const options = new Map<string, string[]>();
     for (const option of match[4] ? match[4].split(', ') : []) {
@@ -63,4 +65,60 @@ export function coapClient(uri: string, args: string[] = [], options: { binary?:
       resolve({ exitCode, stdout, stderr, messages, response: responses.at(-1) });
     });
   });
+}
+
+/** A coap-client left running (e.g. `-s 30` observing), read as its messages arrive. */
+export interface RunningCoapClient {
+  /** Every message sent or received so far, in order. */
+  readonly messages: DumpedMessage[];
+  /** Received responses/notifications so far (messages with a 2.xx–5.xx code). */
+  responses(): DumpedMessage[];
+  /** Resolves once at least `count` responses have arrived. */
+  waitForResponses(count: number, timeoutMs?: number): Promise<DumpedMessage[]>;
+  /** Resolves with the exit code when the client ends on its own. */
+  readonly exited: Promise<number | null>;
+  /** SIGINT, as a technician's Ctrl-C. */
+  stop(): Promise<number | null>;
+  stdout(): string;
+  stderr(): string;
+}
+
+export function spawnCoapClient(uri: string, args: string[] = [], options: { binary?: string } = {}): RunningCoapClient {
+  // stdbuf: coap-client's stdout is block-buffered on a pipe, which would hide notifications until exit.
+  const child = spawn('stdbuf', ['-oL', options.binary ?? 'coap-client-notls', '-v', '6', ...args, uri], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const messages: DumpedMessage[] = [];
+  let pending = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    pending += chunk.toString();
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    messages.push(...parseDump(lines.join('\n')));
+  });
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const responses = () => messages.filter((m) => /^[2-5]\.\d\d$/.test(m.code));
+  return {
+    messages,
+    responses,
+    exited,
+    async waitForResponses(count, timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      while (responses().length < count) {
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${count} responses; got ${responses().length}. stdout:\n${stdout}\nstderr:\n${stderr}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return responses();
+    },
+    stop() {
+      if (child.exitCode === null) child.kill('SIGINT');
+      return exited;
+    },
+    stdout: () => stdout,
+    stderr: () => stderr,
+  };
 }

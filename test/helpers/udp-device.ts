@@ -71,3 +71,36 @@ export function post(path: string, body: string | Buffer, options: { messageId?:
     payload: typeof body === 'string' ? Buffer.from(body) : body,
   });
 }
+
+/** A GET, optionally with Observe (0 registers, 1 deregisters) and Uri-Query options. */
+export function get(
+  path: string,
+  options: { observe?: number; messageId?: number; confirmable?: boolean; token?: Buffer; query?: string[] } = {},
+): Buffer {
+  const observe = options.observe === undefined ? [] : [{ name: 'Observe' as const, value: options.observe === 0 ? Buffer.alloc(0) : Buffer.from([options.observe]) }];
+  return coapPacket.generate({
+    code: 'GET',
+    confirmable: options.confirmable ?? true,
+    messageId: options.messageId ?? nextMessageId++,
+    token: options.token ?? Buffer.from([0x33, 0x44]),
+    options: [
+      ...observe,
+      ...path.split('/').filter(Boolean).map((segment) => ({ name: 'Uri-Path' as const, value: Buffer.from(segment) })),
+      ...(options.query ?? []).map((item) => ({ name: 'Uri-Query' as const, value: Buffer.from(item) })),
+    ],
+  });
+}
+
+/** An empty ACK or RST for a message the gateway sent (a notification, a separate response). */
+export function emptyReply(kind: 'ack' | 'reset', messageId: number): Buffer {
+  return coapPacket.generate({ code: '0.00', ack: kind === 'ack', reset: kind === 'reset', messageId, token: Buffer.alloc(0) });
+}
+
+/** The Observe option's value of a received packet, or undefined. */
+export function observeOf(packet: coapPacket.ParsedPacket): number | undefined {
+  const option = packet.options.find((o) => o.name === 'Observe');
+  if (!option) return undefined;
+  let value = 0;
+  for (const byte of option.value) value = (value << 8) | byte;
+  return value;
+}

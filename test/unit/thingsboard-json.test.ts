@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseAttributes, parseTelemetry } from '../../src/payload/thingsboard-json.js';
+import { parseAttributeKeys, parseAttributes, parseClaim, parseClientRpc, parseRpcReply, parseTelemetry } from '../../src/payload/thingsboard-json.js';
 
 const NOW = 1_763_000_000_000;
 const telemetry = (text: string) => parseTelemetry(Buffer.from(text), NOW);
@@ -75,5 +75,37 @@ describe('parseAttributes', () => {
 
   it.each(['[{"a":1}]', '"x"', 'null', ''])('refuses %j', (text) => {
     expect(attributes(text).ok).toBe(false);
+  });
+});
+
+describe('downlink-related device payloads', () => {
+  const b = (text: string) => Buffer.from(text);
+
+  it('takes any JSON as an RPC reply, but not an empty or malformed body', () => {
+    expect(parseRpcReply(b('{"ok":true}'))).toEqual({ ok: true, value: { ok: true } });
+    expect(parseRpcReply(b('42'))).toEqual({ ok: true, value: 42 });
+    expect(parseRpcReply(b('')).ok).toBe(false);
+    expect(parseRpcReply(b('{"ok":')).ok).toBe(false);
+  });
+
+  it('needs a method on a client-side RPC; params default to {}', () => {
+    expect(parseClientRpc(b('{"method":"getTime"}'))).toEqual({ ok: true, value: { method: 'getTime', params: {} } });
+    expect(parseClientRpc(b('{"method":"set","params":[1]}'))).toEqual({ ok: true, value: { method: 'set', params: [1] } });
+    expect(parseClientRpc(b('{"params":{}}')).ok).toBe(false);
+    expect(parseClientRpc(b('[]')).ok).toBe(false);
+  });
+
+  it('accepts an empty claim and checks the optional fields', () => {
+    expect(parseClaim(b(''))).toEqual({ ok: true, value: {} });
+    expect(parseClaim(b('{"secretKey":"s","durationMs":60000}'))).toEqual({ ok: true, value: { secretKey: 's', durationMs: 60000 } });
+    expect(parseClaim(b('{"durationMs":-1}')).ok).toBe(false);
+    expect(parseClaim(b('{"secretKey":5}')).ok).toBe(false);
+  });
+
+  it('splits attribute keys on commas across query options, ignoring others', () => {
+    expect(parseAttributeKeys(['clientKeys=a,b', 'sharedKeys=c', 'clientKeys=b, d', 'other=x', 'sharedKeys='])).toEqual({
+      client: ['a', 'b', 'd'],
+      shared: ['c'],
+    });
   });
 });

@@ -5,8 +5,16 @@ import type { Logger } from 'pino';
 import type { Bridge } from '../../bridge/index.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import { LogOncePer, fingerprint } from '../../log.js';
-import type { Device, UplinkOutcome } from '../../model.js';
-import { parseAttributes, parseTelemetry, type Parsed } from '../../payload/thingsboard-json.js';
+import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, UplinkOutcome } from '../../model.js';
+import {
+  parseAttributeKeys,
+  parseAttributes,
+  parseClaim,
+  parseClientRpc,
+  parseRpcReply,
+  parseTelemetry,
+  type Parsed,
+} from '../../payload/thingsboard-json.js';
 import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
 
@@ -14,6 +22,16 @@ const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmw
 type Feature = (typeof FEATURES)[number];
 
 const CREATED: CoapResponse = { code: ResponseCode.Created };
+/** The first answer to an RPC observation (device-api.md §4). */
+const RPC_OBSERVING: CoapResponse = { code: ResponseCode.Valid };
+/** What a replaced observation hears last: a newer registration took its place. */
+const REPLACED: CoapResponse = { code: ResponseCode.Deleted, payload: 'a newer observation of this device replaced this one' };
+
+const json = (code: CodeByte, value: JsonValue): CoapResponse => ({
+  code,
+  contentFormat: ContentFormat.Json,
+  payload: Buffer.from(JSON.stringify(value)),
+});
 
 const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, payload: diagnostic });
 
@@ -84,16 +102,108 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
         if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'telemetry accepts POST only');
         return forward(request, device, 'telemetry', () => parseTelemetry(request.payload, request.receivedAt), bridge.telemetry);
       case 'attributes':
-        if (request.method !== Method.POST) return notYet('reading attributes (GET)');
+        if (request.method === Method.GET) return getAttributes(request, device);
         return forward(request, device, 'attributes', () => parseAttributes(request.payload), bridge.clientAttributes);
       case 'rpc':
-        return notYet('RPC');
+        if (request.method === Method.GET) return getRpc(request, device);
+        if (target.requestId !== undefined) return replyToRpc(request, device, target.requestId);
+        return clientRpc(request, device);
       case 'claim':
-        return notYet('claiming');
+        if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'claim accepts POST only');
+        return forward(request, device, 'claim', () => parseClaim(request.payload), bridge.claim);
       default:
         return notYet('firmware download');
     }
   };
+
+  /**
+   * GET /attributes: with Observe 0 an observation of the shared attributes (first the cached state, then
+   * each push's data as is); otherwise a read of the keys asked for, or of what the gateway knows.
+   */
+  function getAttributes(request: CoapRequest, device: Device): CoapResponse | Promise<CoapResponse> {
+    if (request.observation) {
+      let subscription: { end(): void } | undefined;
+      const relation = request.observation.accept({
+        current: () => json(ResponseCode.Content, bridge.sharedAttributes(device)),
+        onEnd: () => subscription?.end(),
+      });
+      const observed = bridge.observeSharedAttributes(device, {
+        deliver: (update) => relation.notify(json(ResponseCode.Content, updatePayload(update))),
+        replaced: () => relation.end(REPLACED),
+      });
+      subscription = observed.subscription;
+      if (!relation.active) subscription.end();
+      return json(ResponseCode.Content, observed.current);
+    }
+    const keys = parseAttributeKeys(request.uriQuery);
+    // Observe 1 (deregistration; the message layer has ended the relation): a plain answer, the current state.
+    if (request.observe === 1 && keys.client.length === 0 && keys.shared.length === 0) {
+      return json(ResponseCode.Content, bridge.sharedAttributes(device));
+    }
+    return bridge.readAttributes(device, keys).then((outcome) => {
+      switch (outcome.status) {
+        case 'found': {
+          const body: Record<string, AttributeSet> = {};
+          if (outcome.client) body['client'] = outcome.client;
+          if (outcome.shared) body['shared'] = outcome.shared;
+          return json(ResponseCode.Content, body);
+        }
+        case 'not-found':
+          return error(ResponseCode.NotFound, 'none of the requested attributes exist');
+        case 'timeout':
+          return error(ResponseCode.GatewayTimeout, 'ThingsBoard did not answer the attribute request in time');
+        case 'unavailable':
+          return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
+      }
+    });
+  }
+
+  /** GET /rpc: Observe 0 subscribes to server-side RPCs (queued ones follow at once); Observe 1 ends it. */
+  function getRpc(request: CoapRequest, device: Device): CoapResponse {
+    if (request.observation) {
+      let subscription: { end(): void } | undefined;
+      const relation = request.observation.accept({
+        current: () => RPC_OBSERVING,
+        onEnd: () => subscription?.end(),
+      });
+      subscription = bridge.observeRpc(device, {
+        deliver: (call) => relation.notify(json(ResponseCode.Content, rpcPayload(call))),
+        replaced: () => relation.end(REPLACED),
+      });
+      if (!relation.active) subscription.end();
+      return RPC_OBSERVING;
+    }
+    // Observe 1 (deregistration): the message layer has ended the relation; answer plainly.
+    if (request.observe === 1) return { code: ResponseCode.Content };
+    return error(ResponseCode.BadRequest, 'GET /rpc needs Observe 0 to subscribe to RPCs (coap-client -s); replies are POST /rpc/{id}');
+  }
+
+  /** POST /rpc/{id}: the device answers server-side RPC `id`. */
+  function replyToRpc(request: CoapRequest, device: Device, requestId: string): CoapResponse | Promise<CoapResponse> {
+    const id = /^\d{1,15}$/.test(requestId) ? Number(requestId) : undefined;
+    if (id === undefined) return error(ResponseCode.BadRequest, `RPC id "${requestId}" is not a whole number`);
+    return forward(request, device, 'rpc reply', () => parseRpcReply(request.payload), (d, data) => bridge.rpcReply(d, id, data));
+  }
+
+  /** POST /rpc: a client-side RPC, answered with what the rule chain replies. */
+  function clientRpc(request: CoapRequest, device: Device): CoapResponse | Promise<CoapResponse> {
+    const unsupported = checkContentFormat(request);
+    if (unsupported) return unsupported;
+    const parsed = parseClientRpc(request.payload);
+    if (!parsed.ok) return error(ResponseCode.BadRequest, parsed.error);
+    return bridge.clientRpc(device, parsed.value.method, parsed.value.params).then((outcome) => {
+      switch (outcome.status) {
+        case 'answered':
+          return json(ResponseCode.Content, outcome.body);
+        case 'timeout':
+          return error(ResponseCode.GatewayTimeout, 'no reply to the RPC from ThingsBoard in time');
+        case 'too-large':
+          return error(ResponseCode.RequestEntityTooLarge, outcome.reason);
+        case 'unavailable':
+          return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
+      }
+    });
+  }
 
   /** A checked uplink payload → the bridge → the device's answer. */
   function forward<T>(
@@ -132,6 +242,15 @@ function checkContentFormat(request: CoapRequest): CoapResponse | undefined {
   const format = request.contentFormat;
   if (format === undefined || format === ContentFormat.Json || format === ContentFormat.TextPlain) return undefined;
   return error(ResponseCode.UnsupportedContentFormat, `Content-Format ${format} is not supported; send JSON (50)`);
+}
+
+/** A push's `data` as ThingsBoard sent it: changed keys, or `{"deleted":[..]}`. */
+function updatePayload(update: AttributeUpdate): JsonValue {
+  return update.deleted.length > 0 ? { ...update.changed, deleted: [...update.deleted] } : update.changed;
+}
+
+function rpcPayload(call: RpcCall): JsonValue {
+  return { id: call.id, method: call.method, params: call.params };
 }
 
 function notYet(what: string): CoapResponse {

@@ -1,0 +1,74 @@
+import type { Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
+import type { Dropped, PendingRpc } from '../devices/sessions.js';
+import { MessageTooLargeError, Topic, rpcReplyMessage } from '../upstream/gateway-api.js';
+import type { BridgeContext } from './context.js';
+import { deliverForDevice } from './deliver.js';
+import { subscribe, type Subscription } from './subscription.js';
+
+/**
+ * A server-side RPC from ThingsBoard: to the device's RPC observer if it has one, otherwise kept for it
+ * (sleeping devices register right after waking) until its time to live runs out.
+ */
+export function handleRpcRequest(context: BridgeContext, deviceName: string, call: RpcCall): void {
+  const pending = context.sessions.pendingRpc(call);
+  const subscriber = context.sessions.subscriber(deviceName, 'rpc');
+  if (subscriber) {
+    deliver(context, deviceName, subscriber, pending);
+    return;
+  }
+  context.log.debug({ device: deviceName, rpcId: call.id, method: call.method }, 'RPC queued until the device observes /rpc');
+  logDropped(context, deviceName, context.sessions.queueRpc(deviceName, pending));
+}
+
+/** A device starts observing /rpc: queued RPCs follow its registration, oldest first. */
+export function observeRpc(context: BridgeContext, device: Device, subscriber: Subscriber<RpcCall>): Subscription {
+  const subscription = subscribe(context, device, 'rpc', subscriber);
+  const { live, dropped } = context.sessions.takeRpcs(device.name);
+  logDropped(context, device.name, dropped);
+  if (live.length > 0) context.log.info({ device: device.name, rpcs: live.length }, 'delivering queued RPCs');
+  for (const pending of live) deliver(context, device.name, subscriber, pending);
+  return subscription;
+}
+
+/** The device's answer to RPC `id` → `v1/gateway/rpc` `{"device","id","data"}`. */
+export function replyToRpc(context: BridgeContext, device: Device, id: number, data: JsonValue): Promise<UplinkOutcome> {
+  let message: string;
+  try {
+    message = rpcReplyMessage(device.name, id, data, context.maxMessageBytes);
+  } catch (error) {
+    if (error instanceof MessageTooLargeError) return Promise.resolve({ status: 'too-large', reason: `the RPC reply is too large for ThingsBoard: ${error.message}` });
+    throw error;
+  }
+  return deliverForDevice(context, device, Topic.rpc, [message]);
+}
+
+/** Drops expired RPCs of devices that never came back; run periodically. */
+export function expireQueuedRpcs(context: BridgeContext): void {
+  for (const { device, ...dropped } of context.sessions.expireAll()) logDropped(context, device, [dropped]);
+}
+
+function deliver(context: BridgeContext, deviceName: string, subscriber: Subscriber<RpcCall>, pending: PendingRpc): void {
+  void subscriber.deliver(pending.call).then((result) => {
+    if (result !== 'failed') {
+      context.log.debug({ device: deviceName, rpcId: pending.call.id, result }, 'RPC delivered to the device');
+      return;
+    }
+    // Not acknowledged before the observation ended: keep it for the device's next registration (at least
+    // once, as with QoS 1), unless it has expired meanwhile.
+    if (pending.expiresAt <= Date.now()) {
+      logDropped(context, deviceName, [{ call: pending.call, reason: 'expired' }]);
+      return;
+    }
+    context.log.info({ device: deviceName, rpcId: pending.call.id }, 'RPC not acknowledged by the device; queued for its next registration');
+    const current = context.sessions.subscriber(deviceName, 'rpc');
+    // A newer observation may already be in place: hand it over rather than wait for another registration.
+    if (current && current !== subscriber) deliver(context, deviceName, current, pending);
+    else context.sessions.requeueRpc(deviceName, pending);
+  });
+}
+
+function logDropped(context: BridgeContext, deviceName: string, dropped: readonly Dropped[]): void {
+  for (const { call, reason } of dropped) {
+    context.log.warn({ device: deviceName, rpcId: call.id, method: call.method, reason }, 'RPC dropped without reaching the device');
+  }
+}
