@@ -29,7 +29,7 @@ export interface Bridge {
   readAttributes(device: Device, keys: AttributeKeys): Promise<AttributeReadOutcome>;
   /** The device's shared attributes as the gateway knows them. */
   sharedAttributes(device: Device): AttributeSet;
-  observeSharedAttributes(device: Device, subscriber: Subscriber<AttributeUpdate>): { readonly current: AttributeSet; readonly subscription: Subscription };
+  observeSharedAttributes(device: Device, subscriber: Subscriber<AttributeUpdate>): Subscription;
   observeRpc(device: Device, subscriber: Subscriber<RpcCall>): Subscription;
   rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
   clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
@@ -77,15 +77,12 @@ export function createBridge(deps: BridgeDeps): Bridge {
     readAttributes: (device, keys) => readAttributes(context, device, keys),
     sharedAttributes: (device) => context.attributes.shared(device.name),
     observeSharedAttributes(device, subscriber) {
-      const observed = observeSharedAttributes(context, device, subscriber);
+      const subscription = observeSharedAttributes(context, device, subscriber);
       observers.set(device.name, device);
       return {
-        current: observed.current,
-        subscription: {
-          end() {
-            observed.subscription.end();
-            if (!context.sessions.subscriber(device.name, 'attributes')) observers.delete(device.name);
-          },
+        end() {
+          subscription.end();
+          if (!context.sessions.subscriber(device.name, 'attributes')) observers.delete(device.name);
         },
       };
     },

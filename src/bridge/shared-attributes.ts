@@ -19,19 +19,9 @@ export function handleSharedAttributePush(context: BridgeContext, deviceName: st
   });
 }
 
-/**
- * A device starts observing its shared attributes. Returns the current state (its first notification) and
- * the subscription; a previous observer of the same device is told it was replaced.
- */
-export function observeSharedAttributes(
-  context: BridgeContext,
-  device: Device,
-  subscriber: Subscriber<AttributeUpdate>,
-): { readonly current: AttributeSet; readonly subscription: Subscription } {
-  return {
-    current: context.attributes.shared(device.name),
-    subscription: subscribe(context, device, 'attributes', subscriber),
-  };
+/** A device starts observing its shared attributes; a previous observer of the same device is told it was replaced. */
+export function observeSharedAttributes(context: BridgeContext, device: Device, subscriber: Subscriber<AttributeUpdate>): Subscription {
+  return subscribe(context, device, 'attributes', subscriber);
 }
 
 /**

@@ -18,6 +18,24 @@ interface FileFormat {
 }
 
 const WRITE_DELAY_MS = 1000;
+
+// The file is rewritten only when something really changed: keep-alive answers repeat what is known, and
+// an SD card should not be rewritten every few seconds for nothing.
+function setAll(target: Record<string, JsonValue>, values: AttributeSet): boolean {
+  let changed = false;
+  for (const [key, value] of Object.entries(values)) {
+    if (Object.hasOwn(target, key) && JSON.stringify(target[key]) === JSON.stringify(value)) continue;
+    target[key] = value;
+    changed = true;
+  }
+  return changed;
+}
+
+function remove(target: Record<string, JsonValue>, key: string): boolean {
+  if (!Object.hasOwn(target, key)) return false;
+  delete target[key];
+  return true;
+}
 const RETRY_DELAY_MS = 30_000;
 
 export class AttributeStore {
@@ -65,27 +83,25 @@ export class AttributeStore {
 
   /** A push: changed keys are set, deleted keys removed. */
   applySharedUpdate(deviceName: string, update: AttributeUpdate): void {
-    const entry = this.entry(deviceName);
-    Object.assign(entry.shared, update.changed);
-    for (const key of update.deleted) delete entry.shared[key];
-    this.changed();
+    const shared = this.entry(deviceName).shared;
+    let changed = setAll(shared, update.changed);
+    for (const key of update.deleted) changed = remove(shared, key) || changed;
+    if (changed) this.changed();
   }
 
   /** An answer to a request: what was asked and found. Keys asked but not found no longer exist upstream. */
   mergeAnswer(deviceName: string, scope: 'shared' | 'client', asked: readonly string[], found: AttributeSet): void {
-    const entry = this.entry(deviceName);
-    const target = entry[scope];
+    const target = this.entry(deviceName)[scope];
+    let changed = false;
     for (const key of asked) {
-      if (Object.hasOwn(found, key)) target[key] = found[key]!;
-      else delete target[key];
+      changed = (Object.hasOwn(found, key) ? setAll(target, { [key]: found[key]! }) : remove(target, key)) || changed;
     }
-    this.changed();
+    if (changed) this.changed();
   }
 
   /** Client attributes the device reported and ThingsBoard accepted. */
   mergeClient(deviceName: string, attributes: AttributeSet): void {
-    Object.assign(this.entry(deviceName).client, attributes);
-    this.changed();
+    if (setAll(this.entry(deviceName).client, attributes)) this.changed();
   }
 
   /** Writes pending changes now (on shutdown). */

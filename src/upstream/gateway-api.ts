@@ -86,10 +86,7 @@ export function attributesMessage(deviceName: string, attributes: AttributeSet, 
   if (attributes === null || typeof attributes !== 'object' || Array.isArray(attributes)) {
     throw new TypeError('client attributes must be an object');
   }
-  const message = `{${JSON.stringify(deviceName)}:${JSON.stringify(attributes)}}`;
-  const bytes = Buffer.byteLength(message);
-  if (bytes > maxBytes) throw new MessageTooLargeError(bytes, maxBytes);
-  return message;
+  return measured(`{${JSON.stringify(deviceName)}:${JSON.stringify(attributes)}}`, maxBytes);
 }
 
 export function disconnectMessage(deviceName: string): string {

@@ -39,3 +39,22 @@ describe('attribute cache', () => {
     expect(readdirSync(join(path, '..')).some((name) => name.startsWith('attributes.json.damaged-'))).toBe(true);
   });
 });
+
+describe('attribute cache writes', () => {
+  it('does not rewrite the file when an answer repeats what is known', async () => {
+    const { statSync } = await import('node:fs');
+    const path = file();
+    const store = AttributeStore.open(path, log);
+    store.applySharedUpdate('B', { changed: { a: 1, nested: { x: [1] } }, deleted: [] });
+    store.close();
+    const written = statSync(path).mtimeMs;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    store.mergeAnswer('B', 'shared', ['a', 'nested'], { a: 1, nested: { x: [1] } });
+    store.applySharedUpdate('B', { changed: { a: 1 }, deleted: ['missing'] });
+    store.close();
+    expect(statSync(path).mtimeMs).toBe(written);
+    store.mergeAnswer('B', 'shared', ['a'], { a: 2 });
+    store.close();
+    expect(statSync(path).mtimeMs).toBeGreaterThan(written);
+  });
+});

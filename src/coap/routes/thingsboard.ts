@@ -2,10 +2,10 @@
 // The status codes and their order follow ThingsBoard's own transport, so firmware written for it keeps
 // working; error answers add a short diagnostic ThingsBoard does not send.
 import type { Logger } from 'pino';
-import type { Bridge } from '../../bridge/index.js';
+import type { Bridge, Subscription } from '../../bridge/index.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import { LogOncePer, fingerprint } from '../../log.js';
-import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, UplinkOutcome } from '../../model.js';
+import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../../model.js';
 import {
   parseAttributeKeys,
   parseAttributes,
@@ -16,6 +16,7 @@ import {
   type Parsed,
 } from '../../payload/thingsboard-json.js';
 import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
+import type { ObservationOffer } from '../observe-api.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
 
 const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmware', 'software'] as const;
@@ -121,25 +122,16 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
    * each push's data as is); otherwise a read of the keys asked for, or of what the gateway knows.
    */
   function getAttributes(request: CoapRequest, device: Device): CoapResponse | Promise<CoapResponse> {
+    const current = (): CoapResponse => json(ResponseCode.Content, bridge.sharedAttributes(device));
     if (request.observation) {
-      let subscription: { end(): void } | undefined;
-      const relation = request.observation.accept({
-        current: () => json(ResponseCode.Content, bridge.sharedAttributes(device)),
-        onEnd: () => subscription?.end(),
-      });
-      const observed = bridge.observeSharedAttributes(device, {
-        deliver: (update) => relation.notify(json(ResponseCode.Content, updatePayload(update))),
-        replaced: () => relation.end(REPLACED),
-      });
-      subscription = observed.subscription;
-      if (!relation.active) subscription.end();
-      return json(ResponseCode.Content, observed.current);
+      startObservation(request.observation, current, (update: AttributeUpdate) => json(ResponseCode.Content, updatePayload(update)), (subscriber) =>
+        bridge.observeSharedAttributes(device, subscriber),
+      );
+      return current();
     }
     const keys = parseAttributeKeys(request.uriQuery);
     // Observe 1 (deregistration; the message layer has ended the relation): a plain answer, the current state.
-    if (request.observe === 1 && keys.client.length === 0 && keys.shared.length === 0) {
-      return json(ResponseCode.Content, bridge.sharedAttributes(device));
-    }
+    if (request.observe === 1 && keys.client.length === 0 && keys.shared.length === 0) return current();
     return bridge.readAttributes(device, keys).then((outcome) => {
       switch (outcome.status) {
         case 'found': {
@@ -161,16 +153,9 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
   /** GET /rpc: Observe 0 subscribes to server-side RPCs (queued ones follow at once); Observe 1 ends it. */
   function getRpc(request: CoapRequest, device: Device): CoapResponse {
     if (request.observation) {
-      let subscription: { end(): void } | undefined;
-      const relation = request.observation.accept({
-        current: () => RPC_OBSERVING,
-        onEnd: () => subscription?.end(),
-      });
-      subscription = bridge.observeRpc(device, {
-        deliver: (call) => relation.notify(json(ResponseCode.Content, rpcPayload(call))),
-        replaced: () => relation.end(REPLACED),
-      });
-      if (!relation.active) subscription.end();
+      startObservation(request.observation, () => RPC_OBSERVING, (call: RpcCall) => json(ResponseCode.Content, rpcPayload(call)), (subscriber) =>
+        bridge.observeRpc(device, subscriber),
+      );
       return RPC_OBSERVING;
     }
     // Observe 1 (deregistration): the message layer has ended the relation; answer plainly.
@@ -200,7 +185,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
         case 'too-large':
           return error(ResponseCode.RequestEntityTooLarge, outcome.reason);
         case 'unavailable':
-          return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
+          return unavailable(outcome);
       }
     });
   }
@@ -230,7 +215,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
         return CREATED;
       case 'unavailable':
         log.debug({ device, feature, reason: outcome.reason }, 'upstream unavailable (5.03)');
-        return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
+        return unavailable(outcome);
       case 'too-large':
         log.debug({ device, feature, reason: outcome.reason }, 'too large for upstream (4.13)');
         return error(ResponseCode.RequestEntityTooLarge, outcome.reason);
@@ -242,6 +227,27 @@ function checkContentFormat(request: CoapRequest): CoapResponse | undefined {
   const format = request.contentFormat;
   if (format === undefined || format === ContentFormat.Json || format === ContentFormat.TextPlain) return undefined;
   return error(ResponseCode.UnsupportedContentFormat, `Content-Format ${format} is not supported; send JSON (50)`);
+}
+
+/** 5.03 with Max-Age: the device should try again no sooner than that. */
+function unavailable(outcome: { readonly reason: string; readonly retryAfterSeconds: number }): CoapResponse {
+  return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
+}
+
+/**
+ * Accepts a registration and ties its relation to a bridge subscription, each ending the other: the
+ * bridge's items become notifications, and a newer observation of the device ends this one with 2.02.
+ */
+function startObservation<T>(
+  offer: ObservationOffer,
+  current: () => CoapResponse,
+  toNotification: (item: T) => CoapResponse,
+  subscribe: (subscriber: Subscriber<T>) => Subscription,
+): void {
+  let subscription: Subscription | undefined;
+  const relation = offer.accept({ current, onEnd: () => subscription?.end() });
+  subscription = subscribe({ deliver: (item) => relation.notify(toNotification(item)), replaced: () => relation.end(REPLACED) });
+  if (!relation.active) subscription.end();
 }
 
 /** A push's `data` as ThingsBoard sent it: changed keys, or `{"deleted":[..]}`. */
