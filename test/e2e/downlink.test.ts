@@ -26,12 +26,8 @@ async function startGateway(): Promise<TestGateway> {
     sessions: SESSIONS,
     state: { dir: stateDir },
   });
-  await connected(started);
+  await started.upstreamConnected();
   return started;
-}
-
-function connected(gateway: TestGateway): Promise<void> {
-  return new Promise<void>((resolve) => (gateway.gateway.upstream.connected ? resolve() : gateway.gateway.upstream.onConnected(resolve)));
 }
 
 function observe(path: string, args: string[] = []): RunningCoapClient {

@@ -18,7 +18,7 @@ beforeAll(async () => {
     upstream: { url: broker.url, accessToken: 'gateway-token' },
     sessions: { idleTimeoutMs: 1000, keepAliveIntervalMs: 1000 },
   });
-  await new Promise<void>((resolve) => (gw.gateway.upstream.connected ? resolve() : gw.gateway.upstream.onConnected(resolve)));
+  await gw.upstreamConnected();
 });
 
 afterAll(async () => {

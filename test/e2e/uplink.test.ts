@@ -16,7 +16,7 @@ beforeAll(async () => {
   broker = await Mosquitto.start();
   tb = await ThingsBoardDouble.connect(broker.url);
   gw = await startTestGateway({ coap: { host: '::', port: 0 }, upstream: { url: broker.url, accessToken: 'gateway-token' } });
-  await new Promise<void>((resolve) => (gw.gateway.upstream.connected ? resolve() : gw.gateway.upstream.onConnected(resolve)));
+  await gw.upstreamConnected();
 });
 
 afterAll(async () => {

@@ -11,6 +11,8 @@ export interface TestGateway {
   readonly uri: (path: string) => string;
   /** Every log line the gateway wrote, parsed. */
   readonly logs: Array<Record<string, unknown>>;
+  /** Resolves once the gateway's upstream MQTT connection is up. */
+  upstreamConnected(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -43,6 +45,8 @@ export async function startTestGateway(config: Record<string, unknown>): Promise
     port,
     logs,
     uri: (path) => `coap://${host}:${port}${path}`,
+    upstreamConnected: () =>
+      new Promise<void>((resolve) => (gateway.upstream.connected ? resolve() : gateway.upstream.onConnected(resolve))),
     async stop() {
       await gateway.stop(1000);
       rmSync(dir, { recursive: true, force: true });
