@@ -10,7 +10,7 @@ import { LoadGenerator, type LoadMode, type RunResult } from './loadgen.js';
 import { freeTcpPort, freeUdpPort } from '../test/helpers/ports.js';
 import { ManagedProcess, UsageMeter, udpDropCounters, type Usage } from './processes.js';
 
-const HERE = fileURLToPath(new URL('.', import.meta.url)); // build/bench/
+const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
 const ROOT = resolve(HERE, '../..');
 const HOST = '127.0.0.1';
 // The gateway runs with the V8 flags of `npm start` (package.json), so memory figures are the real ones.

@@ -9,12 +9,16 @@ import { createBridge } from './bridge/index.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
 import { createRouter } from './coap/routes/index.js';
 import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
-import { formatPeer } from './coap/transport.js';
-import { UdpTransport, type BoundAddress } from './coap/udp-transport.js';
-import type { GatewayConfig } from './config/load.js';
+import { formatPeer, type DatagramSink } from './coap/transport.js';
+import { DtlsTransport } from './coap/dtls-transport.js';
+import { UdpTransport } from './coap/udp-transport.js';
+import type { DtlsConfig, GatewayConfig } from './config/load.js';
+import { DtlsBindingError } from './dtls/native.js';
+import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceRegistry } from './devices/registry.js';
 import { redactUrl } from './log.js';
+import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
 import type { EmbeddedBroker } from './upstream/embedded-broker.js';
@@ -24,6 +28,9 @@ export class StartupError extends Error {}
 
 export interface Gateway {
   readonly coapAddress: BoundAddress;
+  /** Set when dtls.enabled. */
+  readonly dtlsAddress: BoundAddress | undefined;
+  readonly dtls: DtlsTransport | undefined;
   /** The broker actually used (the embedded one's address when upstream.url is empty). */
   readonly upstreamUrl: string;
   readonly messageLayer: CoapMessageLayer;
@@ -90,6 +97,18 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     messageLayer.receive,
     log.child({ component: 'udp' }),
   );
+  let dtls: DtlsTransport | undefined;
+  if (config.dtls.enabled) {
+    try {
+      dtls = createDtlsTransport(config.dtls, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, log.child({ component: 'dtls' }));
+    } catch (error) {
+      messageLayer.stop();
+      bridge.stop();
+      attributes.close();
+      await broker?.close();
+      throw error instanceof StartupError ? error : new StartupError((error as Error).message);
+    }
+  }
 
   try {
     upstream.start();
@@ -101,30 +120,45 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
   }
   let coapAddress: BoundAddress;
+  let dtlsAddress: BoundAddress | undefined;
   try {
-    coapAddress = await transport.start();
+    coapAddress = await transport.start().catch((error: NodeJS.ErrnoException) => {
+      throw new StartupError(describeBindError(error, 'CoAP', coap.host, coap.port, 'coap.port'));
+    });
+    dtlsAddress = await dtls?.start().catch((error: NodeJS.ErrnoException) => {
+      throw new StartupError(describeBindError(error, 'DTLS', coap.host, config.dtls.port, 'dtls.port'));
+    });
   } catch (error) {
+    await transport.stop();
     messageLayer.stop();
     bridge.stop();
     attributes.close();
     await upstream.stop();
     await broker?.close();
-    throw new StartupError(describeBindError(error as NodeJS.ErrnoException, coap.host, coap.port));
+    throw error;
   }
   log.info(
-    { coap: `udp ${formatPeer(coapAddress)}`, devices: registry.size, upstream: redactUrl(upstreamUrl) },
+    {
+      coap: `udp ${formatPeer(coapAddress)}`,
+      dtls: dtlsAddress ? `udp ${formatPeer(dtlsAddress)}` : 'off',
+      devices: registry.size,
+      upstream: redactUrl(upstreamUrl),
+    },
     'coap2mqtt started',
   );
 
   let stopping: Promise<void> | undefined;
   return {
     coapAddress,
+    dtlsAddress,
+    dtls,
     upstreamUrl,
     messageLayer,
     upstream,
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {
         await messageLayer.drain(drainTimeoutMs);
+        await dtls?.stop();
         await transport.stop();
         messageLayer.stop();
         bridge.stop();
@@ -171,15 +205,67 @@ function persistentClientId(stateDir: string): string {
   return id;
 }
 
-function describeBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return `CoAP port ${port} on ${host} is already in use (another coap2mqtt or CoAP server?); stop it or change coap.port`;
-    case 'EACCES':
-      return `not allowed to listen on UDP port ${port}; ports below 1024 need CAP_NET_BIND_SERVICE`;
-    case 'EADDRNOTAVAIL':
-      return `coap.host "${host}" is not an address of this machine`;
-    default:
-      return `cannot listen for CoAP on ${host}:${port}: ${error.message}`;
+/**
+ * The DTLS listener, with the registry deciding who may connect. Key material is read here so a missing or
+ * unreadable file is named by its config key; OpenSSL's own complaints ("key values mismatch") likewise.
+ */
+function createDtlsTransport(
+  config: DtlsConfig,
+  host: string,
+  socketBufferBytes: number,
+  registry: DeviceRegistry,
+  sink: DatagramSink,
+  log: Logger,
+): DtlsTransport {
+  const read = (key: 'cert' | 'key' | 'ca'): string | undefined => {
+    const path = config[key];
+    if (path === '') return undefined;
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new StartupError(`dtls.${key}: cannot read "${path}": ${(error as Error).message}`);
+    }
+  };
+  const material = { cert: read('cert'), key: read('key'), ca: read('ca') };
+  const policy: DtlsPolicy = {
+    pskKey: (identity) => registry.pskKey(identity),
+    checkCertificate: (certificate) => {
+      const reason = registry.refuseCertificate(certificate);
+      return reason === undefined ? { accepted: true } : { accepted: false, reason };
+    },
+  };
+  try {
+    return new DtlsTransport(
+      {
+        host,
+        port: config.port,
+        socketBufferBytes,
+        ...material,
+        // Asked for whenever a device could present one; PSK handshakes never include the request.
+        requestClientCert: material.ca !== undefined || registry.hasCertificateDevices || config.requireClientCert,
+        requireClientCert: config.requireClientCert,
+        ciphers: config.ciphers,
+        securityLevel: config.securityLevel,
+        mtu: config.mtu,
+        handshakeTimeoutMs: config.handshakeTimeoutMs,
+        idleTimeoutMs: config.idleTimeoutMs,
+        maxSessions: config.maxSessions,
+        sessionTickets: config.sessionTickets,
+      },
+      policy,
+      sink,
+      log,
+    );
+  } catch (error) {
+    if (error instanceof DtlsBindingError) throw new StartupError(error.message);
+    // The binding names the material that failed: "cert: ...", "key: key values mismatch", "ciphers: ...".
+    const message = (error as Error).message;
+    const [what, ...reason] = message.split(': ');
+    const key = what as keyof DtlsConfig;
+    if (reason.length > 0 && key in config) {
+      const value = key === 'ciphers' ? config.ciphers : `"${String(config[key])}"`;
+      throw new StartupError(`dtls.${key} ${value}: ${reason.join(': ')}`);
+    }
+    throw new StartupError(`cannot start DTLS: ${message}`);
   }
 }

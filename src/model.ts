@@ -10,6 +10,14 @@ export interface Device {
 }
 
 /** Key-value readings measured at one moment. `ts` is always set: the device's own, or the receive time. */
+/**
+ * How a transport authenticated a device-facing peer: a DTLS PSK identity, or a DTLS client certificate
+ * (its SHA-256 fingerprint as lowercase hex, and its subject's common name when it has one).
+ */
+export type PeerCredential =
+  | { readonly kind: 'psk'; readonly identity: string }
+  | { readonly kind: 'certificate'; readonly fingerprint256: string; readonly commonName: string | undefined; readonly subject: string };
+
 export interface TelemetryRecord {
   readonly ts: number;
   readonly values: Readonly<Record<string, JsonValue>>;

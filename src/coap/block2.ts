@@ -59,9 +59,13 @@ export class Block2Responder {
     this.maxSzx = sizeExponent(options.maxBlockSize);
   }
 
-  /** The size exponent to answer with: the request's own Block2 size when it asked for smaller blocks. */
-  szxFor(asked: BlockOption | undefined): number {
-    return asked !== undefined && asked.szx < this.maxSzx ? asked.szx : this.maxSzx;
+  /**
+   * The size exponent to answer with: the request's own Block2 size when it asked for smaller blocks, and
+   * no larger than the transport carries in one datagram (DTLS at a small MTU).
+   */
+  szxFor(asked: BlockOption | undefined, transportMaxBlockSize?: number): number {
+    const max = transportMaxBlockSize === undefined ? this.maxSzx : Math.min(this.maxSzx, sizeExponent(transportMaxBlockSize));
+    return asked !== undefined && asked.szx < max ? asked.szx : max;
   }
 
   /**

@@ -249,7 +249,7 @@ export class CoapMessageLayer {
       }
     } else if (request.observe !== undefined && request.method === Method.GET) {
       if (request.observe === 0) {
-        const offer = this.observations.offer(peer, request, blockKey(peer, request), this.blocks2.szxFor(block2));
+        const offer = this.observations.offer(peer, request, blockKey(peer, request), this.blocks2.szxFor(block2, peer.transport.maxBlockSize));
         request = { ...request, observation: offer };
       } else if (request.observe === 1) {
         this.observations.deregister(peer, request.token);
@@ -319,7 +319,7 @@ export class CoapMessageLayer {
     const observe = relation ? relation.nextSequence() : undefined;
 
     const asked = request.block2;
-    const szx = this.blocks2.szxFor(asked);
+    const szx = this.blocks2.szxFor(asked, peer.transport.maxBlockSize);
     // A follow-up the cache could not answer gets the block it asked for; a large answer its first block.
     const followUp = asked !== undefined && asked.num > 0 && codeClass(response.code) === 2;
     if (followUp || exceedsBlock(response, szx)) {

@@ -10,7 +10,27 @@ import { schema, type LOG_LEVELS } from './schema.js';
 export interface DeviceEntry {
   readonly name: string;
   readonly type: string;
-  readonly token: string;
+  /** Absent for devices that only ever authenticate over DTLS. */
+  readonly token: string | undefined;
+  readonly psk: { readonly identity: string; readonly key: Buffer } | undefined;
+  /** A pinned certificate (SHA-256, lowercase hex) or a CA-verified certificate's subject CN. */
+  readonly cert: { readonly fingerprint256: string } | { readonly cn: string } | undefined;
+}
+
+export interface DtlsConfig {
+  readonly enabled: boolean;
+  readonly port: number;
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+  readonly requireClientCert: boolean;
+  readonly ciphers: string;
+  readonly securityLevel: number;
+  readonly mtu: number;
+  readonly handshakeTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxSessions: number;
+  readonly sessionTickets: boolean;
 }
 
 export interface CoapConfig {
@@ -58,6 +78,7 @@ export interface UpstreamConfig {
 
 export interface GatewayConfig {
   readonly coap: CoapConfig;
+  readonly dtls: DtlsConfig;
   readonly upstream: UpstreamConfig;
   readonly sessions: SessionsConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
@@ -83,10 +104,21 @@ export interface LoadOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** The device the embedded mode registers when none is configured, so the README's first reading works. */
-export const DEMO_DEVICE: DeviceEntry = { name: 'demo-sensor', type: 'default', token: 'demo-token' };
+/**
+ * The device the embedded mode registers when none is configured, so the README's first readings work,
+ * over plain CoAP with its token and over DTLS with its PSK.
+ */
+export const DEMO_DEVICE: DeviceEntry = {
+  name: 'demo-sensor',
+  type: 'default',
+  token: 'demo-token',
+  psk: { identity: 'demo-sensor', key: Buffer.from('demo-key') },
+  cert: undefined,
+};
 
-const DEVICE_FIELDS = ['name', 'type', 'token'];
+const DEVICE_FIELDS = ['name', 'type', 'token', 'psk', 'cert'];
+const PSK_EXAMPLE = '{"identity": "boiler-7", "key": "..."} or {"identity": "boiler-7", "keyHex": "00112233..."}';
+const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 export function loadConfig(options: LoadOptions = {}): LoadResult {
@@ -143,6 +175,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   const raw = config.getProperties() as unknown as GatewayConfig;
   const devices = checkDevices(raw.devices as unknown[], errors, warnings);
   checkUpstream(raw, errors, warnings);
+  checkDtls(raw, devices, errors, warnings);
   if (errors.length > 0) return { ok: false, errors };
 
   const notices: string[] = [];
@@ -168,6 +201,8 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
   const devices: DeviceEntry[] = [];
   const byName = new Map<string, number>();
   const byToken = new Map<string, number>();
+  const byIdentity = new Map<string, number>();
+  const byCert = new Map<string, number>();
   list.forEach((entry, index) => {
     const at = `devices[${index}]`;
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
@@ -195,22 +230,133 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
       errors.push(`${at}.type${label}: must be a device profile name, 1 to 255 characters (got ${JSON.stringify(type)})`);
       valid = false;
     }
-    // Tokens are never echoed back, not even in errors: config errors end up in logs and support tickets.
-    if (typeof token !== 'string' || token === '') {
+    // Tokens and keys are never echoed back, not even in errors: config errors end up in logs and support tickets.
+    const psk = record.psk === undefined ? undefined : checkPsk(record.psk, `${at}.psk${label}`, errors, warnings);
+    const cert = record.cert === undefined ? undefined : checkCert(record.cert, `${at}.cert${label}`, errors);
+    if ((record.psk !== undefined && !psk) || (record.cert !== undefined && !cert)) valid = false;
+    if (token === undefined && record.psk === undefined && record.cert === undefined) {
+      errors.push(`${at}.token${label}: missing; a device needs a token (for its CoAP path), or a psk or cert to authenticate over DTLS`);
+      valid = false;
+    } else if (token !== undefined && (typeof token !== 'string' || token === '')) {
       errors.push(`${at}.token${label}: must be a non-empty string (the access token the device puts in its CoAP path)`);
       valid = false;
-    } else if (/[\s/?#]/.test(token) || token.length > 255) {
+    } else if (typeof token === 'string' && (/[\s/?#]/.test(token) || token.length > 255)) {
       errors.push(`${at}.token${label}: must not contain spaces, "/", "?" or "#" and be at most 255 characters, as it is one segment of a CoAP path`);
       valid = false;
-    } else if (byToken.has(token)) {
+    } else if (typeof token === 'string' && byToken.has(token)) {
       errors.push(`${at}.token${label}: same token as devices[${byToken.get(token)}]; every device needs its own token`);
       valid = false;
-    } else {
+    } else if (typeof token === 'string') {
       byToken.set(token, index);
     }
-    if (valid) devices.push({ name: name as string, type: type as string, token: token as string });
+    for (const [seen, value, what] of [
+      [byIdentity, psk?.identity, 'psk.identity'],
+      [byCert, cert && ('cn' in cert ? `cn ${cert.cn}` : `fingerprint ${cert.fingerprint256}`), 'cert'],
+    ] as const) {
+      if (value === undefined) continue;
+      if (seen.has(value)) {
+        errors.push(`${at}.${what}${label}: same as devices[${seen.get(value)}]; every device needs its own`);
+        valid = false;
+      } else seen.set(value, index);
+    }
+    if (valid) devices.push({ name: name as string, type: type as string, token: token as string | undefined, psk, cert });
   });
   return devices;
+}
+
+function checkPsk(value: unknown, at: string, errors: string[], warnings: string[]): DeviceEntry['psk'] {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    errors.push(`${at}: must be an object like ${PSK_EXAMPLE}`);
+    return undefined;
+  }
+  const { identity, key, keyHex } = value as Record<string, unknown>;
+  if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > 128) {
+    errors.push(`${at}.identity: must be the PSK identity the device sends, 1 to 128 bytes (got ${JSON.stringify(identity)})`);
+    return undefined;
+  }
+  let bytes: Buffer | undefined;
+  if (key !== undefined && keyHex !== undefined) errors.push(`${at}: give either key (text) or keyHex, not both`);
+  else if (typeof key === 'string' && key !== '') bytes = Buffer.from(key, 'utf8');
+  else if (typeof keyHex === 'string' && /^([0-9a-fA-F]{2})+$/.test(keyHex.replace(/[:\s]/g, ''))) bytes = Buffer.from(keyHex.replace(/[:\s]/g, ''), 'hex');
+  else if (keyHex !== undefined) errors.push(`${at}.keyHex: must be an even number of hex digits, e.g. "00112233445566778899aabbccddeeff"`);
+  else errors.push(`${at}.key: missing; the pre-shared key as text (as coap-client -k takes it), or keyHex for a binary key`);
+  if (!bytes) return undefined;
+  if (bytes.length > 64) {
+    errors.push(`${at}.key: at most 64 bytes (got ${bytes.length})`);
+    return undefined;
+  }
+  if (bytes.length < 16) {
+    warnings.push(`${at}.key: only ${bytes.length} bytes; use at least 16 random bytes, e.g. keyHex from "openssl rand -hex 16"`);
+  }
+  return { identity, key: bytes };
+}
+
+function checkCert(value: unknown, at: string, errors: string[]): DeviceEntry['cert'] {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    errors.push(`${at}: must be an object like ${CERT_EXAMPLE}`);
+    return undefined;
+  }
+  const { fingerprint256, cn } = value as Record<string, unknown>;
+  if ((fingerprint256 === undefined) === (cn === undefined)) {
+    errors.push(`${at}: give exactly one of fingerprint256 (a pinned certificate) or cn (a certificate signed by dtls.ca), like ${CERT_EXAMPLE}`);
+    return undefined;
+  }
+  if (cn !== undefined) {
+    if (typeof cn === 'string' && cn.trim() !== '') return { cn };
+    errors.push(`${at}.cn: must be the certificate subject's common name (got ${JSON.stringify(cn)})`);
+    return undefined;
+  }
+  const hex = typeof fingerprint256 === 'string' ? fingerprint256.replace(/[:\s]/g, '').toLowerCase() : '';
+  if (/^[0-9a-f]{64}$/.test(hex)) return { fingerprint256: hex };
+  errors.push(
+    `${at}.fingerprint256: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${JSON.stringify(fingerprint256)})`,
+  );
+  return undefined;
+}
+
+function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], errors: string[], warnings: string[]): void {
+  const { dtls, coap } = config;
+  const pskDevices = devices.filter((device) => device.psk);
+  const certDevices = devices.map((device, index) => ({ device, index })).filter(({ device }) => device.cert);
+  if (!dtls.enabled) {
+    if (pskDevices.length + certDevices.length > 0) {
+      warnings.push('devices: some devices have a psk or cert, which are used only over DTLS, but dtls.enabled is false');
+    }
+    return;
+  }
+  if (dtls.port !== 0 && dtls.port === coap.port) errors.push(`dtls.port: must differ from coap.port (both are ${dtls.port})`);
+  for (const key of ['cert', 'key', 'ca'] as const) {
+    const path = dtls[key];
+    if (path === '') continue;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch {
+      errors.push(`dtls.${key}: cannot read file "${path}"`);
+    }
+  }
+  if ((dtls.cert === '') !== (dtls.key === '')) {
+    errors.push('dtls.cert / dtls.key: the gateway\'s certificate needs both the certificate file and its private key file');
+  }
+  if (dtls.cert === '') {
+    if (certDevices.length > 0) {
+      errors.push(`devices[${certDevices[0]!.index}].cert: certificate devices need the gateway's own certificate; set dtls.cert and dtls.key`);
+    }
+    if (dtls.requireClientCert) errors.push('dtls.requireClientCert: needs dtls.cert and dtls.key (client certificates are only asked for in certificate suites)');
+    if (pskDevices.length === 0 && certDevices.length === 0) {
+      errors.push('dtls.enabled: nothing to authenticate with; give devices a psk, or set dtls.cert and dtls.key');
+    }
+  }
+  const byCn = certDevices.find(({ device }) => device.cert && 'cn' in device.cert);
+  if (byCn && dtls.ca === '') {
+    errors.push(
+      `devices[${byCn.index}].cert.cn: a certificate is matched by its CN only when it chains to dtls.ca; set dtls.ca, or pin the certificate with cert.fingerprint256`,
+    );
+  }
+  if (dtls.idleTimeoutMs > 0 && dtls.idleTimeoutMs <= coap.observeCheckIntervalMs) {
+    warnings.push(
+      `dtls.idleTimeoutMs: ${dtls.idleTimeoutMs} is not above coap.observeCheckIntervalMs (${coap.observeCheckIntervalMs}), so sessions of observing devices that otherwise stay quiet will be closed between checks`,
+    );
+  }
 }
 
 function checkUpstream(config: GatewayConfig, errors: string[], warnings: string[]): void {

@@ -144,6 +144,87 @@ export const schema = {
       env: 'COAP2MQTT_COAP_MAX_OBSERVATIONS',
     },
   },
+  dtls: {
+    enabled: {
+      doc: 'Also accept CoAP over DTLS 1.2 (coaps://) on dtls.port, on the same address as coap.host. Devices authenticate with a PSK (devices[].psk) or a client certificate (devices[].cert), or send a token in the path over a server-authenticated session.',
+      format: Boolean,
+      default: false,
+      env: 'COAP2MQTT_DTLS_ENABLED',
+    },
+    port: {
+      doc: 'UDP port for CoAP over DTLS (5684 is the standard coaps port).',
+      format: 'port',
+      default: 5684,
+      env: 'COAP2MQTT_DTLS_PORT',
+    },
+    cert: {
+      doc: 'PEM file with the gateway\'s certificate (then any intermediates) for certificate suites. Empty: PSK only.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_DTLS_CERT',
+    },
+    key: {
+      doc: 'PEM file with the private key of dtls.cert. Keep it readable by the gateway only.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_DTLS_KEY',
+    },
+    ca: {
+      doc: 'PEM file of the CA(s) that sign device certificates; devices listed with cert.cn must chain to it. Devices pinned with cert.fingerprint256 need no CA.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_DTLS_CA',
+    },
+    requireClientCert: {
+      doc: 'Refuse certificate-suite handshakes from devices without a client certificate (PSK devices are unaffected). false also lets devices use a token path over a server-authenticated session.',
+      format: Boolean,
+      default: false,
+      env: 'COAP2MQTT_DTLS_REQUIRE_CLIENT_CERT',
+    },
+    ciphers: {
+      doc: 'OpenSSL cipher list in the gateway\'s order of preference. The default puts RFC 7252\'s mandatory CCM_8 suites first (constrained devices implement little else), then GCM and ChaCha20 for capable clients.',
+      format: 'non-empty-string',
+      default:
+        'PSK-AES128-CCM8:ECDHE-ECDSA-AES128-CCM8:PSK-AES128-CCM:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-PSK-CHACHA20-POLY1305:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:PSK-AES128-CBC-SHA256',
+      env: 'COAP2MQTT_DTLS_CIPHERS',
+    },
+    securityLevel: {
+      doc: 'OpenSSL security level (0-5) for keys and algorithms. 2 refuses RSA keys under 2048 bits and SHA-1 signatures; the CCM_8 suites pass at 0-2.',
+      format: integer(0, 5),
+      default: 2,
+      env: 'COAP2MQTT_DTLS_SECURITY_LEVEL',
+    },
+    mtu: {
+      doc: 'Largest DTLS datagram the gateway sends, in bytes. 1232 fits any IPv6 path; handshake flights are fragmented to it, and Block2 sizes are chosen so CoAP messages fit it.',
+      format: integer(256, 9000),
+      default: 1232,
+      env: 'COAP2MQTT_DTLS_MTU',
+    },
+    handshakeTimeoutMs: {
+      doc: 'A handshake not finished within this time is abandoned (a wrong PSK shows up this way: DTLS sends no alert for it).',
+      format: integer(1000, 600_000),
+      default: 30_000,
+      env: 'COAP2MQTT_DTLS_HANDSHAKE_TIMEOUT_MS',
+    },
+    idleTimeoutMs: {
+      doc: 'A session without traffic for this long is closed (close_notify); the device handshakes again when it next sends. Keep it above coap.observeCheckIntervalMs so observing devices keep theirs. 0: never.',
+      format: integer(0, 86_400_000),
+      default: 600_000,
+      env: 'COAP2MQTT_DTLS_IDLE_TIMEOUT_MS',
+    },
+    maxSessions: {
+      doc: 'Most DTLS sessions at once (about 50-65 KB of memory each). When full, the session idle longest (at least a minute) makes room; otherwise new handshakes are refused.',
+      format: integer(1, 1_000_000),
+      default: 10_000,
+      env: 'COAP2MQTT_DTLS_MAX_SESSIONS',
+    },
+    sessionTickets: {
+      doc: 'Issue RFC 5077 session tickets so devices can resume without a full handshake. Off by default: a ticket costs a constrained device ~0.7 KB of memory, and a resumed session is not re-checked against its PSK or certificate (removing a device from the list still refuses its requests).',
+      format: Boolean,
+      default: false,
+      env: 'COAP2MQTT_DTLS_SESSION_TICKETS',
+    },
+  },
   upstream: {
     url: {
       doc: 'ThingsBoard MQTT endpoint, e.g. "mqtt://thingsboard.local:1883" or "mqtts://thingsboard.cloud:8883". Empty: start the embedded broker on loopback (see embeddedBroker) and keep all data on this machine.',
@@ -297,7 +378,7 @@ export const schema = {
     },
   },
   devices: {
-    doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path.',
+    doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path. Over DTLS a device may instead be identified by "psk": {"identity": "...", "key": "..."} ("keyHex" for binary keys) or "cert": {"fingerprint256": "..."} or {"cn": "..."}; it then uses token-less paths such as /api/v1/telemetry.',
     format: 'json-array',
     default: [] as unknown[],
     env: 'COAP2MQTT_DEVICES',

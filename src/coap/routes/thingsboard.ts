@@ -51,20 +51,21 @@ export interface PathTarget {
 }
 
 /**
- * Positional segments after /api/v1: token, feature, optional request id. Three segments whose last is a
- * feature name are the token-less form (DTLS devices identified by their credentials).
+ * Positional segments after /api/v1: token, feature, optional request id. A feature name where the token
+ * belongs, not followed by another feature name, is the token-less form of DTLS devices identified by
+ * their credentials (/api/v1/telemetry, /api/v1/rpc/42, /api/v1/attributes/updates).
  */
 export function parseApiPath(segments: readonly string[]): PathTarget {
   const asFeature = (segment: string | undefined): Feature | undefined => {
-    const lower = segment?.toLowerCase();
+    if (segment === undefined) return undefined;
+    const lower = segment.toLowerCase();
     return FEATURES.find((feature) => feature === lower);
   };
-  if (segments.length >= 4) {
-    return { token: segments[2], feature: asFeature(segments[3]), featureSegment: segments[3], requestId: segments[4] };
+  const tokenLess = asFeature(segments[2]);
+  if (tokenLess && (segments.length === 3 || !asFeature(segments[3]))) {
+    return { token: undefined, feature: tokenLess, featureSegment: segments[2], requestId: segments[3] };
   }
-  const tokenLess = segments.length === 3 ? asFeature(segments[2]) : undefined;
-  if (tokenLess) return { token: undefined, feature: tokenLess, featureSegment: segments[2], requestId: undefined };
-  return { token: segments[2], feature: undefined, featureSegment: undefined, requestId: undefined };
+  return { token: segments[2], feature: asFeature(segments[3]), featureSegment: segments[3], requestId: segments[4] };
 }
 
 export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
@@ -85,18 +86,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
       );
     }
     if (target.feature === 'provision') return notYet('provisioning');
-    if (target.token === undefined) {
-      return error(ResponseCode.Unauthorized, 'no access token in the path: use /api/v1/{token}/' + target.feature);
-    }
-    const device = registry.findByToken(target.token);
-    if (!device) {
-      const tokenHash = fingerprint(target.token);
-      const peer = request.peer.address;
-      if (unknownTokenLog.first(peer)) {
-        log.warn({ peer, tokenSha256Prefix: tokenHash }, 'request with an unknown access token refused (4.01); repeats from this address are not logged for 10 minutes');
-      }
-      return error(ResponseCode.Unauthorized, 'unknown access token');
-    }
+    const device = authenticate(request, target.token);
+    if (typeof device === 'string') return error(ResponseCode.Unauthorized, device);
 
     switch (target.feature) {
       case 'telemetry':
@@ -116,6 +107,38 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
         return notYet('firmware download');
     }
   };
+
+  /**
+   * The device a request speaks for, or why it may not (4.01). A DTLS session's credential names a device;
+   * a token in the path must then name the same one. Without a credential the token alone decides.
+   */
+  function authenticate(request: CoapRequest, token: string | undefined): Device | string {
+    const { credential } = request.peer;
+    const byCredential = credential && registry.findByCredential(credential);
+    if (credential && !byCredential) return 'the DTLS identity of this session no longer belongs to a registered device';
+    if (token === undefined) {
+      return byCredential ?? 'no access token in the path: use /api/v1/{token}/..., or DTLS with a PSK identity or client certificate';
+    }
+    const byToken = registry.findByToken(token);
+    if (!byToken) {
+      const peer = request.peer.address;
+      if (unknownTokenLog.first(peer)) {
+        log.warn(
+          { peer, tokenSha256Prefix: fingerprint(token) },
+          'request with an unknown access token refused (4.01); repeats from this address are not logged for 10 minutes',
+        );
+      }
+      return 'unknown access token';
+    }
+    if (byCredential && byCredential.name !== byToken.name) {
+      log.warn(
+        { peer: request.peer.address, device: byCredential.name, tokenDevice: byToken.name },
+        'request over DTLS with the token of another device refused (4.01)',
+      );
+      return 'the token in the path belongs to another device than this DTLS identity';
+    }
+    return byToken;
+  }
 
   /**
    * GET /attributes: with Observe 0 an observation of the shared attributes (first the cached state, then

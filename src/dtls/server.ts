@@ -1,0 +1,409 @@
+// DTLS 1.2 server: one UDP socket, a table of sessions keyed by peer address, the stateless cookie exchange
+// for strangers, and the timers OpenSSL leaves to its user. It hands decrypted datagrams to its owner and
+// knows nothing of what they contain.
+import type dgram from 'node:dgram';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { LogOncePer } from '../log.js';
+import type { PeerCredential } from '../model.js';
+import { bindUdpSocket, formatAddress, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
+import {
+  isClientHello,
+  loadDtlsBinding,
+  type DtlsBinding,
+  type FeedOutcome,
+  type NativeContext,
+  type NativeSession,
+  type PresentedCertificate,
+} from './native.js';
+
+export interface DtlsServerOptions extends UdpSocketOptions {
+  /** PEM texts, already read from their files. */
+  readonly cert: string | undefined;
+  readonly key: string | undefined;
+  readonly ca: string | undefined;
+  /** Ask clients for a certificate (needed for certificate devices); they may still use PSK. */
+  readonly requestClientCert: boolean;
+  /** Refuse certificate-suite handshakes without a client certificate. */
+  readonly requireClientCert: boolean;
+  readonly ciphers: string;
+  readonly securityLevel: number;
+  readonly mtu: number;
+  readonly handshakeTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxSessions: number;
+  readonly sessionTickets: boolean;
+}
+
+/** Who may connect: asked synchronously during handshakes. */
+export interface DtlsPolicy {
+  /** The key for a PSK identity, or undefined when no device uses it. */
+  pskKey(identity: string): Buffer | undefined;
+  /** Accept a client certificate, or say in a few words why not (logged with its subject). */
+  checkCertificate(certificate: PresentedCertificate): { readonly accepted: true } | { readonly accepted: false; readonly reason: string };
+}
+
+export type CloseReason = 'closed-by-peer' | 'idle' | 'evicted' | 'replaced' | 'failed' | 'stopped';
+
+export interface DtlsHandlers {
+  /** One decrypted datagram from an established session. */
+  data(connection: DtlsConnection, plaintext: Buffer): void;
+  /** An established session is gone; nothing more can be sent on it. */
+  closed?(connection: DtlsConnection, reason: CloseReason): void;
+}
+
+export interface DtlsStats {
+  sessions: number;
+  handshakes: number;
+  handshakeFailures: number;
+  handshakeTimeouts: number;
+  helloVerifyRequests: number;
+  /** Datagrams from unknown peers that were not a ClientHello, or that failed the cookie check. */
+  droppedDatagrams: number;
+  evictions: number;
+  refusedTableFull: number;
+}
+
+/** A session, from the verified ClientHello to close. */
+export class DtlsConnection {
+  established = false;
+  closed = false;
+  /** Set when the handshake completes (undefined: a certificate-suite session without client certificate). */
+  credential: PeerCredential | undefined;
+  cipher = '';
+  /** Largest plaintext one datagram carries. */
+  maxPlaintext = 0;
+  readonly startedAt = Date.now();
+  lastActivity = Date.now();
+  /** What the handshake got as far as, for the log line when it fails or times out. */
+  offeredIdentity: string | undefined;
+  identityKnown = false;
+  refusedCertificate: { readonly certificate: PresentedCertificate; readonly reason: string } | undefined;
+  retransmitTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly server: DtlsServer,
+    /** "[address]:port" / "address:port": the session table's key, also how logs name the peer. */
+    readonly key: string,
+    readonly address: string,
+    readonly port: number,
+    readonly session: NativeSession,
+  ) {}
+
+  /** Encrypts and sends one datagram; false when the session is not (or no longer) usable. */
+  send(plaintext: Buffer): boolean {
+    return this.server.sendOn(this, plaintext);
+  }
+
+  /** Ends the session with close_notify. */
+  close(): void {
+    this.server.close(this, 'stopped', true);
+  }
+}
+
+/** Sessions idle for less than this are never evicted to make room: a full table refuses newcomers instead. */
+const EVICTABLE_AFTER_IDLE_MS = 60_000;
+const COOKIE_SECRET_ROTATION_MS = 5 * 60_000;
+
+export class DtlsServer {
+  readonly stats: DtlsStats = {
+    sessions: 0,
+    handshakes: 0,
+    handshakeFailures: 0,
+    handshakeTimeouts: 0,
+    helloVerifyRequests: 0,
+    droppedDatagrams: 0,
+    evictions: 0,
+    refusedTableFull: 0,
+  };
+  private readonly binding: DtlsBinding;
+  private readonly context: NativeContext;
+  /** By "address:port"; recency is updated by every datagram, so the least recently used is the idlest. */
+  private readonly connections: LRUCache<string, DtlsConnection>;
+  private socket: dgram.Socket | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private rotationTimer: NodeJS.Timeout | undefined;
+  private readonly failureLog = new LogOncePer(10 * 60_000);
+
+  /** Throws (with OpenSSL's reason, naming cert, key, ca or ciphers) when the material is unusable. */
+  constructor(
+    private readonly options: DtlsServerOptions,
+    private readonly policy: DtlsPolicy,
+    private readonly handlers: DtlsHandlers,
+    private readonly log: Logger,
+  ) {
+    this.binding = loadDtlsBinding();
+    this.connections = new LRUCache({ max: options.maxSessions });
+    this.context = this.binding.createContext(
+      {
+        cert: options.cert,
+        key: options.key,
+        ca: options.ca,
+        ciphers: options.ciphers,
+        securityLevel: options.securityLevel,
+        mtu: options.mtu,
+        requestClientCert: options.requestClientCert || options.requireClientCert,
+        requireClientCert: options.requireClientCert,
+        tickets: options.sessionTickets,
+      },
+      (identity, peerKey) => this.lookUpPsk(identity, peerKey),
+      (certificate, peerKey) => this.checkCertificate(certificate, peerKey),
+    );
+  }
+
+  async start(): Promise<BoundAddress> {
+    const bound = await bindUdpSocket(this.options, (datagram, remote) => this.receive(datagram, remote), 'DTLS', this.log);
+    this.socket = bound.socket;
+    const { handshakeTimeoutMs, idleTimeoutMs } = this.options;
+    // Timeouts need no precision: a quarter of the shorter one, between 50 ms and 1 s.
+    const sweepMs = Math.min(1000, Math.max(50, Math.floor(Math.min(handshakeTimeoutMs, idleTimeoutMs || Infinity) / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+    this.sweepTimer.unref();
+    this.rotationTimer = setInterval(() => this.binding.rotateCookieSecret(this.context), COOKIE_SECRET_ROTATION_MS);
+    this.rotationTimer.unref();
+    return bound.address;
+  }
+
+  /** Sends close_notify on every established session, then closes the socket. */
+  async stop(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    clearInterval(this.rotationTimer);
+    this.sweepTimer = this.rotationTimer = undefined;
+    for (const connection of [...this.connections.values()]) this.close(connection, 'stopped', true);
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
+  }
+
+  /** The established session of a peer, if any. */
+  connection(key: string): DtlsConnection | undefined {
+    const connection = this.connections.peek(key);
+    return connection?.established ? connection : undefined;
+  }
+
+  private receive(datagram: Buffer, remote: dgram.RemoteInfo): void {
+    const key = formatAddress(remote);
+    const connection = this.connections.get(key);
+    if (connection && !(connection.established && isClientHello(datagram))) {
+      this.feed(connection, datagram);
+      return;
+    }
+    // A stranger, or an established peer starting over (a restarted client keeps its address: RFC 6347
+    // §4.2.8). Only a ClientHello is worth OpenSSL's time; the cookie exchange keeps no state until the
+    // peer proves it owns its address, and only then may it replace the old session.
+    if (!isClientHello(datagram)) {
+      this.stats.droppedDatagrams++;
+      return;
+    }
+    const { datagrams, session } = this.binding.listen(this.context, datagram, key);
+    if (datagrams.length > 0) this.stats.helloVerifyRequests++;
+    this.transmit(remote.address, remote.port, datagrams);
+    if (!session) return;
+    if (connection) this.close(connection, 'replaced', false);
+    if (!this.makeRoom(key)) {
+      this.binding.free(session);
+      return;
+    }
+    const fresh = new DtlsConnection(this, key, remote.address, remote.port, session);
+    this.connections.set(key, fresh);
+    this.stats.sessions = this.connections.size;
+    this.feed(fresh, null);
+  }
+
+  private makeRoom(key: string): boolean {
+    if (this.connections.size < this.options.maxSessions) return true;
+    const idlest = this.connections.rvalues().next().value;
+    if (idlest && Date.now() - idlest.lastActivity >= EVICTABLE_AFTER_IDLE_MS) {
+      this.stats.evictions++;
+      this.log.debug({ peer: idlest.key }, 'DTLS session evicted to make room for a new one');
+      this.close(idlest, 'evicted', true);
+      return true;
+    }
+    this.stats.refusedTableFull++;
+    if (this.failureLog.first('table-full')) {
+      this.log.warn(
+        { peer: key, maxSessions: this.options.maxSessions },
+        'DTLS session table full and no session idle for a minute: new handshakes are refused; raise dtls.maxSessions if this many devices are expected',
+      );
+    }
+    return false;
+  }
+
+  private feed(connection: DtlsConnection, datagram: Buffer | null): void {
+    let outcome: FeedOutcome;
+    try {
+      outcome = this.binding.feed(connection.session, datagram);
+    } catch (error) {
+      this.log.error({ err: error, peer: connection.key }, 'DTLS engine error; session dropped');
+      this.close(connection, 'failed', false);
+      return;
+    }
+    connection.lastActivity = Date.now();
+    this.transmit(connection.address, connection.port, outcome.datagrams);
+    if (outcome.error !== null) {
+      this.handshakeOrSessionFailed(connection, outcome);
+      return;
+    }
+    if (outcome.handshakeDone) this.established(connection);
+    else if (!connection.established) this.scheduleRetransmission(connection);
+    for (const plaintext of outcome.data) {
+      if (connection.closed) break;
+      this.handlers.data(connection, plaintext);
+    }
+    if (outcome.closed) this.close(connection, 'closed-by-peer', false);
+  }
+
+  private established(connection: DtlsConnection): void {
+    clearTimeout(connection.retransmitTimer);
+    connection.retransmitTimer = undefined;
+    const info = this.binding.info(connection.session);
+    connection.established = true;
+    connection.cipher = info.cipher ?? '';
+    connection.maxPlaintext = info.dataMtu;
+    if (info.pskIdentity !== null) connection.credential = { kind: 'psk', identity: info.pskIdentity };
+    else if (info.certificate) {
+      const { fingerprint256, commonName, subject } = info.certificate;
+      connection.credential = { kind: 'certificate', fingerprint256, commonName: commonName ?? undefined, subject };
+    }
+    this.stats.handshakes++;
+    this.log.debug(
+      { peer: connection.key, cipher: connection.cipher, resumed: info.resumed, ...describeCredential(connection.credential) },
+      'DTLS session established',
+    );
+  }
+
+  private handshakeOrSessionFailed(connection: DtlsConnection, outcome: FeedOutcome): void {
+    const wasEstablished = connection.established;
+    this.close(connection, 'failed', false);
+    if (wasEstablished) {
+      this.log.debug({ peer: connection.key, reason: outcome.error }, 'DTLS session failed');
+      return;
+    }
+    this.stats.handshakeFailures++;
+    const peer = connection.key;
+    if (outcome.identityRefused) {
+      const identity = connection.offeredIdentity ?? '';
+      if (this.failureLog.first(`identity ${connection.address} ${identity}`)) {
+        this.log.warn({ peer, identity }, 'DTLS handshake refused: PSK identity is not registered to any device (add it as psk.identity of a device)');
+      }
+    } else if (connection.refusedCertificate) {
+      const { certificate, reason } = connection.refusedCertificate;
+      if (this.failureLog.first(`certificate ${connection.address} ${certificate.fingerprint256}`)) {
+        this.log.warn(
+          { peer, subject: certificate.subject, fingerprint256: certificate.fingerprint256, reason },
+          `DTLS handshake refused: client certificate ${reason}`,
+        );
+      }
+    } else if (this.failureLog.first(`failure ${connection.address} ${outcome.error}`)) {
+      this.log.warn({ peer, reason: outcome.error }, `DTLS handshake failed: ${outcome.error}`);
+    }
+  }
+
+  private scheduleRetransmission(connection: DtlsConnection): void {
+    clearTimeout(connection.retransmitTimer);
+    const due = this.binding.timeout(connection.session);
+    if (due < 0) return;
+    connection.retransmitTimer = setTimeout(() => {
+      connection.retransmitTimer = undefined;
+      if (connection.closed || connection.established) return;
+      const outcome = this.binding.handleTimeout(connection.session);
+      this.transmit(connection.address, connection.port, outcome.datagrams);
+      if (outcome.error !== null) this.handshakeOrSessionFailed(connection, outcome);
+      else this.scheduleRetransmission(connection);
+    }, Math.ceil(due));
+    connection.retransmitTimer.unref();
+  }
+
+  /** @internal DtlsConnection.send */
+  sendOn(connection: DtlsConnection, plaintext: Buffer): boolean {
+    if (!connection.established || connection.closed) return false;
+    let datagrams: Buffer[];
+    try {
+      datagrams = this.binding.write(connection.session, plaintext);
+    } catch (error) {
+      this.log.debug({ err: error, peer: connection.key }, 'DTLS write failed; session dropped');
+      this.close(connection, 'failed', false);
+      return false;
+    }
+    this.transmit(connection.address, connection.port, datagrams);
+    return true;
+  }
+
+  /** @internal Frees a session once; `notify` sends close_notify first (not after a failure or replacement). */
+  close(connection: DtlsConnection, reason: CloseReason, notify: boolean): void {
+    if (connection.closed) return;
+    connection.closed = true;
+    clearTimeout(connection.retransmitTimer);
+    connection.retransmitTimer = undefined;
+    if (notify && connection.established) this.transmit(connection.address, connection.port, this.binding.shutdown(connection.session));
+    this.binding.free(connection.session);
+    if (this.connections.peek(connection.key) === connection) this.connections.delete(connection.key);
+    this.stats.sessions = this.connections.size;
+    if (connection.established) this.handlers.closed?.(connection, reason);
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const { handshakeTimeoutMs, idleTimeoutMs } = this.options;
+    for (const connection of [...this.connections.values()]) {
+      if (!connection.established) {
+        if (now - connection.startedAt >= handshakeTimeoutMs) this.handshakeTimedOut(connection);
+      } else if (idleTimeoutMs > 0 && now - connection.lastActivity >= idleTimeoutMs) {
+        this.log.debug({ peer: connection.key }, 'DTLS session closed after dtls.idleTimeoutMs without traffic');
+        this.close(connection, 'idle', true);
+      }
+    }
+  }
+
+  private handshakeTimedOut(connection: DtlsConnection): void {
+    this.stats.handshakeTimeouts++;
+    this.close(connection, 'failed', false);
+    if (!this.failureLog.first(`timeout ${connection.address}`)) return;
+    const identity = connection.offeredIdentity;
+    // A wrong PSK makes no alert: both sides silently drop each other's Finished (dtls.md).
+    const hint =
+      connection.identityKnown
+        ? 'the PSK identity is registered, so the device probably uses a different key'
+        : 'the device stopped answering (gone, packets lost, or it refused our certificate)';
+    this.log.warn(
+      { peer: connection.key, identity, timeoutMs: this.options.handshakeTimeoutMs },
+      `DTLS handshake timed out: ${hint}`,
+    );
+  }
+
+  private lookUpPsk(identity: string, peerKey: string): Buffer | undefined {
+    const key = this.policy.pskKey(identity);
+    const connection = this.connections.peek(peerKey);
+    if (connection) {
+      connection.offeredIdentity = identity;
+      connection.identityKnown = key !== undefined;
+    }
+    return key;
+  }
+
+  private checkCertificate(certificate: PresentedCertificate, peerKey: string): boolean {
+    const verdict = this.policy.checkCertificate(certificate);
+    if (!verdict.accepted) {
+      const connection = this.connections.peek(peerKey);
+      if (connection) connection.refusedCertificate = { certificate, reason: verdict.reason };
+    }
+    return verdict.accepted;
+  }
+
+  private transmit(address: string, port: number, datagrams: readonly Buffer[]): void {
+    const socket = this.socket;
+    if (!socket) return;
+    for (const datagram of datagrams) {
+      socket.send(datagram, port, address, (error) => {
+        if (error) this.log.debug({ err: error, peer: formatAddress({ address, port }) }, 'DTLS send failed');
+      });
+    }
+  }
+}
+
+/** Log fields naming who a session belongs to: never a key. */
+export function describeCredential(credential: PeerCredential | undefined): Record<string, string> {
+  if (!credential) return { identity: '(none: token in path)' };
+  if (credential.kind === 'psk') return { pskIdentity: credential.identity };
+  return { certificate: credential.subject, fingerprint256: credential.fingerprint256 };
+}
