@@ -175,17 +175,16 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   const raw = config.getProperties() as unknown as GatewayConfig;
   const devices = checkDevices(raw.devices as unknown[], errors, warnings);
   checkUpstream(raw, errors, warnings);
-  checkDtls(raw, devices, errors, warnings);
-  if (errors.length > 0) return { ok: false, errors };
-
   const notices: string[] = [];
   let effectiveDevices = devices;
-  if (raw.upstream.url === '' && devices.length === 0) {
+  if (raw.upstream.url === '' && devices.length === 0 && errors.length === 0) {
     effectiveDevices = [DEMO_DEVICE];
     notices.push(
-      `no devices configured: registered the demo device "${DEMO_DEVICE.name}" (token as in the README), which exists only while the embedded broker is used`,
+      `no devices configured: registered the demo device "${DEMO_DEVICE.name}" (token and PSK as in the README), which exists only while the embedded broker is used`,
     );
   }
+  checkDtls(raw, effectiveDevices, errors, warnings);
+  if (errors.length > 0) return { ok: false, errors };
   return {
     ok: true,
     warnings,
@@ -231,8 +230,8 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
       valid = false;
     }
     // Tokens and keys are never echoed back, not even in errors: config errors end up in logs and support tickets.
-    const psk = record.psk === undefined ? undefined : checkPsk(record.psk, `${at}.psk${label}`, errors, warnings);
-    const cert = record.cert === undefined ? undefined : checkCert(record.cert, `${at}.cert${label}`, errors);
+    const psk = record.psk === undefined ? undefined : checkPsk(record.psk, `${at}.psk`, label, errors, warnings);
+    const cert = record.cert === undefined ? undefined : checkCert(record.cert, `${at}.cert`, label, errors);
     if ((record.psk !== undefined && !psk) || (record.cert !== undefined && !cert)) valid = false;
     if (token === undefined && record.psk === undefined && record.cert === undefined) {
       errors.push(`${at}.token${label}: missing; a device needs a token (for its CoAP path), or a psk or cert to authenticate over DTLS`);
@@ -264,52 +263,52 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
   return devices;
 }
 
-function checkPsk(value: unknown, at: string, errors: string[], warnings: string[]): DeviceEntry['psk'] {
+function checkPsk(value: unknown, at: string, label: string, errors: string[], warnings: string[]): DeviceEntry['psk'] {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    errors.push(`${at}: must be an object like ${PSK_EXAMPLE}`);
+    errors.push(`${at}${label}: must be an object like ${PSK_EXAMPLE}`);
     return undefined;
   }
   const { identity, key, keyHex } = value as Record<string, unknown>;
   if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > 128) {
-    errors.push(`${at}.identity: must be the PSK identity the device sends, 1 to 128 bytes (got ${JSON.stringify(identity)})`);
+    errors.push(`${at}.identity${label}: must be the PSK identity the device sends, 1 to 128 bytes (got ${JSON.stringify(identity)})`);
     return undefined;
   }
   let bytes: Buffer | undefined;
-  if (key !== undefined && keyHex !== undefined) errors.push(`${at}: give either key (text) or keyHex, not both`);
+  if (key !== undefined && keyHex !== undefined) errors.push(`${at}${label}: give either key (text) or keyHex, not both`);
   else if (typeof key === 'string' && key !== '') bytes = Buffer.from(key, 'utf8');
   else if (typeof keyHex === 'string' && /^([0-9a-fA-F]{2})+$/.test(keyHex.replace(/[:\s]/g, ''))) bytes = Buffer.from(keyHex.replace(/[:\s]/g, ''), 'hex');
-  else if (keyHex !== undefined) errors.push(`${at}.keyHex: must be an even number of hex digits, e.g. "00112233445566778899aabbccddeeff"`);
-  else errors.push(`${at}.key: missing; the pre-shared key as text (as coap-client -k takes it), or keyHex for a binary key`);
+  else if (keyHex !== undefined) errors.push(`${at}.keyHex${label}: must be an even number of hex digits, e.g. "00112233445566778899aabbccddeeff"`);
+  else errors.push(`${at}.key${label}: missing; the pre-shared key as text (as coap-client -k takes it), or keyHex for a binary key`);
   if (!bytes) return undefined;
   if (bytes.length > 64) {
-    errors.push(`${at}.key: at most 64 bytes (got ${bytes.length})`);
+    errors.push(`${at}.key${label}: at most 64 bytes (got ${bytes.length})`);
     return undefined;
   }
   if (bytes.length < 16) {
-    warnings.push(`${at}.key: only ${bytes.length} bytes; use at least 16 random bytes, e.g. keyHex from "openssl rand -hex 16"`);
+    warnings.push(`${at}.key${label}: only ${bytes.length} bytes; use at least 16 random bytes, e.g. keyHex from "openssl rand -hex 16"`);
   }
   return { identity, key: bytes };
 }
 
-function checkCert(value: unknown, at: string, errors: string[]): DeviceEntry['cert'] {
+function checkCert(value: unknown, at: string, label: string, errors: string[]): DeviceEntry['cert'] {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    errors.push(`${at}: must be an object like ${CERT_EXAMPLE}`);
+    errors.push(`${at}${label}: must be an object like ${CERT_EXAMPLE}`);
     return undefined;
   }
   const { fingerprint256, cn } = value as Record<string, unknown>;
   if ((fingerprint256 === undefined) === (cn === undefined)) {
-    errors.push(`${at}: give exactly one of fingerprint256 (a pinned certificate) or cn (a certificate signed by dtls.ca), like ${CERT_EXAMPLE}`);
+    errors.push(`${at}${label}: give exactly one of fingerprint256 (a pinned certificate) or cn (a certificate signed by dtls.ca), like ${CERT_EXAMPLE}`);
     return undefined;
   }
   if (cn !== undefined) {
     if (typeof cn === 'string' && cn.trim() !== '') return { cn };
-    errors.push(`${at}.cn: must be the certificate subject's common name (got ${JSON.stringify(cn)})`);
+    errors.push(`${at}.cn${label}: must be the certificate subject's common name (got ${JSON.stringify(cn)})`);
     return undefined;
   }
   const hex = typeof fingerprint256 === 'string' ? fingerprint256.replace(/[:\s]/g, '').toLowerCase() : '';
   if (/^[0-9a-f]{64}$/.test(hex)) return { fingerprint256: hex };
   errors.push(
-    `${at}.fingerprint256: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${JSON.stringify(fingerprint256)})`,
+    `${at}.fingerprint256${label}: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${JSON.stringify(fingerprint256)})`,
   );
   return undefined;
 }

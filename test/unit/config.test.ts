@@ -103,3 +103,86 @@ describe('redactUrl', () => {
     expect(redactUrl('mqtts://user:secret@tb.example.com:8883')).toBe('mqtts://tb.example.com:8883');
   });
 });
+
+describe('DTLS devices and settings', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-dtls-config-'));
+  const pem = join(dir, 'x.pem');
+  writeFileSync(pem, 'not checked here: OpenSSL reads it at start');
+  const load = (config: Record<string, unknown>) => loadConfig({ file: file(config), env: {} });
+  const errorsOf = (config: Record<string, unknown>) => {
+    const result = load(config);
+    return result.ok ? [] : result.errors;
+  };
+
+  it('accepts PSK (text or hex) and certificate devices without tokens, normalising fingerprints', () => {
+    const result = load({
+      dtls: { enabled: true, cert: pem, key: pem, ca: pem },
+      devices: [
+        { name: 'A', psk: { identity: 'a', key: 'sixteen-byte-key' } },
+        { name: 'B', psk: { identity: 'b', keyHex: '00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff' } },
+        { name: 'C', cert: { fingerprint256: 'AB:'.repeat(31) + 'AB' } },
+        { name: 'D', cert: { cn: 'sensor-d' } },
+      ],
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const [a, b, c, d] = result.config.devices;
+    expect(a).toMatchObject({ token: undefined, psk: { identity: 'a', key: Buffer.from('sixteen-byte-key') } });
+    expect(b!.psk!.key).toEqual(Buffer.from('00112233445566778899aabbccddeeff', 'hex'));
+    expect(c!.cert).toEqual({ fingerprint256: 'ab'.repeat(32) });
+    expect(d!.cert).toEqual({ cn: 'sensor-d' });
+  });
+
+  it('names the field and never echoes a key when a device entry is wrong', () => {
+    const errors = errorsOf({
+      dtls: { enabled: true },
+      devices: [
+        { name: 'A' },
+        { name: 'B', psk: { identity: 'b' } },
+        { name: 'C', psk: { identity: 'c', keyHex: 'xyz-secret' } },
+        { name: 'D', cert: { fingerprint256: 'abc', cn: 'd' } },
+        { name: 'E', cert: { fingerprint256: 'abc' } },
+        { name: 'F', psk: { identity: 'f', key: 'first-secret-key' } },
+        { name: 'G', psk: { identity: 'f', key: 'another-secret-key' } },
+      ],
+    });
+    expect(errors).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^devices\[0\]\.token.*missing.*psk or cert/),
+        expect.stringMatching(/^devices\[1\]\.psk\.key \("B"\): missing/),
+        expect.stringMatching(/^devices\[2\]\.psk\.keyHex.*must be an even number of hex digits/),
+        expect.stringMatching(/^devices\[3\]\.cert.*exactly one of fingerprint256.*or cn/),
+        expect.stringMatching(/^devices\[4\]\.cert\.fingerprint256.*must be the certificate's SHA-256 fingerprint/),
+        expect.stringMatching(/^devices\[6\]\.psk\.identity.*same as devices\[5\]/),
+      ]),
+    );
+    expect(errors.join('\n')).not.toMatch(/secret/);
+  });
+
+  it('warns about a short PSK and about credentials while DTLS is off', () => {
+    const result = load({ devices: [{ name: 'A', token: 't', psk: { identity: 'a', key: 'short' } }] });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.warnings).toEqual(
+      expect.arrayContaining([expect.stringMatching(/only 5 bytes.*openssl rand -hex 16/), expect.stringMatching(/dtls\.enabled is false/)]),
+    );
+  });
+
+  it('refuses DTLS settings that cannot work, saying what to set', () => {
+    expect(errorsOf({ dtls: { enabled: true }, devices: [{ name: 'A', token: 't' }] })).toEqual([
+      expect.stringMatching(/^dtls\.enabled: nothing to authenticate with/),
+    ]);
+    expect(errorsOf({ dtls: { enabled: true, cert: pem }, devices: [{ name: 'A', token: 't' }] })).toEqual([
+      expect.stringMatching(/^dtls\.cert \/ dtls\.key: .*needs both/),
+    ]);
+    expect(errorsOf({ dtls: { enabled: true, cert: pem, key: pem }, devices: [{ name: 'A', cert: { cn: 'a' } }] })).toEqual([
+      expect.stringMatching(/^devices\[0\]\.cert\.cn: .*set dtls\.ca/),
+    ]);
+    expect(errorsOf({ dtls: { enabled: true, cert: join(dir, 'missing.pem'), key: pem }, devices: [{ name: 'A', token: 't' }] })).toEqual([
+      expect.stringMatching(/^dtls\.cert: cannot read file/),
+    ]);
+    expect(errorsOf({ dtls: { enabled: true, port: 5683 }, devices: [{ name: 'A', psk: { identity: 'a', key: 'sixteen-byte-key' } }] })).toEqual([
+      expect.stringMatching(/^dtls\.port: must differ from coap\.port/),
+    ]);
+  });
+});

@@ -17,6 +17,10 @@ describe('device API paths', () => {
 
   it('recognises the token-less form used by DTLS-identified devices', () => {
     expect(parseApiPath(['api', 'v1', 'telemetry'])).toMatchObject({ token: undefined, feature: 'telemetry' });
+    expect(parseApiPath(['api', 'v1', 'rpc', '42'])).toMatchObject({ token: undefined, feature: 'rpc', requestId: '42' });
+    expect(parseApiPath(['api', 'v1', 'Attributes', 'updates'])).toMatchObject({ token: undefined, feature: 'attributes' });
+    // A token that happens to spell a feature is still a token when a feature follows it.
+    expect(parseApiPath(['api', 'v1', 'claim', 'telemetry'])).toMatchObject({ token: 'claim', feature: 'telemetry' });
   });
 
   it('leaves the feature unset when it is missing or unknown', () => {

@@ -131,10 +131,12 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
       return 'unknown access token';
     }
     if (byCredential && byCredential.name !== byToken.name) {
-      log.warn(
-        { peer: request.peer.address, device: byCredential.name, tokenDevice: byToken.name },
-        'request over DTLS with the token of another device refused (4.01)',
-      );
+      if (unknownTokenLog.first(`mismatch ${request.peer.address}`)) {
+        log.warn(
+          { peer: request.peer.address, device: byCredential.name, tokenDevice: byToken.name },
+          'request over DTLS with the token of another device refused (4.01); repeats from this address are not logged for 10 minutes',
+        );
+      }
       return 'the token in the path belongs to another device than this DTLS identity';
     }
     return byToken;
