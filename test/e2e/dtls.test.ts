@@ -251,6 +251,31 @@ function initialClientHello(): Buffer {
   return Buffer.concat([record, handshake, body]);
 }
 
+describe('dtls.requireClientCert', () => {
+  it('refuses a certificate handshake without a client certificate, logging why, and still serves PSK devices', async () => {
+    const strict = await startTestGateway({
+      upstream: { url: broker.url, accessToken: 'gateway-token' },
+      dtls: { enabled: true, port: 0, cert: pki.server.certFile, key: pki.server.keyFile, requireClientCert: true },
+      devices: [{ name: 'Strict-Psk', psk: PSK }, ...DEVICES],
+    });
+    try {
+      await strict.upstreamConnected();
+      const uri = (path: string) => `coaps://127.0.0.1:${strict.gateway.dtlsAddress!.port}${path}`;
+      const anonymous = await coapClient(uri('/api/v1/boiler-token-7/telemetry'), ['-C', pki.caFile, '-m', 'post', '-e', '{"t":9}'], {
+        binary: 'coap-client-openssl',
+        timeoutSeconds: 3,
+      });
+      expect(anonymous.response).toBeUndefined();
+      const line = await eventually(() => strict.logs.find((entry) => entry.level === 'warn' && /DTLS handshake failed/.test(String(entry.msg))));
+      expect(line.reason).toMatch(/did not return a certificate/);
+      const psk = await coapClient(uri('/api/v1/telemetry'), [...pskArgs, '-m', 'post', '-e', '{"t":10}'], { binary: 'coap-client-openssl' });
+      expect(psk.response?.code).toBe('2.01');
+    } finally {
+      await strict.stop();
+    }
+  });
+});
+
 describe('start-up', () => {
   it('refuses to start when the DTLS key does not belong to the certificate, naming dtls.key', async () => {
     const start = startTestGateway({
