@@ -54,10 +54,21 @@ typedef struct session {
   int handshake_done;
   int identity_refused;  // the PSK callback found no key for the offered identity
   int certificate_refused;
-  char identity[MAX_IDENTITY + 1];
+  char identity[MAX_IDENTITY + 1]; // server: the identity offered; client: the one to offer (if set)
+  unsigned char client_key[64];     // client role: this session's PSK, overriding the context's
+  unsigned int client_key_length;
 } session_t;
 
 // ---------------------------------------------------------------------------------------------- helpers
+
+// Tags on the external handles, so a context passed where a session belongs is refused, not freed.
+static const napi_type_tag CONTEXT_TAG = {0x6a1c0f2e5b3d4c71ULL, 0x9e8f7a6b5c4d3e2fULL};
+static const napi_type_tag SESSION_TAG = {0x3f2e1d0c9b8a7968ULL, 0x5746352413021f0eULL};
+
+static int has_tag(napi_env env, napi_value value, const napi_type_tag *tag) {
+  bool matches = false;
+  return napi_check_object_type_tag(env, value, tag, &matches) == napi_ok && matches;
+}
 
 #define CHECK(call)                                                                                   \
   do {                                                                                                \
@@ -179,6 +190,7 @@ static void context_finalize(napi_env env, void *data, void *hint) {
 static void session_finalize(napi_env env, void *data, void *hint) {
   session_t *s = data;
   session_destroy(env, s);
+  OPENSSL_cleanse(s, sizeof(*s));
   free(s);
 }
 
@@ -274,10 +286,14 @@ static unsigned int psk_client(SSL *ssl, const char *hint, char *identity, unsig
   session_t *s = SSL_get_app_data(ssl);
   if (s == NULL) return 0;
   context_t *c = s->ctx;
-  if (c->client_key_length == 0 || c->client_key_length > max_psk_length || strlen(c->client_identity) >= max_identity_length) return 0;
-  snprintf(identity, max_identity_length, "%s", c->client_identity);
-  memcpy(psk, c->client_key, c->client_key_length);
-  return c->client_key_length;
+  // A session's own PSK (one context serving many simulated devices) wins over the context's.
+  const char *offered = s->client_key_length > 0 ? s->identity : c->client_identity;
+  const unsigned char *key = s->client_key_length > 0 ? s->client_key : c->client_key;
+  unsigned int key_length = s->client_key_length > 0 ? s->client_key_length : c->client_key_length;
+  if (key_length == 0 || key_length > max_psk_length || strlen(offered) >= max_identity_length) return 0;
+  snprintf(identity, max_identity_length, "%s", offered);
+  memcpy(psk, key, key_length);
+  return key_length;
 }
 
 /** {subject, commonName, fingerprint256} of a certificate, for JavaScript's policy and logs. */
@@ -416,6 +432,9 @@ static napi_value js_create_context(napi_env env, napi_callback_info info) {
   napi_value options = argv[0];
 
   int client = bool_property(env, options, "client");
+  int32_t mtu = int_property(env, options, "mtu", 1232);
+  // OpenSSL's DTLS floor: SSL_set_mtu refuses less, and every session would then stall without an error.
+  if (mtu < 256) return throw_error(env, "mtu: must be at least 256");
   ERR_clear_error();
   SSL_CTX *ssl_ctx = SSL_CTX_new(client ? DTLS_client_method() : DTLS_server_method());
   if (ssl_ctx == NULL) return throw_error(env, "cannot create an OpenSSL context");
@@ -469,7 +488,7 @@ static napi_value js_create_context(napi_env env, napi_callback_info info) {
   c->ssl_ctx = ssl_ctx;
   c->alive = 1;
   c->refs = 1;
-  c->mtu = (unsigned int)int_property(env, options, "mtu", 1232);
+  c->mtu = (unsigned int)mtu;
   c->client = client;
   napi_value psk_identity = named_property(env, options, "pskIdentity");
   napi_value psk_key = named_property(env, options, "pskKey");
@@ -502,12 +521,13 @@ static napi_value js_create_context(napi_env env, napi_callback_info info) {
     context_finalize(env, c, NULL);
     return NULL;
   }
+  CHECK(napi_type_tag_object(env, external, &CONTEXT_TAG));
   return external;
 }
 
 static context_t *context_arg(napi_env env, napi_value value) {
   void *data = NULL;
-  if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+  if (!has_tag(env, value, &CONTEXT_TAG) || napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
     throw_error(env, "not a DTLS context");
     return NULL;
   }
@@ -564,7 +584,7 @@ static session_t *session_new(context_t *c, int client) {
 
 static session_t *session_arg(napi_env env, napi_value value) {
   void *data = NULL;
-  if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+  if (!has_tag(env, value, &SESSION_TAG) || napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
     throw_error(env, "not a DTLS session");
     return NULL;
   }
@@ -662,6 +682,7 @@ static void advance(napi_env env, session_t *s, napi_value data, outcome_t *o) {
   }
   if (!s->handshake_done) return;
   uint32_t count = 0;
+  napi_get_array_length(env, data, &count); // feed() calls this once per record of a datagram
   unsigned char *buffer = s->ctx->read_buffer;
   for (;;) {
     int n = SSL_read(ssl, buffer, READ_BUFFER);
@@ -702,19 +723,28 @@ static napi_value js_feed(napi_env env, napi_callback_info info) {
   ERR_clear_error();
   bool is_buffer = false;
   if (argc > 1) napi_is_buffer(env, argv[1], &is_buffer);
-  if (is_buffer) {
-    void *bytes;
-    size_t length;
-    CHECK(napi_get_buffer_info(env, argv[1], &bytes, &length));
-    if (length > 0) BIO_write(SSL_get_rbio(s->ssl), bytes, (int)length);
-  }
+  unsigned char *bytes = NULL;
+  size_t length = 0;
+  if (is_buffer) CHECK(napi_get_buffer_info(env, argv[1], (void **)&bytes, &length));
   napi_value data;
   CHECK(napi_create_array(env, &data));
   outcome_t o = {0};
-  advance(env, s, data, &o);
-  // A datagram OpenSSL did not consume (garbage after a failure) must not be read as part of the next one.
   BIO *in = SSL_get_rbio(s->ssl);
-  if (BIO_ctrl_pending(in) > 0) (void)BIO_reset(in);
+  // One record at a time: OpenSSL drops the rest of a datagram after a record it discards, e.g. a
+  // retransmitted ClientHello (its record header still says DTLS 1.0) packed with the next flight.
+  size_t position = 0;
+  do {
+    size_t record = length - position;
+    if (record >= RECORD_HEADER) {
+      size_t record_length = RECORD_HEADER + (((size_t)bytes[position + 11] << 8) | bytes[position + 12]);
+      if (record_length < record) record = record_length;
+    }
+    if (record > 0) BIO_write(in, bytes + position, (int)record);
+    position += record;
+    advance(env, s, data, &o);
+    // A record OpenSSL did not consume (garbage after a failure) must not be read as part of the next one.
+    if (BIO_ctrl_pending(in) > 0) (void)BIO_reset(in);
+  } while (position < length && o.error[0] == '\0' && !o.closed);
   return finish(env, s, data, &o);
 }
 
@@ -825,15 +855,20 @@ static napi_value js_free(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data = NULL;
-  if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) return throw_error(env, "not a DTLS session");
+  if (!has_tag(env, argv[0], &SESSION_TAG) || napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) {
+    return throw_error(env, "not a DTLS session");
+  }
   session_destroy(env, data);
   return NULL;
 }
 
-/** connect(clientContext, peerKey) → session; feed it null to send the ClientHello. Tests and benchmarks only. */
+/**
+ * connect(clientContext, peerKey, pskIdentity?, pskKey?) → session; feed it null to send the ClientHello.
+ * Tests and benchmarks only.
+ */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   context_t *c = context_arg(env, argv[0]);
   if (c == NULL) return NULL;
@@ -841,6 +876,16 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   session_t *s = session_new(c, 1);
   if (s == NULL) return throw_error(env, "cannot create a DTLS session");
   get_string(env, argv[1], s->peer, sizeof s->peer, &s->peer_length);
+  bool is_buffer = false;
+  if (argc >= 4 && napi_is_buffer(env, argv[3], &is_buffer) == napi_ok && is_buffer) {
+    void *key;
+    size_t key_length = 0;
+    napi_get_buffer_info(env, argv[3], &key, &key_length);
+    if (key_length > 0 && key_length <= sizeof s->client_key && get_string(env, argv[2], s->identity, sizeof s->identity, NULL)) {
+      memcpy(s->client_key, key, key_length);
+      s->client_key_length = (unsigned int)key_length;
+    }
+  }
   c->refs++;
   napi_value session;
   if (napi_create_external(env, s, session_finalize, NULL, &session) != napi_ok) {
@@ -848,6 +893,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     free(s);
     return NULL;
   }
+  CHECK(napi_type_tag_object(env, session, &SESSION_TAG));
   return session;
 }
 
@@ -896,6 +942,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
       free(l);
       return NULL;
     }
+    CHECK(napi_type_tag_object(env, session, &SESSION_TAG));
   } else {
     if (result < 0) {
       // A fatal error leaves the listener unusable; the next ClientHello gets a new one.

@@ -79,7 +79,8 @@ export interface DtlsBinding {
   createContext(options: ContextOptions, psk: PskLookup, verify: CertificateCheck): NativeContext;
   rotateCookieSecret(context: NativeContext): void;
   listen(context: NativeContext, datagram: Buffer, peerKey: string): { datagrams: Buffer[]; session: NativeSession | null };
-  connect(context: NativeContext, peerKey: string): NativeSession;
+  /** Client role; a PSK given here overrides the context's, so one context serves many devices. */
+  connect(context: NativeContext, peerKey: string, pskIdentity?: string, pskKey?: Buffer): NativeSession;
   feed(session: NativeSession, datagram: Buffer | null): FeedOutcome;
   write(session: NativeSession, plaintext: Buffer): Buffer[];
   /** ms until a handshake retransmission is due, or -1. */
@@ -95,10 +96,14 @@ export class DtlsBindingError extends Error {}
 
 let loaded: DtlsBinding | undefined;
 
-/** Loads build/Release/coap2mqtt_dtls.node (built by node-gyp at npm install) once. */
+/**
+ * Loads build/Release/coap2mqtt_dtls.node (built by node-gyp at npm install) once: from the package root,
+ * the nearest directory above this file that has a package.json (dist/ and the benchmark's own build differ
+ * in depth).
+ */
 export function loadDtlsBinding(): DtlsBinding {
   if (loaded) return loaded;
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
   const file = join(root, 'build', 'Release', 'coap2mqtt_dtls.node');
   if (!existsSync(file)) {
     throw new DtlsBindingError(
@@ -112,6 +117,13 @@ export function loadDtlsBinding(): DtlsBinding {
     throw new DtlsBindingError(`cannot load the DTLS binding ${file}: ${(error as Error).message}; rebuild it with "npm rebuild"`);
   }
   return loaded;
+}
+
+function packageRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return join(from, '..', '..');
+  }
 }
 
 /** Epoch-0 DTLS ClientHello (RFC 6347 §4.1, §4.2.2): the only datagram worth OpenSSL's time from a stranger. */

@@ -33,6 +33,8 @@ export interface DtlsServerOptions extends UdpSocketOptions {
   readonly idleTimeoutMs: number;
   readonly maxSessions: number;
   readonly sessionTickets: boolean;
+  /** Sessions idle for less than this are never evicted to make room (default one minute; tests shorten it). */
+  readonly evictableAfterIdleMs?: number;
 }
 
 /** Who may connect: asked synchronously during handshakes. */
@@ -58,7 +60,7 @@ export interface DtlsStats {
   handshakeFailures: number;
   handshakeTimeouts: number;
   helloVerifyRequests: number;
-  /** Datagrams from unknown peers that were not a ClientHello, or that failed the cookie check. */
+  /** Datagrams from unknown peers that were not a ClientHello (a ClientHello with a bad cookie just gets a new one). */
   droppedDatagrams: number;
   evictions: number;
   refusedTableFull: number;
@@ -124,6 +126,9 @@ export class DtlsServer {
   private sweepTimer: NodeJS.Timeout | undefined;
   private rotationTimer: NodeJS.Timeout | undefined;
   private readonly failureLog = new LogOncePer(10 * 60_000);
+  /** Datagrams handed to the socket whose send has not completed, and who waits for them to reach zero. */
+  private sending = 0;
+  private sendsDone: Array<() => void> = [];
 
   /** Throws (with OpenSSL's reason, naming cert, key, ca or ciphers) when the material is unusable. */
   constructor(
@@ -172,6 +177,8 @@ export class DtlsServer {
     for (const connection of [...this.connections.values()]) this.close(connection, 'stopped', true);
     const socket = this.socket;
     this.socket = undefined;
+    // dgram sends on the next tick: closing the socket now would silently drop the close_notify alerts.
+    if (this.sending > 0) await new Promise<void>((resolve) => this.sendsDone.push(resolve));
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 
@@ -213,7 +220,7 @@ export class DtlsServer {
   private makeRoom(key: string): boolean {
     if (this.connections.size < this.options.maxSessions) return true;
     const idlest = this.connections.rvalues().next().value;
-    if (idlest && Date.now() - idlest.lastActivity >= EVICTABLE_AFTER_IDLE_MS) {
+    if (idlest && Date.now() - idlest.lastActivity >= (this.options.evictableAfterIdleMs ?? EVICTABLE_AFTER_IDLE_MS)) {
       this.stats.evictions++;
       this.log.debug({ peer: idlest.key }, 'DTLS session evicted to make room for a new one');
       this.close(idlest, 'evicted', true);
@@ -248,7 +255,12 @@ export class DtlsServer {
     else if (!connection.established) this.scheduleRetransmission(connection);
     for (const plaintext of outcome.data) {
       if (connection.closed) break;
-      this.handlers.data(connection, plaintext);
+      try {
+        this.handlers.data(connection, plaintext);
+      } catch (error) {
+        // A bug above us must not take the socket's message handler (and every other session) down.
+        this.log.error({ err: error, peer: connection.key }, 'DTLS data handler failed');
+      }
     }
     if (outcome.closed) this.close(connection, 'closed-by-peer', false);
   }
@@ -394,8 +406,10 @@ export class DtlsServer {
     const socket = this.socket;
     if (!socket) return;
     for (const datagram of datagrams) {
+      this.sending++;
       socket.send(datagram, port, address, (error) => {
         if (error) this.log.debug({ err: error, peer: formatAddress({ address, port }) }, 'DTLS send failed');
+        if (--this.sending === 0) for (const resolve of this.sendsDone.splice(0)) resolve();
       });
     }
   }

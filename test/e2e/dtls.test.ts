@@ -221,7 +221,8 @@ describe('the plain-CoAP behaviour over DTLS', () => {
     for (let i = 0; i < 500; i++) socket.send(hello, gw.gateway.dtlsAddress!.port, '127.0.0.1');
     await eventually(() => stats.helloVerifyRequests >= verifyRequestsBefore + 400, 5000, 'HelloVerifyRequests');
     socket.close();
-    expect(stats.sessions).toBe(sessionsBefore);
+    // Earlier tests' sessions may close meanwhile; none may be added.
+    expect(stats.sessions).toBeLessThanOrEqual(sessionsBefore);
     expect(answers).toBeGreaterThan(0);
     const result = await coapClient(coaps('/api/v1/telemetry'), [...pskArgs, '-m', 'post', '-e', '{"after":"flood"}'], { binary: 'coap-client-openssl' });
     expect(result.response?.code).toBe('2.01');

@@ -1,0 +1,248 @@
+// DtlsServer over real UDP on loopback, driven by the test DTLS client: session table, cookie exchange,
+// timeouts, table limits, replacement of a restarted client, close_notify.
+import dgram from 'node:dgram';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DtlsServer, type CloseReason, type DtlsConnection, type DtlsServerOptions } from '../../src/dtls/server.js';
+import { DtlsClient } from '../helpers/dtls-client.js';
+import { eventually, sleep } from '../helpers/ports.js';
+
+const KEYS = new Map([
+  ['sensor-1', Buffer.from('00112233445566778899aabbccddeeff', 'hex')],
+  ['sensor-2', Buffer.from('ffeeddccbbaa99887766554433221100', 'hex')],
+]);
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A server on 127.0.0.1 with PSK devices, a log it keeps, and what its handlers saw. */
+class Harness {
+  readonly logs: LogLine[] = [];
+  readonly received: Array<{ connection: DtlsConnection; text: string }> = [];
+  readonly closed: Array<{ connection: DtlsConnection; reason: CloseReason }> = [];
+  readonly server: DtlsServer;
+  port = 0;
+  readonly clients: DtlsClient[] = [];
+
+  constructor(options: Partial<DtlsServerOptions> = {}) {
+    const log = pino({ level: 'debug' }, { write: (line: string) => void this.logs.push(JSON.parse(line) as LogLine) });
+    this.server = new DtlsServer(
+      {
+        host: '127.0.0.1',
+        port: 0,
+        socketBufferBytes: 1 << 20,
+        cert: undefined,
+        key: undefined,
+        ca: undefined,
+        requestClientCert: false,
+        requireClientCert: false,
+        ciphers: 'PSK-AES128-CCM8:PSK-AES128-GCM-SHA256',
+        securityLevel: 2,
+        mtu: 1232,
+        handshakeTimeoutMs: 1500,
+        idleTimeoutMs: 0,
+        maxSessions: 100,
+        sessionTickets: false,
+        ...options,
+      },
+      {
+        pskKey: (identity) => KEYS.get(identity),
+        checkCertificate: () => ({ accepted: false, reason: 'no certificates in these tests' }),
+      },
+      {
+        data: (connection, plaintext) => this.received.push({ connection, text: plaintext.toString() }),
+        closed: (connection, reason) => this.closed.push({ connection, reason }),
+      },
+      log,
+    );
+  }
+
+  async start(): Promise<this> {
+    this.port = (await this.server.start()).port;
+    return this;
+  }
+
+  async connect(identity = 'sensor-1', extra: { pskKey?: Buffer; localPort?: number; timeoutMs?: number } = {}): Promise<DtlsClient> {
+    const client = await DtlsClient.connect(
+      { host: '127.0.0.1', port: this.port, pskIdentity: identity, pskKey: extra.pskKey ?? KEYS.get(identity), localPort: extra.localPort },
+      extra.timeoutMs ?? 3000,
+    );
+    this.clients.push(client);
+    return client;
+  }
+
+  warnings(): string[] {
+    return this.logs.filter((line) => line.level === 40).map((line) => line.msg);
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all(this.clients.map((client) => client.close(true).catch(() => undefined)));
+    await this.server.stop();
+  }
+}
+
+let harness: Harness | undefined;
+
+async function startServer(options: Partial<DtlsServerOptions> = {}): Promise<Harness> {
+  harness = await new Harness(options).start();
+  return harness;
+}
+
+afterEach(async () => {
+  await harness?.dispose();
+  harness = undefined;
+});
+
+/** Sends raw bytes from a throw-away socket: a stranger the server has never heard from. */
+async function sendRaw(port: number, ...datagrams: Buffer[]): Promise<Buffer[]> {
+  const socket = dgram.createSocket('udp4');
+  const answers: Buffer[] = [];
+  socket.on('message', (answer) => answers.push(answer));
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  for (const datagram of datagrams) await new Promise<void>((resolve) => socket.send(datagram, port, '127.0.0.1', () => resolve()));
+  await sleep(100);
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return answers;
+}
+
+describe('DTLS server', () => {
+  it('establishes a PSK session and carries datagrams both ways', async () => {
+    const h = await startServer();
+    const client = await h.connect();
+    expect(client.info).toMatchObject({ version: 'DTLSv1.2', cipher: 'PSK-AES128-CCM8', pskIdentity: 'sensor-1' });
+
+    client.send(Buffer.from('POST /telemetry'));
+    const { connection, text } = await eventually(() => h.received[0], 2000, 'data at the server');
+    expect(text).toBe('POST /telemetry');
+    expect(connection.credential).toEqual({ kind: 'psk', identity: 'sensor-1' });
+    expect(connection.cipher).toBe('PSK-AES128-CCM8');
+    expect(connection.key).toBe(`127.0.0.1:${client.localPort}`);
+    expect(h.server.connection(connection.key)).toBe(connection);
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 1, helloVerifyRequests: 1, handshakeFailures: 0 });
+
+    const answer = client.next();
+    expect(connection.send(Buffer.from('2.04 Changed'))).toBe(true);
+    expect((await answer).toString()).toBe('2.04 Changed');
+  });
+
+  it('drops datagrams from unknown peers that are not a ClientHello, and keeps no state for a first ClientHello', async () => {
+    const h = await startServer();
+    // Application data (content type 23, epoch 1) and garbage from an address with no session.
+    const appData = Buffer.concat([Buffer.from([23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 7, 0, 4]), Buffer.from('data')]);
+    expect(await sendRaw(h.port, appData, Buffer.from('hello?'))).toEqual([]);
+    expect(h.server.stats).toMatchObject({ droppedDatagrams: 2, sessions: 0, helloVerifyRequests: 0 });
+
+    // A ClientHello from the client's first flight gets a HelloVerifyRequest and nothing else.
+    const recorder = dgram.createSocket('udp4');
+    const hello = await new Promise<Buffer>((resolve) => {
+      recorder.on('message', (datagram) => resolve(datagram));
+      recorder.bind(0, '127.0.0.1', () => {
+        void DtlsClient.connect({ host: '127.0.0.1', port: recorder.address().port, pskIdentity: 'sensor-1', pskKey: KEYS.get('sensor-1') }, 300).catch(
+          () => undefined,
+        );
+      });
+    });
+    recorder.close();
+    const answers = await sendRaw(h.port, hello);
+    expect(answers).toHaveLength(1);
+    expect(answers[0]![13]).toBe(3); // HelloVerifyRequest
+    expect(h.server.stats).toMatchObject({ helloVerifyRequests: 1, sessions: 0, droppedDatagrams: 2 });
+  });
+
+  it('abandons a handshake that does not finish in time and hints at a wrong key', async () => {
+    const h = await startServer({ handshakeTimeoutMs: 1000 });
+    const attempt = h.connect('sensor-1', { pskKey: Buffer.alloc(16, 7), timeoutMs: 1200 }).catch((error: Error) => error);
+    await eventually(() => h.server.stats.sessions === 1, 2000, 'a session in handshake');
+    await eventually(() => h.server.stats.handshakeTimeouts === 1, 3000, 'the handshake timeout');
+    expect(h.server.stats).toMatchObject({ sessions: 0, handshakes: 0, handshakeFailures: 0 });
+    const warning = h.logs.find((line) => line.level === 40 && line.msg.startsWith('DTLS handshake timed out'));
+    expect(warning?.msg).toMatch(/different key/);
+    expect(warning).toMatchObject({ identity: 'sensor-1', timeoutMs: 1000 });
+    expect(await attempt).toBeInstanceOf(Error);
+  });
+
+  it('refuses an unregistered PSK identity at once, with one warning', async () => {
+    const h = await startServer();
+    await expect(h.connect('sensor-404', { pskKey: Buffer.alloc(16, 1) })).rejects.toThrow(/unknown psk identity/i);
+    await expect(h.connect('sensor-404', { pskKey: Buffer.alloc(16, 1) })).rejects.toThrow();
+    expect(h.server.stats).toMatchObject({ sessions: 0, handshakeFailures: 2, handshakeTimeouts: 0 });
+    expect(h.warnings().filter((msg) => msg.includes('PSK identity is not registered'))).toHaveLength(1);
+  });
+
+  it('closes a session idle for idleTimeoutMs with close_notify', async () => {
+    const h = await startServer({ idleTimeoutMs: 400 });
+    const client = await h.connect();
+    await eventually(() => client.closedBy, 2000, 'close_notify at the client');
+    expect(client.closedBy).toBe('peer');
+    expect(h.server.stats.sessions).toBe(0);
+    expect(h.closed.map((c) => c.reason)).toEqual(['idle']);
+  });
+
+  it('notices a client that ends its session with close_notify', async () => {
+    const h = await startServer();
+    const client = await h.connect();
+    h.clients.splice(0);
+    await client.close();
+    await eventually(() => h.closed.length > 0, 2000, 'the session closed');
+    expect(h.closed.map((c) => c.reason)).toEqual(['closed-by-peer']);
+    expect(h.server.stats.sessions).toBe(0);
+  });
+
+  it('refuses new handshakes when the table is full of recently active sessions', async () => {
+    const h = await startServer({ maxSessions: 2 });
+    await h.connect('sensor-1');
+    await h.connect('sensor-2');
+    await expect(h.connect('sensor-1', { timeoutMs: 800 })).rejects.toThrow('handshake timed out');
+    expect(h.server.stats.refusedTableFull).toBeGreaterThanOrEqual(1);
+    expect(h.server.stats).toMatchObject({ sessions: 2, handshakes: 2, evictions: 0 });
+    expect(h.warnings().filter((msg) => msg.startsWith('DTLS session table full'))).toHaveLength(1);
+  });
+
+  it('evicts the idlest session to make room once it has been idle long enough', async () => {
+    const h = await startServer({ maxSessions: 2, evictableAfterIdleMs: 300 });
+    const idlest = await h.connect('sensor-1');
+    const other = await h.connect('sensor-2');
+    await sleep(350);
+    other.send(Buffer.from('still here'));
+    await eventually(() => h.received.length === 1, 2000, 'data from the active client');
+    const newcomer = await h.connect('sensor-1');
+    expect(h.server.stats).toMatchObject({ evictions: 1, sessions: 2, handshakes: 3 });
+    await eventually(() => idlest.closedBy, 2000, 'close_notify at the evicted client');
+    expect(h.closed.map((c) => [c.connection.key, c.reason])).toEqual([[`127.0.0.1:${idlest.localPort}`, 'evicted']]);
+    expect(newcomer.closedBy).toBeUndefined();
+    expect(other.closedBy).toBeUndefined();
+  });
+
+  it('replaces the session of a client that restarts on the same port', async () => {
+    const h = await startServer();
+    const first = await h.connect();
+    const localPort = first.localPort;
+    // The device reboots: no close_notify, same address and port, a fresh handshake.
+    h.clients.splice(0);
+    await first.close(true);
+    const second = await h.connect('sensor-1', { localPort });
+    await eventually(() => h.closed.length > 0, 2000, 'the old session closed');
+    expect(h.closed.map((c) => c.reason)).toEqual(['replaced']);
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 2 });
+
+    second.send(Buffer.from('after reboot'));
+    const { connection } = await eventually(() => h.received[0], 2000, 'data on the new session');
+    expect(connection).not.toBe(h.closed[0]!.connection);
+    expect(h.server.connection(`127.0.0.1:${localPort}`)).toBe(connection);
+    const answer = second.next();
+    connection.send(Buffer.from('welcome back'));
+    expect((await answer).toString()).toBe('welcome back');
+  });
+
+  it('sends close_notify to every established client when it stops', async () => {
+    const h = await startServer();
+    const clients = [await h.connect('sensor-1'), await h.connect('sensor-2')];
+    await h.server.stop();
+    await eventually(() => clients.every((c) => c.closedBy === 'peer'), 2000, 'close_notify at both clients');
+    expect(h.closed.map((c) => c.reason)).toEqual(['stopped', 'stopped']);
+    expect(h.server.stats.sessions).toBe(0);
+  });
+});
