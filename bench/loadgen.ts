@@ -1,18 +1,47 @@
-// A lean CoAP/UDP load generator: hand-built CON POSTs to /api/v1/{token}/telemetry, no CoAP library on
-// the hot path. Requests are spread over many connected sockets because a server deduplicates by
-// (source address, message id) and one source may use each of its 65,536 ids once per EXCHANGE_LIFETIME.
+// A lean CoAP load generator: hand-built CON POSTs to /api/v1/{token}/telemetry (or, over DTLS, the
+// token-less /api/v1/telemetry), no CoAP library on the hot path. Requests are spread over many links
+// (connected UDP sockets, or DTLS sessions each on its own socket) because a server deduplicates by
+// (source, message id) and one source may use each of its 65,536 ids once per EXCHANGE_LIFETIME.
 // Nothing is retransmitted: a request unanswered within the timeout counts as lost.
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import type { NativeContext } from '../src/dtls/native.js';
+import { DtlsClient } from '../test/helpers/dtls-client.js';
 
 export interface GeneratorOptions {
   readonly host: string;
   readonly port: number;
+  /** Links kept open at once: UDP sockets, or DTLS sessions. */
   readonly sockets: number;
-  /** Requests cycle through the device tokens tok-0 … tok-(devices-1). */
+  /** Plain CoAP: requests cycle through the device tokens tok-0 … tok-(devices-1). */
   readonly devices: number;
+  /** Send over DTLS instead: each session is one PSK device, which the token-less path relies on. */
+  readonly dtls?: DtlsLinkOptions;
 }
+
+export interface PskCredential {
+  readonly identity: string;
+  readonly key: Buffer;
+}
+
+export interface DtlsLinkOptions {
+  /** The credential of the n-th session opened (replacements included). */
+  readonly psk: (sessionNumber: number) => PskCredential;
+  readonly handshakeTimeoutMs: number;
+}
+
+/** RFC 7252's mandatory PSK suite, named alone so every figure is for the same one. */
+export const DTLS_PSK_CIPHER = 'PSK-AES128-CCM8';
+
+/** Where requests go out and answers come back in plaintext. */
+export interface Link {
+  send(datagram: Buffer): void;
+  close(): Promise<void>;
+}
+
+/** Opens one link; `receive` gets every datagram from the target, `failed` hears of socket or session errors. */
+export type LinkOpener = (receive: (datagram: Buffer) => void, failed: () => void) => Promise<Link>;
 
 export type LoadMode = { readonly kind: 'saturation'; readonly window: number } | { readonly kind: 'rate'; readonly perSecond: number };
 
@@ -67,18 +96,19 @@ const SWEEP_INTERVAL_MS = 100;
 const SUCCESSOR_LEAD = 4096;
 const PAYLOAD = '{"temperature":21.5,"humidity":48.2,"battery":97}';
 
-interface ClientSocket {
-  readonly udp: dgram.Socket;
+interface ClientLink {
+  link: Link;
   nextMessageId: number;
   idsLeft: number;
-  successor: ClientSocket | undefined;
+  successor: ClientLink | undefined;
 }
 
-/** One pool of sockets per target, reused by successive runs so no (port, message id) pair repeats. */
+/** One pool of links per target, reused by successive runs so no (source, message id) pair repeats. */
 export class LoadGenerator {
-  private readonly active: ClientSocket[] = [];
-  private readonly retired: ClientSocket[] = [];
+  private readonly active: ClientLink[] = [];
+  private readonly retired: ClientLink[] = [];
   private readonly templates: Buffer[];
+  private readonly openTransport: LinkOpener;
   private socketCursor = 0;
   private deviceCursor = 0;
 
@@ -94,13 +124,23 @@ export class LoadGenerator {
   private lastRun: RunState | undefined;
   private closed = false;
 
-  private constructor(private readonly options: GeneratorOptions) {
-    this.templates = Array.from({ length: options.devices }, (_, device) => requestTemplate(`tok-${device}`));
+  private constructor(options: GeneratorOptions) {
+    const { host, port, dtls } = options;
+    this.templates = dtls
+      ? [requestTemplate(['api', 'v1', 'telemetry'])]
+      : Array.from({ length: options.devices }, (_, device) => requestTemplate(['api', 'v1', `tok-${device}`, 'telemetry']));
+    this.openTransport = dtls ? dtlsLinks(host, port, dtls) : udpLinks(host, port);
   }
 
   static async open(options: GeneratorOptions): Promise<LoadGenerator> {
     const generator = new LoadGenerator(options);
-    generator.active.push(...(await Promise.all(Array.from({ length: options.sockets }, () => generator.openSocket()))));
+    try {
+      generator.active.push(...(await Promise.all(Array.from({ length: options.sockets }, () => generator.openLink()))));
+    } catch (error) {
+      // A handshake failed: the sessions that did open must not keep the harness alive.
+      await generator.close();
+      throw error;
+    }
     return generator;
   }
 
@@ -141,23 +181,20 @@ export class LoadGenerator {
 
   async close(): Promise<void> {
     this.closed = true;
-    const successors = this.active.flatMap((socket) => (socket.successor ? [socket.successor] : []));
+    const successors = this.active.flatMap((client) => (client.successor ? [client.successor] : []));
     const all = [...this.active.splice(0), ...this.retired.splice(0), ...successors];
-    await Promise.all(all.map((socket) => new Promise<void>((resolve) => socket.udp.close(() => resolve()))));
+    await Promise.all(all.map((client) => client.link.close()));
   }
 
-  private async openSocket(): Promise<ClientSocket> {
-    const udp = dgram.createSocket('udp4');
-    const socket: ClientSocket = { udp, nextMessageId: randomInt(0x10000), idsLeft: 0x10000, successor: undefined };
-    udp.on('message', (datagram) => this.receive(datagram, udp));
-    udp.on('error', () => {
-      if (this.run) this.run.socketErrors++;
-    });
-    // A connected socket skips the address lookup on every send.
-    await new Promise<void>((resolve) => udp.connect(this.options.port, this.options.host, resolve));
-    udp.setRecvBufferSize(4 << 20);
-    udp.setSendBufferSize(4 << 20);
-    return socket;
+  private async openLink(): Promise<ClientLink> {
+    const client: ClientLink = { link: undefined!, nextMessageId: randomInt(0x10000), idsLeft: 0x10000, successor: undefined };
+    client.link = await this.openTransport(
+      (datagram) => this.receive(datagram, client.link),
+      () => {
+        if (this.run) this.run.socketErrors++;
+      },
+    );
+    return client;
   }
 
   private send(): void {
@@ -170,44 +207,47 @@ export class LoadGenerator {
     const generation = (this.generation[slot]! + 1) & 0xffff;
     this.generation[slot] = generation;
 
-    const socket = this.nextSocket();
+    const client = this.nextLink();
     const template = this.templates[this.deviceCursor]!;
     this.deviceCursor = (this.deviceCursor + 1) % this.templates.length;
     const datagram = Buffer.allocUnsafe(template.length);
     template.copy(datagram);
-    datagram.writeUInt16BE(socket.nextMessageId, 2);
+    datagram.writeUInt16BE(client.nextMessageId, 2);
     datagram.writeUInt16BE(slot, 4);
     datagram.writeUInt16BE(generation, 6);
-    socket.nextMessageId = (socket.nextMessageId + 1) & 0xffff;
+    client.nextMessageId = (client.nextMessageId + 1) & 0xffff;
 
     this.busy[slot] = 1;
     this.outstanding++;
     run.sent++;
     this.sentAt[slot] = performance.now();
-    socket.udp.send(datagram);
+    client.link.send(datagram);
   }
 
-  private nextSocket(): ClientSocket {
+  private nextLink(): ClientLink {
     const index = this.socketCursor;
     this.socketCursor = (index + 1) % this.active.length;
-    const socket = this.active[index]!;
-    socket.idsLeft--;
-    if (socket.idsLeft === SUCCESSOR_LEAD) {
-      // Open the replacement well before the last id: connecting is asynchronous.
-      void this.openSocket().then((fresh) => {
-        if (this.closed) fresh.udp.close();
-        else socket.successor = fresh;
-      });
-    } else if (socket.idsLeft === 0) {
-      if (!socket.successor) throw new Error('load generator: a replacement socket did not connect in time');
-      this.active[index] = socket.successor;
-      // Kept bound until close(): late answers still arrive, and its port is not handed out again.
-      this.retired.push(socket);
+    const client = this.active[index]!;
+    client.idsLeft--;
+    if (client.idsLeft === SUCCESSOR_LEAD) {
+      // Open the replacement well before the last id: connecting (or a handshake) is asynchronous.
+      void this.openLink().then(
+        (fresh) => {
+          if (this.closed) void fresh.link.close();
+          else client.successor = fresh;
+        },
+        () => undefined, // noticed below when the ids run out
+      );
+    } else if (client.idsLeft === 0) {
+      if (!client.successor) throw new Error('load generator: a replacement socket or session did not open in time');
+      this.active[index] = client.successor;
+      // Kept open until close(): late answers still arrive, and its port is not handed out again.
+      this.retired.push(client);
     }
-    return socket;
+    return client;
   }
 
-  private receive(datagram: Buffer, udp: dgram.Socket): void {
+  private receive(datagram: Buffer, link: Link): void {
     const run = this.run;
     if (!run || datagram.length < 4) return;
     const type = (datagram[0]! >> 4) & 3;
@@ -222,7 +262,7 @@ export class LoadGenerator {
     }
     if (type === TYPE_CON) {
       // A separate response: acknowledge it (same message id) or the server keeps retransmitting it.
-      udp.send(Buffer.from([0x60, 0, datagram[2]!, datagram[3]!]));
+      link.send(Buffer.from([0x60, 0, datagram[2]!, datagram[3]!]));
       run.separateResponses++;
     }
     if ((datagram[0]! & 0x0f) !== TOKEN_LENGTH || datagram.length < 4 + TOKEN_LENGTH) {
@@ -330,17 +370,17 @@ class RunState {
 }
 
 /** Sorts in place. */
-function summarize(latencies: Float64Array): LatencySummary {
+export function summarize(latencies: Float64Array): LatencySummary {
   latencies.sort();
   const count = latencies.length;
   const at = (quantile: number): number => (count === 0 ? NaN : latencies[Math.max(0, Math.ceil(quantile * count) - 1)]!);
   return { count, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1) };
 }
 
-/** CON POST /api/v1/{token}/telemetry, Content-Format 50 (JSON); message id and token are patched per send. */
-function requestTemplate(deviceToken: string): Buffer {
+/** CON POST to `uriPath`, Content-Format 50 (JSON); message id and token are patched per send. */
+function requestTemplate(uriPath: readonly string[]): Buffer {
   const header = [0x40 | TOKEN_LENGTH, 0x02, 0, 0, 0, 0, 0, 0];
-  const path = ['api', 'v1', deviceToken, 'telemetry'].map((segment) => Buffer.from(segment));
+  const path = uriPath.map((segment) => Buffer.from(segment));
   const options: number[] = [];
   path.forEach((segment, index) => {
     if (segment.length > 12) throw new Error(`path segment "${segment}" too long for this template`);
@@ -350,5 +390,55 @@ function requestTemplate(deviceToken: string): Buffer {
   options.push((1 << 4) | 1, 50); // Content-Format (12): delta 1, one byte, application/json
   return Buffer.concat([Buffer.from(header), Buffer.from(options), Buffer.from([0xff]), Buffer.from(PAYLOAD)]);
 }
+
+/** Connected UDP sockets: plain CoAP. */
+function udpLinks(host: string, port: number): LinkOpener {
+  return async (receive, failed) => {
+    const udp = dgram.createSocket('udp4');
+    udp.on('message', (datagram) => receive(datagram));
+    udp.on('error', failed);
+    // A connected socket skips the address lookup on every send.
+    await new Promise<void>((resolve) => udp.connect(port, host, resolve));
+    udp.setRecvBufferSize(4 << 20);
+    udp.setSendBufferSize(4 << 20);
+    return {
+      send: (datagram) => udp.send(datagram),
+      close: () => new Promise<void>((resolve) => udp.close(() => resolve())),
+    };
+  };
+}
+
+/** DTLS sessions, one UDP socket each: the same requests, encrypted, to the gateway's DTLS port. */
+function dtlsLinks(host: string, port: number, options: DtlsLinkOptions): LinkOpener {
+  let opened = 0;
+  return async (receive, failed) => {
+    const client = await connectPsk(host, port, options.psk(opened++), options.handshakeTimeoutMs);
+    client.onData(receive);
+    return {
+      send: (datagram) => {
+        // The session can fail or be closed by the gateway; sending on it then throws.
+        try {
+          client.send(datagram);
+        } catch {
+          failed();
+        }
+      },
+      close: () => client.close(),
+    };
+  };
+}
+
+/** One full PSK handshake (cookie exchange included); rejects on failure or after `timeoutMs`. */
+export function connectPsk(host: string, port: number, psk: PskCredential, timeoutMs: number): Promise<DtlsClient> {
+  // One client context for every simulated device (each session carries its own PSK): creating a context
+  // costs ~150 µs, which would otherwise be the load generator's bottleneck in the handshake phase.
+  sharedClientContext ??= DtlsClient.context({ ciphers: DTLS_PSK_CIPHER });
+  return DtlsClient.connect(
+    { host, port, pskIdentity: psk.identity, pskKey: psk.key, ciphers: DTLS_PSK_CIPHER, context: sharedClientContext, keepReceived: false },
+    timeoutMs,
+  );
+}
+
+let sharedClientContext: NativeContext | undefined;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

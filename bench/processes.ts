@@ -176,3 +176,27 @@ export function udpDropCounters(): { receiveBufferErrors: number; sendBufferErro
   const value = (name: string): number => values[names.indexOf(name)] ?? 0;
   return { receiveBufferErrors: value('RcvbufErrors'), sendBufferErrors: value('SndbufErrors') };
 }
+
+export interface Measured<T> {
+  readonly result: T;
+  readonly usage: Record<string, Usage>;
+  /** UDP datagrams the kernel dropped machine-wide meanwhile, for want of socket buffer. */
+  readonly udpDrops: { readonly receiveBuffer: number; readonly sendBuffer: number };
+}
+
+/** Runs `work` while metering the processes in `pids` and the kernel's UDP drop counters. */
+export async function measureWhile<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<Measured<T>> {
+  const dropsBefore = udpDropCounters();
+  const meter = new UsageMeter(pids);
+  const result = await work();
+  const usage = meter.stop();
+  const dropsAfter = udpDropCounters();
+  return {
+    result,
+    usage,
+    udpDrops: {
+      receiveBuffer: dropsAfter.receiveBufferErrors - dropsBefore.receiveBufferErrors,
+      sendBuffer: dropsAfter.sendBufferErrors - dropsBefore.sendBufferErrors,
+    },
+  };
+}

@@ -1,14 +1,17 @@
-// `npm run bench`: the same CoAP load against a raw UDP floor, a bare node-coap server and coap2mqtt
-// (with a mosquitto of its own), one after the other; or `--soak`: coap2mqtt alone at a fixed rate for a
-// long time, watching its memory. Results go to the terminal and to bench/results/<timestamp>.json.
+// `npm run bench`: the same CoAP load against a raw UDP floor, a bare node-coap server, coap2mqtt (with a
+// mosquitto of its own) and coap2mqtt over DTLS, one after the other, then DTLS handshakes per second and
+// memory per DTLS session; or `--soak`: coap2mqtt alone at a fixed rate for a long time, watching its
+// memory. Results go to the terminal and to bench/results/<timestamp>.json.
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { LoadGenerator, type LoadMode, type RunResult } from './loadgen.js';
-import { freeTcpPort, freeUdpPort } from '../test/helpers/ports.js';
-import { ManagedProcess, UsageMeter, udpDropCounters, type Usage } from './processes.js';
+import { openSessions, runHandshakes, type HandshakeResult } from './dtls-load.js';
+import { DTLS_PSK_CIPHER, LoadGenerator, type LoadMode, type PskCredential, type RunResult } from './loadgen.js';
+import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
+import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Usage } from './processes.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
 const ROOT = resolve(HERE, '../..');
@@ -17,13 +20,18 @@ const HOST = '127.0.0.1';
 const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
   .split(/\s+/)
   .filter((word) => word.startsWith('--'));
-const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt'] as const;
+const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
+const DTLS_TARGET = 'coap2mqtt-dtls';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt] [--duration S] [--rate N]
-                       [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
+const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt,coap2mqtt-dtls] [--duration S]
+                       [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
+                       [--dtls-sessions N] [--dtls-clients N]
        npm run bench -- --soak [--rate 2000] [--duration 600]
---duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).`;
+--duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).
+coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
+handshakes/s with --dtls-clients concurrent clients (default 8) and RSS per session with --dtls-sessions
+held open (default 1000, --quick 200).`;
 
 function readCommandLine() {
   const { values } = parseArgs({
@@ -38,6 +46,8 @@ function readCommandLine() {
       devices: { type: 'string' },
       'max-inflight': { type: 'string' },
       timeout: { type: 'string' },
+      'dtls-sessions': { type: 'string' },
+      'dtls-clients': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -68,6 +78,8 @@ function readCommandLine() {
     durationS: positive('duration', values.duration, soak ? 600 : quick ? 4 : 15),
     warmupS: quick ? 1 : 3,
     timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
+    dtlsSessions: count('dtls-sessions', values['dtls-sessions'], quick ? 200 : 1000),
+    dtlsClients: count('dtls-clients', values['dtls-clients'], 8),
   };
 }
 
@@ -82,6 +94,14 @@ if (settings.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
+
+// The DTLS target's devices: bench-dtls-<i> with PSK identity bench-<i> and a random 16-byte key, enough for
+// every session held open at once; handshakes and sessions beyond that reuse them in turn.
+const pskDevices: readonly PskCredential[] = Array.from(
+  { length: Math.max(settings.devices, settings.sockets, settings.dtlsSessions) },
+  (_, i) => ({ identity: `bench-${i}`, key: randomBytes(16) }),
+);
+const pskOf = (n: number): PskCredential => pskDevices[n % pskDevices.length]!;
 
 // Everything started is tracked here so that an error or Ctrl-C still stops it.
 const children = new Set<ManagedProcess>();
@@ -143,12 +163,17 @@ async function startMosquitto(): Promise<Started> {
   return { process: child, port };
 }
 
-async function startGateway(mqttPort: number): Promise<Started> {
+/** With `dtls`, the gateway also listens for DTLS, knows only the PSK devices, and the port returned is the DTLS one. */
+async function startGateway(mqttPort: number, dtls = false): Promise<Started> {
   const port = await freeUdpPort();
+  const dtlsPort = dtls ? await freeUdpPort() : 0;
   const config = join(scratchDir, 'coap2mqtt.json');
-  const devices = Array.from({ length: settings.devices }, (_, i) => ({ name: `dev-${i}`, type: 'default', token: `tok-${i}` }));
+  const devices = dtls
+    ? pskDevices.map(({ identity, key }, i) => ({ name: `bench-dtls-${i}`, type: 'default', psk: { identity, keyHex: key.toString('hex') } }))
+    : Array.from({ length: settings.devices }, (_, i) => ({ name: `dev-${i}`, type: 'default', token: `tok-${i}` }));
   const gatewayConfig = {
     coap: { host: HOST, port },
+    ...(dtls && { dtls: { enabled: true, port: dtlsPort } }),
     upstream: { url: `mqtt://${HOST}:${mqttPort}`, accessToken: 'gw', maxInflight: settings.maxInflight },
     devices,
     state: { dir: join(scratchDir, 'state') },
@@ -158,7 +183,7 @@ async function startGateway(mqttPort: number): Promise<Started> {
   writeFileSync(config, JSON.stringify(gatewayConfig));
   const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, join(ROOT, 'dist/cli.js'), '--config', config]);
   await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), child.waitForLine(/upstream broker connected/, 15_000)]);
-  return { process: child, port };
+  return { process: child, port: dtls ? dtlsPort : port };
 }
 
 interface Phase {
@@ -180,6 +205,8 @@ function startTarget(name: TargetName, broker: Started | undefined): Promise<Sta
       return startNodeTarget(name, 'node-coap-server.js');
     case 'coap2mqtt':
       return startGateway(broker!.port);
+    case 'coap2mqtt-dtls':
+      return startGateway(broker!.port, true);
   }
 }
 
@@ -187,23 +214,24 @@ function startTarget(name: TargetName, broker: Started | undefined): Promise<Sta
 async function runPhase(name: TargetName, mode: LoadMode, broker: Started | undefined): Promise<Phase> {
   const target = await startTarget(name, broker);
   const pids: Record<string, number> = { [name]: target.process.pid, loadgen: process.pid };
-  if (broker && name === 'coap2mqtt') pids.mosquitto = broker.process.pid;
-  const generator = await LoadGenerator.open({ host: HOST, port: target.port, sockets: settings.sockets, devices: settings.devices });
+  if (broker && name.startsWith('coap2mqtt')) pids.mosquitto = broker.process.pid;
   const timeoutMs = settings.timeoutS * 1000;
+  const dtls = name === DTLS_TARGET ? { psk: pskOf, handshakeTimeoutMs: timeoutMs } : undefined;
+  let generator: LoadGenerator;
+  try {
+    generator = await LoadGenerator.open({ host: HOST, port: target.port, sockets: settings.sockets, devices: settings.devices, dtls });
+  } catch (error) {
+    await shutDown(target.process);
+    throw error;
+  }
   let measured: Pick<Phase, 'load' | 'usage' | 'udpDrops'>;
   let exitCode: number | null;
   try {
     // Warm-up in the same mode: JIT, socket buffers, and for the gateway the first announcement of every device.
     await generator.runLoad({ mode, durationMs: settings.warmupS * 1000, timeoutMs });
-    const dropsBefore = udpDropCounters();
-    const meter = new UsageMeter(pids);
-    const load = await generator.runLoad({ mode, durationMs: settings.durationS * 1000, timeoutMs });
-    const usage = meter.stop();
-    const dropsAfter = udpDropCounters();
-    const udpDrops = {
-      receiveBuffer: dropsAfter.receiveBufferErrors - dropsBefore.receiveBufferErrors,
-      sendBuffer: dropsAfter.sendBufferErrors - dropsBefore.sendBufferErrors,
-    };
+    const { result: load, usage, udpDrops } = await measureWhile(pids, () =>
+      generator.runLoad({ mode, durationMs: settings.durationS * 1000, timeoutMs }),
+    );
     measured = { load, usage, udpDrops };
     if (!target.process.running) {
       const { exitCode, signalCode } = target.process.child;
@@ -223,7 +251,8 @@ async function runPhase(name: TargetName, mode: LoadMode, broker: Started | unde
 }
 
 async function comparison(): Promise<object> {
-  const broker = settings.targets.includes('coap2mqtt') ? await startMosquitto() : undefined;
+  const withDtls = settings.targets.includes(DTLS_TARGET);
+  const broker = settings.targets.some((name) => name.startsWith('coap2mqtt')) ? await startMosquitto() : undefined;
   const saturation: Phase[] = [];
   for (const name of settings.targets) {
     process.stdout.write(`${name}: saturation, window ${settings.window}, ${settings.durationS} s… `);
@@ -236,9 +265,187 @@ async function comparison(): Promise<object> {
     fixedRate.push(await runPhase(name, { kind: 'rate', perSecond: settings.rate }, broker));
     process.stdout.write(`p99 ${ms(fixedRate.at(-1)!.load.latencyMs.p99)} ms\n`);
   }
+  let dtls: DtlsFigures | undefined;
+  if (withDtls) {
+    process.stdout.write(`${DTLS_TARGET}: handshakes, ${settings.dtlsClients} clients, ${settings.durationS} s… `);
+    const handshakes = await handshakePhase(broker!);
+    process.stdout.write(`${Math.round(handshakes.result.perSecond)} handshakes/s\n`);
+    process.stdout.write(`${DTLS_TARGET}: ${settings.dtlsSessions} sessions held open… `);
+    const sessions = await sessionsPhase(broker!);
+    process.stdout.write(`${sessions.kbPerSession.toFixed(1)} KB per session\n`);
+    const throughputOf = (name: TargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
+    const plain = throughputOf('coap2mqtt');
+    const encrypted = throughputOf(DTLS_TARGET)!;
+    dtls = { handshakes, sessions, requestThroughputRatioToPlain: plain ? encrypted / plain : null };
+  }
   if (broker) await shutDown(broker.process);
   printTable(saturation, fixedRate);
-  return { saturation, fixedRate };
+  if (dtls) printDtlsTable(dtls, saturation);
+  return { saturation, fixedRate, ...(dtls && { dtls }) };
+}
+
+interface HandshakePhase {
+  readonly clients: number;
+  readonly result: HandshakeResult;
+  readonly usage: Record<string, Usage>;
+  /** Gateway CPU time per completed handshake. */
+  readonly gatewayCpuMsPerHandshake: number;
+  /** What one core of gateway CPU would allow at that cost: the figure to read when the clients were the limit. */
+  readonly gatewayBoundPerSecond: number;
+  readonly udpDrops: { readonly receiveBuffer: number; readonly sendBuffer: number };
+  readonly exitCode: number | null;
+  readonly notableLogLines: readonly string[];
+  readonly notableLogLineCount: number;
+}
+
+interface SessionsPhase {
+  readonly requested: number;
+  readonly established: number;
+  readonly failed: number;
+  readonly rssBeforeMB: number;
+  readonly rssAfterMB: number;
+  /** Once every session has been closed again (close_notify): what the gateway gives back. */
+  readonly rssAfterCloseMB: number;
+  readonly kbPerSession: number;
+  readonly exitCode: number | null;
+  readonly notableLogLines: readonly string[];
+  readonly notableLogLineCount: number;
+}
+
+interface DtlsFigures {
+  readonly handshakes: HandshakePhase;
+  readonly sessions: SessionsPhase;
+  /** coap2mqtt-dtls over coap2mqtt saturation throughput, both from this run; null without the plain target. */
+  readonly requestThroughputRatioToPlain: number | null;
+}
+
+/** Full PSK handshakes back to back against a fresh gateway; each client closes its session at once. */
+async function handshakePhase(broker: Started): Promise<HandshakePhase> {
+  const gateway = await startGateway(broker.port, true);
+  const options = { host: HOST, port: gateway.port, psk: pskOf, timeoutMs: settings.timeoutS * 1000, clients: settings.dtlsClients };
+  let measured: Pick<HandshakePhase, 'result' | 'usage' | 'udpDrops'>;
+  let exitCode: number | null;
+  try {
+    await runHandshakes({ ...options, durationMs: settings.warmupS * 1000 });
+    measured = await measureWhile({ [DTLS_TARGET]: gateway.process.pid, loadgen: process.pid }, () =>
+      runHandshakes({ ...options, durationMs: settings.durationS * 1000 }),
+    );
+  } finally {
+    exitCode = await shutDown(gateway.process);
+  }
+  const { result, usage } = measured;
+  const gatewayCpuMsPerHandshake = (usage[DTLS_TARGET]!.cpuPercent * 10) / result.perSecond;
+  return {
+    clients: settings.dtlsClients,
+    ...measured,
+    gatewayCpuMsPerHandshake,
+    gatewayBoundPerSecond: 1000 / gatewayCpuMsPerHandshake,
+    exitCode,
+    notableLogLines: gateway.process.notableLines,
+    notableLogLineCount: gateway.process.notableCount,
+  };
+}
+
+/** The gateway's RSS before and after `--dtls-sessions` sessions are established and held. */
+async function sessionsPhase(broker: Started): Promise<SessionsPhase> {
+  const gateway = await startGateway(broker.port, true);
+  const options = { host: HOST, port: gateway.port, psk: pskOf, timeoutMs: settings.timeoutS * 1000, concurrency: 16 };
+  const rssMB = (): number => (sampleProcess(gateway.process.pid)?.rssBytes ?? NaN) / 2 ** 20;
+  let measured: Omit<SessionsPhase, 'exitCode' | 'notableLogLines' | 'notableLogLineCount'>;
+  let exitCode: number | null;
+  try {
+    // A few sessions first, so one-time allocations (code, OpenSSL tables, buffers) are not charged to the rest.
+    const warmUp = await openSessions({ ...options, count: 32 });
+    await Promise.all(warmUp.sessions.map((session) => session.close()));
+    await sleep(500);
+    const rssBeforeMB = rssMB();
+    const { sessions, failed } = await openSessions({ ...options, count: settings.dtlsSessions });
+    await sleep(1000); // let the gateway settle (deferred frees, the next GC)
+    const rssAfterMB = rssMB();
+    await Promise.all(sessions.map((session) => session.close()));
+    await sleep(1000);
+    const rssAfterCloseMB = rssMB();
+    measured = {
+      requested: settings.dtlsSessions,
+      established: sessions.length,
+      failed,
+      rssBeforeMB,
+      rssAfterMB,
+      rssAfterCloseMB,
+      kbPerSession: ((rssAfterMB - rssBeforeMB) * 1024) / Math.max(1, sessions.length),
+    };
+  } finally {
+    exitCode = await shutDown(gateway.process);
+  }
+  return { ...measured, exitCode, notableLogLines: gateway.process.notableLines, notableLogLineCount: gateway.process.notableCount };
+}
+
+function printDtlsTable(dtls: DtlsFigures, saturation: readonly Phase[]): void {
+  const { handshakes, sessions } = dtls;
+  const encrypted = saturation.find((phase) => phase.target === DTLS_TARGET)!;
+  const plain = saturation.find((phase) => phase.target === 'coap2mqtt');
+  const microsecondsEach = (cpuPercent: number, perSecond: number): string => ((cpuPercent * 10_000) / perSecond).toFixed(0);
+  const requestRow = (label: string, phase: Phase, name: TargetName): string[] => [
+    label,
+    Math.round(phase.load.throughput).toLocaleString('en-US'),
+    'req/s',
+    plain ? `${(phase.load.throughput / plain.load.throughput).toFixed(2)}×` : '-',
+    percent(phase.usage[name]!.cpuPercent),
+    microsecondsEach(phase.usage[name]!.cpuPercent, phase.load.throughput),
+    percent(phase.usage.loadgen!.cpuPercent),
+    String(phase.load.lost),
+  ];
+  const gatewayHandshakeCpu = handshakes.usage[DTLS_TARGET]!.cpuPercent;
+  const rows = [
+    [
+      `handshakes (${handshakes.result.cipher ?? DTLS_PSK_CIPHER})`,
+      Math.round(handshakes.result.perSecond).toLocaleString('en-US'),
+      '/s',
+      '-',
+      percent(gatewayHandshakeCpu),
+      microsecondsEach(gatewayHandshakeCpu, handshakes.result.perSecond),
+      percent(handshakes.usage.loadgen!.cpuPercent),
+      String(handshakes.result.failed),
+    ],
+    requestRow('requests over DTLS, saturating', encrypted, DTLS_TARGET),
+    ...(plain ? [requestRow('requests, plain coap2mqtt', plain, 'coap2mqtt')] : []),
+    ['RSS per established session', sessions.kbPerSession.toFixed(1), 'KB', '-', '', '', '', String(sessions.failed)],
+  ];
+  const headers = ['DTLS (coap2mqtt-dtls)', 'figure', 'unit', 'vs coap2mqtt', 'gateway CPU%', 'CPU µs each', 'loadgen CPU%', 'failed/lost'];
+  const latency = handshakes.result.latencyMs;
+  process.stdout.write(`\n${formatTable(headers, rows)}\n`);
+  process.stdout.write(
+    `handshakes: ${handshakes.clients} clients connect (cookie exchange, full PSK handshake) and close back to back, ` +
+      `${ms(latency.p50)}/${ms(latency.p99)} ms p50/p99 as the client sees it; a saturated gateway core would do ` +
+      `~${Math.round(handshakes.gatewayBoundPerSecond).toLocaleString('en-US')}/s (the clients share the machine); ` +
+      `requests: ${settings.sockets} sessions, one PSK device ` +
+      `each, POST /api/v1/telemetry, window ${settings.window}; RSS: ${sessions.established} sessions held, ` +
+      `${sessions.rssBeforeMB.toFixed(1)} → ${sessions.rssAfterMB.toFixed(1)} MB (${sessions.rssAfterCloseMB.toFixed(1)} MB once closed)\n`,
+  );
+  const notes: Array<[string, Array<string | false | 0>]> = [
+    [
+      'handshakes',
+      [
+        handshakes.result.failed > 0 && `failures ${JSON.stringify(handshakes.result.failures)}`,
+        handshakes.udpDrops.receiveBuffer && `${handshakes.udpDrops.receiveBuffer} UDP receive-buffer drops`,
+        handshakes.exitCode !== 0 && `exit code ${handshakes.exitCode} when stopped`,
+        handshakes.notableLogLineCount &&
+          `${handshakes.notableLogLineCount} warning/error log line(s), first: ${handshakes.notableLogLines[0]}`,
+      ],
+    ],
+    [
+      'sessions',
+      [
+        sessions.failed > 0 && `${sessions.failed} of ${sessions.requested} handshakes failed`,
+        sessions.exitCode !== 0 && `exit code ${sessions.exitCode} when stopped`,
+        sessions.notableLogLineCount && `${sessions.notableLogLineCount} warning/error log line(s), first: ${sessions.notableLogLines[0]}`,
+      ],
+    ],
+  ];
+  for (const [kind, list] of notes) {
+    const present = list.filter(Boolean);
+    if (present.length > 0) process.stdout.write(`${DTLS_TARGET} ${kind}: ${present.join('; ')}\n`);
+  }
 }
 
 function printTable(saturation: readonly Phase[], fixedRate: readonly Phase[]): void {

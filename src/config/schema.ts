@@ -382,6 +382,8 @@ export const schema = {
     format: 'json-array',
     default: [] as unknown[],
     env: 'COAP2MQTT_DEVICES',
+    // Holds tokens and PSKs: a malformed list is reported without its content.
+    sensitive: true,
   },
   state: {
     dir: {

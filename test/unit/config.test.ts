@@ -53,6 +53,13 @@ describe('loadConfig', () => {
       expect(result.errors[0]).toMatch(/^upstream\.accessToken: must be of type String \(got \(hidden\)/);
       expect(result.errors.join()).not.toContain('12345');
     }
+    // The device list holds tokens and PSKs: a malformed one is reported without its content.
+    const devices = loadConfig({ env: { COAP2MQTT_DEVICES: '[{"name":"A","psk":{"identity":"a","key":"s3cret-psk"}' } });
+    expect(devices.ok).toBe(false);
+    if (!devices.ok) {
+      expect(devices.errors[0]).toMatch(/^devices: must be a JSON array.*\(got \(hidden\); also settable with COAP2MQTT_DEVICES\)/);
+      expect(devices.errors.join()).not.toContain('s3cret-psk');
+    }
   });
 
   it('checks combinations no single key can', () => {
