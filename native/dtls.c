@@ -597,6 +597,16 @@ static session_t *session_arg(napi_env env, napi_value value) {
   return s;
 }
 
+/** Reads a call's arguments (argc: room in argv, then how many came) and its first, the session. */
+static session_t *session_call(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  if (napi_get_cb_info(env, info, argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (*argc < 1) {
+    throw_error(env, "a DTLS session is needed");
+    return NULL;
+  }
+  return session_arg(env, argv[0]);
+}
+
 /**
  * Moves what OpenSSL wrote into datagrams: the memory BIO concatenates records, so split at record
  * boundaries and pack whole records up to the MTU (a flight of small records shares one datagram).
@@ -717,8 +727,7 @@ static napi_value finish(napi_env env, session_t *s, napi_value data, outcome_t 
 static napi_value js_feed(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   ERR_clear_error();
   bool is_buffer = false;
@@ -752,8 +761,7 @@ static napi_value js_feed(napi_env env, napi_callback_info info) {
 static napi_value js_write(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   void *bytes;
   size_t length;
@@ -776,8 +784,7 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
 static napi_value js_timeout(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   struct timeval left;
   double ms = -1;
@@ -791,8 +798,7 @@ static napi_value js_timeout(napi_env env, napi_callback_info info) {
 static napi_value js_handle_timeout(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   ERR_clear_error();
   outcome_t o = {0};
@@ -806,8 +812,7 @@ static napi_value js_handle_timeout(napi_env env, napi_callback_info info) {
 static napi_value js_shutdown(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   ERR_clear_error();
   napi_value datagrams;
@@ -824,8 +829,7 @@ static napi_value js_shutdown(napi_env env, napi_callback_info info) {
 static napi_value js_info(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_arg(env, argv[0]);
+  session_t *s = session_call(env, info, &argc, argv);
   if (s == NULL) return NULL;
   napi_value object, value;
   CHECK(napi_create_object(env, &object));

@@ -98,30 +98,29 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     log.child({ component: 'udp' }),
   );
   let dtls: DtlsTransport | undefined;
-  if (config.dtls.enabled) {
-    try {
-      dtls = createDtlsTransport(config.dtls, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, log.child({ component: 'dtls' }));
-    } catch (error) {
-      messageLayer.stop();
-      bridge.stop();
-      attributes.close();
-      await broker?.close();
-      throw error instanceof StartupError ? error : new StartupError((error as Error).message);
-    }
-  }
-
-  try {
-    upstream.start();
-  } catch (error) {
-    // Reading upstream.ca/cert/key can still fail here if the files changed since the config was checked.
+  /** Closes whatever exists, in data-flow order; every part tolerates being closed before it started. */
+  const closeAll = async (): Promise<void> => {
+    await dtls?.stop();
+    await transport.stop();
+    messageLayer.stop();
     bridge.stop();
     attributes.close();
+    await upstream.stop();
     await broker?.close();
-    throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
-  }
+  };
+
   let coapAddress: BoundAddress;
   let dtlsAddress: BoundAddress | undefined;
   try {
+    if (config.dtls.enabled) {
+      dtls = createDtlsTransport(config.dtls, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, log.child({ component: 'dtls' }));
+    }
+    try {
+      upstream.start();
+    } catch (error) {
+      // Reading upstream.ca/cert/key can still fail here if the files changed since the config was checked.
+      throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
+    }
     coapAddress = await transport.start().catch((error: NodeJS.ErrnoException) => {
       throw new StartupError(describeBindError(error, 'CoAP', coap.host, coap.port, 'coap.port'));
     });
@@ -129,13 +128,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       throw new StartupError(describeBindError(error, 'DTLS', coap.host, config.dtls.port, 'dtls.port'));
     });
   } catch (error) {
-    await transport.stop();
-    messageLayer.stop();
-    bridge.stop();
-    attributes.close();
-    await upstream.stop();
-    await broker?.close();
-    throw error;
+    await closeAll();
+    throw error instanceof StartupError ? error : new StartupError((error as Error).message);
   }
   log.info(
     {
@@ -158,13 +152,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {
         await messageLayer.drain(drainTimeoutMs);
-        await dtls?.stop();
-        await transport.stop();
-        messageLayer.stop();
-        bridge.stop();
-        attributes.close();
-        await upstream.stop();
-        await broker?.close();
+        await closeAll();
         log.info('coap2mqtt stopped');
       })();
       return stopping;
@@ -237,20 +225,12 @@ function createDtlsTransport(
   try {
     return new DtlsTransport(
       {
+        ...config,
         host,
-        port: config.port,
         socketBufferBytes,
         ...material,
         // Asked for whenever a device could present one; PSK handshakes never include the request.
         requestClientCert: material.ca !== undefined || registry.hasCertificateDevices || config.requireClientCert,
-        requireClientCert: config.requireClientCert,
-        ciphers: config.ciphers,
-        securityLevel: config.securityLevel,
-        mtu: config.mtu,
-        handshakeTimeoutMs: config.handshakeTimeoutMs,
-        idleTimeoutMs: config.idleTimeoutMs,
-        maxSessions: config.maxSessions,
-        sessionTickets: config.sessionTickets,
       },
       policy,
       sink,

@@ -4,6 +4,7 @@
 import type dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import type { DtlsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import type { PeerCredential } from '../model.js';
 import { bindUdpSocket, formatAddress, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
@@ -17,22 +18,19 @@ import {
   type PresentedCertificate,
 } from './native.js';
 
-export interface DtlsServerOptions extends UdpSocketOptions {
-  /** PEM texts, already read from their files. */
+/** The typed slice of dtls.* the server needs, with the key material already read from its files. */
+export interface DtlsServerOptions
+  extends UdpSocketOptions,
+    Pick<
+      DtlsConfig,
+      'requireClientCert' | 'ciphers' | 'securityLevel' | 'mtu' | 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'sessionTickets'
+    > {
+  /** PEM texts. */
   readonly cert: string | undefined;
   readonly key: string | undefined;
   readonly ca: string | undefined;
   /** Ask clients for a certificate (needed for certificate devices); they may still use PSK. */
   readonly requestClientCert: boolean;
-  /** Refuse certificate-suite handshakes without a client certificate. */
-  readonly requireClientCert: boolean;
-  readonly ciphers: string;
-  readonly securityLevel: number;
-  readonly mtu: number;
-  readonly handshakeTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-  readonly maxSessions: number;
-  readonly sessionTickets: boolean;
   /** Sessions idle for less than this are never evicted to make room (default one minute; tests shorten it). */
   readonly evictableAfterIdleMs?: number;
 }
