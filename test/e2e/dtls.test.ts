@@ -13,7 +13,7 @@ import { Mosquitto } from '../helpers/mosquitto.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { eventually, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
-import { post } from '../helpers/udp-device.js';
+import { emptyReply, get, post } from '../helpers/udp-device.js';
 
 const PSK = { identity: 'psk-sensor-1', key: 'correct horse battery staple' };
 const HEX_PSK = { identity: 'psk-sensor-hex', keyHex: '00112233445566778899aabbccddeeff' };
@@ -187,6 +187,30 @@ describe('the plain-CoAP behaviour over DTLS', () => {
     expect(reply.response?.code).toBe('2.01');
     const upstream = await eventually(() => tb.on('v1/gateway/rpc').find((m) => Object.hasOwn(m.json as object, 'id')));
     expect(upstream.json).toEqual({ device: 'Psk-Sensor', id: 17, data: { done: true } });
+  });
+
+  it('keeps an observation when the device handshakes again from the same address with the same PSK', async () => {
+    const port = gw.gateway.dtlsAddress!.port;
+    const device = { host: '127.0.0.1', port, pskIdentity: PSK.identity, pskKey: Buffer.from(PSK.key) };
+    const first = await DtlsClient.connect(device);
+    first.send(get('/api/v1/rpc', { observe: 0, token: Buffer.from('ob') }));
+    expect(coapPacket.parse(await first.next()).code).toBe('2.03');
+    // The device reboots: its DTLS state is gone, its CoAP observation state is kept, its port is the same.
+    const localPort = first.localPort;
+    await first.close(true);
+    const second = await DtlsClient.connect({ ...device, localPort });
+    try {
+      await tb.publish('v1/gateway/rpc', { device: 'Psk-Sensor', data: { id: 23, method: 'afterReboot', params: {} } });
+      const notification = coapPacket.parse(await second.next(3000));
+      expect(notification.code).toBe('2.05');
+      expect(notification.token).toEqual(Buffer.from('ob'));
+      expect(JSON.parse(notification.payload.toString())).toMatchObject({ id: 23, method: 'afterReboot' });
+      if (notification.confirm) second.send(emptyReply('ack', notification.messageId));
+    } finally {
+      second.send(get('/api/v1/rpc', { observe: 1, token: Buffer.from('ob') }));
+      await second.next().catch(() => undefined);
+      await second.close();
+    }
   });
 
   it('publishes a retransmitted CON once and answers both copies the same', async () => {
