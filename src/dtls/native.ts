@@ -137,3 +137,13 @@ export function isClientHello(datagram: Buffer): boolean {
     datagram[13] === 1 // client_hello
   );
 }
+
+/**
+ * The 32-byte client random of an unfragmented ClientHello (after the 13-byte record header, the 12-byte
+ * handshake header and the 2-byte version), or undefined. A retransmission repeats it; a new handshake
+ * (a restarted client) has a new one.
+ */
+export function clientHelloRandom(datagram: Buffer): Buffer | undefined {
+  const fragmentOffset = datagram.readUIntBE(19, 3);
+  return fragmentOffset === 0 && datagram.length >= 59 ? datagram.subarray(27, 59) : undefined;
+}

@@ -9,6 +9,7 @@ import { LogOncePer } from '../log.js';
 import type { PeerCredential } from '../model.js';
 import { bindUdpSocket, formatAddress, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
 import {
+  clientHelloRandom,
   isClientHello,
   loadDtlsBinding,
   type DtlsBinding,
@@ -88,6 +89,8 @@ export class DtlsConnection {
     readonly address: string,
     readonly port: number,
     readonly session: NativeSession,
+    /** Of the ClientHello that made this session: a copy of that hello arriving late is not a new handshake. */
+    readonly clientRandom: Buffer,
   ) {}
 
   /** Encrypts and sends one datagram; false when the session is not (or no longer) usable. */
@@ -189,14 +192,15 @@ export class DtlsServer {
   private receive(datagram: Buffer, remote: dgram.RemoteInfo): void {
     const key = formatAddress(remote);
     const connection = this.connections.get(key);
-    if (connection && !(connection.established && isClientHello(datagram))) {
+    const hello = isClientHello(datagram);
+    if (connection && !(hello && startsAnotherHandshake(connection, datagram))) {
       this.feed(connection, datagram);
       return;
     }
-    // A stranger, or an established peer starting over (a restarted client keeps its address: RFC 6347
-    // §4.2.8). Only a ClientHello is worth OpenSSL's time; the cookie exchange keeps no state until the
-    // peer proves it owns its address, and only then may it replace the old session.
-    if (!isClientHello(datagram)) {
+    // A stranger, or a known peer starting over (a restarted client keeps its address: RFC 6347 §4.2.8).
+    // Only a ClientHello is worth OpenSSL's time; the cookie exchange keeps no state until the peer proves
+    // it owns its address, and only then may it replace the old session.
+    if (!hello) {
       this.stats.droppedDatagrams++;
       return;
     }
@@ -209,7 +213,7 @@ export class DtlsServer {
       this.binding.free(session);
       return;
     }
-    const fresh = new DtlsConnection(this, key, remote.address, remote.port, session);
+    const fresh = new DtlsConnection(this, key, remote.address, remote.port, session, Buffer.from(clientHelloRandom(datagram) ?? []));
     this.connections.set(key, fresh);
     this.stats.sessions = this.connections.size;
     this.feed(fresh, null);
@@ -411,6 +415,16 @@ export class DtlsServer {
       });
     }
   }
+}
+
+/**
+ * A ClientHello from a peer that has a session is a new handshake only with a new client random: the same
+ * one is a retransmission or a late duplicate, which must neither reset a handshake in progress nor
+ * replace an established session.
+ */
+function startsAnotherHandshake(connection: DtlsConnection, hello: Buffer): boolean {
+  const random = clientHelloRandom(hello);
+  return random !== undefined && !random.equals(connection.clientRandom);
 }
 
 /** Log fields naming who a session belongs to: never a key. */

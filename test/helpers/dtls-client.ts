@@ -28,10 +28,14 @@ export interface DtlsClientOptions {
   readonly context?: NativeContext;
   /** Keep decrypted datagrams in `received` (default true; a load generator turns it off). */
   readonly keepReceived?: boolean;
+  /** Keep every datagram sent in `sent`, to replay one later. */
+  readonly recordSent?: boolean;
 }
 
 export class DtlsClient {
   readonly received: Buffer[] = [];
+  /** With recordSent: every datagram this client sent, in order. */
+  readonly sent: Buffer[] = [];
   info: SessionInfo | undefined;
   /** Set when the server sent close_notify or the session failed. */
   closedBy: 'peer' | 'error' | undefined;
@@ -173,6 +177,7 @@ export class DtlsClient {
   }
 
   private transmit(datagrams: readonly Buffer[]): void {
+    if (this.options.recordSent) this.sent.push(...datagrams);
     for (const datagram of datagrams) this.socket.send(datagram, this.options.port, this.options.host);
   }
 }

@@ -3,9 +3,10 @@
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { isClientHello } from '../../src/dtls/native.js';
 import { DtlsServer, type CloseReason, type DtlsConnection, type DtlsServerOptions } from '../../src/dtls/server.js';
 import { DtlsClient } from '../helpers/dtls-client.js';
-import { eventually, sleep } from '../helpers/ports.js';
+import { eventually, freeUdpPort, sleep } from '../helpers/ports.js';
 
 const KEYS = new Map([
   ['sensor-1', Buffer.from('00112233445566778899aabbccddeeff', 'hex')],
@@ -235,6 +236,32 @@ describe('DTLS server', () => {
     const answer = second.next();
     connection.send(Buffer.from('welcome back'));
     expect((await answer).toString()).toBe('welcome back');
+  });
+
+  it('treats a late copy of the ClientHello that made a session as a duplicate, not a new handshake', async () => {
+    const h = await startServer();
+    const client = await DtlsClient.connect({ host: '127.0.0.1', port: h.port, pskIdentity: 'sensor-1', pskKey: KEYS.get('sensor-1'), recordSent: true });
+    h.clients.push(client);
+    // Its second ClientHello, the one with the cookie, is what made the session; it arrives again.
+    const helloWithCookie = client.sent.filter(isClientHello).at(-1)!;
+    client.sendRaw(helloWithCookie);
+    await sleep(200);
+    expect(h.closed).toEqual([]);
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 1 });
+    client.send(Buffer.from('still here'));
+    await eventually(() => h.received[0], 2000, 'data on the same session');
+  });
+
+  it('lets a client that restarts in the middle of a handshake start over at once', async () => {
+    const h = await startServer({ handshakeTimeoutMs: 5000 });
+    const localPort = await freeUdpPort();
+    // A wrong key leaves the server's side of the handshake waiting; then the device reboots.
+    await expect(h.connect('sensor-1', { pskKey: Buffer.alloc(16, 9), localPort, timeoutMs: 400 })).rejects.toThrow(/timed out/);
+    expect(h.server.stats.sessions).toBe(1);
+    // Well within handshakeTimeoutMs, the new handshake (a new client random) replaces the stuck one.
+    const client = await h.connect('sensor-1', { localPort, timeoutMs: 2000 });
+    expect(client.info?.pskIdentity).toBe('sensor-1');
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 1 });
   });
 
   it('sends close_notify to every established client when it stops', async () => {
