@@ -205,7 +205,7 @@ describe('the plain-CoAP behaviour over DTLS', () => {
       expect(notification.code).toBe('2.05');
       expect(notification.token).toEqual(Buffer.from('ob'));
       expect(JSON.parse(notification.payload.toString())).toMatchObject({ id: 23, method: 'afterReboot' });
-      if (notification.confirm) second.send(emptyReply('ack', notification.messageId));
+      if (notification.confirmable) second.send(emptyReply('ack', notification.messageId));
     } finally {
       second.send(get('/api/v1/rpc', { observe: 1, token: Buffer.from('ob') }));
       await second.next().catch(() => undefined);
