@@ -38,11 +38,7 @@ typedef struct context {
   EVP_MAC_CTX *cookie_mac;          // HMAC-SHA256 keyed with the current secret
   EVP_MAC_CTX *previous_cookie_mac; // and with the previous one, so a rotation never breaks a handshake
   struct session *listener;
-  // Client role only (tests and the benchmark's load generator): the PSK this side offers.
-  int client;
-  char client_identity[MAX_IDENTITY + 1];
-  unsigned char client_key[64];
-  unsigned int client_key_length;
+  int client; // client role: tests and the benchmark's load generator only
   unsigned char read_buffer[READ_BUFFER];
 } context_t;
 
@@ -54,8 +50,8 @@ typedef struct session {
   int handshake_done;
   int identity_refused;  // the PSK callback found no key for the offered identity
   int certificate_refused;
-  char identity[MAX_IDENTITY + 1]; // server: the identity offered; client: the one to offer (if set)
-  unsigned char client_key[64];     // client role: this session's PSK, overriding the context's
+  char identity[MAX_IDENTITY + 1]; // server: the identity offered; client: the one to offer
+  unsigned char client_key[64];     // client role: the PSK to offer (one context serves many devices)
   unsigned int client_key_length;
 } session_t;
 
@@ -284,16 +280,12 @@ static unsigned int psk_server(SSL *ssl, const char *identity, unsigned char *ps
 static unsigned int psk_client(SSL *ssl, const char *hint, char *identity, unsigned int max_identity_length,
                                unsigned char *psk, unsigned int max_psk_length) {
   session_t *s = SSL_get_app_data(ssl);
-  if (s == NULL) return 0;
-  context_t *c = s->ctx;
-  // A session's own PSK (one context serving many simulated devices) wins over the context's.
-  const char *offered = s->client_key_length > 0 ? s->identity : c->client_identity;
-  const unsigned char *key = s->client_key_length > 0 ? s->client_key : c->client_key;
-  unsigned int key_length = s->client_key_length > 0 ? s->client_key_length : c->client_key_length;
-  if (key_length == 0 || key_length > max_psk_length || strlen(offered) >= max_identity_length) return 0;
-  snprintf(identity, max_identity_length, "%s", offered);
-  memcpy(psk, key, key_length);
-  return key_length;
+  if (s == NULL || s->client_key_length == 0 || s->client_key_length > max_psk_length || strlen(s->identity) >= max_identity_length) {
+    return 0;
+  }
+  snprintf(identity, max_identity_length, "%s", s->identity);
+  memcpy(psk, s->client_key, s->client_key_length);
+  return s->client_key_length;
 }
 
 /** {subject, commonName, fingerprint256} of a certificate, for JavaScript's policy and logs. */
@@ -490,17 +482,6 @@ static napi_value js_create_context(napi_env env, napi_callback_info info) {
   c->refs = 1;
   c->mtu = (unsigned int)mtu;
   c->client = client;
-  napi_value psk_identity = named_property(env, options, "pskIdentity");
-  napi_value psk_key = named_property(env, options, "pskKey");
-  if (client && psk_identity != NULL && psk_key != NULL) {
-    void *key_bytes;
-    size_t key_length = 0;
-    get_string(env, psk_identity, c->client_identity, sizeof c->client_identity, NULL);
-    if (napi_get_buffer_info(env, psk_key, &key_bytes, &key_length) == napi_ok && key_length <= sizeof c->client_key) {
-      memcpy(c->client_key, key_bytes, key_length);
-      c->client_key_length = (unsigned int)key_length;
-    }
-  }
   c->cookie_mac = new_cookie_mac();
   if (c->cookie_mac == NULL) {
     SSL_CTX_free(ssl_ctx);
@@ -866,9 +847,22 @@ static napi_value js_free(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/** Hands a new session to JavaScript as a tagged external; it now holds a reference on its context. */
+static napi_value session_handle(napi_env env, session_t *s) {
+  s->ctx->refs++;
+  napi_value session;
+  if (napi_create_external(env, s, session_finalize, NULL, &session) != napi_ok) {
+    session_destroy(env, s);
+    free(s);
+    return NULL;
+  }
+  CHECK(napi_type_tag_object(env, session, &SESSION_TAG));
+  return session;
+}
+
 /**
  * connect(clientContext, peerKey, pskIdentity?, pskKey?) → session; feed it null to send the ClientHello.
- * Tests and benchmarks only.
+ * Tests and benchmarks only; the PSK is per session so one context serves many simulated devices.
  */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -890,15 +884,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
       s->client_key_length = (unsigned int)key_length;
     }
   }
-  c->refs++;
-  napi_value session;
-  if (napi_create_external(env, s, session_finalize, NULL, &session) != napi_ok) {
-    session_destroy(env, s);
-    free(s);
-    return NULL;
-  }
-  CHECK(napi_type_tag_object(env, session, &SESSION_TAG));
-  return session;
+  return session_handle(env, s);
 }
 
 /**
@@ -940,13 +926,8 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   if (result == 1) {
     // The listener holds the verified ClientHello: it becomes this peer's session; a fresh one listens next.
     c->listener = NULL;
-    c->refs++;
-    if (napi_create_external(env, l, session_finalize, NULL, &session) != napi_ok) {
-      session_destroy(env, l);
-      free(l);
-      return NULL;
-    }
-    CHECK(napi_type_tag_object(env, session, &SESSION_TAG));
+    session = session_handle(env, l);
+    if (session == NULL) return NULL;
   } else {
     if (result < 0) {
       // A fatal error leaves the listener unusable; the next ClientHello gets a new one.

@@ -28,8 +28,6 @@ export interface ContextOptions {
   readonly tickets?: boolean;
   /** Client role, for the binding's own tests and the benchmark's load generator. */
   readonly client?: boolean;
-  readonly pskIdentity?: string;
-  readonly pskKey?: Buffer;
 }
 
 export interface CertificateInfo {
@@ -79,7 +77,7 @@ export interface DtlsBinding {
   createContext(options: ContextOptions, psk: PskLookup, verify: CertificateCheck): NativeContext;
   rotateCookieSecret(context: NativeContext): void;
   listen(context: NativeContext, datagram: Buffer, peerKey: string): { datagrams: Buffer[]; session: NativeSession | null };
-  /** Client role; a PSK given here overrides the context's, so one context serves many devices. */
+  /** Client role; the PSK is per session, so one context serves many simulated devices. */
   connect(context: NativeContext, peerKey: string, pskIdentity?: string, pskKey?: Buffer): NativeSession;
   feed(session: NativeSession, datagram: Buffer | null): FeedOutcome;
   write(session: NativeSession, plaintext: Buffer): Buffer[];

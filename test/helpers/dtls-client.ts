@@ -52,13 +52,11 @@ export class DtlsClient {
     readonly context: NativeContext,
   ) {}
 
-  /** The OpenSSL client context these options describe (PSK, certificate, ciphers, MTU). */
-  static context(options: Omit<DtlsClientOptions, 'host' | 'port' | 'context'>): NativeContext {
+  /** The OpenSSL client context these options describe (certificate, ciphers, MTU; the PSK is per session). */
+  static context(options: Pick<DtlsClientOptions, 'cert' | 'key' | 'ciphers' | 'mtu'>): NativeContext {
     return loadDtlsBinding().createContext(
       {
         client: true,
-        pskIdentity: options.pskIdentity,
-        pskKey: options.pskKey,
         cert: options.cert,
         key: options.key,
         ciphers: options.ciphers ?? 'PSK-AES128-CCM8:ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256',

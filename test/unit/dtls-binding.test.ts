@@ -45,12 +45,13 @@ function serverContext(options: Partial<ContextOptions> = {}, psk: PskLookup = (
   return binding.createContext({ ciphers: 'PSK-AES128-CCM8:PSK-AES128-GCM-SHA256', securityLevel: 2, mtu: 1232, ...options }, psk, verify);
 }
 
+/** A client session offering the test PSK (used only when a PSK suite is negotiated). */
+const connect = (context: NativeContext, peerKey = 'server') => binding.connect(context, peerKey, PSK_IDENTITY, PSK_KEY);
+
 function clientContext(options: Partial<ContextOptions> = {}): NativeContext {
   return binding.createContext(
     {
       client: true,
-      pskIdentity: PSK_IDENTITY,
-      pskKey: PSK_KEY,
       ciphers: 'PSK-AES128-CCM8:PSK-AES128-GCM-SHA256',
       securityLevel: 0,
       mtu: 1232,
@@ -89,7 +90,7 @@ class Wire {
     readonly clientCtx: NativeContext,
     readonly peer = PEER,
   ) {
-    this.client = binding.connect(clientCtx, 'server');
+    this.client = connect(clientCtx);
     this.fromClient(binding.feed(this.client, null));
   }
 
@@ -179,7 +180,7 @@ describe('DTLS binding, PSK', () => {
     // Regression: OpenSSL drops a record whose version is not the negotiated one (a retransmitted
     // ClientHello still says DTLS 1.0) and with it everything after it in the same read.
     const server = serverContext();
-    const client = binding.connect(clientContext(), 'server');
+    const client = connect(clientContext());
     const [hello] = binding.feed(client, null).datagrams;
     const [helloWithCookie] = binding.feed(client, binding.listen(server, hello!, PEER).datagrams[0]!).datagrams;
     const { session } = binding.listen(server, helloWithCookie!, PEER);
@@ -245,7 +246,7 @@ describe('DTLS binding, PSK', () => {
 
 describe('DTLS binding, cookie exchange', () => {
   const firstHello = (): Buffer => {
-    const client = binding.connect(clientContext(), 'server');
+    const client = connect(clientContext());
     const [hello] = binding.feed(client, null).datagrams;
     binding.free(client);
     return hello!;
@@ -283,7 +284,7 @@ describe('DTLS binding, cookie exchange', () => {
 
   it('accepts a cookie only from the peer it was made for', () => {
     const server = serverContext();
-    const client = binding.connect(clientContext(), 'server');
+    const client = connect(clientContext());
     const [hello] = binding.feed(client, null).datagrams;
     const { datagrams: hvr } = binding.listen(server, hello!, PEER);
     const [helloWithCookie] = binding.feed(client, hvr[0]!).datagrams;
@@ -302,7 +303,7 @@ describe('DTLS binding, cookie exchange', () => {
 
   it('still accepts a cookie made before one secret rotation, not before two', () => {
     const server = serverContext();
-    const client = binding.connect(clientContext(), 'server');
+    const client = connect(clientContext());
     const [hello] = binding.feed(client, null).datagrams;
     const [helloWithCookie] = binding.feed(client, binding.listen(server, hello!, PEER).datagrams[0]!).datagrams;
     binding.rotateCookieSecret(server);
@@ -324,7 +325,7 @@ describe('DTLS binding, certificates', () => {
       refuseAll,
       verify,
     );
-    return new Wire(server, clientContext({ cert: client.cert, key: client.key, ciphers: CERT_SUITES, mtu, pskIdentity: undefined, pskKey: undefined }));
+    return new Wire(server, clientContext({ cert: client.cert, key: client.key, ciphers: CERT_SUITES, mtu }));
   }
 
   it('fragments every flight to a small MTU and still completes, asking JavaScript about the client certificate', () => {
@@ -408,7 +409,7 @@ describe('DTLS binding, retransmission', () => {
 
 describe('DTLS binding, misuse', () => {
   it('throws a clear error when a freed session is used', () => {
-    const session = binding.connect(clientContext(), 'server');
+    const session = connect(clientContext());
     binding.free(session);
     expect(() => binding.feed(session, null)).toThrow('DTLS session already freed');
     expect(() => binding.timeout(session)).toThrow('DTLS session already freed');
