@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { createBridge } from './bridge/index.js';
+import { RequestLimits } from './coap/limits.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
 import { createRouter } from './coap/routes/index.js';
 import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
@@ -34,6 +35,8 @@ export interface Gateway {
   /** The broker actually used (the embedded one's address when upstream.url is empty). */
   readonly upstreamUrl: string;
   readonly messageLayer: CoapMessageLayer;
+  /** Device-facing 4.29 limits and unknown-token blocks; stats() for a metrics endpoint. */
+  readonly limits: RequestLimits;
   readonly upstream: UpstreamConnection;
   /** Answers what is in progress (up to drainTimeoutMs), then closes everything. Idempotent. */
   stop(drainTimeoutMs?: number): Promise<void>;
@@ -74,8 +77,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   upstream.subscribe(DOWNLINK_TOPICS);
   upstream.onMessage(bridge.handleDownlink);
   const registry = new DeviceRegistry(config.devices);
+  const limits = new RequestLimits(config.limits, log.child({ component: 'limits' }));
   const handler = createRouter({
-    api: createThingsBoardRoute({ registry, bridge, log: log.child({ component: 'thingsboard-api' }) }),
+    api: createThingsBoardRoute({ registry, bridge, limits, log: log.child({ component: 'thingsboard-api' }) }),
   });
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(
@@ -88,6 +92,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       maxBlockSize: coap.maxBlockSize,
       observeCheckIntervalMs: coap.observeCheckIntervalMs,
       maxObservations: coap.maxObservations,
+      limits,
     },
     handler,
     log.child({ component: 'coap' }),
@@ -148,6 +153,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     dtls,
     upstreamUrl,
     messageLayer,
+    limits,
     upstream,
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {

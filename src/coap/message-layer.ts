@@ -13,6 +13,7 @@ import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { ObserveRegistry, type Relation } from './observe.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
+import { continuesOrEnds, type RequestLimits } from './limits.js';
 import { LogOncePer } from '../log.js';
 import { formatPeer, type Peer } from './transport.js';
 
@@ -35,6 +36,8 @@ export interface MessageLayerOptions {
   readonly observeCheckIntervalMs?: number;
   /** Most Observe relations at once; beyond it registrations are answered without Observe. Default 100,000. */
   readonly maxObservations?: number;
+  /** The gateway-wide request limit, asked for each new request before its handler runs. Default: none. */
+  readonly limits?: Pick<RequestLimits, 'admitRequest'>;
 }
 
 // Representations kept for Block2 follow-ups: bounded in count and bytes, kept as long as an exchange.
@@ -203,6 +206,16 @@ export class CoapMessageLayer {
     }
 
     let request = interpreted.request;
+    // Only new work is limited: a retransmission was answered above from the cache, and a Block1 upload
+    // or a Block2 download counts once, at its first block, so an admitted transfer is never cut off.
+    const limits = this.options.limits;
+    if (limits && !continuesOrEnds(request) && !(request.block1 !== undefined && request.block1.num > 0)) {
+      const refused = limits.admitRequest(request.receivedAt);
+      if (refused) {
+        this.finish(message, peer, refused, false);
+        return;
+      }
+    }
     let blockEcho: CoapOption[] | undefined;
     if (request.block1) {
       const block = request.block1;

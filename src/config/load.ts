@@ -47,6 +47,17 @@ export interface CoapConfig {
   readonly maxObservations: number;
 }
 
+/** Device-facing protection: 4.29 rate limits and the unknown-token block (0 turns a limit off). */
+export interface LimitsConfig {
+  readonly requestsPerSecond: number;
+  readonly burst: number;
+  readonly deviceRequestsPerSecond: number;
+  readonly deviceBurst: number;
+  readonly unknownTokenFailures: number;
+  readonly unknownTokenWindowMs: number;
+  readonly unknownTokenBlockMs: number;
+}
+
 export interface SessionsConfig {
   readonly attributeRequestTimeoutMs: number;
   readonly clientRpcTimeoutMs: number;
@@ -81,6 +92,7 @@ export interface GatewayConfig {
   readonly dtls: DtlsConfig;
   readonly upstream: UpstreamConfig;
   readonly sessions: SessionsConfig;
+  readonly limits: LimitsConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly devices: readonly DeviceEntry[];
   readonly state: { readonly dir: string };

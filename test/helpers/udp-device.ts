@@ -20,9 +20,10 @@ export class UdpDevice {
     });
   }
 
-  static async open(port: number, host = '127.0.0.1'): Promise<UdpDevice> {
+  /** `localAddress` picks the source address, e.g. 127.0.0.2 to be another host on loopback. */
+  static async open(port: number, host = '127.0.0.1', localAddress?: string): Promise<UdpDevice> {
     const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    await new Promise<void>((resolve) => socket.bind(0, resolve));
+    await new Promise<void>((resolve) => socket.bind(0, localAddress, resolve));
     return new UdpDevice(socket, port, host);
   }
 

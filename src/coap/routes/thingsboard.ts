@@ -16,6 +16,7 @@ import {
   type Parsed,
 } from '../../payload/thingsboard-json.js';
 import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
+import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
 
@@ -39,6 +40,8 @@ const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, pay
 export interface ThingsBoardRouteDeps {
   readonly registry: DeviceRegistry;
   readonly bridge: Bridge;
+  /** Per-device rate limits and the unknown-token block on addresses. */
+  readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource' | 'unknownToken'>;
   readonly log: Logger;
 }
 
@@ -69,7 +72,7 @@ export function parseApiPath(segments: readonly string[]): PathTarget {
 }
 
 export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
-  const { registry, bridge, log } = deps;
+  const { registry, bridge, limits, log } = deps;
   const unknownTokenLog = new LogOncePer(10 * 60_000);
 
   return function thingsBoardRoute(request: CoapRequest, segments: readonly string[]): CoapResponse | Promise<CoapResponse> {
@@ -86,8 +89,18 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
       );
     }
     if (target.feature === 'provision') return notYet('provisioning');
+    // Before the token is looked up, so that a guesser on a blocked address learns nothing, not even from
+    // an Observe deregistration. A DTLS identity already proved who the device is: never blocked.
+    if (target.token !== undefined && !request.peer.credential) {
+      const blocked = limits.refuseBlockedSource(request.peer.address, request.receivedAt);
+      if (blocked) return blocked;
+    }
     const device = authenticate(request, target.token);
     if (typeof device === 'string') return error(ResponseCode.Unauthorized, device);
+    if (!continuesOrEnds(request)) {
+      const refused = limits.admitDevice(device.name, request.receivedAt);
+      if (refused) return refused;
+    }
 
     switch (target.feature) {
       case 'telemetry':
@@ -122,6 +135,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
     const byToken = registry.findByToken(token);
     if (!byToken) {
       const peer = request.peer.address;
+      if (!credential) limits.unknownToken(peer, token, request.receivedAt);
       if (unknownTokenLog.first(peer)) {
         log.warn(
           { peer, tokenSha256Prefix: fingerprint(token) },

@@ -1,0 +1,228 @@
+// Device-facing protection: rate limits answered with 4.29 Too Many Requests (RFC 8516) and a Max-Age
+// saying when to come back, and a block on addresses that try many unknown access tokens. No timers: every
+// decision reads the time its request arrived, and every table is bounded (LRU), so a flood of strangers
+// costs a fixed amount of memory.
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { LogOncePer } from '../log.js';
+import { TokenBucket } from '../net/token-bucket.js';
+import { Method, ResponseCode } from './codes.js';
+import type { CoapRequest, CoapResponse } from './request.js';
+
+export interface RequestLimitsOptions {
+  /** New requests per second from all devices together; 0: no gateway-wide limit. */
+  readonly requestsPerSecond: number;
+  /** Gateway-wide burst; 0: one second's worth (requestsPerSecond). */
+  readonly burst: number;
+  /** Requests per second of one device; 0: no per-device limit. */
+  readonly deviceRequestsPerSecond: number;
+  readonly deviceBurst: number;
+  /** Different unknown tokens from one address within the window that get it blocked; 0: never blocked. */
+  readonly unknownTokenFailures: number;
+  readonly unknownTokenWindowMs: number;
+  readonly unknownTokenBlockMs: number;
+}
+
+/** Counters for a metrics endpoint; each call returns a fresh snapshot. */
+export interface RequestLimitsStats {
+  /** New requests answered 4.29 by the gateway-wide limit (limits.requestsPerSecond). */
+  readonly refusedGlobal: number;
+  /** Requests answered 4.29 by their device's own limit (limits.deviceRequestsPerSecond). */
+  readonly refusedDevice: number;
+  /** Token requests answered 4.29 because their address is blocked for trying unknown tokens. */
+  readonly refusedBlockedAddress: number;
+  /** Addresses (IPv6: /64 prefixes) blocked now. */
+  readonly addressesBlocked: number;
+  /** Blocks started since the gateway started. */
+  readonly addressBlocks: number;
+}
+
+/** Devices whose buckets are kept; beyond it the least recently active is forgotten (it refills meanwhile). */
+const MAX_DEVICE_BUCKETS = 100_000;
+/** Source addresses whose unknown tokens are counted, blocked ones included: ~300 bytes each at most. */
+const MAX_SOURCES = 10_000;
+const WARN_EVERY_MS = 10 * 60_000;
+
+interface Source {
+  windowStart: number;
+  /** Hashes of the different unknown tokens seen in this window (at most unknownTokenFailures). */
+  tokens: number[];
+  /** 0: not blocked. */
+  blockedUntil: number;
+}
+
+/**
+ * Requests that continue or end what was already admitted: a Block2 follow-up, an Observe deregistration.
+ * Rate limits neither count nor refuse them, so a device is never cut off halfway or kept observing.
+ */
+export function continuesOrEnds(request: CoapRequest): boolean {
+  return (request.method === Method.GET && request.observe === 1) || (request.block2 !== undefined && request.block2.num > 0);
+}
+
+export class RequestLimits {
+  private readonly counters = { refusedGlobal: 0, refusedDevice: 0, refusedBlockedAddress: 0, addressBlocks: 0 };
+  private readonly global: TokenBucket | undefined;
+  private readonly devices: LRUCache<string, TokenBucket> | undefined;
+  private readonly sources: LRUCache<string, Source> | undefined;
+  private readonly warnings = new LogOncePer(WARN_EVERY_MS);
+
+  constructor(
+    private readonly options: RequestLimitsOptions,
+    private readonly log: Logger,
+    now: number = Date.now(),
+  ) {
+    if (options.requestsPerSecond > 0) {
+      this.global = new TokenBucket(options.requestsPerSecond, options.burst || options.requestsPerSecond, now);
+    }
+    if (options.deviceRequestsPerSecond > 0) this.devices = new LRUCache({ max: MAX_DEVICE_BUCKETS });
+    if (options.unknownTokenFailures > 0) this.sources = new LRUCache({ max: MAX_SOURCES });
+  }
+
+  /**
+   * The gateway-wide limit, asked by the message layer for each new request before any handler runs
+   * (never for a retransmission, which the deduplication cache answers). undefined: go ahead.
+   */
+  admitRequest(now: number): CoapResponse | undefined {
+    const bucket = this.global;
+    if (!bucket || bucket.take(1, now)) return undefined;
+    this.counters.refusedGlobal++;
+    if (this.warnings.first('global')) {
+      this.log.warn(
+        { requestsPerSecond: this.options.requestsPerSecond, burst: bucket.burst },
+        'gateway-wide request limit (limits.requestsPerSecond) reached: new requests are answered 4.29 Too Many Requests; logged again in 10 minutes at most',
+      );
+    }
+    return tooManyRequests(bucket.waitMs(1, now), 'the gateway is busy: too many requests from all devices together');
+  }
+
+  /** One device's limit, asked by a route once it knows which device a request speaks for. */
+  admitDevice(device: string, now: number): CoapResponse | undefined {
+    const buckets = this.devices;
+    if (!buckets) return undefined;
+    let bucket = buckets.get(device);
+    if (!bucket) {
+      bucket = new TokenBucket(this.options.deviceRequestsPerSecond, this.options.deviceBurst, now);
+      buckets.set(device, bucket);
+    }
+    if (bucket.take(1, now)) return undefined;
+    this.counters.refusedDevice++;
+    if (this.warnings.first(`device ${device}`)) {
+      this.log.warn(
+        { device, deviceRequestsPerSecond: this.options.deviceRequestsPerSecond, deviceBurst: this.options.deviceBurst },
+        'device sends more requests than limits.deviceRequestsPerSecond allows: the excess is answered 4.29 Too Many Requests; logged again for this device in 10 minutes at most',
+      );
+    } else {
+      this.log.debug({ device }, 'device over its request limit (4.29)');
+    }
+    return tooManyRequests(
+      bucket.waitMs(1, now),
+      `too many requests from this device (limit ${this.options.deviceRequestsPerSecond}/s, burst ${this.options.deviceBurst})`,
+    );
+  }
+
+  /**
+   * A 4.29 for a token request from an address blocked for trying unknown tokens, whatever token it
+   * carries: a guessed right one too, or guessing would go on. Asked before the token is looked up.
+   */
+  refuseBlockedSource(address: string, now: number): CoapResponse | undefined {
+    const source = this.sources?.get(sourceKey(address));
+    if (!source || source.blockedUntil <= now) return undefined;
+    this.counters.refusedBlockedAddress++;
+    this.log.debug({ peer: address }, 'token request from a blocked address refused (4.29)');
+    return tooManyRequests(
+      source.blockedUntil - now,
+      'too many unknown access tokens from this address; token requests from it are refused for a while',
+    );
+  }
+
+  /**
+   * Counts a token request whose token no device has. Different tokens count; repeats of one do not, so a
+   * device retrying with a stale token does not get its neighbours behind the same NAT blocked, while a
+   * guesser, who must try new tokens, is stopped after unknownTokenFailures of them.
+   */
+  unknownToken(address: string, token: string, now: number): void {
+    const sources = this.sources;
+    if (!sources) return;
+    const key = sourceKey(address);
+    let source = sources.get(key);
+    if (!source || (source.blockedUntil === 0 && now - source.windowStart >= this.options.unknownTokenWindowMs)) {
+      source = { windowStart: now, tokens: [], blockedUntil: 0 };
+      sources.set(key, source);
+    } else if (source.blockedUntil > now) {
+      return;
+    } else if (source.blockedUntil !== 0) {
+      // The block has run out: counting starts afresh.
+      source.windowStart = now;
+      source.tokens = [];
+      source.blockedUntil = 0;
+    }
+    const hash = fnv1a(token);
+    if (source.tokens.includes(hash)) return;
+    source.tokens.push(hash);
+    if (source.tokens.length < this.options.unknownTokenFailures) return;
+
+    source.blockedUntil = now + this.options.unknownTokenBlockMs;
+    this.counters.addressBlocks++;
+    this.log.warn(
+      {
+        peer: address,
+        blocked: key,
+        unknownTokens: source.tokens.length,
+        withinMs: now - source.windowStart,
+        blockMs: this.options.unknownTokenBlockMs,
+      },
+      'address blocked: it sent too many different unknown access tokens (limits.unknownTokenFailures), as a device guessing tokens would; its token requests are answered 4.29 until the block ends. DTLS-identified devices are not affected',
+    );
+    source.tokens = [];
+  }
+
+  stats(now: number = Date.now()): RequestLimitsStats {
+    let addressesBlocked = 0;
+    // Bounded by MAX_SOURCES, and read by a metrics scrape, not per request.
+    for (const source of this.sources?.values() ?? []) if (source.blockedUntil > now) addressesBlocked++;
+    return { ...this.counters, addressesBlocked };
+  }
+}
+
+/** 4.29 with Max-Age: whole seconds, at least 1, until a request would be accepted (RFC 8516 §3). */
+export function tooManyRequests(waitMs: number, diagnostic: string): CoapResponse {
+  const maxAge = Math.max(1, Math.ceil(waitMs / 1000));
+  return { code: ResponseCode.TooManyRequests, payload: `${diagnostic}; retry in ${maxAge} s`, maxAge };
+}
+
+/**
+ * What unknown tokens are counted under: the IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the /64
+ * prefix of an IPv6 address, since anyone holding one IPv6 address holds its whole /64. Ports never: NAT
+ * rebinding changes them.
+ */
+export function sourceKey(address: string): string {
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const [host = '', zone] = address.split('%');
+  const [head = '', tail] = host.split('::');
+  const groups = (part: string): string[] => (part === '' ? [] : part.split(':'));
+  const headGroups = groups(head);
+  let expanded = headGroups;
+  if (tail !== undefined) {
+    const tailGroups = groups(tail);
+    // A dotted IPv4 tail ("::1.2.3.4") stands for two groups.
+    const tailWidth = tailGroups.length + (tailGroups.at(-1)?.includes('.') ? 1 : 0);
+    expanded = [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailWidth)).fill('0'), ...tailGroups];
+  }
+  const prefix = expanded
+    .slice(0, 4)
+    .map((group) => (Number.parseInt(group, 16) || 0).toString(16))
+    .join(':');
+  return `${prefix}::/64${zone === undefined ? '' : `%${zone}`}`;
+}
+
+/** A cheap 32-bit hash: telling tokens apart needs no secrecy, and a collision only undercounts a guesser. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
