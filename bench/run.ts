@@ -20,11 +20,11 @@ const HOST = '127.0.0.1';
 const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
   .split(/\s+/)
   .filter((word) => word.startsWith('--'));
-const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
+const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 const DTLS_TARGET = 'coap2mqtt-dtls';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt,coap2mqtt-dtls] [--duration S]
+const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt-puback,coap2mqtt,coap2mqtt-dtls] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
                        [--dtls-sessions N] [--dtls-clients N]
        npm run bench -- --soak [--rate 2000] [--duration 600]
@@ -163,8 +163,14 @@ async function startMosquitto(): Promise<Started> {
   return { process: child, port };
 }
 
-/** With `dtls`, the gateway also listens for DTLS, knows only the PSK devices, and the port returned is the DTLS one. */
-async function startGateway(mqttPort: number, dtls = false): Promise<Started> {
+let gatewayStarts = 0;
+
+/**
+ * With `dtls`, the gateway also listens for DTLS, knows only the PSK devices, and the port returned is the
+ * DTLS one. Without `outbox`, devices are answered after the PUBACK (coap2mqtt-puback). Each start gets a
+ * fresh state directory, so no phase inherits another's backlog.
+ */
+async function startGateway(mqttPort: number, dtls = false, outbox = true): Promise<Started> {
   const port = await freeUdpPort();
   const dtlsPort = dtls ? await freeUdpPort() : 0;
   const config = join(scratchDir, 'coap2mqtt.json');
@@ -174,11 +180,13 @@ async function startGateway(mqttPort: number, dtls = false): Promise<Started> {
   const gatewayConfig = {
     coap: { host: HOST, port },
     ...(dtls && { dtls: { enabled: true, port: dtlsPort } }),
-    upstream: { url: `mqtt://${HOST}:${mqttPort}`, accessToken: 'gw', maxInflight: settings.maxInflight },
+    // mosquitto does not answer getSessionLimits: do not wait for it.
+    upstream: { url: `mqtt://${HOST}:${mqttPort}`, accessToken: 'gw', maxInflight: settings.maxInflight, sessionLimitsTimeoutMs: 0 },
+    outbox: { enabled: outbox },
     // The load generator drives each device far beyond a real one's rate: measure the gateway, not its 4.29s.
     limits: { requestsPerSecond: 0, deviceRequestsPerSecond: 0, unknownTokenFailures: 0 },
     devices,
-    state: { dir: join(scratchDir, 'state') },
+    state: { dir: join(scratchDir, `state-${++gatewayStarts}`) },
     // info logs state changes only, including the two lines that say it is ready.
     log: { level: 'info' },
   };
@@ -205,6 +213,8 @@ function startTarget(name: TargetName, broker: Started | undefined): Promise<Sta
       return startNodeTarget(name, 'raw-udp-server.js');
     case 'node-coap':
       return startNodeTarget(name, 'node-coap-server.js');
+    case 'coap2mqtt-puback':
+      return startGateway(broker!.port, false, false);
     case 'coap2mqtt':
       return startGateway(broker!.port);
     case 'coap2mqtt-dtls':
@@ -488,6 +498,11 @@ function printTable(saturation: readonly Phase[], fixedRate: readonly Phase[]): 
     'p50 ms', 'p99 ms', 'p999 ms', 'CPU% rate', 'RSS MB rate', 'lost s/r', 'not 2.01 s/r', 'loadgen CPU% sat',
   ];
   process.stdout.write(`\n${formatTable(headers, rows)}\n`);
+  const durable = throughputOf('coap2mqtt');
+  const puback = throughputOf('coap2mqtt-puback');
+  if (durable && puback) {
+    process.stdout.write(`coap2mqtt (durable outbox, synchronous full) / coap2mqtt-puback (answer after PUBACK): ${ratio(durable, puback)} saturation throughput\n`);
+  }
   process.stdout.write(
     `latency at ${settings.rate} req/s; saturation window ${settings.window}; CPU% 100 = one core; RSS = peak; ` +
       `coap2mqtt upstream.maxInflight ${settings.maxInflight}; ${settings.sockets} sockets, ${settings.devices} devices\n`,

@@ -6,6 +6,8 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { createBridge } from './bridge/index.js';
+import { createDirectUplink } from './bridge/deliver.js';
+import { DevicePresence } from './bridge/presence.js';
 import { RequestLimits } from './coap/limits.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
 import { createRouter } from './coap/routes/index.js';
@@ -20,6 +22,8 @@ import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceRegistry } from './devices/registry.js';
 import { redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
+import { Outbox } from './outbox/outbox.js';
+import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
 import type { EmbeddedBroker } from './upstream/embedded-broker.js';
@@ -38,6 +42,8 @@ export interface Gateway {
   /** Device-facing 4.29 limits and unknown-token blocks; stats() for a metrics endpoint. */
   readonly limits: RequestLimits;
   readonly upstream: UpstreamConnection;
+  /** Set when outbox.enabled. */
+  readonly outbox: Outbox | undefined;
   /** Answers what is in progress (up to drainTimeoutMs), then closes everything. Idempotent. */
   stop(drainTimeoutMs?: number): Promise<void>;
 }
@@ -67,11 +73,32 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await broker?.close();
     throw new StartupError(`cannot read the attribute cache in ${stateDir}: ${(error as Error).message}`);
   }
+  const presence = new DevicePresence(upstream, config.sessions, log.child({ component: 'presence' }));
+  let outbox: Outbox | undefined;
+  if (config.outbox.enabled) {
+    const path = join(stateDir, 'outbox.sqlite');
+    let store: OutboxStore;
+    try {
+      const opened = OutboxStore.open(path, config.outbox.synchronous);
+      store = opened.store;
+      if (opened.movedAside) {
+        log.error({ file: opened.movedAside }, 'the outbox file could not be read; it was moved aside (kept for recovery) and a new one started');
+      }
+    } catch (error) {
+      presence.stop();
+      attributes.close();
+      await broker?.close();
+      throw new StartupError(error instanceof StoreOpenError ? error.message : `cannot open the outbox ${path}: ${(error as Error).message}`);
+    }
+    outbox = new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, log.child({ component: 'outbox' }));
+  }
   const bridge = createBridge({
     upstream,
+    uplink: outbox ?? createDirectUplink(upstream, presence),
+    presence,
     attributes,
     sessions: config.sessions,
-    maxMessageBytes: config.upstream.maxMessageBytes,
+    sessionLimitsTimeoutMs: config.upstream.sessionLimitsTimeoutMs,
     log: log.child({ component: 'bridge' }),
   });
   upstream.subscribe(DOWNLINK_TOPICS);
@@ -109,6 +136,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await transport.stop();
     messageLayer.stop();
     bridge.stop();
+    presence.stop();
+    // Before the connection closes: publishes on their way may still be acknowledged.
+    await outbox?.stop();
     attributes.close();
     await upstream.stop();
     await broker?.close();
@@ -126,6 +156,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       // Reading upstream.ca/cert/key can still fail here if the files changed since the config was checked.
       throw new StartupError(`cannot start the upstream connection: ${(error as Error).message}`);
     }
+    outbox?.start();
     coapAddress = await transport.start().catch((error: NodeJS.ErrnoException) => {
       throw new StartupError(describeBindError(error, 'CoAP', coap.host, coap.port, 'coap.port'));
     });
@@ -142,6 +173,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       dtls: dtlsAddress ? `udp ${formatPeer(dtlsAddress)}` : 'off',
       devices: registry.size,
       upstream: redactUrl(upstreamUrl),
+      outbox: outbox ? `${config.outbox.synchronous} sync, ${outbox.stats().records} records waiting` : 'off (acknowledge after PUBACK)',
     },
     'coap2mqtt started',
   );
@@ -155,6 +187,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     messageLayer,
     limits,
     upstream,
+    outbox,
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {
         await messageLayer.drain(drainTimeoutMs);

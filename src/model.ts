@@ -27,8 +27,8 @@ export type AttributeSet = Readonly<Record<string, JsonValue>>;
 
 /** What became of an uplink; the device-facing edge turns it into its own protocol's answer. */
 export type UplinkOutcome =
-  /** Accepted upstream (PUBACKed): the device may forget it. */
-  | { readonly status: 'delivered' }
+  /** Safe: durably queued in the outbox, or acknowledged upstream (PUBACK). The device may forget it. */
+  | { readonly status: 'accepted' }
   /** Not accepted; nothing is kept, so the device must send it again, no sooner than retryAfterSeconds. */
   | { readonly status: 'unavailable'; readonly reason: string; readonly retryAfterSeconds: number }
   /** The reading cannot be sent in one upstream message even after splitting; sending it again will not help. */

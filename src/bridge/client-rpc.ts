@@ -21,7 +21,7 @@ export async function callClientRpc(context: BridgeContext, device: Device, meth
   }
   let message: string;
   try {
-    message = ownRpcRequestMessage(device.name, method, params, context.maxMessageBytes);
+    message = ownRpcRequestMessage(device.name, method, params, context.upstream.maxMessageBytes);
   } catch (error) {
     if (error instanceof MessageTooLargeError) return { status: 'too-large', reason: `the RPC is too large for ThingsBoard: ${error.message}` };
     throw error;

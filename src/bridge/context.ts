@@ -3,8 +3,16 @@ import type { AttributeStore } from '../devices/attribute-store.js';
 import type { DeviceSessions } from '../devices/sessions.js';
 import type { JsonValue } from '../model.js';
 import type { AttributeAnswer } from '../upstream/gateway-api.js';
-import type { UplinkContext } from './deliver.js';
 import type { PendingAnswers } from './pending-answers.js';
+import type { DevicePresence } from './presence.js';
+import type { Uplink, Upstream } from './upstream-port.js';
+
+/** What the uplink handlers need: where items go, and the live connection for limits and requests. */
+export interface UplinkContext {
+  readonly upstream: Upstream;
+  readonly uplink: Uplink;
+  readonly presence: DevicePresence;
+}
 
 /** Everything the bridge handlers share; built once by createBridge. */
 export interface BridgeContext extends UplinkContext {

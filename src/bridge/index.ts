@@ -14,12 +14,13 @@ import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
 import type { BridgeContext } from './context.js';
 import { createDownlinkHandler } from './downlink.js';
 import { PendingAnswers } from './pending-answers.js';
-import { DevicePresence } from './presence.js';
+import type { DevicePresence } from './presence.js';
 import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
+import { createSessionLimitsAsker } from './session-limits.js';
 import { observeSharedAttributes, refreshSharedAttributes } from './shared-attributes.js';
 import type { Subscription } from './subscription.js';
 import { forwardTelemetry } from './telemetry.js';
-import type { Upstream } from './upstream-port.js';
+import type { Uplink, Upstream } from './upstream-port.js';
 
 export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, Subscription };
 
@@ -41,21 +42,25 @@ export interface Bridge {
 
 export interface BridgeDeps {
   readonly upstream: Upstream;
+  /** Where uplinks go: the durable outbox, or straight upstream acknowledged by PUBACK. */
+  readonly uplink: Uplink;
+  /** Which devices ThingsBoard knows on the current session; shared with the outbox. */
+  readonly presence: DevicePresence;
   readonly attributes: AttributeStore;
   readonly sessions: SessionsConfig;
-  readonly maxMessageBytes: number;
+  /** How long to wait for ThingsBoard's getSessionLimits answer after connecting; 0: do not ask. */
+  readonly sessionLimitsTimeoutMs: number;
   readonly log: Logger;
 }
 
 const RPC_EXPIRY_SWEEP_MS = 10_000;
 
 export function createBridge(deps: BridgeDeps): Bridge {
-  const { upstream, sessions: options, log } = deps;
-  const presence = new DevicePresence(upstream, options, log.child({ component: 'presence' }));
+  const { upstream, presence, sessions: options, log } = deps;
   const context: BridgeContext = {
     upstream,
+    uplink: deps.uplink,
     presence,
-    maxMessageBytes: deps.maxMessageBytes,
     attributes: deps.attributes,
     sessions: new DeviceSessions({ ttlMs: options.rpcQueueTtlMs, maxPerDevice: options.rpcQueueMax }),
     attributeReads: new PendingAnswers<AttributeAnswer>(options.attributeRequestTimeoutMs),
@@ -63,6 +68,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     log,
   };
   const observers = new Map<string, Device>();
+  if (deps.sessionLimitsTimeoutMs > 0) upstream.onConnected(createSessionLimitsAsker(context, deps.sessionLimitsTimeoutMs));
   presence.onKeepAlive((device) => void refreshSharedAttributes(context, device));
   // After a reconnection (devices re-announced first): catch up on pushes missed while disconnected.
   upstream.onConnected(() => {
@@ -93,7 +99,6 @@ export function createBridge(deps: BridgeDeps): Bridge {
     handleDownlink: createDownlinkHandler(context),
     stop() {
       clearInterval(expiry);
-      presence.stop();
       context.attributeReads.cancel();
       context.ownRpcs.cancel();
     },

@@ -1,8 +1,7 @@
 import type { Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
 import type { Dropped, PendingRpc } from '../devices/sessions.js';
-import { MessageTooLargeError, Topic, rpcReplyMessage } from '../upstream/gateway-api.js';
+import { MessageTooLargeError, rpcReplyItem, type UplinkItem } from '../upstream/gateway-api.js';
 import type { BridgeContext } from './context.js';
-import { deliverForDevice } from './deliver.js';
 import { subscribe, type Subscription } from './subscription.js';
 
 /**
@@ -32,14 +31,14 @@ export function observeRpc(context: BridgeContext, device: Device, subscriber: S
 
 /** The device's answer to RPC `id` → `v1/gateway/rpc` `{"device","id","data"}`. */
 export function replyToRpc(context: BridgeContext, device: Device, id: number, data: JsonValue): Promise<UplinkOutcome> {
-  let message: string;
+  let item: UplinkItem;
   try {
-    message = rpcReplyMessage(device.name, id, data, context.maxMessageBytes);
+    item = rpcReplyItem(device.name, id, data, context.upstream.maxMessageBytes);
   } catch (error) {
     if (error instanceof MessageTooLargeError) return Promise.resolve({ status: 'too-large', reason: `the RPC reply is too large for ThingsBoard: ${error.message}` });
     throw error;
   }
-  return deliverForDevice(context, device, Topic.rpc, [message]);
+  return context.uplink.send(device, [item]);
 }
 
 /** Drops expired RPCs of devices that never came back; run periodically. */

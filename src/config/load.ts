@@ -85,14 +85,25 @@ export interface UpstreamConfig {
   readonly maxInflight: number;
   readonly maxQueuedPublishes: number;
   readonly maxMessageBytes: number;
+  readonly sessionLimitsTimeoutMs: number;
+}
+
+export interface OutboxConfig {
+  readonly enabled: boolean;
+  readonly maxBytes: number;
+  readonly maxAgeHours: number;
+  readonly minFreeDiskBytes: number;
+  readonly synchronous: 'full' | 'normal';
+  readonly shutdownFlushMs: number;
 }
 
 export interface GatewayConfig {
   readonly coap: CoapConfig;
   readonly dtls: DtlsConfig;
+  readonly limits: LimitsConfig;
   readonly upstream: UpstreamConfig;
   readonly sessions: SessionsConfig;
-  readonly limits: LimitsConfig;
+  readonly outbox: OutboxConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly devices: readonly DeviceEntry[];
   readonly state: { readonly dir: string };

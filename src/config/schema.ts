@@ -362,11 +362,55 @@ export const schema = {
       default: 10_000,
       env: 'COAP2MQTT_UPSTREAM_MAX_QUEUED_PUBLISHES',
     },
+    sessionLimitsTimeoutMs: {
+      doc: 'After each connection the gateway asks ThingsBoard for its session limits (getSessionLimits) and keeps its publishes under 80% of them; the outbox waits up to this long for the answer before sending. 0: do not ask, use maxInflight and maxMessageBytes as configured and no rate limit.',
+      format: integer(0, 600_000),
+      default: 5_000,
+      env: 'COAP2MQTT_UPSTREAM_SESSION_LIMITS_TIMEOUT_MS',
+    },
     maxMessageBytes: {
       doc: 'Largest MQTT payload the broker accepts (ThingsBoard: 65536). Readings are split across messages below it.',
       format: integer(1024, 268_435_455),
       default: 65_536,
       env: 'COAP2MQTT_UPSTREAM_MAX_MESSAGE_BYTES',
+    },
+  },
+  outbox: {
+    enabled: {
+      doc: 'Keep every uplink (telemetry, client attributes, RPC replies, claims) in a durable store before answering the device 2.01, and forward it upstream from there, in order, once ThingsBoard acknowledges. With false, a device is answered only after ThingsBoard\'s PUBACK and gets 5.03 while the broker is unreachable; nothing is written to disk.',
+      format: Boolean,
+      default: true,
+      env: 'COAP2MQTT_OUTBOX_ENABLED',
+    },
+    maxBytes: {
+      doc: 'Most uplink data the outbox keeps, in bytes (its file on disk is about as large). When a long outage fills it, the oldest readings are dropped first, logged and counted.',
+      format: integer(1_048_576, 1_099_511_627_776),
+      default: 268_435_456,
+      env: 'COAP2MQTT_OUTBOX_MAX_BYTES',
+    },
+    maxAgeHours: {
+      doc: 'Readings older than this are dropped from the outbox without being sent (logged and counted); 0 keeps them until maxBytes forces them out.',
+      format: integer(0, 87_600),
+      default: 168,
+      env: 'COAP2MQTT_OUTBOX_MAX_AGE_HOURS',
+    },
+    minFreeDiskBytes: {
+      doc: 'Free space to leave on the state directory\'s file system for the rest of the box (logs, updates): below it new uplinks are answered 5.03 instead of being stored. 0 leaves it to the disk filling up, which is also answered 5.03.',
+      format: integer(0, 1_099_511_627_776),
+      default: 67_108_864,
+      env: 'COAP2MQTT_OUTBOX_MIN_FREE_DISK_BYTES',
+    },
+    synchronous: {
+      doc: '"full": each commit reaches the storage medium before devices are answered, so acknowledged readings survive a power cut (fsync per group commit). "normal": they survive a crash or kill of the gateway but a power cut may lose the last moments; faster on slow SD cards.',
+      format: ['full', 'normal'],
+      default: 'full',
+      env: 'COAP2MQTT_OUTBOX_SYNCHRONOUS',
+    },
+    shutdownFlushMs: {
+      doc: 'On SIGTERM, how long to wait for ThingsBoard to acknowledge what is already on its way before closing (what is not acknowledged stays in the outbox for the next start).',
+      format: integer(0, 600_000),
+      default: 5_000,
+      env: 'COAP2MQTT_OUTBOX_SHUTDOWN_FLUSH_MS',
     },
   },
   sessions: {

@@ -1,15 +1,28 @@
 // The one MQTT connection to ThingsBoard. Publishes are QoS 1 and resolve on PUBACK, within a bounded
 // in-flight window. Reconnection is ours (MQTT.js only knows a fixed period): exponential back-off with
 // jitter, and in-flight messages are failed on disconnect rather than replayed blindly, so a device is
-// always told the truth and the gateway can re-announce its devices before any data follows.
+// always told the truth and the gateway can re-announce its devices before any data follows. Publishes
+// are paced under the session limits ThingsBoard announces (applySessionLimits).
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/load.js';
 import { redactUrl } from '../log.js';
+import { Topic, type SessionLimits } from './gateway-api.js';
+import { HEADROOM, UpstreamPacer } from './pacer.js';
 
 /** The upstream slice of the configuration, with `url` resolved (the embedded broker's when empty). */
-export type UpstreamConnectionOptions = Omit<UpstreamConfig, 'maxMessageBytes'>;
+export type UpstreamConnectionOptions = UpstreamConfig;
+
+export interface PublishOptions {
+  /** Telemetry data points the message carries, for ThingsBoard's data-point rate limit. */
+  readonly dataPoints?: number;
+  /**
+   * Wait for the PUBACK or the disconnection however long it takes, outside the queue limit: for a caller
+   * (the outbox) that bounds how many it has outstanding and keeps the data meanwhile.
+   */
+  readonly untimed?: boolean;
+}
 
 /** The broker did not take the message; nothing of it is kept. */
 export class UpstreamUnavailableError extends Error {
@@ -24,6 +37,7 @@ export class UpstreamUnavailableError extends Error {
 interface Job {
   readonly topic: string;
   readonly payload: string;
+  readonly points: number;
   readonly resolve: () => void;
   readonly reject: (error: UpstreamUnavailableError) => void;
   timer: NodeJS.Timeout | undefined;
@@ -50,6 +64,11 @@ export class UpstreamConnection {
   private lastLoggedFailure: { reason: string; at: number } | undefined;
   private disconnectedAt: number | undefined;
   private connects = 0;
+  private readonly pacer = new UpstreamPacer();
+  private paceTimer: NodeJS.Timeout | undefined;
+  private sessionLimits: SessionLimits | undefined;
+  private limitsSettled = false;
+  private readonly readyListeners: Array<() => void> = [];
 
   constructor(
     private readonly options: UpstreamConnectionOptions,
@@ -58,6 +77,47 @@ export class UpstreamConnection {
 
   get connected(): boolean {
     return this.isConnected;
+  }
+
+  /** Connected, and the session's limits are known (or were not answered in time): bulk traffic may flow. */
+  get ready(): boolean {
+    return this.isConnected && this.limitsSettled;
+  }
+
+  /** Called each time the connection becomes ready. */
+  onReady(listener: () => void): void {
+    this.readyListeners.push(listener);
+  }
+
+  /** Publishes allowed in flight: the configured window, within 80% of what ThingsBoard announced. */
+  get inflightLimit(): number {
+    const announced = this.sessionLimits?.maxInflightMessages;
+    const allowed = announced === undefined ? Infinity : Math.max(1, Math.floor(announced * HEADROOM));
+    return Math.min(this.options.maxInflight, allowed);
+  }
+
+  /** Largest payload to publish: the configured limit, or ThingsBoard's if it announced a smaller one. */
+  get maxMessageBytes(): number {
+    return Math.min(this.options.maxMessageBytes, this.sessionLimits?.maxPayloadSize ?? Infinity);
+  }
+
+  /** Most telemetry data points one publish may carry under the data-point rate limits. */
+  get maxPointsPerPublish(): number {
+    return this.pacer.maxPointsPerPublish();
+  }
+
+  /**
+   * The session's limits as ThingsBoard announced them (undefined: none announced, or no answer in time);
+   * from here on the connection is ready.
+   */
+  applySessionLimits(limits: SessionLimits | undefined): void {
+    if (!this.isConnected) return;
+    this.sessionLimits = limits;
+    this.pacer.configure(limits);
+    const wasSettled = this.limitsSettled;
+    this.limitsSettled = true;
+    this.pump();
+    if (!wasSettled) for (const listener of this.readyListeners) listener();
   }
 
   /** Called on every successful (re)connection, before queued traffic flows. */
@@ -105,13 +165,19 @@ export class UpstreamConnection {
   }
 
   /** Resolves when the broker has acknowledged the message (QoS 1 PUBACK). */
-  publish(topic: string, payload: string): Promise<void> {
+  publish(topic: string, payload: string, options: PublishOptions = {}): Promise<void> {
     if (!this.isConnected) {
       return Promise.reject(this.unavailable('the gateway is not connected to the upstream broker'));
     }
     return new Promise<void>((resolve, reject) => {
-      const job: Job = { topic, payload, resolve, reject, timer: undefined, settled: false };
-      if (this.inflight >= this.options.maxInflight && this.queue.length >= this.options.maxQueuedPublishes) {
+      const job: Job = { topic, payload, points: options.dataPoints ?? 0, resolve, reject, timer: undefined, settled: false };
+      if (options.untimed) {
+        this.queue.push(job);
+        this.pump();
+        return;
+      }
+      const mustWait = this.inflight >= this.inflightLimit || this.paceTimer !== undefined;
+      if (mustWait && this.queue.length >= this.options.maxQueuedPublishes) {
         this.fail(job, 'the upstream publish queue is full');
         return;
       }
@@ -122,8 +188,8 @@ export class UpstreamConnection {
         // An in-flight message keeps its window slot until the PUBACK or the disconnect.
         this.fail(job, `the upstream broker did not acknowledge within ${this.options.publishTimeoutMs} ms`);
       }, this.options.publishTimeoutMs);
-      if (this.inflight < this.options.maxInflight) this.send(job);
-      else this.queue.push(job);
+      this.queue.push(job);
+      this.pump();
     });
   }
 
@@ -141,6 +207,8 @@ export class UpstreamConnection {
     this.isConnected = false;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
     for (const job of this.queue.splice(0)) this.fail(job, 'the gateway is shutting down');
     const client = this.client;
     this.client = undefined;
@@ -168,8 +236,23 @@ export class UpstreamConnection {
     });
   }
 
+  /** Sends queued jobs in order while the window and the rate limits allow. */
   private pump(): void {
-    while (this.isConnected && this.inflight < this.options.maxInflight && this.queue.length > 0) {
+    if (this.paceTimer) return;
+    while (this.isConnected && this.inflight < this.inflightLimit && this.queue.length > 0) {
+      const job = this.queue[0]!;
+      if (job.settled) {
+        this.queue.shift();
+        continue;
+      }
+      const wait = this.pacer.take({ telemetry: job.topic === Topic.telemetry, points: job.points });
+      if (wait > 0) {
+        this.paceTimer = setTimeout(() => {
+          this.paceTimer = undefined;
+          this.pump();
+        }, wait);
+        return;
+      }
       this.send(this.queue.shift()!);
     }
   }
@@ -177,6 +260,11 @@ export class UpstreamConnection {
   private handleConnect(): void {
     this.isConnected = true;
     this.connects++;
+    // Until this session's limits are known, none apply beyond the configured window; bulk senders wait
+    // for `ready` (the bridge asks ThingsBoard and calls applySessionLimits).
+    this.sessionLimits = undefined;
+    this.pacer.configure(undefined);
+    this.limitsSettled = this.options.sessionLimitsTimeoutMs === 0;
     if (this.connects === 1) {
       this.log.info({ url: redactUrl(this.options.url) }, 'upstream broker connected');
     } else {
@@ -191,6 +279,7 @@ export class UpstreamConnection {
     if (this.subscriptions.length > 0) this.subscribeNow(this.subscriptions);
     for (const listener of this.connectedListeners) listener();
     this.pump();
+    if (this.limitsSettled) for (const listener of this.readyListeners) listener();
   }
 
   private subscribeNow(topics: readonly string[]): void {
@@ -210,6 +299,9 @@ export class UpstreamConnection {
     const client = this.client;
     const wasConnected = this.isConnected;
     this.isConnected = false;
+    this.limitsSettled = false;
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
     if (client) {
       // Fail what is in flight now: the device is answered 5.03 and retries (a duplicate upstream is
       // possible only if the PUBACK itself was lost, as QoS 1 allows).

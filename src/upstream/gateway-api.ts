@@ -49,44 +49,115 @@ export function connectMessage(device: Device): string {
 }
 
 /**
- * `{"<device>":[{"ts":..,"values":{..}},..]}`, split into as few messages as fit under `maxBytes`.
- * Throws MessageTooLargeError when a single record cannot fit on its own.
+ * What a device sends up, reduced to the JSON fragment a publish embeds, so one publish can carry many
+ * devices' items (upstream/batch.ts):
+ * - telemetry: records `{"ts":..,"values":{..}},..` inside the device's array in `{"<device>":[..]}`;
+ * - attributes, claim: the object in `{"<device>":{..}}`;
+ * - rpcReply: the whole `{"device","id","data"}` message.
  */
-export function telemetryMessages(deviceName: string, records: readonly TelemetryRecord[], maxBytes: number): string[] {
+export const UplinkKind = {
+  telemetry: 1,
+  attributes: 2,
+  rpcReply: 3,
+  claim: 4,
+} as const;
+export type UplinkKind = (typeof UplinkKind)[keyof typeof UplinkKind];
+
+export interface UplinkItem {
+  readonly kind: UplinkKind;
+  readonly body: string;
+  /** Telemetry data points (key-value pairs), which ThingsBoard rate-limits on their own. */
+  readonly points: number;
+}
+
+export const topicOf = (kind: UplinkKind): string => {
+  switch (kind) {
+    case UplinkKind.telemetry:
+      return Topic.telemetry;
+    case UplinkKind.attributes:
+      return Topic.attributes;
+    case UplinkKind.rpcReply:
+      return Topic.rpc;
+    case UplinkKind.claim:
+      return Topic.claim;
+  }
+};
+
+/** Bytes a publish holding only this device's item adds around the item's body. */
+export function frameBytes(kind: UplinkKind, deviceName: string): number {
+  switch (kind) {
+    case UplinkKind.telemetry:
+      return Buffer.byteLength(JSON.stringify(deviceName)) + 5; // {"d":[ ]}
+    case UplinkKind.attributes:
+    case UplinkKind.claim:
+      return Buffer.byteLength(JSON.stringify(deviceName)) + 3; // {"d": }
+    case UplinkKind.rpcReply:
+      return 0;
+  }
+}
+
+/**
+ * A device's telemetry records as items, as few as fit each on its own in a publish of `maxBytes`.
+ * Throws MessageTooLargeError when a single record cannot fit.
+ */
+export function telemetryItems(deviceName: string, records: readonly TelemetryRecord[], maxBytes: number): UplinkItem[] {
   assertDeviceName(deviceName);
-  const head = `{${JSON.stringify(deviceName)}:[`;
-  const tail = ']}';
-  const frame = Buffer.byteLength(head) + tail.length;
-  const messages: string[] = [];
+  const room = maxBytes - frameBytes(UplinkKind.telemetry, deviceName);
+  const items: UplinkItem[] = [];
   let parts: string[] = [];
-  let size = frame;
+  let size = 0;
+  let points = 0;
   for (const record of records) {
     if (!Number.isSafeInteger(record.ts) || record.values === null || typeof record.values !== 'object') {
       throw new TypeError('telemetry records need an integer ts and a values object');
     }
     const part = JSON.stringify({ ts: record.ts, values: record.values });
     const partBytes = Buffer.byteLength(part);
-    if (frame + partBytes > maxBytes) throw new MessageTooLargeError(frame + partBytes, maxBytes);
-    const separator = parts.length > 0 ? 1 : 0;
-    if (size + separator + partBytes > maxBytes) {
-      messages.push(head + parts.join(',') + tail);
+    if (partBytes > room) throw new MessageTooLargeError(partBytes + maxBytes - room, maxBytes);
+    if (parts.length > 0 && size + 1 + partBytes > room) {
+      items.push({ kind: UplinkKind.telemetry, body: parts.join(','), points });
       parts = [];
-      size = frame;
+      size = 0;
+      points = 0;
     }
     size += (parts.length > 0 ? 1 : 0) + partBytes;
+    points += Object.keys(record.values).length;
     parts.push(part);
   }
-  if (parts.length > 0) messages.push(head + parts.join(',') + tail);
-  return messages;
+  if (parts.length > 0) items.push({ kind: UplinkKind.telemetry, body: parts.join(','), points });
+  return items;
 }
 
-/** `{"<device>":{"key":value,..}}`; throws MessageTooLargeError above `maxBytes`. */
-export function attributesMessage(deviceName: string, attributes: AttributeSet, maxBytes: number): string {
+/** Client attributes; throws MessageTooLargeError when the publish would exceed `maxBytes`. */
+export function attributesItem(deviceName: string, attributes: AttributeSet, maxBytes: number): UplinkItem {
   assertDeviceName(deviceName);
   if (attributes === null || typeof attributes !== 'object' || Array.isArray(attributes)) {
     throw new TypeError('client attributes must be an object');
   }
-  return measured(`{${JSON.stringify(deviceName)}:${JSON.stringify(attributes)}}`, maxBytes);
+  return measuredItem(UplinkKind.attributes, deviceName, JSON.stringify(attributes), maxBytes);
+}
+
+/** A device's answer to a server-side RPC: all three fields are mandatory on the server. */
+export function rpcReplyItem(deviceName: string, id: number, data: JsonValue, maxBytes: number): UplinkItem {
+  assertDeviceName(deviceName);
+  if (!Number.isSafeInteger(id)) throw new TypeError('an RPC reply needs an integer id');
+  return measuredItem(UplinkKind.rpcReply, deviceName, JSON.stringify({ device: deviceName, id, data: data ?? null }), maxBytes);
+}
+
+export interface ClaimRequest {
+  readonly secretKey?: string;
+  readonly durationMs?: number;
+}
+
+export function claimItem(deviceName: string, claim: ClaimRequest): UplinkItem {
+  assertDeviceName(deviceName);
+  return { kind: UplinkKind.claim, body: JSON.stringify(claim), points: 0 };
+}
+
+function measuredItem(kind: UplinkKind, deviceName: string, body: string, maxBytes: number): UplinkItem {
+  const bytes = Buffer.byteLength(body) + frameBytes(kind, deviceName);
+  if (bytes > maxBytes) throw new MessageTooLargeError(bytes, maxBytes);
+  return { kind, body, points: 0 };
 }
 
 export function disconnectMessage(deviceName: string): string {
@@ -104,23 +175,6 @@ export function attributeRequestMessage(id: number, deviceName: string, client: 
   return keys.length === 1
     ? JSON.stringify({ id, device: deviceName, client, key: keys[0] })
     : JSON.stringify({ id, device: deviceName, client, keys });
-}
-
-/** A device's answer to a server-side RPC: all three fields are mandatory on the server. */
-export function rpcReplyMessage(deviceName: string, id: number, data: JsonValue, maxBytes: number): string {
-  assertDeviceName(deviceName);
-  if (!Number.isSafeInteger(id)) throw new TypeError('an RPC reply needs an integer id');
-  return measured(JSON.stringify({ device: deviceName, id, data: data ?? null }), maxBytes);
-}
-
-export interface ClaimRequest {
-  readonly secretKey?: string;
-  readonly durationMs?: number;
-}
-
-export function claimMessage(deviceName: string, claim: ClaimRequest): string {
-  assertDeviceName(deviceName);
-  return JSON.stringify({ [deviceName]: claim });
 }
 
 /** A child's client-side RPC relayed as the gateway's own (the rule chain contract is in the README). */
@@ -220,4 +274,61 @@ function parseAttributeResponse(body: JsonObject): Downlink {
   if (isObject(values)) return { kind: 'attribute-response', id, device, found: { form: 'values', values } };
   if (Object.hasOwn(body, 'value')) return { kind: 'attribute-response', id, device, found: { form: 'value', value: body['value'] as JsonValue } };
   return { kind: 'attribute-response', id, device, found: { form: 'none' } };
+}
+
+/** The gateway asks ThingsBoard for its session limits on `v1/devices/me/rpc/request/{n}` (§1). */
+export const SESSION_LIMITS_REQUEST = JSON.stringify({ method: 'getSessionLimits', params: {} });
+
+/** "capacity per so many seconds", from ThingsBoard's "100:1,3000:60" notation. */
+export interface RateLimit {
+  readonly capacity: number;
+  readonly seconds: number;
+}
+
+export interface SessionLimits {
+  readonly maxPayloadSize: number | undefined;
+  readonly maxInflightMessages: number | undefined;
+  readonly messages: readonly RateLimit[];
+  readonly telemetryMessages: readonly RateLimit[];
+  readonly telemetryDataPoints: readonly RateLimit[];
+}
+
+/**
+ * The answer to getSessionLimits: `{"maxPayloadSize","maxInflightMessages","rateLimits":{..},
+ * "gatewayRateLimits":{"messages":"cap:sec,..","telemetryMessages":..,"telemetryDataPoints":..}}`. The
+ * gateway's limits count all its children's messages together, so they win over the device-level ones.
+ * Undefined when the answer is not of that shape (an older server, or a rule chain answering it).
+ */
+export function parseSessionLimits(body: JsonValue): SessionLimits | undefined {
+  if (!isObject(body)) return undefined;
+  const positive = (value: JsonValue | undefined): number | undefined =>
+    typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : undefined;
+  const maxPayloadSize = positive(body['maxPayloadSize']);
+  const maxInflightMessages = positive(body['maxInflightMessages']);
+  const gateway = body['gatewayRateLimits'];
+  const device = body['rateLimits'];
+  const limits = isObject(gateway) ? gateway : isObject(device) ? device : {};
+  const parsed: SessionLimits = {
+    maxPayloadSize,
+    maxInflightMessages,
+    messages: parseRateLimits(limits['messages']),
+    telemetryMessages: parseRateLimits(limits['telemetryMessages']),
+    telemetryDataPoints: parseRateLimits(limits['telemetryDataPoints']),
+  };
+  const anything =
+    maxPayloadSize !== undefined || maxInflightMessages !== undefined || parsed.messages.length + parsed.telemetryMessages.length + parsed.telemetryDataPoints.length > 0;
+  return anything ? parsed : undefined;
+}
+
+function parseRateLimits(value: JsonValue | undefined): RateLimit[] {
+  if (typeof value !== 'string') return [];
+  const limits: RateLimit[] = [];
+  for (const part of value.split(',')) {
+    const match = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(part);
+    if (!match) continue;
+    const capacity = Number(match[1]);
+    const seconds = Number(match[2]);
+    if (capacity > 0 && seconds > 0) limits.push({ capacity, seconds });
+  }
+  return limits;
 }

@@ -128,6 +128,8 @@ describe('running', () => {
     cleanups.push(() => broker.dispose());
     const tb = await ThingsBoardDouble.connect(broker.url);
     cleanups.push(() => tb.close());
+    // As ThingsBoard does: the gateway asks for its session limits before sending from its outbox.
+    tb.answerSessionLimits();
     const port = await freeUdpPort();
     const file = writeConfig(`{
       coap: { port: ${port} },
@@ -141,9 +143,12 @@ describe('running', () => {
     const result = await coapClient(`coap://127.0.0.1:${port}/api/v1/A1_TEST_TOKEN/telemetry`, ['-m', 'post', '-e', '{"temperature":21.5}']);
     expect(result.response?.code).toBe('2.01');
     await tb.waitFor('v1/gateway/telemetry');
-    expect(tb.received.map((m) => m.topic)).toEqual(['v1/gateway/connect', 'v1/gateway/telemetry']);
-    expect(tb.received[0]!.json).toEqual({ device: 'Boiler-7', type: 'thermostat' });
-    expect(tb.received[1]!.text).toMatch(/^\{"Boiler-7":\[\{"ts":\d{13},"values":\{"temperature":21\.5\}\}\]\}$/);
+    expect(tb.received.map((m) => m.topic)).toEqual(['v1/devices/me/rpc/request/1', 'v1/devices/me/rpc/response/1', 'v1/gateway/connect', 'v1/gateway/telemetry']);
+    expect(tb.received[0]!.json).toEqual({ method: 'getSessionLimits', params: {} });
+    expect(run.stdout()).toContain('ThingsBoard session limits received');
+    const gatewayApi = tb.received.filter((m) => m.topic.startsWith('v1/gateway/'));
+    expect(gatewayApi[0]!.json).toEqual({ device: 'Boiler-7', type: 'thermostat' });
+    expect(gatewayApi[1]!.text).toMatch(/^\{"Boiler-7":\[\{"ts":\d{13},"values":\{"temperature":21\.5\}\}\]\}$/);
 
     const unknown = await coapClient(`coap://127.0.0.1:${port}/api/v1/WRONG/telemetry`, ['-m', 'post', '-e', '{"temperature":21.5}']);
     expect(unknown.response?.code).toBe('4.01');

@@ -1,5 +1,6 @@
 // Message-layer behaviour seen from outside: retransmissions answered from the cache and published once,
-// separate responses when the broker is slow, and garbage that changes nothing.
+// separate responses when the broker is slow, and garbage that changes nothing. These gateways answer
+// after the PUBACK (outbox off), so a slow broker means a slow answer; the outbox's own are in outbox.test.ts.
 import * as coapPacket from 'coap-packet';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { coapClient } from '../helpers/coap-client.js';
@@ -19,7 +20,7 @@ beforeAll(async () => {
   broker = await Mosquitto.start();
   slowLink = await DelayingTcpProxy.start(broker.port);
   tb = await ThingsBoardDouble.connect(broker.url);
-  gw = await startTestGateway({ upstream: { url: `mqtt://127.0.0.1:${slowLink.port}`, accessToken: 'gw' } });
+  gw = await startTestGateway({ upstream: { url: `mqtt://127.0.0.1:${slowLink.port}`, accessToken: 'gw' }, outbox: { enabled: false } });
   await eventually(() => gw.gateway.upstream.connected, 5000, 'upstream connection');
 });
 
@@ -147,6 +148,7 @@ describe('slow upstream', () => {
   it('answers 5.03 with Max-Age when the broker does not acknowledge in time', async () => {
     const slowGw = await startTestGateway({
       upstream: { url: `mqtt://127.0.0.1:${slowLink.port}`, accessToken: 'gw', publishTimeoutMs: 1000 },
+      outbox: { enabled: false },
     });
     try {
       await eventually(() => slowGw.gateway.upstream.connected, 5000, 'upstream connection');
@@ -165,6 +167,7 @@ describe('upstream window', () => {
   it('keeps at most upstream.maxInflight publishes unacknowledged and answers 5.03 when the queue behind them is full', async () => {
     const narrowGw = await startTestGateway({
       upstream: { url: `mqtt://127.0.0.1:${slowLink.port}`, accessToken: 'gw', maxInflight: 1, maxQueuedPublishes: 1 },
+      outbox: { enabled: false },
     });
     try {
       await eventually(() => narrowGw.gateway.upstream.connected, 5000, 'upstream connection');

@@ -25,9 +25,11 @@ export const DEVICES = [
 export async function startTestGateway(config: Record<string, unknown>): Promise<TestGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-test-'));
   const file = join(dir, 'config.json');
+  // A bare mosquitto never answers getSessionLimits: tests do not wait for it unless they ask to.
+  const upstream = { sessionLimitsTimeoutMs: 0, ...(config.upstream as Record<string, unknown> | undefined) };
   writeFileSync(
     file,
-    JSON.stringify({ coap: { host: '127.0.0.1', port: 0 }, devices: DEVICES, state: { dir: join(dir, 'state') }, ...config }),
+    JSON.stringify({ coap: { host: '127.0.0.1', port: 0 }, devices: DEVICES, state: { dir: join(dir, 'state') }, ...config, upstream }),
   );
   const loaded = loadConfig({ file, env: {} });
   if (!loaded.ok) throw new Error(`test config invalid: ${loaded.errors.join('; ')}`);

@@ -5,7 +5,21 @@ export interface Received {
   readonly topic: string;
   readonly text: string;
   readonly json: unknown;
+  /** The payload as it arrived (to check it is valid UTF-8, which `text` cannot show). */
+  readonly bytes: Buffer;
+  /** When it arrived (Date.now()), to check rates. */
+  readonly at: number;
 }
+
+const TOPICS = ['v1/gateway/#', 'v1/devices/me/#'];
+
+/** What a ThingsBoard with roomy tenant limits answers to getSessionLimits (gateway-mqtt-api.md §1). */
+export const GENEROUS_SESSION_LIMITS = {
+  maxPayloadSize: 65536,
+  maxInflightMessages: 1000,
+  rateLimits: { messages: '100000:1', telemetryMessages: '100000:1', telemetryDataPoints: '100000:1' },
+  gatewayRateLimits: { messages: '100000:1', telemetryMessages: '100000:1', telemetryDataPoints: '100000:1' },
+};
 
 /**
  * Stands in for ThingsBoard: only subscribes to and publishes on the broker. Records every gateway-API
@@ -13,6 +27,9 @@ export interface Received {
  */
 export class ThingsBoardDouble {
   readonly received: Received[] = [];
+
+  private generation = 1;
+  private subscribedGeneration = 1;
 
   private constructor(private readonly client: MqttClient) {
     client.on('message', (topic, payload) => {
@@ -23,7 +40,36 @@ export class ThingsBoardDouble {
       } catch {
         json = undefined;
       }
-      this.received.push({ topic, text, json });
+      this.received.push({ topic, text, json, bytes: Buffer.from(payload), at: Date.now() });
+    });
+    // While a test keeps the broker down, reconnect attempts fail with ECONNREFUSED: expected, not an error.
+    client.on('error', () => {});
+    // After a broker restart (a fresh broker keeps no sessions) subscribe again and note when it took.
+    client.on('connect', () => {
+      const generation = ++this.generation;
+      client.subscribe(TOPICS, { qos: 1 }, (error) => {
+        if (!error && generation === this.generation) this.subscribedGeneration = generation;
+      });
+    });
+  }
+
+  /** Resolves once the double is connected and subscribed on its current connection (after a broker restart). */
+  subscribed(timeoutMs = 10_000): Promise<true> {
+    return eventually(() => this.client.connected && this.subscribedGeneration === this.generation, timeoutMs, 'the ThingsBoard double to subscribe again');
+  }
+
+  /** Answers the gateway's getSessionLimits request (and only that) with `limits`. */
+  answerSessionLimits(limits: unknown = GENEROUS_SESSION_LIMITS): void {
+    this.client.on('message', (topic, payload) => {
+      const match = /^v1\/devices\/me\/rpc\/request\/(\d+)$/.exec(topic);
+      if (!match || this.silent) return;
+      let method: unknown;
+      try {
+        method = (JSON.parse(payload.toString()) as { method?: unknown }).method;
+      } catch {
+        return;
+      }
+      if (method === 'getSessionLimits') void this.publish(`v1/devices/me/rpc/response/${match[1]}`, limits);
     });
   }
 
@@ -65,7 +111,7 @@ export class ThingsBoardDouble {
 
   static async connect(url: string): Promise<ThingsBoardDouble> {
     const client = await mqtt.connectAsync(url, { clientId: `tb-double-${process.pid}-${Math.random()}`, reconnectPeriod: 200 });
-    await client.subscribeAsync(['v1/gateway/#', 'v1/devices/me/#'], { qos: 1 });
+    await client.subscribeAsync(TOPICS, { qos: 1 });
     return new ThingsBoardDouble(client);
   }
 

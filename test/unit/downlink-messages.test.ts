@@ -3,11 +3,12 @@ import { describe, expect, it } from 'vitest';
 import {
   DOWNLINK_TOPICS,
   MessageTooLargeError,
+  UplinkKind,
   attributeRequestMessage,
-  claimMessage,
+  claimItem,
   ownRpcRequestMessage,
   parseDownlink,
-  rpcReplyMessage,
+  rpcReplyItem,
 } from '../../src/upstream/gateway-api.js';
 
 const parse = (topic: string, body: unknown) => parseDownlink(topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)));
@@ -25,8 +26,10 @@ describe('requests the gateway sends', () => {
   });
 
   it('replies to an RPC with all three mandatory fields, and measures it', () => {
-    expect(JSON.parse(rpcReplyMessage('Boiler-7', 5, { ok: true }, 1000))).toEqual({ device: 'Boiler-7', id: 5, data: { ok: true } });
-    expect(() => rpcReplyMessage('Boiler-7', 5, 'x'.repeat(2000), 1000)).toThrow(MessageTooLargeError);
+    const reply = rpcReplyItem('Boiler-7', 5, { ok: true }, 1000);
+    expect(reply.kind).toBe(UplinkKind.rpcReply);
+    expect(JSON.parse(reply.body)).toEqual({ device: 'Boiler-7', id: 5, data: { ok: true } });
+    expect(() => rpcReplyItem('Boiler-7', 5, 'x'.repeat(2000), 1000)).toThrow(MessageTooLargeError);
   });
 
   it('relays a client-side RPC as the gateway\'s own, naming the device inside params', () => {
@@ -36,9 +39,9 @@ describe('requests the gateway sends', () => {
     });
   });
 
-  it('claims under the device name', () => {
-    expect(JSON.parse(claimMessage('Pump-2', { secretKey: 's', durationMs: 60000 }))).toEqual({ 'Pump-2': { secretKey: 's', durationMs: 60000 } });
-    expect(JSON.parse(claimMessage('Pump-2', {}))).toEqual({ 'Pump-2': {} });
+  it('claims with the secret and duration (the device name wraps it when batched)', () => {
+    expect(claimItem('Pump-2', { secretKey: 's', durationMs: 60000 })).toEqual({ kind: UplinkKind.claim, body: '{"secretKey":"s","durationMs":60000}', points: 0 });
+    expect(JSON.parse(claimItem('Pump-2', {}).body)).toEqual({});
   });
 
   it('subscribes to exactly the three server→gateway topics and its own RPC responses, no gateway wildcard', () => {

@@ -1,33 +1,146 @@
 import { describe, expect, it } from 'vitest';
-import { MessageTooLargeError, attributesMessage, connectMessage, telemetryMessages } from '../../src/upstream/gateway-api.js';
+import { nextPublish, type BatchRow } from '../../src/upstream/batch.js';
+import {
+  MessageTooLargeError,
+  UplinkKind,
+  attributesItem,
+  connectMessage,
+  parseSessionLimits,
+  telemetryItems,
+} from '../../src/upstream/gateway-api.js';
+
+/** All publishes for `rows`, as the direct path and the outbox build them. */
+function publishAll(rows: readonly BatchRow[], maxBytes: number, maxPoints?: number): Array<{ topic: string; payload: string; points: number }> {
+  const out: Array<{ topic: string; payload: string; points: number }> = [];
+  for (let start = 0; start < rows.length; ) {
+    const publish = nextPublish(rows, start, maxBytes, maxPoints);
+    if ('oversized' in publish) throw new Error(`row ${start} oversized`);
+    out.push({ topic: publish.topic, payload: publish.payload, points: publish.points });
+    start += publish.rows;
+  }
+  return out;
+}
+
+const rowsOf = (device: string, items: ReturnType<typeof telemetryItems>): BatchRow[] => items.map((item) => ({ ...item, device }));
 
 describe('gateway API messages', () => {
   it('builds connect with the device profile', () => {
     expect(JSON.parse(connectMessage({ name: 'Boiler-7', type: 'thermostat' }))).toEqual({ device: 'Boiler-7', type: 'thermostat' });
   });
 
-  it('builds telemetry as an array of {ts, values} under the device name', () => {
-    const [message] = telemetryMessages('Boiler "7"', [{ ts: 1, values: { a: 1 } }, { ts: 2, values: { b: 'x' } }], 65536);
-    expect(JSON.parse(message!)).toEqual({ 'Boiler "7"': [{ ts: 1, values: { a: 1 } }, { ts: 2, values: { b: 'x' } }] });
+  it('builds telemetry as an array of {ts, values} under the device name, counting data points', () => {
+    const items = telemetryItems('Boiler "7"', [{ ts: 1, values: { a: 1 } }, { ts: 2, values: { b: 'x', c: true } }], 65536);
+    expect(items).toHaveLength(1);
+    expect(items[0]!.points).toBe(3);
+    const [publish] = publishAll(rowsOf('Boiler "7"', items), 65536);
+    expect(publish!.topic).toBe('v1/gateway/telemetry');
+    expect(JSON.parse(publish!.payload)).toEqual({ 'Boiler "7"': [{ ts: 1, values: { a: 1 } }, { ts: 2, values: { b: 'x', c: true } }] });
   });
 
   it('splits many records into messages that each fit the limit, keeping order', () => {
     const records = Array.from({ length: 500 }, (_, i) => ({ ts: 1_700_000_000_000 + i, values: { sensor: i, label: 'é'.repeat(20) } }));
-    const messages = telemetryMessages('Pump-2', records, 4096);
-    expect(messages.length).toBeGreaterThan(1);
-    for (const message of messages) expect(Buffer.byteLength(message)).toBeLessThanOrEqual(4096);
-    const all = messages.flatMap((message) => (JSON.parse(message) as Record<string, unknown[]>)['Pump-2']!);
+    const publishes = publishAll(rowsOf('Pump-2', telemetryItems('Pump-2', records, 4096)), 4096);
+    expect(publishes.length).toBeGreaterThan(1);
+    for (const { payload } of publishes) expect(Buffer.byteLength(payload)).toBeLessThanOrEqual(4096);
+    const all = publishes.flatMap(({ payload }) => (JSON.parse(payload) as Record<string, unknown[]>)['Pump-2']!);
     expect(all).toEqual(records);
   });
 
   it('refuses a record that cannot fit even alone', () => {
-    expect(() => telemetryMessages('X', [{ ts: 1, values: { blob: 'x'.repeat(5000) } }], 4096)).toThrow(MessageTooLargeError);
-    expect(() => attributesMessage('X', { blob: 'x'.repeat(5000) }, 4096)).toThrow(MessageTooLargeError);
+    expect(() => telemetryItems('X', [{ ts: 1, values: { blob: 'x'.repeat(5000) } }], 4096)).toThrow(MessageTooLargeError);
+    expect(() => attributesItem('X', { blob: 'x'.repeat(5000) }, 4096)).toThrow(MessageTooLargeError);
   });
 
   it('refuses shapes that would make ThingsBoard drop the session', () => {
-    expect(() => telemetryMessages('', [{ ts: 1, values: {} }], 4096)).toThrow(TypeError);
-    expect(() => telemetryMessages('X', [{ ts: 1.5, values: {} }], 4096)).toThrow(TypeError);
-    expect(() => attributesMessage('X', [] as unknown as Record<string, never>, 4096)).toThrow(TypeError);
+    expect(() => telemetryItems('', [{ ts: 1, values: {} }], 4096)).toThrow(TypeError);
+    expect(() => telemetryItems('X', [{ ts: 1.5, values: {} }], 4096)).toThrow(TypeError);
+    expect(() => attributesItem('X', [] as unknown as Record<string, never>, 4096)).toThrow(TypeError);
+  });
+});
+
+describe('batching several devices into one publish', () => {
+  const telemetry = (device: string, n: number): BatchRow => ({ kind: UplinkKind.telemetry, device, body: JSON.stringify({ ts: n, values: { n } }), points: 1 });
+  const attributes = (device: string, value: number): BatchRow => ({ kind: UplinkKind.attributes, device, body: JSON.stringify({ v: value }), points: 0 });
+
+  it('puts many devices\' telemetry in one message, each device\'s records in order', () => {
+    const rows = [telemetry('A', 1), telemetry('B', 2), telemetry('A', 3), telemetry('C', 4)];
+    const [publish, ...rest] = publishAll(rows, 65536);
+    expect(rest).toEqual([]);
+    expect(JSON.parse(publish!.payload)).toEqual({
+      A: [{ ts: 1, values: { n: 1 } }, { ts: 3, values: { n: 3 } }],
+      B: [{ ts: 2, values: { n: 2 } }],
+      C: [{ ts: 4, values: { n: 4 } }],
+    });
+    expect(publish!.points).toBe(4);
+  });
+
+  it('measures exactly: every message fits and none could have taken the next row', () => {
+    const rows = Array.from({ length: 300 }, (_, i) => telemetry(`device-${i % 7}`, i));
+    for (const limit of [200, 333, 1000, 4096]) {
+      let start = 0;
+      while (start < rows.length) {
+        const publish = nextPublish(rows, start, limit);
+        if ('oversized' in publish) throw new Error('oversized');
+        expect(Buffer.byteLength(publish.payload)).toBeLessThanOrEqual(limit);
+        const end = start + publish.rows;
+        if (end < rows.length && rows[end]!.kind === UplinkKind.telemetry) {
+          const bigger = nextPublish(rows.slice(start, end + 1), 0, 1_000_000);
+          expect(Buffer.byteLength((bigger as { payload: string }).payload)).toBeGreaterThan(limit);
+        }
+        start = end;
+      }
+    }
+  });
+
+  it('keeps a run to one kind, names a device once per attributes message, and sends an RPC reply alone', () => {
+    const rpc: BatchRow = { kind: UplinkKind.rpcReply, device: 'A', body: JSON.stringify({ device: 'A', id: 7, data: 'ok' }), points: 0 };
+    const rows = [telemetry('A', 1), attributes('A', 1), attributes('B', 2), attributes('A', 3), rpc, telemetry('B', 4)];
+    const publishes = publishAll(rows, 65536);
+    expect(publishes.map((p) => [p.topic, JSON.parse(p.payload)])).toEqual([
+      ['v1/gateway/telemetry', { A: [{ ts: 1, values: { n: 1 } }] }],
+      ['v1/gateway/attributes', { A: { v: 1 }, B: { v: 2 } }],
+      ['v1/gateway/attributes', { A: { v: 3 } }],
+      ['v1/gateway/rpc', { device: 'A', id: 7, data: 'ok' }],
+      ['v1/gateway/telemetry', { B: [{ ts: 4, values: { n: 4 } }] }],
+    ]);
+  });
+
+  it('stops at the data-point budget but always takes one row', () => {
+    const rows = [telemetry('A', 1), telemetry('A', 2), telemetry('B', 3)];
+    expect(publishAll(rows, 65536, 2).map((p) => p.points)).toEqual([2, 1]);
+    const heavy: BatchRow = { ...telemetry('A', 1), points: 10 };
+    expect(nextPublish([heavy], 0, 65536, 2)).toMatchObject({ rows: 1, points: 10 });
+  });
+
+  it('reports a row too large for any message instead of building one', () => {
+    const big: BatchRow = { kind: UplinkKind.telemetry, device: 'A', body: 'x'.repeat(100), points: 1 };
+    expect(nextPublish([big], 0, 100)).toEqual({ oversized: true, bytes: 100 + 8 });
+  });
+});
+
+describe('session limits', () => {
+  it('reads the gateway limits, which count all children together, over the device ones', () => {
+    const limits = parseSessionLimits({
+      maxPayloadSize: 32768,
+      maxInflightMessages: 100,
+      rateLimits: { messages: '10:1' },
+      gatewayRateLimits: { messages: '100:1,3000:60', telemetryMessages: '50:1', telemetryDataPoints: ' 200 : 1 , junk, 0:5' },
+    });
+    expect(limits).toEqual({
+      maxPayloadSize: 32768,
+      maxInflightMessages: 100,
+      messages: [
+        { capacity: 100, seconds: 1 },
+        { capacity: 3000, seconds: 60 },
+      ],
+      telemetryMessages: [{ capacity: 50, seconds: 1 }],
+      telemetryDataPoints: [{ capacity: 200, seconds: 1 }],
+    });
+  });
+
+  it('says nothing usable for an answer of another shape', () => {
+    expect(parseSessionLimits('ok')).toBeUndefined();
+    expect(parseSessionLimits({ error: 'unknown method' })).toBeUndefined();
+    expect(parseSessionLimits({ maxPayloadSize: -1 })).toBeUndefined();
   });
 });

@@ -249,8 +249,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
 
   function answer(outcome: UplinkOutcome, device: string, feature: string): CoapResponse {
     switch (outcome.status) {
-      case 'delivered':
-        log.debug({ device, feature }, 'delivered upstream (2.01)');
+      case 'accepted':
+        log.debug({ device, feature }, 'accepted (2.01)');
         return CREATED;
       case 'unavailable':
         log.debug({ device, feature, reason: outcome.reason }, 'upstream unavailable (5.03)');

@@ -1,0 +1,450 @@
+// Store-and-forward between the bridge and ThingsBoard. A device's uplink is answered only once its rows are
+// committed (group commit: everything that arrived in one turn of the event loop shares one transaction),
+// then rows are published in sequence order, many per publish, and deleted once the broker acknowledges
+// them. After a lost connection everything unacknowledged is sent again from the oldest, in order: QoS 1,
+// so duplicates are possible, losses and reordering are not.
+import { statfsSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Uplink } from '../bridge/upstream-port.js';
+import type { OutboxConfig } from '../config/load.js';
+import { LogOncePer } from '../log.js';
+import type { Device, UplinkOutcome } from '../model.js';
+import { nextPublish, type Publish } from '../upstream/batch.js';
+import type { PublishOptions } from '../upstream/connection.js';
+import type { UplinkItem } from '../upstream/gateway-api.js';
+import { StoreUnavailableError, recordBytes, type Acknowledged, type NewRecord, type OutboxStore, type StoredRecord } from './store.js';
+
+/** What the outbox needs of the upstream connection. */
+export interface OutboxUpstream {
+  /** Connected, and the session limits are settled. */
+  readonly ready: boolean;
+  readonly inflightLimit: number;
+  readonly maxMessageBytes: number;
+  readonly maxPointsPerPublish: number;
+  onReady(listener: () => void): void;
+  publish(topic: string, payload: string, options: PublishOptions): Promise<void>;
+}
+
+export interface OutboxOptions extends Omit<OutboxConfig, 'enabled' | 'synchronous'> {
+  /** The directory holding the store, watched for free space. */
+  readonly dir: string;
+}
+
+export interface OutboxStats {
+  /** Rows stored and not yet acknowledged upstream, and their bytes. */
+  readonly records: number;
+  readonly bytes: number;
+  /** Age of the oldest stored row; undefined when empty. */
+  readonly oldestAgeMs: number | undefined;
+  /** Publishes waiting for their PUBACK. */
+  readonly inflight: number;
+  /** Rows committed since start (each answered 2.01 to its device). */
+  readonly accepted: number;
+  /** Rows acknowledged upstream since start. */
+  readonly delivered: number;
+  readonly publishes: number;
+  /** Rows published again after the connection was lost before their PUBACK (possible duplicates upstream). */
+  readonly resent: number;
+  readonly dropped: { readonly quota: number; readonly expired: number; readonly oversized: number };
+  /** Uplinks answered 5.03 instead of stored, by cause. */
+  readonly rejected: { readonly storage: number; readonly lowDisk: number; readonly stopping: number };
+}
+
+interface InFlight {
+  readonly rows: readonly StoredRecord[];
+  readonly sentAt: number;
+}
+
+type Waiter = (outcome: UplinkOutcome) => void;
+
+const ACCEPTED: UplinkOutcome = { status: 'accepted' };
+/** Rows read from the store at a time. */
+const READ_ROWS = 512;
+/** Rows kept in memory ahead of publishing; beyond, they are read back from the store when their turn comes. */
+const MAX_BUFFERED_ROWS = 4096;
+const SWEEP_INTERVAL_MS = 5_000;
+/**
+ * Deletions of acknowledged rows ride along with the next commit of new rows; alone, they wait this long, so
+ * PUBACKs do not cost an fsync each (a deletion lost in a crash only means a duplicate, which QoS 1 allows).
+ */
+const DELETE_DELAY_MS = 1_000;
+const AGE_SWEEP_INTERVAL_MS = 60_000;
+const DROP_REPORT_INTERVAL_MS = 60_000;
+/** When a device refused for lack of space should try again. */
+const STORAGE_RETRY_SECONDS = 30;
+const STOPPING_RETRY_SECONDS = 5;
+/** An unacknowledged publish older than this is worth a warning: the broker takes data but does not answer. */
+const STALL_WARNING_MS = 60_000;
+
+export class Outbox implements Uplink {
+  private pendingRecords: NewRecord[] = [];
+  private pendingWaiters: Array<{ waiter: Waiter; records: number }> = [];
+  private flushScheduled = false;
+  private deleteTimer: NodeJS.Timeout | undefined;
+  /** Acknowledged upstream, deletion not yet committed; kept out of any re-read. */
+  private acknowledged: Acknowledged[] = [];
+  private readonly acknowledgedSeqs = new Set<number>();
+  /** Rows read ahead, in sequence order; `next` is the first not yet published. */
+  private buffer: StoredRecord[] = [];
+  private next = 0;
+  /** Highest sequence number taken into the buffer (or published). */
+  private cursor = 0;
+  private readonly inflight = new Set<InFlight>();
+  /** Set after a failed publish: once nothing is in flight, reading restarts after this sequence number. */
+  private rewindTo: number | undefined;
+  private lowDisk: string | undefined;
+  private stopping = false;
+  private closed = false;
+  private idle: (() => void) | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private lastAgeSweep = 0;
+  private stallWarned = false;
+  private readonly storageLog = new LogOncePer(10 * 60_000);
+  private dropReport = { quota: 0, expired: 0, oversized: 0, since: 0, lastLoggedAt: 0 };
+  private readonly counters = {
+    accepted: 0,
+    delivered: 0,
+    publishes: 0,
+    resent: 0,
+    dropped: { quota: 0, expired: 0, oversized: 0 },
+    rejected: { storage: 0, lowDisk: 0, stopping: 0 },
+  };
+
+  constructor(
+    private readonly store: OutboxStore,
+    private readonly upstream: OutboxUpstream,
+    /** Makes sure ThingsBoard knows the device on this session before its data (v1/gateway/connect). */
+    private readonly announce: (device: Device) => void,
+    private readonly options: OutboxOptions,
+    private readonly log: Logger,
+  ) {
+    upstream.onReady(() => this.pump());
+  }
+
+  /** Starts the housekeeping (age, free space, stalls) and, if upstream is ready, delivery of what is stored. */
+  start(): void {
+    if (this.store.records > 0) {
+      const oldest = this.store.oldestCreatedAt();
+      this.log.info(
+        { records: this.store.records, bytes: this.store.bytes, oldestAgeMs: oldest === undefined ? undefined : Date.now() - oldest },
+        'outbox holds readings from before; delivering them first',
+      );
+    }
+    this.sweep();
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+    this.pump();
+  }
+
+  send(device: Device, items: readonly UplinkItem[]): Promise<UplinkOutcome> {
+    if (this.stopping) {
+      this.counters.rejected.stopping += items.length;
+      return Promise.resolve({ status: 'unavailable', reason: 'the gateway is shutting down', retryAfterSeconds: STOPPING_RETRY_SECONDS });
+    }
+    if (this.lowDisk !== undefined) {
+      this.counters.rejected.lowDisk += items.length;
+      return Promise.resolve({ status: 'unavailable', reason: this.lowDisk, retryAfterSeconds: STORAGE_RETRY_SECONDS });
+    }
+    if (items.length === 0) return Promise.resolve(ACCEPTED);
+    const createdAt = Date.now();
+    for (const item of items) {
+      this.pendingRecords.push({ kind: item.kind, device: device.name, type: device.type, body: item.body, points: item.points, createdAt });
+    }
+    return new Promise<UplinkOutcome>((resolve) => {
+      this.pendingWaiters.push({ waiter: resolve, records: items.length });
+      this.scheduleFlush();
+    });
+  }
+
+  stats(): OutboxStats {
+    const oldest = this.closed ? undefined : this.store.oldestCreatedAt();
+    return {
+      records: this.store.records,
+      bytes: this.store.bytes,
+      oldestAgeMs: oldest === undefined ? undefined : Math.max(0, Date.now() - oldest),
+      inflight: this.inflight.size,
+      ...this.counters,
+      dropped: { ...this.counters.dropped },
+      rejected: { ...this.counters.rejected },
+    };
+  }
+
+  /**
+   * Stops taking uplinks, commits what was accepted, waits up to shutdownFlushMs for publishes already on
+   * their way to be acknowledged, and closes the store. Whatever is not acknowledged stays for the next start.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.sweepTimer);
+    clearTimeout(this.deleteTimer);
+    this.flush();
+    if (this.inflight.size > 0 && this.options.shutdownFlushMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.options.shutdownFlushMs);
+        this.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.idle = undefined;
+    }
+    this.flush();
+    const { records, bytes } = this.store;
+    this.store.close();
+    this.closed = true;
+    this.log.info({ records, bytes, unacknowledged: this.inflight.size }, records > 0 ? 'outbox closed; its readings wait for the next start' : 'outbox closed, empty');
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.closed) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** One group commit: new rows in, acknowledged rows out; then the devices are answered. */
+  private flush(): void {
+    this.flushScheduled = false;
+    clearTimeout(this.deleteTimer);
+    this.deleteTimer = undefined;
+    if (this.closed) return;
+    const records = this.pendingRecords;
+    const waiters = this.pendingWaiters;
+    const acknowledged = this.acknowledged;
+    if (records.length === 0 && acknowledged.length === 0) return;
+    this.pendingRecords = [];
+    this.pendingWaiters = [];
+    this.acknowledged = [];
+    const caughtUp = this.rewindTo === undefined && this.cursor === this.store.lastSeq;
+
+    let seqs: number[];
+    try {
+      seqs = this.store.commit(records, acknowledged);
+    } catch (error) {
+      this.storageFailed(error, records.length);
+      for (const { waiter } of waiters) {
+        waiter({ status: 'unavailable', reason: `the gateway cannot store readings: ${(error as Error).message}`, retryAfterSeconds: STORAGE_RETRY_SECONDS });
+      }
+      // The deletions may still fit on their own (they free space); otherwise they wait for the next commit.
+      try {
+        this.store.commit([], acknowledged);
+        for (const { seq } of acknowledged) this.acknowledgedSeqs.delete(seq);
+      } catch {
+        this.acknowledged = acknowledged.concat(this.acknowledged);
+        this.scheduleDeletes();
+      }
+      return;
+    }
+    for (const { seq } of acknowledged) this.acknowledgedSeqs.delete(seq);
+    this.counters.accepted += records.length;
+    for (const { waiter } of waiters) waiter(ACCEPTED);
+
+    // Fresh rows right behind the reader join the buffer directly instead of being read back.
+    if (caughtUp && seqs.length > 0 && this.buffer.length - this.next + seqs.length <= MAX_BUFFERED_ROWS) {
+      if (this.next > 0) {
+        this.buffer = this.buffer.slice(this.next);
+        this.next = 0;
+      }
+      for (let i = 0; i < seqs.length; i++) {
+        const record = records[i]!;
+        this.buffer.push({ ...record, seq: seqs[i]!, bytes: recordBytes(record) });
+      }
+      this.cursor = seqs[seqs.length - 1]!;
+    }
+    if (this.store.bytes > this.options.maxBytes) this.enforceQuota();
+    this.pump();
+  }
+
+  /** Publishes from the oldest unsent row while the window has room. */
+  private pump(): void {
+    if (this.stopping || !this.upstream.ready) return;
+    if (this.rewindTo !== undefined) {
+      // Restart from the oldest unacknowledged row only once nothing is outstanding, or order would break.
+      if (this.inflight.size > 0) return;
+      this.cursor = this.rewindTo;
+      this.rewindTo = undefined;
+      this.buffer = [];
+      this.next = 0;
+    }
+    while (this.inflight.size < this.upstream.inflightLimit) {
+      if (this.next >= this.buffer.length && !this.refill()) return;
+      const maxBytes = this.upstream.maxMessageBytes;
+      const publish = nextPublish(this.buffer, this.next, maxBytes, this.upstream.maxPointsPerPublish);
+      if ('oversized' in publish) {
+        this.dropOversized(this.buffer[this.next++]!, publish.bytes, maxBytes);
+        continue;
+      }
+      const rows = this.buffer.slice(this.next, this.next + publish.rows);
+      this.next += publish.rows;
+      this.dispatch(publish, rows);
+    }
+  }
+
+  /** Reads the next rows after the cursor; false when there are none. */
+  private refill(): boolean {
+    this.buffer = [];
+    this.next = 0;
+    const rows = this.store.after(this.cursor, READ_ROWS);
+    if (rows.length < READ_ROWS) {
+      // Everything committed so far has been read: from here on fresh rows can join the buffer directly.
+      this.cursor = Math.max(this.cursor, this.store.lastSeq);
+    }
+    if (rows.length === 0) return false;
+    if (rows.length === READ_ROWS) this.cursor = rows[rows.length - 1]!.seq;
+    this.buffer = this.acknowledgedSeqs.size > 0 ? rows.filter((row) => !this.acknowledgedSeqs.has(row.seq)) : rows;
+    return this.buffer.length > 0 || this.refill();
+  }
+
+  private dispatch(publish: Publish, rows: readonly StoredRecord[]): void {
+    const entry: InFlight = { rows, sentAt: Date.now() };
+    this.inflight.add(entry);
+    let previous: string | undefined;
+    for (const row of rows) {
+      // Rows of one device usually sit together; announcing is idempotent anyway.
+      if (row.device !== previous) this.announce({ name: row.device, type: row.type });
+      previous = row.device;
+    }
+    this.counters.publishes++;
+    this.upstream.publish(publish.topic, publish.payload, { dataPoints: publish.points, untimed: true }).then(
+      () => {
+        this.inflight.delete(entry);
+        for (const row of rows) {
+          this.acknowledged.push({ seq: row.seq, bytes: row.bytes });
+          this.acknowledgedSeqs.add(row.seq);
+        }
+        this.counters.delivered += rows.length;
+        this.settled();
+      },
+      () => {
+        // Connection lost before the PUBACK: everything from this publish's first row goes again.
+        this.inflight.delete(entry);
+        this.rewindTo = Math.min(this.rewindTo ?? Infinity, rows[0]!.seq - 1);
+        this.counters.resent += rows.length;
+        this.settled();
+      },
+    );
+  }
+
+  private settled(): void {
+    if (this.inflight.size === 0) this.idle?.();
+    this.scheduleDeletes();
+    this.pump();
+  }
+
+  private scheduleDeletes(): void {
+    if (this.acknowledged.length === 0 || this.deleteTimer || this.flushScheduled || this.closed) return;
+    this.deleteTimer = setTimeout(() => this.flush(), DELETE_DELAY_MS);
+    this.deleteTimer.unref();
+  }
+
+  private enforceQuota(): void {
+    // Down to 95% in one go, so a full outbox drops in batches rather than a few rows on every commit.
+    const excess = this.store.bytes - Math.floor(this.options.maxBytes * 0.95);
+    this.dropped('quota', () => this.store.dropOldest({ bytes: excess }));
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    this.checkFreeSpace();
+    if (this.options.maxAgeHours > 0 && now - this.lastAgeSweep >= AGE_SWEEP_INTERVAL_MS) {
+      this.lastAgeSweep = now;
+      const createdBefore = now - this.options.maxAgeHours * 3_600_000;
+      this.dropped('expired', () => this.store.dropOldest({ createdBefore }));
+    }
+    let oldestSent = Infinity;
+    for (const entry of this.inflight) oldestSent = Math.min(oldestSent, entry.sentAt);
+    if (now - oldestSent >= STALL_WARNING_MS) {
+      if (!this.stallWarned) {
+        this.stallWarned = true;
+        this.log.warn({ waitingMs: now - oldestSent, inflight: this.inflight.size }, 'the broker has not acknowledged outbox publishes for a minute; delivery is stalled');
+      }
+    } else {
+      this.stallWarned = false;
+    }
+    this.reportDrops(now);
+  }
+
+  private checkFreeSpace(): void {
+    const reserve = this.options.minFreeDiskBytes;
+    if (reserve === 0) return;
+    let free: number;
+    try {
+      const stats = statfsSync(this.options.dir);
+      free = stats.bavail * stats.bsize;
+    } catch {
+      return;
+    }
+    if (free < reserve && this.lowDisk === undefined) {
+      this.lowDisk = `the gateway's disk is nearly full (${mib(free)} free, outbox.minFreeDiskBytes keeps ${mib(reserve)}); readings are refused until space is freed`;
+      this.log.error({ dir: this.options.dir, freeBytes: free, minFreeDiskBytes: reserve, records: this.store.records }, `${this.lowDisk}; stored readings are kept and still delivered`);
+    } else if (free >= reserve && this.lowDisk !== undefined) {
+      this.lowDisk = undefined;
+      this.log.info({ dir: this.options.dir, freeBytes: free }, 'disk space available again: accepting readings');
+    }
+  }
+
+  private dropped(reason: 'quota' | 'expired', drop: () => { records: number; lastSeq: number }): void {
+    let result: { records: number; lastSeq: number };
+    try {
+      result = drop();
+    } catch (error) {
+      this.storageFailed(error, 0);
+      return;
+    }
+    if (result.records === 0) return;
+    this.counters.dropped[reason] += result.records;
+    this.dropReport[reason] += result.records;
+    // Rows read ahead that no longer exist are not sent.
+    const remaining = this.buffer.slice(this.next).filter((row) => row.seq > result.lastSeq);
+    this.buffer = remaining;
+    this.next = 0;
+    this.cursor = Math.max(this.cursor, remaining.length === 0 ? result.lastSeq : this.cursor);
+    this.reportDrops(Date.now());
+  }
+
+  private dropOversized(row: StoredRecord, bytes: number, maxBytes: number): void {
+    this.counters.dropped.oversized++;
+    this.dropReport.oversized++;
+    this.cursor = Math.max(this.cursor, row.seq);
+    this.acknowledged.push({ seq: row.seq, bytes: row.bytes });
+    this.acknowledgedSeqs.add(row.seq);
+    this.scheduleFlush();
+    this.log.warn({ device: row.device, bytes, maxMessageBytes: maxBytes }, 'a stored reading is larger than ThingsBoard now accepts (maxPayloadSize); dropped');
+  }
+
+  /** One warning per minute at most, with counts, while drops go on. */
+  private reportDrops(now: number): void {
+    const report = this.dropReport;
+    const total = report.quota + report.expired + report.oversized;
+    if (total === 0 || now - report.lastLoggedAt < DROP_REPORT_INTERVAL_MS) return;
+    const { maxBytes, maxAgeHours } = this.options;
+    this.log.warn(
+      {
+        droppedForSpace: report.quota,
+        droppedForAge: report.expired,
+        droppedOversized: report.oversized,
+        maxBytes,
+        maxAgeHours,
+        records: this.store.records,
+        droppedSinceStart: this.counters.dropped,
+      },
+      report.quota > 0
+        ? `outbox full (outbox.maxBytes ${mib(maxBytes)}): dropped the oldest readings to keep the newest`
+        : 'outbox dropped readings that waited longer than outbox.maxAgeHours',
+    );
+    this.dropReport = { quota: 0, expired: 0, oversized: 0, since: now, lastLoggedAt: now };
+  }
+
+  private storageFailed(error: unknown, refused: number): void {
+    this.counters.rejected.storage += refused;
+    const code = error instanceof StoreUnavailableError ? error.code : 'unexpected';
+    if (this.storageLog.first(code)) {
+      this.log.error(
+        { err: error instanceof StoreUnavailableError ? undefined : error, code, dir: this.options.dir, records: this.store.records },
+        `the outbox cannot write: ${(error as Error).message}; new readings get 5.03 until it can, stored readings are intact and still delivered (repeats not logged for 10 minutes)`,
+      );
+    }
+  }
+}
+
+const mib = (bytes: number): string => `${(bytes / 1_048_576).toFixed(1)} MiB`;

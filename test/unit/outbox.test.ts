@@ -1,0 +1,312 @@
+// The outbox's logic against a real SQLite file and a stand-in for the MQTT connection that the test
+// acknowledges or fails publish by publish. The real broker paths are in test/e2e (upstream, durability).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import type { Device } from '../../src/model.js';
+import { Outbox, type OutboxOptions, type OutboxUpstream } from '../../src/outbox/outbox.js';
+import { OutboxStore, StoreOpenError, StoreUnavailableError } from '../../src/outbox/store.js';
+import type { PublishOptions } from '../../src/upstream/connection.js';
+import { UplinkKind, telemetryItems } from '../../src/upstream/gateway-api.js';
+
+interface SentPublish {
+  readonly topic: string;
+  readonly payload: string;
+  readonly options: PublishOptions;
+  ack(): void;
+  fail(): void;
+}
+
+/** Stands in for UpstreamConnection: records publishes; the test settles them. */
+class FakeUpstream implements OutboxUpstream {
+  ready = false;
+  inflightLimit = 8;
+  maxMessageBytes = 65536;
+  maxPointsPerPublish = Infinity;
+  readonly sent: SentPublish[] = [];
+  private readonly listeners: Array<() => void> = [];
+
+  onReady(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  becomeReady(): void {
+    this.ready = true;
+    for (const listener of this.listeners) listener();
+  }
+
+  publish(topic: string, payload: string, options: PublishOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.sent.push({ topic, payload, options, ack: resolve, fail: () => reject(new Error('connection lost')) });
+    });
+  }
+
+  /** Every telemetry value per device, in publish order. */
+  values(): Record<string, unknown[]> {
+    const out: Record<string, unknown[]> = {};
+    for (const { topic, payload } of this.sent) {
+      if (topic !== 'v1/gateway/telemetry') continue;
+      for (const [device, records] of Object.entries(JSON.parse(payload) as Record<string, Array<{ values: unknown }>>)) {
+        (out[device] ??= []).push(...records.map((r) => r.values));
+      }
+    }
+    return out;
+  }
+}
+
+const BOILER: Device = { name: 'Boiler-7', type: 'thermostat' };
+const PUMP: Device = { name: 'Pump-2', type: 'pump' };
+const reading = (device: Device, n: number) => telemetryItems(device.name, [{ ts: 1_700_000_000_000 + n, values: { n } }], 65536);
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+let dir: string;
+let lines: Array<Record<string, unknown>>;
+const log = () =>
+  createLogger('debug', {
+    write(line: string) {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+    },
+  });
+const opened: Array<{ close(): void }> = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-outbox-unit-'));
+  lines = [];
+});
+afterEach(() => {
+  for (const store of opened.splice(0)) store.close();
+  rmSync(dir, { recursive: true, force: true });
+  vi.restoreAllMocks();
+});
+
+function openStore(): OutboxStore {
+  const { store } = OutboxStore.open(join(dir, 'outbox.sqlite'), 'full');
+  opened.push(store);
+  return store;
+}
+
+function build(options: Partial<OutboxOptions> = {}, store = openStore()) {
+  const upstream = new FakeUpstream();
+  const announced: string[] = [];
+  const outbox = new Outbox(
+    store,
+    upstream,
+    (device) => announced.push(device.name),
+    { maxBytes: 1 << 30, maxAgeHours: 0, minFreeDiskBytes: 0, shutdownFlushMs: 200, dir, ...options },
+    log(),
+  );
+  return { outbox, upstream, store, announced };
+}
+
+describe('accepting', () => {
+  it('answers only once the rows are committed, all of one turn in one transaction', async () => {
+    const { outbox, store } = build();
+    const commit = vi.spyOn(store, 'commit');
+    const answers = Array.from({ length: 50 }, (_, n) => outbox.send(n % 2 ? BOILER : PUMP, reading(BOILER, n)));
+    expect(store.records).toBe(0);
+    expect((await Promise.all(answers)).every((a) => a.status === 'accepted')).toBe(true);
+    expect(commit).toHaveBeenCalledTimes(1);
+    expect(store.records).toBe(50);
+    expect(outbox.stats()).toMatchObject({ records: 50, accepted: 50, delivered: 0 });
+  });
+
+  it('keeps what it accepted across a close and a new open', async () => {
+    const first = build();
+    await first.outbox.send(BOILER, reading(BOILER, 1));
+    await first.outbox.stop();
+    const again = build({}, openStore());
+    again.outbox.start();
+    again.upstream.becomeReady();
+    expect(again.upstream.values()).toEqual({ 'Boiler-7': [{ n: 1 }] });
+    expect(lines.some((line) => /readings from before/.test(String(line.msg)))).toBe(true);
+  });
+
+  it('answers 5.03 and keeps every stored row when the disk refuses a commit', async () => {
+    const { outbox, store } = build();
+    await outbox.send(BOILER, reading(BOILER, 1));
+    const real = store.commit.bind(store);
+    vi.spyOn(store, 'commit').mockImplementation((records, acknowledged) => {
+      if (records.length > 0) throw new StoreUnavailableError('the disk is full', 'SQLITE_FULL');
+      return real(records, acknowledged);
+    });
+    const refused = await outbox.send(BOILER, reading(BOILER, 2));
+    expect(refused).toMatchObject({ status: 'unavailable', retryAfterSeconds: 30 });
+    expect(refused.status === 'unavailable' && refused.reason).toMatch(/cannot store readings: the disk is full/);
+    expect(store.records).toBe(1);
+    expect(outbox.stats().rejected.storage).toBe(1);
+    await outbox.send(BOILER, reading(BOILER, 3));
+    expect(lines.filter((line) => line.level === 'error' && /cannot write/.test(String(line.msg)))).toHaveLength(1);
+  });
+
+  it('refuses new readings while the disk has less free space than the reserve', async () => {
+    const { outbox } = build({ minFreeDiskBytes: Number.MAX_SAFE_INTEGER });
+    outbox.start();
+    const refused = await outbox.send(BOILER, reading(BOILER, 1));
+    expect(refused.status === 'unavailable' && refused.reason).toMatch(/disk is nearly full/);
+    expect(outbox.stats().rejected.lowDisk).toBe(1);
+    await outbox.stop();
+  });
+});
+
+describe('delivering', () => {
+  it('waits until upstream is ready, then sends many devices per publish, announcing each first', async () => {
+    const { outbox, upstream, announced } = build();
+    outbox.start();
+    for (let n = 1; n <= 4; n++) await outbox.send(n % 2 ? BOILER : PUMP, reading(BOILER, n));
+    expect(upstream.sent).toHaveLength(0);
+    upstream.becomeReady();
+    expect(upstream.sent).toHaveLength(1);
+    expect(upstream.sent[0]!.options).toEqual({ dataPoints: 4, untimed: true });
+    expect(upstream.values()).toEqual({ 'Boiler-7': [{ n: 1 }, { n: 3 }], 'Pump-2': [{ n: 2 }, { n: 4 }] });
+    expect(announced).toEqual(['Boiler-7', 'Pump-2', 'Boiler-7', 'Pump-2']);
+    upstream.sent[0]!.ack();
+    await tick();
+    expect(outbox.stats()).toMatchObject({ delivered: 4, publishes: 1 });
+    // Deletions wait for the next commit (or a second) rather than costing an fsync per PUBACK; stop commits them.
+    await outbox.stop();
+    expect(outbox.stats().records).toBe(0);
+  });
+
+  it('keeps at most inflightLimit publishes outstanding', async () => {
+    const { outbox, upstream } = build();
+    upstream.inflightLimit = 2;
+    upstream.maxMessageBytes = 80; // one reading per publish
+    upstream.becomeReady();
+    await Promise.all([1, 2, 3, 4, 5].map((n) => outbox.send(BOILER, reading(BOILER, n))));
+    expect(upstream.sent).toHaveLength(2);
+    upstream.sent[0]!.ack();
+    await tick();
+    expect(upstream.sent).toHaveLength(3);
+    for (const publish of upstream.sent.slice(1)) publish.ack();
+    await tick();
+    for (const publish of upstream.sent.slice(3)) publish.ack();
+    await tick();
+    expect(upstream.values()['Boiler-7']).toEqual([1, 2, 3, 4, 5].map((n) => ({ n })));
+  });
+
+  it('after a lost connection sends everything unacknowledged again from the oldest, in order', async () => {
+    const { outbox, upstream } = build();
+    upstream.maxMessageBytes = 80;
+    upstream.inflightLimit = 3;
+    upstream.becomeReady();
+    await Promise.all([1, 2, 3, 4, 5].map((n) => outbox.send(BOILER, reading(BOILER, n))));
+    const [first, second, third] = upstream.sent;
+    // The broker acknowledged the second; the first and third were lost with the connection.
+    second!.ack();
+    await tick();
+    upstream.ready = false;
+    first!.fail();
+    third!.fail();
+    await tick();
+    await tick();
+    // n=4 went out when the second was acknowledged, before the connection dropped: it fails too.
+    for (const publish of upstream.sent.slice(3)) publish.fail();
+    await tick();
+    expect(outbox.stats().delivered).toBe(1);
+    const before = upstream.sent.length;
+    upstream.becomeReady();
+    const resent = upstream.sent.slice(before).map((p) => JSON.parse(p.payload)['Boiler-7'][0].values.n as number);
+    expect(resent).toEqual([1, 3, 4]);
+    expect(outbox.stats().resent).toBeGreaterThanOrEqual(3);
+  });
+
+  it('drops a stored row larger than ThingsBoard now accepts, with a warning, and goes on', async () => {
+    const { outbox, upstream } = build();
+    await outbox.send(BOILER, telemetryItems('Boiler-7', [{ ts: 1, values: { blob: 'x'.repeat(500) } }], 65536));
+    await outbox.send(BOILER, reading(BOILER, 2));
+    upstream.maxMessageBytes = 200;
+    upstream.becomeReady();
+    expect(upstream.values()).toEqual({ 'Boiler-7': [{ n: 2 }] });
+    expect(outbox.stats().dropped.oversized).toBe(1);
+    expect(lines.some((line) => /larger than ThingsBoard now accepts/.test(String(line.msg)))).toBe(true);
+  });
+});
+
+describe('bounds', () => {
+  it('drops the oldest readings beyond maxBytes, counts them and says so once', async () => {
+    const { outbox, store } = build({ maxBytes: 10_000 });
+    for (let n = 0; n < 200; n++) await outbox.send(BOILER, reading(BOILER, n));
+    expect(store.bytes).toBeLessThanOrEqual(10_000);
+    const stats = outbox.stats();
+    expect(stats.dropped.quota).toBeGreaterThan(0);
+    expect(stats.records + stats.dropped.quota).toBe(200);
+    const oldestLeft = store.after(0, 1)[0]!;
+    expect(JSON.parse(oldestLeft.body).values.n).toBe(stats.dropped.quota);
+    expect(lines.filter((line) => /outbox full/.test(String(line.msg)))).toHaveLength(1);
+  });
+
+  it('drops readings older than maxAgeHours at start and on its sweeps', async () => {
+    const store = openStore();
+    const old = Date.now() - 3 * 3_600_000;
+    store.commit(
+      [1, 2].map((n) => ({ kind: UplinkKind.telemetry, device: 'Boiler-7', type: 'thermostat', body: `{"ts":${n},"values":{"n":${n}}}`, points: 1, createdAt: old })),
+      [],
+    );
+    const { outbox, upstream } = build({ maxAgeHours: 2 }, store);
+    await outbox.send(BOILER, reading(BOILER, 3));
+    outbox.start();
+    expect(outbox.stats().dropped.expired).toBe(2);
+    upstream.becomeReady();
+    expect(upstream.values()).toEqual({ 'Boiler-7': [{ n: 3 }] });
+    await outbox.stop();
+  });
+});
+
+describe('stopping', () => {
+  it('refuses new readings, waits for publishes on their way, and keeps the unacknowledged', async () => {
+    const { outbox, upstream, store } = build({ shutdownFlushMs: 2000 });
+    upstream.maxMessageBytes = 80;
+    upstream.becomeReady();
+    await Promise.all([1, 2].map((n) => outbox.send(BOILER, reading(BOILER, n))));
+    const stopped = outbox.stop();
+    expect(await outbox.send(BOILER, reading(BOILER, 3))).toMatchObject({ status: 'unavailable', reason: 'the gateway is shutting down' });
+    upstream.sent[0]!.ack();
+    await tick();
+    upstream.sent[1]!.fail();
+    await stopped;
+    const reopened = openStore();
+    expect(reopened.records).toBe(1);
+    expect(JSON.parse(reopened.after(0, 1)[0]!.body).values).toEqual({ n: 2 });
+    expect(store.records).toBe(1);
+  });
+});
+
+describe('the store file', () => {
+  it('refuses a second user of the same file', () => {
+    openStore();
+    expect(() => OutboxStore.open(join(dir, 'outbox.sqlite'), 'full')).toThrow(/in use by another process/);
+  });
+
+  it('refuses a file written by a newer version, without touching it', () => {
+    const path = join(dir, 'outbox.sqlite');
+    const db = new Database(path);
+    db.pragma('user_version = 99');
+    db.close();
+    expect(() => OutboxStore.open(path, 'full')).toThrow(StoreOpenError);
+    expect(() => OutboxStore.open(path, 'full')).toThrow(/newer coap2mqtt \(format 99/);
+  });
+
+  it('moves an unreadable file aside, keeping it, and starts a new one', () => {
+    const path = join(dir, 'outbox.sqlite');
+    writeFileSync(path, 'this is not a database, just bytes that happen to sit here'.repeat(100));
+    const { store, movedAside } = OutboxStore.open(path, 'full');
+    opened.push(store);
+    expect(movedAside).toMatch(/outbox\.sqlite\.unreadable-/);
+    expect(store.records).toBe(0);
+  });
+
+  it('never reuses a sequence number, even after every row was deleted', () => {
+    const store = openStore();
+    const row = { kind: UplinkKind.telemetry, device: 'A', type: 't', body: '{}', points: 0, createdAt: 1 };
+    const [first] = store.commit([row], []);
+    store.commit([], [{ seq: first!, bytes: 1 }]);
+    store.close();
+    const again = openStore();
+    const [second] = again.commit([row], []);
+    expect(second).toBeGreaterThan(first!);
+    expect(again.lastSeq).toBe(second);
+  });
+});
