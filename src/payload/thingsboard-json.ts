@@ -139,7 +139,11 @@ export function parseAttributeKeys(query: readonly string[]): { readonly client:
 
 function parseTimestamp(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
-  if (typeof value === 'string' && /^\d{1,16}$/.test(value)) return Number(value);
+  if (typeof value === 'string' && /^\d{1,16}$/.test(value)) {
+    // Sixteen digits can exceed 2^53, where a number no longer holds the milliseconds exactly.
+    const ms = Number(value);
+    return Number.isSafeInteger(ms) ? ms : undefined;
+  }
   return undefined;
 }
 

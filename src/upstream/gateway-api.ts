@@ -39,6 +39,30 @@ export class MessageTooLargeError extends Error {
   }
 }
 
+/**
+ * JSON as ThingsBoard's converter reads it. It takes a number for a double only when its text has a ".", and
+ * for a long otherwise, so JavaScript's "1e-7" (any magnitude below 1e-6 with a one-digit mantissa) would
+ * fail and close the whole session: such numbers are written "1.0e-7", the same value.
+ */
+export function gatewayJson(value: unknown): string {
+  const text = JSON.stringify(value);
+  // Fast path: no digit followed by an exponent anywhere, so no number needs rewriting.
+  return /\de/.test(text) ? rewriteExponents(value) : text;
+}
+
+function rewriteExponents(value: unknown): string {
+  if (typeof value === 'number') {
+    const text = JSON.stringify(value);
+    return text.includes('e') && !text.includes('.') ? text.replace('e', '.0e') : text;
+  }
+  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : rewriteExponents(item))).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, item]) => item !== undefined);
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${rewriteExponents(item)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
 function assertDeviceName(name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw new TypeError('gateway API messages need a device name');
 }
@@ -111,7 +135,7 @@ export function telemetryItems(deviceName: string, records: readonly TelemetryRe
     if (!Number.isSafeInteger(record.ts) || record.values === null || typeof record.values !== 'object') {
       throw new TypeError('telemetry records need an integer ts and a values object');
     }
-    const part = JSON.stringify({ ts: record.ts, values: record.values });
+    const part = gatewayJson({ ts: record.ts, values: record.values });
     const partBytes = Buffer.byteLength(part);
     if (partBytes > room) throw new MessageTooLargeError(partBytes + maxBytes - room, maxBytes);
     if (parts.length > 0 && size + 1 + partBytes > room) {
@@ -134,14 +158,14 @@ export function attributesItem(deviceName: string, attributes: AttributeSet, max
   if (attributes === null || typeof attributes !== 'object' || Array.isArray(attributes)) {
     throw new TypeError('client attributes must be an object');
   }
-  return measuredItem(UplinkKind.attributes, deviceName, JSON.stringify(attributes), maxBytes);
+  return measuredItem(UplinkKind.attributes, deviceName, gatewayJson(attributes), maxBytes);
 }
 
 /** A device's answer to a server-side RPC: all three fields are mandatory on the server. */
 export function rpcReplyItem(deviceName: string, id: number, data: JsonValue, maxBytes: number): UplinkItem {
   assertDeviceName(deviceName);
   if (!Number.isSafeInteger(id)) throw new TypeError('an RPC reply needs an integer id');
-  return measuredItem(UplinkKind.rpcReply, deviceName, JSON.stringify({ device: deviceName, id, data: data ?? null }), maxBytes);
+  return measuredItem(UplinkKind.rpcReply, deviceName, gatewayJson({ device: deviceName, id, data: data ?? null }), maxBytes);
 }
 
 export interface ClaimRequest {

@@ -210,6 +210,10 @@ describe('server-side RPC over Observe', () => {
   it('refuses a GET on /rpc without Observe and a reply with a bad id or body', async () => {
     expect((await coapClient(gw.uri('/api/v1/boiler-token-7/rpc'))).response?.code).toBe('4.00');
     expect((await coapClient(gw.uri('/api/v1/boiler-token-7/rpc/abc'), ['-m', 'post', '-e', '{}'])).response?.code).toBe('4.00');
+    // ThingsBoard's ids are ints and it truncates a larger one: 4294967301 would answer RPC 5.
+    const beyond = await coapClient(gw.uri('/api/v1/boiler-token-7/rpc/4294967301'), ['-m', 'post', '-e', '{}']);
+    expect(beyond.response?.code).toBe('4.00');
+    expect(beyond.response?.payload).toMatch(/from 0 to 2147483647/);
     expect((await coapClient(gw.uri('/api/v1/boiler-token-7/rpc/5'), ['-m', 'post', '-e', '{"broken'])).response?.code).toBe('4.00');
     await sleep(200);
     expect(tb.on('v1/gateway/rpc')).toHaveLength(0);

@@ -5,6 +5,7 @@ import {
   UplinkKind,
   attributesItem,
   connectMessage,
+  gatewayJson,
   parseSessionLimits,
   telemetryItems,
 } from '../../src/upstream/gateway-api.js';
@@ -142,5 +143,22 @@ describe('session limits', () => {
     expect(parseSessionLimits('ok')).toBeUndefined();
     expect(parseSessionLimits({ error: 'unknown method' })).toBeUndefined();
     expect(parseSessionLimits({ maxPayloadSize: -1 })).toBeUndefined();
+  });
+});
+
+describe('numbers as ThingsBoard reads them', () => {
+  it('writes a tiny number with a "." so it is read as a double, not refused as a long', () => {
+    expect(gatewayJson({ v: 0.0000001, w: 5e-324, x: 1.5e-7, y: 21.5, z: 42 })).toBe('{"v":1.0e-7,"w":5.0e-324,"x":1.5e-7,"y":21.5,"z":42}');
+    expect(JSON.parse(gatewayJson({ v: 1e-7 })).v).toBe(1e-7);
+  });
+
+  it('leaves strings that merely look like exponents alone, and nested values too', () => {
+    expect(gatewayJson({ s: '1e-7', nested: [{ a: 1e-9 }, 'x1e5'] })).toBe('{"s":"1e-7","nested":[{"a":1.0e-9},"x1e5"]}');
+    expect(gatewayJson({ s: '2e5' })).toBe('{"s":"2e5"}');
+  });
+
+  it('applies to telemetry, attributes and RPC replies', () => {
+    expect(telemetryItems('A', [{ ts: 1, values: { v: 1e-8 } }], 65536)[0]!.body).toBe('{"ts":1,"values":{"v":1.0e-8}}');
+    expect(attributesItem('A', { v: 3e-10 }, 65536).body).toBe('{"v":3.0e-10}');
   });
 });

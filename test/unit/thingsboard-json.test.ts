@@ -53,6 +53,8 @@ describe('parseTelemetry', () => {
     ['{"ts":1.5,"values":{"a":1}}', /ts must be an integer/],
     ['{"ts":-1,"values":{"a":1}}', /ts must be an integer/],
     ['{"ts":"soon","values":{"a":1}}', /ts must be an integer/],
+    // Sixteen digits fit the string form but not a double exactly.
+    ['{"ts":"9999999999999999","values":{"a":1}}', /ts must be an integer/],
     ['{"ts":1,"values":[1]}', /values must be an object, not an array/],
     ['{"ts":1,"values":null}', /values must be an object, not null/],
     ['{"":1}', /keys must not be empty/],

@@ -24,6 +24,7 @@ const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmw
 type Feature = (typeof FEATURES)[number];
 
 const CREATED: CoapResponse = { code: ResponseCode.Created };
+const MAX_RPC_ID = 2_147_483_647;
 /** The first answer to an RPC observation (device-api.md §4). */
 const RPC_OBSERVING: CoapResponse = { code: ResponseCode.Valid };
 /** What a replaced observation hears last: a newer registration took its place. */
@@ -204,8 +205,10 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
 
   /** POST /rpc/{id}: the device answers server-side RPC `id`. */
   function replyToRpc(request: CoapRequest, device: Device, requestId: string): CoapResponse | Promise<CoapResponse> {
-    const id = /^\d{1,15}$/.test(requestId) ? Number(requestId) : undefined;
-    if (id === undefined) return error(ResponseCode.BadRequest, `RPC id "${requestId}" is not a whole number`);
+    // ThingsBoard's RPC ids are Java ints and it reads a reply's id as one: a larger id would silently
+    // answer another RPC.
+    const id = /^\d{1,10}$/.test(requestId) && Number(requestId) <= MAX_RPC_ID ? Number(requestId) : undefined;
+    if (id === undefined) return error(ResponseCode.BadRequest, `RPC id "${requestId}" is not a whole number from 0 to ${MAX_RPC_ID}`);
     return forward(request, device, 'rpc reply', () => parseRpcReply(request.payload), (d, data) => bridge.rpcReply(d, id, data));
   }
 
