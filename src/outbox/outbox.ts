@@ -93,6 +93,8 @@ export class Outbox implements Uplink {
   /** Set after a failed publish: once nothing is in flight, reading restarts after this sequence number. */
   private rewindTo: number | undefined;
   private lowDisk: string | undefined;
+  /** The last commit of new rows failed for lack of space (the reserve was released). */
+  private storageFull = false;
   private stopping = false;
   private closed = false;
   private idle: (() => void) | undefined;
@@ -130,6 +132,7 @@ export class Outbox implements Uplink {
         'outbox holds readings from before; delivering them first',
       );
     }
+    this.store.ensureReserve();
     this.sweep();
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
@@ -215,6 +218,28 @@ export class Outbox implements Uplink {
     this.pendingRecords = [];
     this.pendingWaiters = [];
     this.acknowledged = [];
+    if (records.length === 0 && (this.storageFull || this.lowDisk !== undefined)) {
+      this.commitDeletions(acknowledged);
+      return;
+    }
+    // Checked on every commit, not on a timer: a burst must not run past the reserve before the next look.
+    if (records.length > 0 && this.options.minFreeDiskBytes > 0) this.checkFreeSpace();
+    if (records.length > 0 && this.lowDisk !== undefined) {
+      this.counters.rejected.lowDisk += records.length;
+      for (const { waiter } of waiters) waiter({ status: 'unavailable', reason: this.lowDisk, retryAfterSeconds: STORAGE_RETRY_SECONDS });
+      this.commitDeletions(acknowledged);
+      return;
+    }
+    // After a full disk, new rows wait until there is room again (delivered rows freed pages, or the disk
+    // got space) and the reserve is back: it is for deleting and checkpointing, not for more readings.
+    if (records.length > 0 && this.storageFull && !this.roomAgain()) {
+      this.counters.rejected.storage += records.length;
+      for (const { waiter } of waiters) {
+        waiter({ status: 'unavailable', reason: 'the gateway cannot store readings: the disk is full', retryAfterSeconds: STORAGE_RETRY_SECONDS });
+      }
+      this.commitDeletions(acknowledged);
+      return;
+    }
     const caughtUp = this.rewindTo === undefined && this.cursor === this.store.lastSeq;
 
     let seqs: number[];
@@ -225,17 +250,25 @@ export class Outbox implements Uplink {
       for (const { waiter } of waiters) {
         waiter({ status: 'unavailable', reason: `the gateway cannot store readings: ${(error as Error).message}`, retryAfterSeconds: STORAGE_RETRY_SECONDS });
       }
-      // The deletions may still fit on their own (they free space); otherwise they wait for the next commit.
-      try {
-        this.store.commit([], acknowledged);
-        for (const { seq } of acknowledged) this.acknowledgedSeqs.delete(seq);
-      } catch {
-        this.acknowledged = acknowledged.concat(this.acknowledged);
-        this.scheduleDeletes();
+      if (error instanceof StoreUnavailableError && !this.storageFull) {
+        this.storageFull = true;
+        // Room for SQLite to checkpoint and to delete what gets delivered, so the outbox can drain and
+        // take readings again instead of staying full for good.
+        const released = this.store.releaseReserve();
+        this.log.warn({ releasedBytes: released, records: this.store.records }, 'outbox storage full: released its reserve file so delivered readings can still be deleted');
+        // Deletions before the checkpoint: the pages they free are reused instead of the file growing.
+        this.commitDeletions(acknowledged);
+        this.store.checkpoint();
+      } else {
+        this.commitDeletions(acknowledged);
       }
       return;
     }
     for (const { seq } of acknowledged) this.acknowledgedSeqs.delete(seq);
+    if (this.storageFull && records.length > 0) {
+      this.storageFull = false;
+      this.log.info({ records: this.store.records }, 'outbox storing readings again');
+    }
     this.counters.accepted += records.length;
     for (const { waiter } of waiters) waiter(ACCEPTED);
 
@@ -331,6 +364,24 @@ export class Outbox implements Uplink {
     this.pump();
   }
 
+  /** After a full disk: there is room for readings again once the reserve could be put back with room to spare. */
+  private roomAgain(): boolean {
+    if (this.store.roomBytes() < 4 * this.store.reserveSize) this.store.reclaim();
+    return this.store.roomBytes() >= 4 * this.store.reserveSize && this.store.ensureReserve();
+  }
+
+  /** Deletions on their own, a few at a time (the disk is short); what does not fit waits for the next try. */
+  private commitDeletions(acknowledged: Acknowledged[]): void {
+    if (acknowledged.length === 0) return;
+    const left = this.store.forgetGently(acknowledged);
+    const kept = new Set(left.map(({ seq }) => seq));
+    for (const { seq } of acknowledged) if (!kept.has(seq)) this.acknowledgedSeqs.delete(seq);
+    if (left.length > 0) {
+      this.acknowledged = left.concat(this.acknowledged);
+      this.scheduleDeletes();
+    }
+  }
+
   private scheduleDeletes(): void {
     if (this.acknowledged.length === 0 || this.deleteTimer || this.flushScheduled || this.closed) return;
     this.deleteTimer = setTimeout(() => this.flush(), DELETE_DELAY_MS);
@@ -345,7 +396,12 @@ export class Outbox implements Uplink {
 
   private sweep(): void {
     const now = Date.now();
+    if (this.storageFull || this.lowDisk !== undefined) {
+      // Give the space of delivered rows and of the WAL back to the file system.
+      this.store.reclaim();
+    }
     this.checkFreeSpace();
+    if (!this.storageFull && this.lowDisk === undefined) this.store.ensureReserve();
     if (this.options.maxAgeHours > 0 && now - this.lastAgeSweep >= AGE_SWEEP_INTERVAL_MS) {
       this.lastAgeSweep = now;
       const createdBefore = now - this.options.maxAgeHours * 3_600_000;
@@ -371,6 +427,8 @@ export class Outbox implements Uplink {
     try {
       const stats = statfsSync(this.options.dir);
       free = stats.bavail * stats.bsize;
+      // Pages deleted rows left inside the file are reused before it grows: room that takes nothing from the box.
+      if (free < reserve) free += this.store.freeBytes();
     } catch {
       return;
     }

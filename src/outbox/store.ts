@@ -1,7 +1,8 @@
 // The outbox's disk: one SQLite database in WAL mode (better-sqlite3). SQLite gives atomic, crash-safe
 // commits and survives power cuts with synchronous=FULL, which a hand-written log would have to earn; the
 // rest of the outbox only sees rows in sequence order.
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, statfsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
 import type { UplinkKind } from '../upstream/gateway-api.js';
 
@@ -43,6 +44,8 @@ export class StoreUnavailableError extends Error {
 export class StoreOpenError extends Error {}
 
 const SCHEMA_VERSION = 1;
+/** Rows per transaction when deleting on a full disk: a few dozen WAL pages at most. */
+const GENTLE_DELETE_ROWS = 64;
 
 /** Byte size of a row as counted against the quota: its JSON plus the names it carries. */
 export const recordBytes = (record: Pick<NewRecord, 'device' | 'type' | 'body'>): number =>
@@ -69,7 +72,10 @@ export class OutboxStore {
   private deletedInTx = { records: 0, bytes: 0 };
   private highestSeq: number;
 
-  private constructor(private readonly db: Connection) {
+  private constructor(
+    private readonly db: Connection,
+    private readonly path: string,
+  ) {
     this.insert = db.prepare('INSERT INTO records (kind, device, type, body, points, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.deleteOne = db.prepare('DELETE FROM records WHERE seq = ?');
     this.deleteThrough = db.prepare('DELETE FROM records WHERE seq <= ?');
@@ -79,11 +85,7 @@ export class OutboxStore {
     this.oldestRows = db.prepare('SELECT seq, bytes, created_at AS createdAt FROM records WHERE seq > ? ORDER BY seq LIMIT ?');
     this.oldestCreated = db.prepare('SELECT created_at AS createdAt FROM records ORDER BY seq LIMIT 1');
     this.commitTx = db.transaction((records: readonly NewRecord[], acknowledged: readonly Acknowledged[]) => {
-      const seqs: number[] = [];
-      for (const r of records) {
-        const info = this.insert.run(r.kind, r.device, r.type, r.body, r.points, recordBytes(r), r.createdAt);
-        seqs.push(Number(info.lastInsertRowid));
-      }
+      // Deletions first, so the new rows can take the pages they free instead of growing the file.
       let deleted = 0;
       let deletedBytes = 0;
       for (const { seq, bytes } of acknowledged) {
@@ -94,6 +96,11 @@ export class OutboxStore {
         }
       }
       this.deletedInTx = { records: deleted, bytes: deletedBytes };
+      const seqs: number[] = [];
+      for (const r of records) {
+        const info = this.insert.run(r.kind, r.device, r.type, r.body, r.points, recordBytes(r), r.createdAt);
+        seqs.push(Number(info.lastInsertRowid));
+      }
       return seqs;
     });
     const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM records').get() as { n: number; b: number };
@@ -109,7 +116,7 @@ export class OutboxStore {
    */
   static open(path: string, synchronous: 'full' | 'normal'): OpenedStore {
     try {
-      return { store: new OutboxStore(connect(path, synchronous)), movedAside: undefined };
+      return { store: new OutboxStore(connect(path, synchronous), path), movedAside: undefined };
     } catch (error) {
       if (error instanceof StoreOpenError) throw error;
       const code = (error as { code?: string }).code ?? '';
@@ -119,7 +126,7 @@ export class OutboxStore {
       const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       renameSync(path, aside);
       for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
-      return { store: new OutboxStore(connect(path, synchronous)), movedAside: aside };
+      return { store: new OutboxStore(connect(path, synchronous), path), movedAside: aside };
     }
   }
 
@@ -153,6 +160,27 @@ export class OutboxStore {
     this.forgotten(this.deletedInTx.records, this.deletedInTx.bytes);
     if (seqs.length > 0) this.highestSeq = seqs[seqs.length - 1]!;
     return seqs;
+  }
+
+  /**
+   * Deletes acknowledged rows a few at a time with a checkpoint after each group, so the WAL stays a few
+   * pages long (one transaction deleting a thousand rows can need half a megabyte of it): for a full disk.
+   * Returns the rows it could not delete.
+   */
+  forgetGently(acknowledged: readonly Acknowledged[]): Acknowledged[] {
+    for (let start = 0; start < acknowledged.length; start += GENTLE_DELETE_ROWS) {
+      try {
+        this.commit([], acknowledged.slice(start, start + GENTLE_DELETE_ROWS));
+      } catch {
+        return acknowledged.slice(start);
+      }
+      try {
+        this.db.pragma('wal_checkpoint(PASSIVE)');
+      } catch {
+        // The next group may still fit in what is left of the WAL.
+      }
+    }
+    return [];
   }
 
   private forgotten(records: number, bytes: number): void {
@@ -195,6 +223,94 @@ export class OutboxStore {
     return { records, bytes: freed, lastSeq };
   }
 
+  /** Bytes of pages inside the file that SQLite will reuse before growing it (left by deleted rows). */
+  freeBytes(): number {
+    const pages = this.db.pragma('freelist_count', { simple: true }) as number;
+    return pages * (this.db.pragma('page_size', { simple: true }) as number);
+  }
+
+  /**
+   * Gives the disk space of deleted rows and of the WAL back to the file system (for when the disk is
+   * short: in normal running SQLite simply reuses those pages).
+   */
+  reclaim(): void {
+    try {
+      this.db.pragma('incremental_vacuum');
+    } catch {
+      // No room even for that yet; the checkpoint below may make some.
+    }
+    this.checkpoint();
+  }
+
+  /**
+   * Copies the WAL into the main file and truncates it, giving its disk space back; false when SQLite
+   * could not finish (no room for the main file to grow).
+   */
+  checkpoint(): boolean {
+    try {
+      const [result] = this.db.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
+      return result?.busy === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * A file of spare bytes beside the database. When the disk fills, SQLite cannot even commit the deletion
+   * of delivered rows (the WAL must grow for that) nor checkpoint; deleting this file gives it that room.
+   */
+  get reservePath(): string {
+    return `${this.path}.reserve`;
+  }
+
+  /** Size of the reserve file for this file system. */
+  get reserveSize(): number {
+    return reserveBytes(this.path);
+  }
+
+  /** Free space on the file system holding the outbox. */
+  roomBytes(): number {
+    try {
+      const stats = statfsSync(dirname(this.path));
+      return stats.bavail * stats.bsize;
+    } catch {
+      return Infinity;
+    }
+  }
+
+  /**
+   * Creates the reserve if missing and it fits; false otherwise. It takes precedence over new rows: a gateway
+   * restarted on a full disk must find room to delete what it delivers.
+   */
+  ensureReserve(): boolean {
+    if (existsSync(this.reservePath)) return true;
+    const size = reserveBytes(this.path);
+    try {
+      const stats = statfsSync(dirname(this.path));
+      if (stats.bavail * stats.bsize < size) return false;
+      writeFileSync(this.reservePath, Buffer.alloc(size), { flush: true });
+      return true;
+    } catch {
+      try {
+        unlinkSync(this.reservePath);
+      } catch {
+        // Never created.
+      }
+      return false;
+    }
+  }
+
+  /** Deletes the reserve; the bytes given back (0 when there was none). */
+  releaseReserve(): number {
+    if (!existsSync(this.reservePath)) return 0;
+    try {
+      unlinkSync(this.reservePath);
+      return reserveBytes(this.path);
+    } catch {
+      return 0;
+    }
+  }
+
   /** When the oldest row was stored, or undefined when empty. */
   oldestCreatedAt(): number | undefined {
     if (this.count === 0) return undefined;
@@ -220,11 +336,18 @@ function connect(path: string, synchronous: 'full' | 'normal'): Connection {
     // Exclusive: a second gateway pointed at the same state directory fails at start instead of both
     // sending the same records. (In WAL mode this also keeps the index in memory, without a -shm file.)
     db.pragma('locking_mode = EXCLUSIVE');
+    const version = db.pragma('user_version', { simple: true }) as number;
+    // Freed pages can be handed back to the file system when the disk runs short (reclaim). SQLite takes
+    // this only on a new file, before WAL mode and before the first table.
+    if (version === 0) db.pragma('auto_vacuum = INCREMENTAL');
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     // After a checkpoint the WAL shrinks back instead of keeping its peak size on a small SD card.
     db.pragma('journal_size_limit = 16777216');
-    const version = db.pragma('user_version', { simple: true }) as number;
+    // SQLite checkpoints every 1,000 pages (4 MB) by default; on a small file system the WAL must stay
+    // a small share of the disk, or a full disk leaves no room to checkpoint it.
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    db.pragma(`wal_autocheckpoint = ${Math.max(16, Math.min(1000, Math.floor(fileSystemBytes(path) / 16 / pageSize)))}`);
     if (version > SCHEMA_VERSION) {
       throw new StoreOpenError(
         `the outbox ${path} was written by a newer coap2mqtt (format ${version}, this one reads ${SCHEMA_VERSION}); ` +
@@ -254,6 +377,23 @@ function connect(path: string, synchronous: 'full' | 'normal'): Connection {
     }
     throw error;
   }
+}
+
+function fileSystemBytes(path: string): number {
+  try {
+    const stats = statfsSync(dirname(path));
+    return stats.blocks * stats.bsize;
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * An eighth of the file system, between 128 KiB and 8 MiB: twice the most the WAL holds before a
+ * checkpoint (wal_autocheckpoint above), so a full disk still leaves room to checkpoint it and to delete.
+ */
+function reserveBytes(path: string): number {
+  return Math.max(131_072, Math.min(8_388_608, Math.floor(fileSystemBytes(path) / 8)));
 }
 
 function asUnavailable(error: unknown): Error {
