@@ -83,3 +83,74 @@ export class DelayingTcpProxy {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
+
+/**
+ * A TCP relay to a broker that can be shut like a gate: while shut, new connections are dropped at once
+ * and existing ones are cut. Tests that restart the broker keep the gate shut until their subscriber is
+ * back, so the gateway cannot deliver into a broker nobody listens to yet. `delayMs` holds broker→gateway
+ * bytes (PUBACKs) back, a slow link.
+ */
+export class GatedTcpProxy {
+  private readonly sockets = new Set<net.Socket>();
+  private isOpen = true;
+  delayMs = 0;
+  /** Connections accepted and relayed so far. */
+  connections = 0;
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number, options: { open?: boolean } = {}): Promise<GatedTcpProxy> {
+    let proxy: GatedTcpProxy | undefined;
+    const server = net.createServer((downstream) => {
+      const self = proxy!;
+      if (!self.isOpen) {
+        downstream.destroy();
+        return;
+      }
+      self.connections++;
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      self.sockets.add(downstream).add(upstream);
+      downstream.pipe(upstream);
+      upstream.on('data', (chunk: Buffer) => {
+        const delay = self.delayMs;
+        if (delay === 0) downstream.write(chunk);
+        else setTimeout(() => downstream.writable && downstream.write(chunk), delay);
+      });
+      const close = (): void => {
+        downstream.destroy();
+        upstream.destroy();
+        self.sockets.delete(downstream);
+        self.sockets.delete(upstream);
+      };
+      downstream.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxy = new GatedTcpProxy(server, (server.address() as net.AddressInfo).port);
+    proxy.isOpen = options.open ?? true;
+    return proxy;
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  open(): void {
+    this.isOpen = true;
+  }
+
+  /** Refuses new connections and cuts the current ones. */
+  shut(): void {
+    this.isOpen = false;
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    this.shut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
