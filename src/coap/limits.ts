@@ -4,24 +4,14 @@
 // costs a fixed amount of memory.
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import type { LimitsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import { TokenBucket } from '../net/token-bucket.js';
 import { Method, ResponseCode } from './codes.js';
 import type { CoapRequest, CoapResponse } from './request.js';
 
-export interface RequestLimitsOptions {
-  /** New requests per second from all devices together; 0: no gateway-wide limit. */
-  readonly requestsPerSecond: number;
-  /** Gateway-wide burst; 0: one second's worth (requestsPerSecond). */
-  readonly burst: number;
-  /** Requests per second of one device; 0: no per-device limit. */
-  readonly deviceRequestsPerSecond: number;
-  readonly deviceBurst: number;
-  /** Different unknown tokens from one address within the window that get it blocked; 0: never blocked. */
-  readonly unknownTokenFailures: number;
-  readonly unknownTokenWindowMs: number;
-  readonly unknownTokenBlockMs: number;
-}
+/** The `limits` configuration slice, as documented in the schema (0 turns a limit off). */
+export type RequestLimitsOptions = LimitsConfig;
 
 /** Counters for a metrics endpoint; each call returns a fresh snapshot. */
 export interface RequestLimitsStats {
