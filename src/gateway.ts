@@ -73,25 +73,17 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await broker?.close();
     throw new StartupError(`cannot read the attribute cache in ${stateDir}: ${(error as Error).message}`);
   }
-  const presence = new DevicePresence(upstream, config.sessions, log.child({ component: 'presence' }));
-  let outbox: Outbox | undefined;
-  if (config.outbox.enabled) {
-    const path = join(stateDir, 'outbox.sqlite');
-    let store: OutboxStore;
-    try {
-      const opened = OutboxStore.open(path, config.outbox.synchronous);
-      store = opened.store;
-      if (opened.movedAside) {
-        log.error({ file: opened.movedAside }, 'the outbox file could not be read; it was moved aside (kept for recovery) and a new one started');
-      }
-    } catch (error) {
-      presence.stop();
-      attributes.close();
-      await broker?.close();
-      throw new StartupError(error instanceof StoreOpenError ? error.message : `cannot open the outbox ${path}: ${(error as Error).message}`);
-    }
-    outbox = new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, log.child({ component: 'outbox' }));
+  let store: OutboxStore | undefined;
+  try {
+    store = config.outbox.enabled ? openOutboxStore(stateDir, config.outbox.synchronous, log) : undefined;
+  } catch (error) {
+    attributes.close();
+    await broker?.close();
+    throw error;
   }
+  const presence = new DevicePresence(upstream, config.sessions, log.child({ component: 'presence' }));
+  const outbox =
+    store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, log.child({ component: 'outbox' }));
   const bridge = createBridge({
     upstream,
     uplink: outbox ?? createDirectUplink(upstream, presence),
@@ -197,6 +189,18 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       return stopping;
     },
   };
+}
+
+/** The outbox file in the state directory; an unreadable one is moved aside (and said so), never deleted. */
+function openOutboxStore(stateDir: string, synchronous: 'full' | 'normal', log: Logger): OutboxStore {
+  const path = join(stateDir, 'outbox.sqlite');
+  try {
+    const { store, movedAside } = OutboxStore.open(path, synchronous);
+    if (movedAside) log.error({ file: movedAside }, 'the outbox file could not be read; it was moved aside (kept for recovery) and a new one started');
+    return store;
+  } catch (error) {
+    throw new StartupError(error instanceof StoreOpenError ? error.message : `cannot open the outbox ${path}: ${(error as Error).message}`);
+  }
 }
 
 function prepareStateDir(dir: string): string {

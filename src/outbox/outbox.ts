@@ -102,7 +102,7 @@ export class Outbox implements Uplink {
   private lastAgeSweep = 0;
   private stallWarned = false;
   private readonly storageLog = new LogOncePer(10 * 60_000);
-  private dropReport = { quota: 0, expired: 0, oversized: 0, since: 0, lastLoggedAt: 0 };
+  private dropReport = { quota: 0, expired: 0, oversized: 0, lastLoggedAt: 0 };
   private readonly counters = {
     accepted: 0,
     delivered: 0,
@@ -490,7 +490,7 @@ export class Outbox implements Uplink {
         ? `outbox full (outbox.maxBytes ${mib(maxBytes)}): dropped the oldest readings to keep the newest`
         : 'outbox dropped readings that waited longer than outbox.maxAgeHours',
     );
-    this.dropReport = { quota: 0, expired: 0, oversized: 0, since: now, lastLoggedAt: now };
+    this.dropReport = { quota: 0, expired: 0, oversized: 0, lastLoggedAt: now };
   }
 
   private storageFailed(error: unknown, refused: number): void {

@@ -71,6 +71,8 @@ export class OutboxStore {
   private byteTotal = 0;
   private deletedInTx = { records: 0, bytes: 0 };
   private highestSeq: number;
+  /** Sized once from the file system at open: it does not change under a running gateway. */
+  readonly reserveSize: number;
 
   private constructor(
     private readonly db: Connection,
@@ -108,6 +110,7 @@ export class OutboxStore {
     this.byteTotal = totals.b;
     const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get() as { seq: number } | undefined;
     this.highestSeq = sequence?.seq ?? 0;
+    this.reserveSize = reserveBytes(path);
   }
 
   /**
@@ -263,11 +266,6 @@ export class OutboxStore {
     return `${this.path}.reserve`;
   }
 
-  /** Size of the reserve file for this file system. */
-  get reserveSize(): number {
-    return reserveBytes(this.path);
-  }
-
   /** Free space on the file system holding the outbox. */
   roomBytes(): number {
     try {
@@ -284,7 +282,7 @@ export class OutboxStore {
    */
   ensureReserve(): boolean {
     if (existsSync(this.reservePath)) return true;
-    const size = reserveBytes(this.path);
+    const size = this.reserveSize;
     try {
       const stats = statfsSync(dirname(this.path));
       if (stats.bavail * stats.bsize < size) return false;
@@ -305,7 +303,7 @@ export class OutboxStore {
     if (!existsSync(this.reservePath)) return 0;
     try {
       unlinkSync(this.reservePath);
-      return reserveBytes(this.path);
+      return this.reserveSize;
     } catch {
       return 0;
     }
