@@ -7,6 +7,8 @@ export interface Upstream {
   readonly connected: boolean;
   /** Largest payload to publish now (the configured limit, or ThingsBoard's smaller one). */
   readonly maxMessageBytes: number;
+  /** Most telemetry data points one publish may carry under ThingsBoard's rate limits. */
+  readonly maxPointsPerPublish: number;
   /** Resolves on the broker's acknowledgement; rejects with UpstreamUnavailableError otherwise. */
   publish(topic: string, payload: string, options?: PublishOptions): Promise<void>;
   onConnected(listener: () => void): void;

@@ -126,6 +126,18 @@ export class ThingsBoardDouble {
     }, timeoutMs, `${count} message(s) on ${topic}`);
   }
 
+  /** Every reading published for `device` on v1/gateway/telemetry, in arrival order, however they were batched. */
+  readings(device: string): unknown[] {
+    return this.on('v1/gateway/telemetry').flatMap((message) => (message.json as Record<string, unknown[]> | undefined)?.[device] ?? []);
+  }
+
+  waitForReadings(device: string, count: number, timeoutMs = 5000): Promise<unknown[]> {
+    return eventually(() => {
+      const readings = this.readings(device);
+      return readings.length >= count ? readings : undefined;
+    }, timeoutMs, `${count} reading(s) of ${device} on v1/gateway/telemetry`);
+  }
+
   clear(): void {
     this.received.length = 0;
   }
