@@ -26,12 +26,14 @@ const DTLS_TARGET = 'coap2mqtt-dtls';
 
 const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt-puback,coap2mqtt,coap2mqtt-dtls] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
-                       [--dtls-sessions N] [--dtls-clients N]
+                       [--dtls-sessions N] [--dtls-clients N] [--profile DIR]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
 handshakes/s with --dtls-clients concurrent clients (default 8) and RSS per session with --dtls-sessions
-held open (default 1000, --quick 200).`;
+held open (default 1000, --quick 200).
+--profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
+Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.`;
 
 function readCommandLine() {
   const { values } = parseArgs({
@@ -48,6 +50,7 @@ function readCommandLine() {
       timeout: { type: 'string' },
       'dtls-sessions': { type: 'string' },
       'dtls-clients': { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -80,6 +83,7 @@ function readCommandLine() {
     timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
     dtlsSessions: count('dtls-sessions', values['dtls-sessions'], quick ? 200 : 1000),
     dtlsClients: count('dtls-clients', values['dtls-clients'], 8),
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
   };
 }
 
@@ -191,7 +195,8 @@ async function startGateway(mqttPort: number, dtls = false, outbox = true): Prom
     log: { level: 'info' },
   };
   writeFileSync(config, JSON.stringify(gatewayConfig));
-  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, join(ROOT, 'dist/cli.js'), '--config', config]);
+  const profiling = settings.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}`] : [];
+  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, join(ROOT, 'dist/cli.js'), '--config', config]);
   await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), child.waitForLine(/upstream broker connected/, 15_000)]);
   return { process: child, port: dtls ? dtlsPort : port };
 }
