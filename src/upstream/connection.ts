@@ -259,6 +259,8 @@ export class UpstreamConnection {
 
   private handleConnect(): void {
     this.isConnected = true;
+    // Devices wait for PUBACKs: no Nagle delay on small publishes (TCP and TLS sockets; not WebSockets).
+    (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
     this.connects++;
     // Until this session's limits are known, none apply beyond the configured window; bulk senders wait
     // for `ready` (the bridge asks ThingsBoard and calls applySessionLimits).
