@@ -10,7 +10,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../src/log.js';
 import { Outbox } from '../src/outbox/outbox.js';
-import { OutboxStore, type NewRecord } from '../src/outbox/store.js';
+import { OutboxStore, recordBytes, type NewRecord } from '../src/outbox/store.js';
 import { UpstreamConnection } from '../src/upstream/connection.js';
 import { UplinkKind } from '../src/upstream/gateway-api.js';
 import { freeTcpPort, sleep } from '../test/helpers/ports.js';
@@ -26,7 +26,8 @@ for (let batch = 0; batch < rows / 1000; batch++) {
   for (let i = 0; i < 1000; i++) {
     const n = batch * 1000 + i;
     const body = JSON.stringify({ ts: 1_700_000_000_000 + n, values: { temperature: 21.5, n } });
-    records.push({ kind: UplinkKind.telemetry, device: `dev-${n % 1000}`, type: 'default', body, points: 2, createdAt: Date.now() });
+    const device = `dev-${n % 1000}`;
+    records.push({ kind: UplinkKind.telemetry, device, type: 'default', body, points: 2, createdAt: Date.now(), bytes: recordBytes({ device, type: 'default', body }) });
   }
   store.commit(records, []);
 }

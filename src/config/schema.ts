@@ -401,7 +401,7 @@ export const schema = {
       env: 'COAP2MQTT_OUTBOX_MIN_FREE_DISK_BYTES',
     },
     synchronous: {
-      doc: '"full": each commit reaches the storage medium before devices are answered, so acknowledged readings survive a power cut (fsync per group commit). "normal": they survive a crash or kill of the gateway but a power cut may lose the last moments; faster on slow SD cards.',
+      doc: '"full": each commit reaches the storage medium before devices are answered, so acknowledged readings survive a power cut (one fdatasync of the WAL per group commit, on a background thread: commits that arrive meanwhile share the next one). "normal": they survive a crash or kill of the gateway but a power cut may lose the last moments; answers do not wait for the disk, which matters on slow SD cards.',
       format: ['full', 'normal'],
       default: 'full',
       env: 'COAP2MQTT_OUTBOX_SYNCHRONOUS',

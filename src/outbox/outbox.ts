@@ -79,6 +79,10 @@ const STALL_WARNING_MS = 60_000;
 export class Outbox implements Uplink {
   private pendingRecords: NewRecord[] = [];
   private pendingWaiters: Array<{ waiter: Waiter; records: number }> = [];
+  /** Committed, waiting for the sync that makes them durable before the devices are answered. */
+  private awaitingSync: Array<{ waiter: Waiter; records: number }> = [];
+  /** The sync in progress, if any. */
+  private syncing: Promise<void> | undefined;
   private flushScheduled = false;
   private deleteTimer: NodeJS.Timeout | undefined;
   /** Acknowledged upstream, deletion not yet committed; kept out of any re-read. */
@@ -93,6 +97,8 @@ export class Outbox implements Uplink {
   /** Set after a failed publish: once nothing is in flight, reading restarts after this sequence number. */
   private rewindTo: number | undefined;
   private lowDisk: string | undefined;
+  /** The last look at the disk, and what was committed since. */
+  private freeSpace = { free: 0, at: 0, writtenSince: 0 };
   /** The last commit of new rows failed for lack of space (the reserve was released). */
   private storageFull = false;
   private stopping = false;
@@ -151,7 +157,8 @@ export class Outbox implements Uplink {
     if (items.length === 0) return Promise.resolve(ACCEPTED);
     const createdAt = Date.now();
     for (const item of items) {
-      this.pendingRecords.push({ kind: item.kind, device: device.name, type: device.type, body: item.body, points: item.points, createdAt });
+      const bytes = recordBytes({ device: device.name, type: device.type, body: item.body });
+      this.pendingRecords.push({ kind: item.kind, device: device.name, type: device.type, body: item.body, points: item.points, createdAt, bytes });
     }
     return new Promise<UplinkOutcome>((resolve) => {
       this.pendingWaiters.push({ waiter: resolve, records: items.length });
@@ -193,6 +200,8 @@ export class Outbox implements Uplink {
       this.idle = undefined;
     }
     this.flush();
+    // Devices whose rows were committed hear back once they are on disk, before the file closes.
+    while (this.syncing) await this.syncing;
     const { records, bytes } = this.store;
     this.store.close();
     this.closed = true;
@@ -222,8 +231,8 @@ export class Outbox implements Uplink {
       this.commitDeletions(acknowledged);
       return;
     }
-    // Checked on every commit, not on a timer: a burst must not run past the reserve before the next look.
-    if (records.length > 0 && this.options.minFreeDiskBytes > 0) this.checkFreeSpace();
+    // Checked with the commits, not only on a timer: a burst must not run past the reserve before the next look.
+    if (records.length > 0 && this.options.minFreeDiskBytes > 0) this.checkFreeSpaceBefore(records);
     if (records.length > 0 && this.lowDisk !== undefined) {
       this.counters.rejected.lowDisk += records.length;
       for (const { waiter } of waiters) waiter({ status: 'unavailable', reason: this.lowDisk, retryAfterSeconds: STORAGE_RETRY_SECONDS });
@@ -269,8 +278,7 @@ export class Outbox implements Uplink {
       this.storageFull = false;
       this.log.info({ records: this.store.records }, 'outbox storing readings again');
     }
-    this.counters.accepted += records.length;
-    for (const { waiter } of waiters) waiter(ACCEPTED);
+    this.answerOnceDurable(waiters);
 
     // Fresh rows right behind the reader join the buffer directly instead of being read back.
     if (caughtUp && seqs.length > 0 && this.buffer.length - this.next + seqs.length <= MAX_BUFFERED_ROWS) {
@@ -280,12 +288,41 @@ export class Outbox implements Uplink {
       }
       for (let i = 0; i < seqs.length; i++) {
         const record = records[i]!;
-        this.buffer.push({ ...record, seq: seqs[i]!, bytes: recordBytes(record) });
+        const { kind, device, type, body, points, createdAt, bytes } = record;
+        this.buffer.push({ kind, device, type, body, points, createdAt, bytes, seq: seqs[i]! });
       }
       this.cursor = seqs[seqs.length - 1]!;
     }
     if (this.store.bytes > this.options.maxBytes) this.enforceQuota();
     this.pump();
+  }
+
+  /**
+   * Devices are told "created" only once their rows are on disk: one sync (off the event loop) covers
+   * every commit made before it starts; rows committed while it runs wait for the next.
+   */
+  private answerOnceDurable(waiters: ReadonlyArray<{ waiter: Waiter; records: number }>): void {
+    this.awaitingSync.push(...waiters);
+    if (this.syncing) return;
+    const batch = this.awaitingSync;
+    this.awaitingSync = [];
+    this.syncing = new Promise<void>((resolve) => {
+      this.store.sync((error) => {
+        this.syncing = undefined;
+        if (error) {
+          this.storageFailed(error, batch.reduce((sum, { records }) => sum + records, 0));
+          const refused: UplinkOutcome = { status: 'unavailable', reason: `the gateway cannot store readings: ${error.message}`, retryAfterSeconds: STORAGE_RETRY_SECONDS };
+          for (const { waiter } of batch) waiter(refused);
+        } else {
+          for (const { waiter, records } of batch) {
+            this.counters.accepted += records;
+            waiter(ACCEPTED);
+          }
+        }
+        if (this.awaitingSync.length > 0) this.answerOnceDurable([]);
+        resolve();
+      });
+    });
   }
 
   /** Publishes from the oldest unsent row while the window has room. */
@@ -317,6 +354,8 @@ export class Outbox implements Uplink {
   private refill(): boolean {
     this.buffer = [];
     this.next = 0;
+    // Caught up: fresh rows join the buffer as they are committed, nothing to read.
+    if (this.cursor >= this.store.lastSeq) return false;
     const rows = this.store.after(this.cursor, READ_ROWS);
     if (rows.length < READ_ROWS) {
       // Everything committed so far has been read: from here on fresh rows can join the buffer directly.
@@ -420,6 +459,19 @@ export class Outbox implements Uplink {
     this.reportDrops(now);
   }
 
+  /**
+   * Looks at the disk again (statfs) once the rows written since the last look could have used a quarter
+   * of the room above the reserve, or a second has passed (other programs write too): a look per commit
+   * cost more than the commit itself under load.
+   */
+  private checkFreeSpaceBefore(records: readonly NewRecord[]): void {
+    // WAL frame, table page and the checkpoint's copy: a row can take about three times its size on disk.
+    for (const record of records) this.freeSpace.writtenSince += 3 * record.bytes;
+    const { free, at, writtenSince } = this.freeSpace;
+    if (this.lowDisk === undefined && writtenSince < (free - this.options.minFreeDiskBytes) / 4 && Date.now() - at < 1000) return;
+    this.checkFreeSpace();
+  }
+
   private checkFreeSpace(): void {
     const reserve = this.options.minFreeDiskBytes;
     if (reserve === 0) return;
@@ -432,6 +484,7 @@ export class Outbox implements Uplink {
     } catch {
       return;
     }
+    this.freeSpace = { free, at: Date.now(), writtenSince: 0 };
     if (free < reserve && this.lowDisk === undefined) {
       this.lowDisk = `the gateway's disk is nearly full (${mib(free)} free, outbox.minFreeDiskBytes keeps ${mib(reserve)}); readings are refused until space is freed`;
       this.log.error({ dir: this.options.dir, freeBytes: free, minFreeDiskBytes: reserve, records: this.store.records }, `${this.lowDisk}; stored readings are kept and still delivered`);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/log.js';
-import type { Device } from '../../src/model.js';
+import type { Device, UplinkOutcome } from '../../src/model.js';
 import { Outbox, type OutboxOptions, type OutboxUpstream } from '../../src/outbox/outbox.js';
 import { OutboxStore, StoreOpenError, StoreUnavailableError } from '../../src/outbox/store.js';
 import type { PublishOptions } from '../../src/upstream/connection.js';
@@ -102,6 +102,33 @@ function build(options: Partial<OutboxOptions> = {}, store = openStore()) {
 }
 
 describe('accepting', () => {
+  it('answers a device only once its rows are on disk, one sync for everything committed before it starts', async () => {
+    const store = openStore();
+    expect(store.syncsSeparately).toBe(true);
+    const syncs: Array<(error: Error | null) => void> = [];
+    vi.spyOn(store, 'sync').mockImplementation((done) => void syncs.push(done));
+    const { outbox } = build({}, store);
+    let first: UplinkOutcome | undefined;
+    let second: UplinkOutcome | undefined;
+    void outbox.send(BOILER, reading(BOILER, 1)).then((outcome) => (first = outcome));
+    await tick();
+    expect(store.records).toBe(1); // committed…
+    expect(syncs).toHaveLength(1);
+    expect(first).toBeUndefined(); // …but not answered before the sync
+    void outbox.send(BOILER, reading(BOILER, 2)).then((outcome) => (second = outcome));
+    await tick();
+    expect(syncs).toHaveLength(1); // committed while the first sync runs: waits for the next
+    syncs[0]!(null);
+    await tick();
+    expect(first).toEqual({ status: 'accepted' });
+    expect(second).toBeUndefined();
+    expect(syncs).toHaveLength(2);
+    syncs[1]!(new StoreUnavailableError('the disk reported an error while syncing (EIO)', 'EIO'));
+    await tick();
+    expect(second).toMatchObject({ status: 'unavailable', reason: expect.stringMatching(/EIO/) });
+    expect(outbox.stats().accepted).toBe(1);
+  });
+
   it('answers only once the rows are committed, all of one turn in one transaction', async () => {
     const { outbox, store } = build();
     const commit = vi.spyOn(store, 'commit');
@@ -242,7 +269,7 @@ describe('bounds', () => {
     const store = openStore();
     const old = Date.now() - 3 * 3_600_000;
     store.commit(
-      [1, 2].map((n) => ({ kind: UplinkKind.telemetry, device: 'Boiler-7', type: 'thermostat', body: `{"ts":${n},"values":{"n":${n}}}`, points: 1, createdAt: old })),
+      [1, 2].map((n) => ({ kind: UplinkKind.telemetry, device: 'Boiler-7', type: 'thermostat', body: `{"ts":${n},"values":{"n":${n}}}`, points: 1, createdAt: old, bytes: 60 })),
       [],
     );
     const { outbox, upstream } = build({ maxAgeHours: 2 }, store);
@@ -298,9 +325,25 @@ describe('the store file', () => {
     expect(store.records).toBe(0);
   });
 
+  it('numbers many rows of one commit in order and deletes acknowledged runs, counting only rows still there', () => {
+    const store = openStore();
+    const rows = Array.from({ length: 70 }, (_, n) => ({ kind: UplinkKind.telemetry, device: `D${n % 3}`, type: 't', body: `{"ts":${n},"values":{"n":${n}}}`, points: 1, createdAt: n, bytes: 50 + n }));
+    const seqs = store.commit(rows, []); // two 32-row statements and six single ones
+    expect(seqs).toEqual(Array.from({ length: 70 }, (_, i) => seqs[0]! + i));
+    expect(store.after(0, 100).map((row) => [row.seq, row.body, row.bytes])).toEqual(rows.map((row, i) => [seqs[i], row.body, row.bytes]));
+    expect(store.records).toBe(70);
+    // Rows 0..9 go for the quota meanwhile; then 0..19 and 40 are acknowledged, out of order.
+    store.dropOldest({ bytes: rows.slice(0, 10).reduce((sum, row) => sum + row.bytes, 0) });
+    const acknowledged = [...seqs.slice(0, 20), seqs[40]!].reverse().map((seq, i) => ({ seq, bytes: 999 + i }));
+    store.commit([], acknowledged);
+    expect(store.records).toBe(70 - 21);
+    expect(store.bytes).toBe(rows.reduce((sum, row) => sum + row.bytes, 0) - rows.slice(0, 20).reduce((sum, row) => sum + row.bytes, 0) - rows[40]!.bytes);
+    expect(store.after(0, 100).map((row) => row.seq)).toEqual(seqs.filter((_, i) => i >= 20 && i !== 40));
+  });
+
   it('never reuses a sequence number, even after every row was deleted', () => {
     const store = openStore();
-    const row = { kind: UplinkKind.telemetry, device: 'A', type: 't', body: '{}', points: 0, createdAt: 1 };
+    const row = { kind: UplinkKind.telemetry, device: 'A', type: 't', body: '{}', points: 0, createdAt: 1, bytes: 30 };
     const [first] = store.commit([row], []);
     store.commit([], [{ seq: first!, bytes: 1 }]);
     store.close();
