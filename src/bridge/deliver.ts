@@ -1,5 +1,5 @@
 import type { Device, UplinkOutcome } from '../model.js';
-import { nextPublish, type BatchRow, type Publish } from '../upstream/batch.js';
+import { nextPublish, type Publish } from '../upstream/batch.js';
 import { UpstreamUnavailableError } from '../upstream/connection.js';
 import type { UplinkItem } from '../upstream/gateway-api.js';
 import type { DevicePresence } from './presence.js';
@@ -9,7 +9,7 @@ const ACCEPTED: UplinkOutcome = { status: 'accepted' };
 
 /** One device's uplink waiting for the end of the event-loop turn, then for its publishes' PUBACKs. */
 interface Request {
-  readonly rows: readonly BatchRow[];
+  readonly rows: readonly UplinkItem[];
   readonly answer: (outcome: UplinkOutcome) => void;
   /** Publishes carrying its rows not yet acknowledged. */
   unacknowledged: number;
@@ -34,7 +34,7 @@ export function createDirectUplink(upstream: Upstream, presence: DevicePresence)
   /** The publishes for `requests`, in order; a request with a row too large for any publish is answered and left out. */
   function plan(requests: Request[]): Array<{ publish: Publish; owners: Set<Request> }> {
     for (;;) {
-      const rows: BatchRow[] = [];
+      const rows: UplinkItem[] = [];
       const ownerOf: Request[] = [];
       for (const request of requests) {
         for (const row of request.rows) {
@@ -93,9 +93,8 @@ export function createDirectUplink(upstream: Upstream, presence: DevicePresence)
       presence.ensureAnnounced(device);
       if (items.length === 0) return Promise.resolve(ACCEPTED);
       return new Promise((resolve) => {
-        const rows = items.map((item): BatchRow => ({ ...item, device: device.name }));
         if (waiting.length === 0) setImmediate(flush);
-        waiting.push({ rows, answer: resolve, unacknowledged: 0, answered: false });
+        waiting.push({ rows: items, answer: resolve, unacknowledged: 0, answered: false });
       });
     },
   };

@@ -3,10 +3,6 @@
 // order rows arrive in (per device, across kinds) is the order ThingsBoard receives them.
 import { frameBytes, topicOf, UplinkKind, type UplinkItem } from './gateway-api.js';
 
-export interface BatchRow extends UplinkItem {
-  readonly device: string;
-}
-
 export interface Publish {
   readonly topic: string;
   readonly payload: string;
@@ -26,7 +22,7 @@ export interface Oversized {
  * row always goes, if it fits on its own). Telemetry rows share one `{"<device>":[..],..}`; attributes and
  * claims one `{"<device>":{..},..}` with each device once; an RPC reply goes alone.
  */
-export function nextPublish(rows: readonly BatchRow[], start: number, maxBytes: number, maxPoints = Infinity): Publish | Oversized {
+export function nextPublish(rows: readonly UplinkItem[], start: number, maxBytes: number, maxPoints = Infinity): Publish | Oversized {
   const first = rows[start]!;
   const firstBytes = frameBytes(first.kind, first.device) + Buffer.byteLength(first.body);
   if (firstBytes > maxBytes) return { oversized: true, bytes: firstBytes };

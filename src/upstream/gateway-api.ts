@@ -89,6 +89,8 @@ export type UplinkKind = (typeof UplinkKind)[keyof typeof UplinkKind];
 
 export interface UplinkItem {
   readonly kind: UplinkKind;
+  /** The device's name, as the publish names it. */
+  readonly device: string;
   readonly body: string;
   /** Telemetry data points (key-value pairs), which ThingsBoard rate-limits on their own. */
   readonly points: number;
@@ -139,7 +141,7 @@ export function telemetryItems(deviceName: string, records: readonly TelemetryRe
     const partBytes = Buffer.byteLength(part);
     if (partBytes > room) throw new MessageTooLargeError(partBytes + maxBytes - room, maxBytes);
     if (parts.length > 0 && size + 1 + partBytes > room) {
-      items.push({ kind: UplinkKind.telemetry, body: parts.join(','), points });
+      items.push({ kind: UplinkKind.telemetry, device: deviceName, body: parts.join(','), points });
       parts = [];
       size = 0;
       points = 0;
@@ -148,7 +150,7 @@ export function telemetryItems(deviceName: string, records: readonly TelemetryRe
     points += Object.keys(record.values).length;
     parts.push(part);
   }
-  if (parts.length > 0) items.push({ kind: UplinkKind.telemetry, body: parts.join(','), points });
+  if (parts.length > 0) items.push({ kind: UplinkKind.telemetry, device: deviceName, body: parts.join(','), points });
   return items;
 }
 
@@ -175,13 +177,13 @@ export interface ClaimRequest {
 
 export function claimItem(deviceName: string, claim: ClaimRequest): UplinkItem {
   assertDeviceName(deviceName);
-  return { kind: UplinkKind.claim, body: JSON.stringify(claim), points: 0 };
+  return { kind: UplinkKind.claim, device: deviceName, body: JSON.stringify(claim), points: 0 };
 }
 
 function measuredItem(kind: UplinkKind, deviceName: string, body: string, maxBytes: number): UplinkItem {
   const bytes = Buffer.byteLength(body) + frameBytes(kind, deviceName);
   if (bytes > maxBytes) throw new MessageTooLargeError(bytes, maxBytes);
-  return { kind, body, points: 0 };
+  return { kind, device: deviceName, body, points: 0 };
 }
 
 export function disconnectMessage(deviceName: string): string {

@@ -40,7 +40,7 @@ describe('requests the gateway sends', () => {
   });
 
   it('claims with the secret and duration (the device name wraps it when batched)', () => {
-    expect(claimItem('Pump-2', { secretKey: 's', durationMs: 60000 })).toEqual({ kind: UplinkKind.claim, body: '{"secretKey":"s","durationMs":60000}', points: 0 });
+    expect(claimItem('Pump-2', { secretKey: 's', durationMs: 60000 })).toEqual({ kind: UplinkKind.claim, device: 'Pump-2', body: '{"secretKey":"s","durationMs":60000}', points: 0 });
     expect(JSON.parse(claimItem('Pump-2', {}).body)).toEqual({});
   });
 

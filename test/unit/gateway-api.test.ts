@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { nextPublish, type BatchRow } from '../../src/upstream/batch.js';
+import { nextPublish } from '../../src/upstream/batch.js';
 import {
   MessageTooLargeError,
   UplinkKind,
+  type UplinkItem,
   attributesItem,
   connectMessage,
   gatewayJson,
@@ -11,7 +12,7 @@ import {
 } from '../../src/upstream/gateway-api.js';
 
 /** All publishes for `rows`, as the direct path and the outbox build them. */
-function publishAll(rows: readonly BatchRow[], maxBytes: number, maxPoints?: number): Array<{ topic: string; payload: string; points: number }> {
+function publishAll(rows: readonly UplinkItem[], maxBytes: number, maxPoints?: number): Array<{ topic: string; payload: string; points: number }> {
   const out: Array<{ topic: string; payload: string; points: number }> = [];
   for (let start = 0; start < rows.length; ) {
     const publish = nextPublish(rows, start, maxBytes, maxPoints);
@@ -22,7 +23,7 @@ function publishAll(rows: readonly BatchRow[], maxBytes: number, maxPoints?: num
   return out;
 }
 
-const rowsOf = (device: string, items: ReturnType<typeof telemetryItems>): BatchRow[] => items.map((item) => ({ ...item, device }));
+const rowsOf = (device: string, items: ReturnType<typeof telemetryItems>): UplinkItem[] => items.map((item) => ({ ...item, device }));
 
 describe('gateway API messages', () => {
   it('builds connect with the device profile', () => {
@@ -60,8 +61,8 @@ describe('gateway API messages', () => {
 });
 
 describe('batching several devices into one publish', () => {
-  const telemetry = (device: string, n: number): BatchRow => ({ kind: UplinkKind.telemetry, device, body: JSON.stringify({ ts: n, values: { n } }), points: 1 });
-  const attributes = (device: string, value: number): BatchRow => ({ kind: UplinkKind.attributes, device, body: JSON.stringify({ v: value }), points: 0 });
+  const telemetry = (device: string, n: number): UplinkItem => ({ kind: UplinkKind.telemetry, device, body: JSON.stringify({ ts: n, values: { n } }), points: 1 });
+  const attributes = (device: string, value: number): UplinkItem => ({ kind: UplinkKind.attributes, device, body: JSON.stringify({ v: value }), points: 0 });
 
   it('puts many devices\' telemetry in one message, each device\'s records in order', () => {
     const rows = [telemetry('A', 1), telemetry('B', 2), telemetry('A', 3), telemetry('C', 4)];
@@ -94,7 +95,7 @@ describe('batching several devices into one publish', () => {
   });
 
   it('keeps a run to one kind, names a device once per attributes message, and sends an RPC reply alone', () => {
-    const rpc: BatchRow = { kind: UplinkKind.rpcReply, device: 'A', body: JSON.stringify({ device: 'A', id: 7, data: 'ok' }), points: 0 };
+    const rpc: UplinkItem = { kind: UplinkKind.rpcReply, device: 'A', body: JSON.stringify({ device: 'A', id: 7, data: 'ok' }), points: 0 };
     const rows = [telemetry('A', 1), attributes('A', 1), attributes('B', 2), attributes('A', 3), rpc, telemetry('B', 4)];
     const publishes = publishAll(rows, 65536);
     expect(publishes.map((p) => [p.topic, JSON.parse(p.payload)])).toEqual([
@@ -109,12 +110,12 @@ describe('batching several devices into one publish', () => {
   it('stops at the data-point budget but always takes one row', () => {
     const rows = [telemetry('A', 1), telemetry('A', 2), telemetry('B', 3)];
     expect(publishAll(rows, 65536, 2).map((p) => p.points)).toEqual([2, 1]);
-    const heavy: BatchRow = { ...telemetry('A', 1), points: 10 };
+    const heavy: UplinkItem = { ...telemetry('A', 1), points: 10 };
     expect(nextPublish([heavy], 0, 65536, 2)).toMatchObject({ rows: 1, points: 10 });
   });
 
   it('reports a row too large for any message instead of building one', () => {
-    const big: BatchRow = { kind: UplinkKind.telemetry, device: 'A', body: 'x'.repeat(100), points: 1 };
+    const big: UplinkItem = { kind: UplinkKind.telemetry, device: 'A', body: 'x'.repeat(100), points: 1 };
     expect(nextPublish([big], 0, 100)).toEqual({ oversized: true, bytes: 100 + 8 });
   });
 });
