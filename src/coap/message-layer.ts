@@ -8,6 +8,7 @@ import { Block1Assembler } from './block1.js';
 import { BEYOND_THE_END, Block2Responder, exceedsBlock } from './block2.js';
 import { Method, MessageType, OptionNumber, ResponseCode, Transmission, codeClass, codeToString } from './codes.js';
 import { ConfirmableSender, type DeliveryOutcome, type RetransmissionParameters } from './confirmable-sender.js';
+import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
 import { DedupCache } from './dedup.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
@@ -97,7 +98,8 @@ export class CoapMessageLayer {
   private readonly confirmables: ConfirmableSender;
   private readonly blocks2: Block2Responder;
   private readonly observations: ObserveRegistry;
-  private readonly piggybackTimers = new Set<NodeJS.Timeout>();
+  /** When each pending CON request gets its empty ACK (one timer for all). */
+  private readonly piggybackDeadlines: FixedDelayDeadlines;
   private inFlight = 0;
   private draining = false;
   private stopped = false;
@@ -111,6 +113,7 @@ export class CoapMessageLayer {
     private readonly log: Logger,
   ) {
     const lifetimeMs = options.exchangeLifetimeMs ?? Transmission.exchangeLifetimeMs;
+    this.piggybackDeadlines = new FixedDelayDeadlines(options.piggybackWindowMs);
     this.seen = new DedupCache({ lifetimeMs, maxEntries: options.dedupMaxEntries });
     this.blocks = new Block1Assembler({
       maxBodyBytes: options.maxBodyBytes,
@@ -291,23 +294,18 @@ export class CoapMessageLayer {
 
     this.inFlight++;
     let separate = false;
-    let timer: NodeJS.Timeout | undefined;
+    let deadline: Deadline | undefined;
     if (message.type === MessageType.Confirmable) {
       // Answer in the ACK if the handler is quick; otherwise ACK now so the device stops retransmitting,
       // and send the answer later as a CON of its own (RFC 7252 §5.2.2).
-      timer = setTimeout(() => {
-        this.piggybackTimers.delete(timer!);
+      deadline = this.piggybackDeadlines.add(() => {
         separate = true;
         this.seen.update(peer.key, message.messageId, ANSWERED_SEPARATELY);
         peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
-      }, this.options.piggybackWindowMs);
-      this.piggybackTimers.add(timer);
+      });
     }
     const complete = (response: CoapResponse): void => {
-      if (timer) {
-        clearTimeout(timer);
-        this.piggybackTimers.delete(timer);
-      }
+      if (deadline) this.piggybackDeadlines.cancel(deadline);
       this.respond(message, peer, request, blockEcho, response, separate);
       if (--this.inFlight === 0 && this.drained) this.drained();
     };
@@ -447,8 +445,7 @@ export class CoapMessageLayer {
   stop(): void {
     this.draining = true;
     this.stopped = true;
-    for (const timer of this.piggybackTimers) clearTimeout(timer);
-    this.piggybackTimers.clear();
+    this.piggybackDeadlines.clear();
     this.observations.stop();
     this.confirmables.stop();
     this.blocks.clear();
