@@ -116,6 +116,16 @@ export interface OutgoingMessage {
 }
 
 export function encodeMessage(message: OutgoingMessage, maxBytes = 65507): Buffer {
+  if ((message.options === undefined || message.options.length === 0) && (message.payload === undefined || message.payload.length === 0)) {
+    // A bare code and token, as most answers are (2.01 Created, 2.04 Changed): built directly.
+    const { token } = message;
+    const datagram = Buffer.allocUnsafe(4 + token.length);
+    datagram[0] = 0x40 | (message.type << 4) | token.length;
+    datagram[1] = message.code;
+    datagram.writeUInt16BE(message.messageId, 2);
+    token.copy(datagram, 4);
+    return datagram;
+  }
   return coapPacket.generate(
     {
       code: codeToString(message.code),

@@ -75,6 +75,25 @@ describe('encoding', () => {
     expect(parsed.options).toEqual([{ name: 'Max-Age', value: Buffer.from([30]) }]);
   });
 
+  it('builds a bare code and token exactly as coap-packet does', () => {
+    for (const type of [MessageType.Confirmable, MessageType.NonConfirmable, MessageType.Acknowledgement]) {
+      for (const token of [Buffer.alloc(0), hex('aa'), hex('0102030405060708')]) {
+        const message = { type, code: ResponseCode.Created, messageId: 0xfe01, token };
+        const reference = coapPacket.generate({
+          code: '2.01',
+          messageId: 0xfe01,
+          token,
+          confirmable: type === MessageType.Confirmable,
+          ack: type === MessageType.Acknowledgement,
+          options: [],
+          payload: Buffer.alloc(0),
+        });
+        expect(encodeMessage(message).toString('hex')).toBe(reference.toString('hex'));
+        expect(encodeMessage({ ...message, options: [], payload: Buffer.alloc(0) }).toString('hex')).toBe(reference.toString('hex'));
+      }
+    }
+  });
+
   it('builds empty ACK and RST in four bytes', () => {
     expect(encodeEmpty(MessageType.Acknowledgement, 0xabcd).toString('hex')).toBe('6000abcd');
     expect(encodeEmpty(MessageType.Reset, 1).toString('hex')).toBe('70000001');
