@@ -2,6 +2,7 @@
 // mosquitto of its own) and coap2mqtt over DTLS, one after the other, then DTLS handshakes per second and
 // memory per DTLS session; or `--soak`: coap2mqtt alone at a fixed rate for a long time, watching its
 // memory. Results go to the terminal and to bench/results/<timestamp>.json.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -11,7 +12,8 @@ import { parseArgs } from 'node:util';
 import { openSessions, runHandshakes, type HandshakeResult } from './dtls-load.js';
 import { DTLS_PSK_CIPHER, LoadGenerator, type LoadMode, type PskCredential, type RunResult } from './loadgen.js';
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
-import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Usage } from './processes.js';
+import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
+import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
 const ROOT = resolve(HERE, '../..');
@@ -20,18 +22,27 @@ const HOST = '127.0.0.1';
 const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
   .split(/\s+/)
   .filter((word) => word.startsWith('--'));
-const TARGET_NAMES = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
+/** Targets the same request load runs against, side by side. */
+const LOAD_TARGETS = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
+/** Scenarios of their own: devices holding Observe relations with an RPC fan-out; start time and idle memory. */
+const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup'] as const;
+const TARGET_NAMES = [...LOAD_TARGETS, ...SCENARIOS] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
+type LoadTargetName = (typeof LOAD_TARGETS)[number];
+const isLoadTarget = (name: TargetName): name is LoadTargetName => (LOAD_TARGETS as readonly string[]).includes(name);
 const DTLS_TARGET = 'coap2mqtt-dtls';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--targets raw-udp,node-coap,coap2mqtt-puback,coap2mqtt,coap2mqtt-dtls] [--duration S]
+const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(',')}] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
-                       [--dtls-sessions N] [--dtls-clients N] [--profile DIR]
+                       [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
 handshakes/s with --dtls-clients concurrent clients (default 8) and RSS per session with --dtls-sessions
 held open (default 1000, --quick 200).
+coap2mqtt-observe: --observers devices (default 10000, --quick 2000) observe /rpc, --observers-per-socket of them
+on each UDP socket (default 1); a ThingsBoard stand-in then sends each an RPC and each replies.
+coap2mqtt-startup: spawn to ready three times, then RSS after 5 s idle (--quick 2 s).
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
 Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.`;
 
@@ -50,6 +61,8 @@ function readCommandLine() {
       timeout: { type: 'string' },
       'dtls-sessions': { type: 'string' },
       'dtls-clients': { type: 'string' },
+      observers: { type: 'string' },
+      'observers-per-socket': { type: 'string' },
       profile: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -83,6 +96,9 @@ function readCommandLine() {
     timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
     dtlsSessions: count('dtls-sessions', values['dtls-sessions'], quick ? 200 : 1000),
     dtlsClients: count('dtls-clients', values['dtls-clients'], 8),
+    observers: count('observers', values.observers, quick ? 2000 : 10_000),
+    observersPerSocket: count('observers-per-socket', values['observers-per-socket'], 1),
+    idleS: quick ? 2 : 5,
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
   };
 }
@@ -131,13 +147,16 @@ async function cleanUp(): Promise<void> {
 interface Started {
   readonly process: ManagedProcess;
   readonly port: number;
+  /** From spawning the process to its ready line(s). */
+  readonly startMs: number;
 }
 
 async function startNodeTarget(name: TargetName, script: string): Promise<Started> {
   const port = await freeUdpPort();
+  const spawnedAt = performance.now();
   const child = launch(name, process.execPath, [join(HERE, 'targets', script), String(port)]);
   await child.waitForLine(/^ready/, 10_000);
-  return { process: child, port };
+  return { process: child, port, startMs: performance.now() - spawnedAt };
 }
 
 async function startMosquitto(): Promise<Started> {
@@ -162,25 +181,32 @@ async function startMosquitto(): Promise<Started> {
       '',
     ].join('\n'),
   );
+  const spawnedAt = performance.now();
   const child = launch('mosquitto', 'mosquitto', ['-c', config], (line) => /: (error|warning)/i.test(line));
   await child.waitForLine(/running/, 10_000);
-  return { process: child, port };
+  return { process: child, port, startMs: performance.now() - spawnedAt };
 }
 
 let gatewayStarts = 0;
 
-/**
- * With `dtls`, the gateway also listens for DTLS, knows only the PSK devices, and the port returned is the
- * DTLS one. Without `outbox`, devices are answered after the PUBACK (coap2mqtt-puback). Each start gets a
- * fresh state directory, so no phase inherits another's backlog.
- */
-async function startGateway(mqttPort: number, dtls = false, outbox = true): Promise<Started> {
+interface GatewayVariant {
+  /** Also listen for DTLS, know only the PSK devices; the port returned is the DTLS one. */
+  readonly dtls?: boolean;
+  /** false: devices are answered after the PUBACK (coap2mqtt-puback). */
+  readonly outbox?: boolean;
+  /** Token devices dev-i / tok-i in the registry (default --devices). */
+  readonly devices?: number;
+}
+
+/** Each start gets a fresh state directory, so no phase inherits another's backlog. */
+async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Promise<Started> {
+  const { dtls = false, outbox = true, devices: tokenDevices = settings.devices } = variant;
   const port = await freeUdpPort();
   const dtlsPort = dtls ? await freeUdpPort() : 0;
   const config = join(scratchDir, 'coap2mqtt.json');
   const devices = dtls
     ? pskDevices.map(({ identity, key }, i) => ({ name: `bench-dtls-${i}`, type: 'default', psk: { identity, keyHex: key.toString('hex') } }))
-    : Array.from({ length: settings.devices }, (_, i) => ({ name: `dev-${i}`, type: 'default', token: `tok-${i}` }));
+    : Array.from({ length: tokenDevices }, (_, i) => ({ name: `dev-${i}`, type: 'default', token: `tok-${i}` }));
   const gatewayConfig = {
     coap: { host: HOST, port },
     ...(dtls && { dtls: { enabled: true, port: dtlsPort } }),
@@ -196,13 +222,15 @@ async function startGateway(mqttPort: number, dtls = false, outbox = true): Prom
   };
   writeFileSync(config, JSON.stringify(gatewayConfig));
   const profiling = settings.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}`] : [];
+  const spawnedAt = performance.now();
   const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, join(ROOT, 'dist/cli.js'), '--config', config]);
+  // Ready: listening for devices and connected upstream.
   await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), child.waitForLine(/upstream broker connected/, 15_000)]);
-  return { process: child, port: dtls ? dtlsPort : port };
+  return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt };
 }
 
 interface Phase {
-  readonly target: TargetName;
+  readonly target: LoadTargetName;
   readonly load: RunResult;
   readonly usage: Record<string, Usage>;
   /** Kernel UDP drops during the phase (either side): a sign of full socket buffers. */
@@ -212,23 +240,23 @@ interface Phase {
   readonly notableLogLineCount: number;
 }
 
-function startTarget(name: TargetName, broker: Started | undefined): Promise<Started> {
+function startTarget(name: LoadTargetName, broker: Started | undefined): Promise<Started> {
   switch (name) {
     case 'raw-udp':
       return startNodeTarget(name, 'raw-udp-server.js');
     case 'node-coap':
       return startNodeTarget(name, 'node-coap-server.js');
     case 'coap2mqtt-puback':
-      return startGateway(broker!.port, false, false);
+      return startGateway(broker!.port, { outbox: false });
     case 'coap2mqtt':
       return startGateway(broker!.port);
     case 'coap2mqtt-dtls':
-      return startGateway(broker!.port, true);
+      return startGateway(broker!.port, { dtls: true });
   }
 }
 
 /** A fresh target process per phase, so one phase's leftovers (heap, caches) do not colour the next. */
-async function runPhase(name: TargetName, mode: LoadMode, broker: Started | undefined): Promise<Phase> {
+async function runPhase(name: LoadTargetName, mode: LoadMode, broker: Started | undefined): Promise<Phase> {
   const target = await startTarget(name, broker);
   const pids: Record<string, number> = { [name]: target.process.pid, loadgen: process.pid };
   if (broker && name.startsWith('coap2mqtt')) pids.mosquitto = broker.process.pid;
@@ -269,15 +297,16 @@ async function runPhase(name: TargetName, mode: LoadMode, broker: Started | unde
 
 async function comparison(): Promise<object> {
   const withDtls = settings.targets.includes(DTLS_TARGET);
+  const loadTargets = settings.targets.filter(isLoadTarget);
   const broker = settings.targets.some((name) => name.startsWith('coap2mqtt')) ? await startMosquitto() : undefined;
   const saturation: Phase[] = [];
-  for (const name of settings.targets) {
+  for (const name of loadTargets) {
     process.stdout.write(`${name}: saturation, window ${settings.window}, ${settings.durationS} s… `);
     saturation.push(await runPhase(name, { kind: 'saturation', window: settings.window }, broker));
     process.stdout.write(`${Math.round(saturation.at(-1)!.load.throughput)} req/s\n`);
   }
   const fixedRate: Phase[] = [];
-  for (const name of settings.targets) {
+  for (const name of loadTargets) {
     process.stdout.write(`${name}: ${settings.rate} req/s, ${settings.durationS} s… `);
     fixedRate.push(await runPhase(name, { kind: 'rate', perSecond: settings.rate }, broker));
     process.stdout.write(`p99 ${ms(fixedRate.at(-1)!.load.latencyMs.p99)} ms\n`);
@@ -295,10 +324,170 @@ async function comparison(): Promise<object> {
     const encrypted = throughputOf(DTLS_TARGET)!;
     dtls = { handshakes, sessions, requestThroughputRatioToPlain: plain ? encrypted / plain : null };
   }
+  let observe: ObservePhase | undefined;
+  if (settings.targets.includes('coap2mqtt-observe')) {
+    process.stdout.write(`coap2mqtt-observe: ${settings.observers} devices observing /rpc, then an RPC to each… `);
+    observe = await observePhase(broker!);
+    const { fanout } = observe;
+    process.stdout.write(`${observe.rssObservingMB.toFixed(0)} MB, delivered to ${fanout.delivered} in ${fanout.deliveredWithinMs === null ? '-' : ms(fanout.deliveredWithinMs)} ms\n`);
+  }
+  let startup: StartupPhase | undefined;
+  if (settings.targets.includes('coap2mqtt-startup')) {
+    process.stdout.write(`coap2mqtt-startup: ${STARTS} starts, then ${settings.idleS} s idle… `);
+    startup = await startupPhase(broker!);
+    process.stdout.write(`${ms(startup.startMs.median)} ms to ready, ${startup.idleRssMB.toFixed(0)} MB idle\n`);
+  }
   if (broker) await shutDown(broker.process);
-  printTable(saturation, fixedRate);
+  if (loadTargets.length > 0) printTable(loadTargets, saturation, fixedRate);
   if (dtls) printDtlsTable(dtls, saturation);
-  return { saturation, fixedRate, ...(dtls && { dtls }) };
+  if (observe) printObserve(observe);
+  const targets = targetFigures(saturation, fixedRate, observe, startup);
+  if (targets.length > 0) printTargets(targets);
+  return { saturation, fixedRate, ...(dtls && { dtls }), ...(observe && { observe }), ...(startup && { startup }), targets };
+}
+
+interface ObservePhase {
+  readonly fanout: FanoutResult;
+  /** Gateway RSS once started (the registry of --observers devices loaded), and with every relation held. */
+  readonly rssStartedMB: number;
+  readonly rssObservingMB: number;
+  /** Peak over registrations, fan-out and replies. */
+  readonly peakRssMB: number;
+  readonly kbPerObserver: number;
+  readonly usage: Record<string, Usage>;
+  readonly exitCode: number | null;
+  readonly notableLogLines: readonly string[];
+  readonly notableLogLineCount: number;
+}
+
+/** --observers devices observe /rpc; ThingsBoard (a stand-in on the broker) sends each an RPC; each replies. */
+async function observePhase(broker: Started): Promise<ObservePhase> {
+  const gateway = await startGateway(broker.port, { devices: settings.observers });
+  const rssMB = (): number => (sampleProcess(gateway.process.pid)?.rssBytes ?? NaN) / 2 ** 20;
+  await sleep(500);
+  const rssStartedMB = rssMB();
+  let rssObservingMB = NaN;
+  let measured: Measured<FanoutResult>;
+  let exitCode: number | null;
+  try {
+    measured = await measureWhile({ 'coap2mqtt-observe': gateway.process.pid, mosquitto: broker.process.pid, loadgen: process.pid }, () =>
+      runObserveFanout({
+        host: HOST,
+        port: gateway.port,
+        mqttUrl: `mqtt://${HOST}:${broker.port}`,
+        devices: settings.observers,
+        devicesPerSocket: settings.observersPerSocket,
+        concurrency: 200,
+        timeoutMs: settings.timeoutS * 1000,
+        onRegistered: async () => {
+          await sleep(1000); // let the gateway settle (the next GC) before reading its memory
+          rssObservingMB = rssMB();
+        },
+      }),
+    );
+  } finally {
+    exitCode = await shutDown(gateway.process);
+  }
+  const fanout = measured.result;
+  return {
+    fanout,
+    rssStartedMB,
+    rssObservingMB,
+    peakRssMB: measured.usage['coap2mqtt-observe']!.peakRssMB,
+    kbPerObserver: ((rssObservingMB - rssStartedMB) * 1024) / Math.max(1, fanout.registered),
+    usage: measured.usage,
+    exitCode,
+    notableLogLines: gateway.process.notableLines,
+    notableLogLineCount: gateway.process.notableCount,
+  };
+}
+
+function printObserve(observe: ObservePhase): void {
+  const { fanout } = observe;
+  const latency = fanout.latencyMs;
+  const failures = Object.entries(fanout.registrationFailures);
+  process.stdout.write(
+    `\ncoap2mqtt-observe: ${fanout.registered}/${fanout.devices} relations in ${fanout.registrationSeconds.toFixed(1)} s ` +
+      `(${settings.observersPerSocket} per socket); RSS ${observe.rssStartedMB.toFixed(0)} MB started → ` +
+      `${observe.rssObservingMB.toFixed(0)} MB observing (${observe.kbPerObserver.toFixed(1)} KB each), peak ${observe.peakRssMB.toFixed(0)} MB\n` +
+      `  RPC fan-out: ${fanout.rpcsPublished} published in ${fanout.publishSeconds.toFixed(2)} s, delivered to ${fanout.delivered} ` +
+      `within ${fanout.deliveredWithinMs === null ? '- (not all)' : `${ms(fanout.deliveredWithinMs)} ms`} ` +
+      `(per device p50 ${ms(latency.p50)}, p99 ${ms(latency.p99)} ms; ${fanout.confirmable} CON, ${fanout.nonConfirmable} NON, ` +
+      `${fanout.duplicates} duplicates); replies upstream ${fanout.repliesUpstream} within ` +
+      `${fanout.repliesWithinMs === null ? '- (not all)' : `${ms(fanout.repliesWithinMs)} ms`}\n`,
+  );
+  const notes = [
+    failures.length > 0 && `registration failures ${JSON.stringify(fanout.registrationFailures)}`,
+    observe.exitCode !== 0 && `exit code ${observe.exitCode} when stopped`,
+    observe.notableLogLineCount && `${observe.notableLogLineCount} warning/error log line(s), first: ${observe.notableLogLines[0]}`,
+  ].filter(Boolean);
+  if (notes.length > 0) process.stdout.write(`coap2mqtt-observe: ${notes.join('; ')}\n`);
+}
+
+const STARTS = 3;
+
+interface StartupPhase {
+  /** Spawn to ready (listening, connected upstream), over STARTS fresh starts. */
+  readonly startMs: { readonly median: number; readonly max: number; readonly each: readonly number[] };
+  /** After idleS seconds with nothing to do. */
+  readonly idleRssMB: number;
+}
+
+async function startupPhase(broker: Started): Promise<StartupPhase> {
+  const each: number[] = [];
+  let idleRssMB = NaN;
+  for (let i = 0; i < STARTS; i++) {
+    const gateway = await startGateway(broker.port);
+    each.push(gateway.startMs);
+    if (i === STARTS - 1) {
+      await sleep(settings.idleS * 1000);
+      idleRssMB = (sampleProcess(gateway.process.pid)?.rssBytes ?? NaN) / 2 ** 20;
+    }
+    await shutDown(gateway.process);
+  }
+  const sorted = [...each].sort((a, b) => a - b);
+  return { startMs: { median: sorted[Math.floor(sorted.length / 2)]!, max: sorted.at(-1)!, each }, idleRssMB };
+}
+
+/** Issue 6's targets, each measured in this run. */
+interface TargetFigure {
+  readonly target: string;
+  readonly required: string;
+  readonly measured: string;
+  readonly met: boolean;
+}
+
+function targetFigures(saturation: readonly Phase[], fixedRate: readonly Phase[], observe?: ObservePhase, startup?: StartupPhase): TargetFigure[] {
+  const sat = (name: LoadTargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
+  const p99 = (name: LoadTargetName): number | undefined => fixedRate.find((phase) => phase.target === name)?.load.latencyMs.p99;
+  const figures: TargetFigure[] = [];
+  const atLeast = (target: string, value: number | undefined, base: number | undefined, minimum: number): void => {
+    if (value === undefined || base === undefined) return;
+    figures.push({ target, required: `≥ ${minimum.toFixed(2)}×`, measured: `${(value / base).toFixed(2)}×`, met: value / base >= minimum });
+  };
+  const atMost = (target: string, value: number | undefined, maximum: number, unit: string): void => {
+    if (value === undefined || Number.isNaN(value)) return;
+    figures.push({ target, required: `≤ ${maximum} ${unit}`, measured: `${value.toFixed(unit === 'ms' ? 2 : 0)} ${unit}`, met: value <= maximum });
+  };
+  atLeast('PUBACK path / raw UDP floor, saturation', sat('coap2mqtt-puback'), sat('raw-udp'), 0.45);
+  atLeast('PUBACK path / bare node-coap, saturation', sat('coap2mqtt-puback'), sat('node-coap'), 1.5);
+  atLeast('durable outbox / PUBACK path, saturation', sat('coap2mqtt'), sat('coap2mqtt-puback'), 0.7);
+  atMost(`p99 at ${settings.rate} req/s, PUBACK path`, p99('coap2mqtt-puback'), 2, 'ms');
+  atMost(`p99 at ${settings.rate} req/s, durable outbox`, p99('coap2mqtt'), 2, 'ms');
+  if (observe) {
+    atMost(`RSS with ${observe.fanout.registered} observing devices`, observe.rssObservingMB, 200, 'MB');
+    atMost(`RPC fan-out to ${observe.fanout.devices} observers`, observe.fanout.deliveredWithinMs ?? Infinity, 2000, 'ms');
+  }
+  if (startup) {
+    atMost('idle RSS', startup.idleRssMB, 80, 'MB');
+    atMost('start to ready (median)', startup.startMs.median, 1000, 'ms');
+  }
+  return figures;
+}
+
+function printTargets(figures: readonly TargetFigure[]): void {
+  const rows = figures.map(({ target, required, measured, met }) => [target, required, measured, met ? 'met' : 'MISSED']);
+  process.stdout.write(`\n${formatTable(['issue 6 target', 'required', 'measured', ''], rows)}\n`);
 }
 
 interface HandshakePhase {
@@ -338,7 +527,7 @@ interface DtlsFigures {
 
 /** Full PSK handshakes back to back against a fresh gateway; each client closes its session at once. */
 async function handshakePhase(broker: Started): Promise<HandshakePhase> {
-  const gateway = await startGateway(broker.port, true);
+  const gateway = await startGateway(broker.port, { dtls: true });
   const options = { host: HOST, port: gateway.port, psk: pskOf, timeoutMs: settings.timeoutS * 1000, clients: settings.dtlsClients };
   let measured: Pick<HandshakePhase, 'result' | 'usage' | 'udpDrops'>;
   let exitCode: number | null;
@@ -365,7 +554,7 @@ async function handshakePhase(broker: Started): Promise<HandshakePhase> {
 
 /** The gateway's RSS before and after `--dtls-sessions` sessions are established and held. */
 async function sessionsPhase(broker: Started): Promise<SessionsPhase> {
-  const gateway = await startGateway(broker.port, true);
+  const gateway = await startGateway(broker.port, { dtls: true });
   const options = { host: HOST, port: gateway.port, psk: pskOf, timeoutMs: settings.timeoutS * 1000, concurrency: 16 };
   const rssMB = (): number => (sampleProcess(gateway.process.pid)?.rssBytes ?? NaN) / 2 ** 20;
   let measured: Omit<SessionsPhase, 'exitCode' | 'notableLogLines' | 'notableLogLineCount'>;
@@ -465,10 +654,10 @@ function printDtlsTable(dtls: DtlsFigures, saturation: readonly Phase[]): void {
   }
 }
 
-function printTable(saturation: readonly Phase[], fixedRate: readonly Phase[]): void {
+function printTable(loadTargets: readonly LoadTargetName[], saturation: readonly Phase[], fixedRate: readonly Phase[]): void {
   const throughputOf = (name: TargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
   const ratio = (value: number, base: number | undefined): string => (base ? `${(value / base).toFixed(2)}×` : '-');
-  const rows = settings.targets.flatMap((name, i) => {
+  const rows = loadTargets.flatMap((name, i) => {
     const sat = saturation[i]!;
     const rate = fixedRate[i]!;
     const latency = rate.load.latencyMs;
@@ -613,13 +802,38 @@ function writeResults(results: object): string {
   const directory = join(ROOT, 'bench', 'results');
   mkdirSync(directory, { recursive: true });
   const file = join(directory, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, kernel: os.release() };
-  writeFileSync(file, `${JSON.stringify({ mode: settings.soak ? 'soak' : 'comparison', settings, machine, ...results }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ mode: settings.soak ? 'soak' : 'comparison', settings, machine: machine(), ...results }, null, 2)}\n`);
   return file;
+}
+
+function machine() {
+  const cpus = os.cpus();
+  return {
+    date: new Date().toISOString(),
+    commit: gitCommit(),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    kernel: os.release(),
+  };
+}
+
+/** The commit measured, marked when the working tree differs from it. */
+function gitCommit(): string | undefined {
+  try {
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const commit = git('rev-parse', '--short', 'HEAD');
+    return git('status', '--porcelain', '--untracked-files=no') === '' ? commit : `${commit}+changes`;
+  } catch {
+    return undefined; // not a git checkout
+  }
 }
 
 async function main(): Promise<void> {
   const results = settings.soak ? await soak() : await comparison();
+  const { date, commit, cpus, cpuModel, memoryGiB, node } = machine();
+  process.stdout.write(`${date.slice(0, 10)}, commit ${commit ?? '-'}, ${cpus} × ${cpuModel}, ${memoryGiB} GiB, Node ${node}\n`);
   process.stdout.write(`results: ${writeResults(results)}\n`);
 }
 

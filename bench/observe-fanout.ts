@@ -1,0 +1,547 @@
+// Issue 6's scenario: many devices each observing /rpc, then ThingsBoard sends every one of them an RPC at
+// once on v1/gateway/rpc and every device replies. Devices are hand-built CoAP on plain UDP sockets (no
+// node-coap on the hot path); ThingsBoard is an MQTT.js client on the broker the gateway uses. Measured:
+// how long the registrations take, how long until the last device holds its RPC, and how long until the
+// last reply is upstream. The caller samples the gateway's memory in onRegistered().
+import dgram from 'node:dgram';
+import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import * as coapPacket from 'coap-packet';
+import mqtt, { type MqttClient } from 'mqtt';
+import { summarize, type LatencySummary } from './loadgen.js';
+
+export interface FanoutOptions {
+  /** Gateway CoAP host, e.g. 127.0.0.1. */
+  readonly host: string;
+  /** Gateway CoAP UDP port. */
+  readonly port: number;
+  /** The broker the gateway is connected to, e.g. mqtt://127.0.0.1:1883. */
+  readonly mqttUrl: string;
+  /** Observing devices; device i has token `tok-${i}` and name `dev-${i}` in the gateway's registry. */
+  readonly devices: number;
+  /** 1 = one UDP socket (source port) per device, as in the field; more shares sockets. */
+  readonly devicesPerSocket: number;
+  /** Registrations (and later replies) in flight at once. */
+  readonly concurrency: number;
+  /** Per registration and reply, and for the whole fan-out and the replies' arrival upstream. */
+  readonly timeoutMs: number;
+  /** Called once the registrations are over, before the fan-out (the caller samples gateway RSS here). */
+  readonly onRegistered?: () => Promise<void>;
+}
+
+export interface FanoutResult {
+  readonly devices: number;
+  readonly registered: number;
+  /**
+   * By reason: a response code ("4.01"), "2.03 without Observe" (no room for the relation), "timeout",
+   * "reset", or a socket error ("ECONNREFUSED").
+   */
+  readonly registrationFailures: Record<string, number>;
+  readonly registrationSeconds: number;
+  /** RPCs PUBACKed by the broker. */
+  readonly rpcsPublished: number;
+  /** From the first publish to the last PUBACK (QoS 1). */
+  readonly publishSeconds: number;
+  /** Devices that received their RPC. */
+  readonly delivered: number;
+  /** From the first publish to the last device's notification; null unless every device got its RPC. */
+  readonly deliveredWithinMs: number | null;
+  /** Per device: first publish → its RPC's notification. */
+  readonly latencyMs: LatencySummary;
+  /** Notifications seen, by type. */
+  readonly confirmable: number;
+  readonly nonConfirmable: number;
+  /** Notifications of an RPC the device already had (retransmissions). */
+  readonly duplicates: number;
+  /** Replies that reached v1/gateway/rpc; every device that received its RPC replies to it. */
+  readonly repliesUpstream: number;
+  /** From the first reply sent to the last arriving upstream; null unless every reply sent arrived. */
+  readonly repliesWithinMs: number | null;
+}
+
+const RPC_TOPIC = 'v1/gateway/rpc';
+const RPC_METHOD = 'setLed';
+const REPLY_BODY = Buffer.from('{"ok":true}');
+const JSON_FORMAT = Buffer.from([50]);
+// RFC 7252's ACK_TIMEOUT, without the random factor or back-off: a bench wants predictable retries.
+const RETRANSMIT_AFTER_MS = 2000;
+const MAX_RETRANSMISSIONS = 2;
+// Each device takes two message ids (registration, reply) from its socket's 16-bit space.
+const MAX_DEVICES_PER_SOCKET = 0x10000 / 2;
+// A socket shared by many devices gets all their notifications in one burst.
+const SHARED_SOCKET_BUFFER_BYTES = 4 << 20;
+// Publishes per event-loop turn: in between, notifications that have arrived get their timestamps rather
+// than waiting behind the whole publishing loop.
+const PUBLISH_BATCH = 256;
+
+// A token is the exchange kind, then the device number (5 bytes): answers and notifications find their
+// device without a map, and a registration's notifications never look like a reply's answer.
+const OBSERVE = 1;
+const REPLY = 2;
+type Kind = typeof OBSERVE | typeof REPLY;
+const TOKEN_LENGTH = 5;
+
+type Outcome = { readonly answer: coapPacket.ParsedPacket } | { readonly failure: string };
+
+interface Device {
+  readonly index: number;
+  readonly link: Link;
+  /** The device's latest CON request (one at a time). */
+  exchange: Exchange | undefined;
+  observing: boolean;
+  /** performance.now() when its RPC arrived; NaN until then. */
+  rpcAt: number;
+  replyUpstream: boolean;
+}
+
+export async function runObserveFanout(options: FanoutOptions): Promise<FanoutResult> {
+  checkOptions(options);
+  const run = await FanoutRun.open(options);
+  try {
+    return await run.measure();
+  } finally {
+    await run.close();
+  }
+}
+
+function checkOptions({ devices, devicesPerSocket, concurrency, timeoutMs }: FanoutOptions): void {
+  const whole = { devices, devicesPerSocket, concurrency };
+  for (const [name, value] of Object.entries(whole)) {
+    if (!Number.isInteger(value) || value < 1) throw new Error(`observe fan-out: ${name} must be a whole number ≥ 1, not ${value}`);
+  }
+  if (devicesPerSocket > MAX_DEVICES_PER_SOCKET) throw new Error(`observe fan-out: at most ${MAX_DEVICES_PER_SOCKET} devices per socket`);
+  if (!(timeoutMs > 0)) throw new Error(`observe fan-out: timeoutMs must be positive, not ${timeoutMs}`);
+}
+
+class FanoutRun {
+  private readonly devices: Device[] = [];
+  private client: MqttClient | undefined;
+  private readonly delivered = new Tally();
+  private readonly published = new Tally();
+  private readonly repliesUpstream = new Tally();
+  private fanoutStartedAt = NaN;
+  private confirmable = 0;
+  private nonConfirmable = 0;
+  private duplicates = 0;
+
+  private constructor(
+    private readonly options: FanoutOptions,
+    private readonly links: readonly Link[],
+  ) {
+    for (let index = 0; index < options.devices; index++) {
+      const link = links[Math.floor(index / options.devicesPerSocket)]!;
+      this.devices.push({ index, link, exchange: undefined, observing: false, rpcAt: NaN, replyUpstream: false });
+    }
+  }
+
+  static async open(options: FanoutOptions): Promise<FanoutRun> {
+    const { host, port, devices, devicesPerSocket } = options;
+    const receiveBufferBytes = devicesPerSocket > 1 ? SHARED_SOCKET_BUFFER_BYTES : undefined;
+    let run: FanoutRun | undefined;
+    const opened = await Promise.allSettled(
+      Array.from({ length: Math.ceil(devices / devicesPerSocket) }, () =>
+        Link.open(host, port, receiveBufferBytes, (link, datagram) => run?.receive(link, datagram)),
+      ),
+    );
+    const links = opened.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+    const refused = opened.find((outcome) => outcome.status === 'rejected');
+    if (refused) {
+      // E.g. EMFILE under a low `ulimit -n`: the sockets that did open must not keep the caller alive.
+      await Promise.all(links.map((link) => link.close()));
+      throw refused.reason;
+    }
+    run = new FanoutRun(options, links);
+    try {
+      // No reconnection: a broker that goes away shows up as missing PUBACKs and replies, not as a hang.
+      run.client = await mqtt.connectAsync(options.mqttUrl, {
+        clientId: `fanout-thingsboard-${process.pid}`,
+        reconnectPeriod: 0,
+        connectTimeout: options.timeoutMs,
+      });
+      run.client.on('error', () => {}); // a lost connection is seen in the counts
+    } catch (error) {
+      await run.close();
+      throw error;
+    }
+    return run;
+  }
+
+  async measure(): Promise<FanoutResult> {
+    const registration = await this.registerAll();
+    await this.options.onRegistered?.();
+    const fanout = await this.fanOut();
+    const replies = await this.replyAll();
+    return {
+      devices: this.options.devices,
+      ...registration,
+      ...fanout,
+      confirmable: this.confirmable,
+      nonConfirmable: this.nonConfirmable,
+      duplicates: this.duplicates,
+      ...replies,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const tally of [this.delivered, this.published, this.repliesUpstream]) tally.stop();
+    await Promise.all(this.links.map((link) => link.close()));
+    await this.client?.endAsync(true);
+  }
+
+  /** Every device: CON GET /api/v1/tok-i/rpc with Observe 0, answered 2.03 with Observe. */
+  private async registerAll(): Promise<Pick<FanoutResult, 'registered' | 'registrationFailures' | 'registrationSeconds'>> {
+    const failures: Record<string, number> = {};
+    let registered = 0;
+    const startedAt = performance.now();
+    await forEachBounded(this.devices.length, this.options.concurrency, async (index) => {
+      const device = this.devices[index]!;
+      const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, index));
+      const failure = 'failure' in outcome ? outcome.failure : registrationFailure(outcome.answer);
+      if (failure === undefined) {
+        device.observing = true;
+        registered++;
+      } else {
+        failures[failure] = (failures[failure] ?? 0) + 1;
+      }
+    });
+    return { registered, registrationFailures: failures, registrationSeconds: (performance.now() - startedAt) / 1000 };
+  }
+
+  /** One RPC per device on v1/gateway/rpc, QoS 1; waits for every PUBACK and every device's notification. */
+  private async fanOut(): Promise<Pick<FanoutResult, 'rpcsPublished' | 'publishSeconds' | 'delivered' | 'deliveredWithinMs' | 'latencyMs'>> {
+    const count = this.devices.length;
+    const { timeoutMs } = this.options;
+    let lastPubackAt = NaN;
+    const onPuback = (): void => {
+      lastPubackAt = performance.now();
+      this.published.add();
+    };
+    this.fanoutStartedAt = performance.now();
+    const [, , allDelivered] = await Promise.all([
+      this.publishRpcs(onPuback),
+      this.published.reached(count, timeoutMs),
+      this.delivered.reached(count, timeoutMs),
+    ]);
+    const latencies = Float64Array.from(
+      this.devices.filter((device) => !Number.isNaN(device.rpcAt)),
+      (device) => device.rpcAt - this.fanoutStartedAt,
+    );
+    const latencyMs = summarize(latencies);
+    return {
+      rpcsPublished: this.published.count,
+      publishSeconds: (lastPubackAt - this.fanoutStartedAt) / 1000,
+      delivered: this.delivered.count,
+      deliveredWithinMs: allDelivered ? latencyMs.max : null,
+      latencyMs,
+    };
+  }
+
+  private async publishRpcs(onPuback: () => void): Promise<void> {
+    const client = this.client!;
+    for (let start = 0; start < this.devices.length; start += PUBLISH_BATCH) {
+      const end = Math.min(this.devices.length, start + PUBLISH_BATCH);
+      for (let index = start; index < end; index++) {
+        client.publish(RPC_TOPIC, rpcRequestMessage(index), { qos: 1 }, (error) => {
+          if (!error) onPuback();
+        });
+      }
+      await nextTurn();
+    }
+  }
+
+  /**
+   * Every device that received its RPC answers it: CON POST /api/v1/tok-i/rpc/{id}. The gateway publishes
+   * the replies on v1/gateway/rpc as `{"device","id","data"}`, the topic ThingsBoard sends requests on.
+   */
+  private async replyAll(): Promise<Pick<FanoutResult, 'repliesUpstream' | 'repliesWithinMs'>> {
+    const client = this.client!;
+    let lastArrivalAt = NaN;
+    client.on('message', (topic, payload) => {
+      const device = this.replyingDevice(topic, payload);
+      if (!device || device.replyUpstream) return;
+      device.replyUpstream = true;
+      lastArrivalAt = performance.now();
+      this.repliesUpstream.add();
+    });
+    // Only now: subscribed during the fan-out, this client would get all its own requests back.
+    await client.subscribeAsync(RPC_TOPIC, { qos: 1 });
+    const repliers = this.devices.filter((device) => !Number.isNaN(device.rpcAt));
+    const firstSentAt = performance.now();
+    await forEachBounded(repliers.length, this.options.concurrency, async (i) => {
+      const { index } = repliers[i]!;
+      await this.request(repliers[i]!, REPLY, (messageId, token) => rpcReplyRequest(messageId, token, index));
+    });
+    const allArrived = await this.repliesUpstream.reached(repliers.length, this.options.timeoutMs);
+    return {
+      repliesUpstream: this.repliesUpstream.count,
+      repliesWithinMs: allArrived && repliers.length > 0 ? lastArrivalAt - firstSentAt : null,
+    };
+  }
+
+  /** The device whose reply this upstream message is, if it is one (requests share the topic). */
+  private replyingDevice(topic: string, payload: Buffer): Device | undefined {
+    if (topic !== RPC_TOPIC) return undefined;
+    let body: { device?: unknown; id?: unknown; data?: unknown };
+    try {
+      body = JSON.parse(payload.toString()) as typeof body;
+    } catch {
+      return undefined;
+    }
+    const index = typeof body.device === 'string' ? /^dev-(\d+)$/.exec(body.device)?.[1] : undefined;
+    const device = index === undefined ? undefined : this.devices[Number(index)];
+    if (!device || body.id !== rpcIdOf(device.index) || body.data === undefined) return undefined;
+    return device;
+  }
+
+  private request(device: Device, kind: Kind, build: (messageId: number, token: Buffer) => Buffer): Promise<Outcome> {
+    const messageId = device.link.nextMessageId();
+    device.exchange = new Exchange(device.link, kind, messageId, build(messageId, tokenOf(kind, device.index)), this.options.timeoutMs);
+    return device.exchange.done;
+  }
+
+  private receive(link: Link, datagram: Buffer): void {
+    let packet: coapPacket.ParsedPacket;
+    try {
+      packet = coapPacket.parse(datagram);
+    } catch {
+      return;
+    }
+    // Acknowledged before anything else, known or not: otherwise the gateway retransmits, and in the end
+    // drops the relation.
+    if (packet.confirmable) link.send(emptyAck(packet.messageId));
+    if (packet.reset) {
+      link.exchanges.get(packet.messageId)?.settle({ failure: 'reset' });
+      return;
+    }
+    if (packet.code === '0.00') {
+      if (packet.ack) link.exchanges.get(packet.messageId)?.acknowledged();
+      return;
+    }
+    const target = this.addressee(link, packet.token);
+    if (!target) return;
+    const { device, kind } = target;
+    const { exchange } = device;
+    if (exchange?.kind === kind && exchange.pending) {
+      exchange.settle({ answer: packet }); // piggybacked or separate
+    } else if (kind === OBSERVE && device.observing && !packet.ack) {
+      this.notified(device, packet);
+    }
+  }
+
+  /** The device a token names, if it is one of this socket's. */
+  private addressee(link: Link, token: Buffer): { device: Device; kind: Kind } | undefined {
+    if (token.length !== TOKEN_LENGTH) return undefined;
+    const kind = token[0];
+    const device = this.devices[token.readUInt32BE(1)];
+    if (device?.link !== link || (kind !== OBSERVE && kind !== REPLY)) return undefined;
+    return { device, kind };
+  }
+
+  private notified(device: Device, packet: coapPacket.ParsedPacket): void {
+    if (packet.confirmable) this.confirmable++;
+    else this.nonConfirmable++;
+    // Other notifications (the periodic 2.03, a final 2.02) are counted by type only.
+    if (!carriesRpc(packet, rpcIdOf(device.index))) return;
+    if (!Number.isNaN(device.rpcAt)) {
+      this.duplicates++;
+      return;
+    }
+    device.rpcAt = performance.now();
+    this.delivered.add();
+  }
+}
+
+/** One connected UDP socket and the devices behind it; its message ids count up so none repeats. */
+class Link {
+  /** CON requests in flight by message id: an empty ACK or a Reset names no token. */
+  readonly exchanges = new Map<number, Exchange>();
+  private messageId = randomInt(0x10000);
+
+  private constructor(private readonly socket: dgram.Socket) {}
+
+  static async open(
+    host: string,
+    port: number,
+    receiveBufferBytes: number | undefined,
+    receive: (link: Link, datagram: Buffer) => void,
+  ): Promise<Link> {
+    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    // A connected socket skips the address lookup on every send. Node hands a failed lookup to the
+    // callback, though its type does not say so.
+    await new Promise<void>((resolve, reject) => {
+      socket.connect(port, host, (error?: Error) => {
+        if (!error) return resolve();
+        socket.close();
+        reject(error);
+      });
+    });
+    const link = new Link(socket);
+    socket.on('message', (datagram) => receive(link, datagram));
+    // ICMP port unreachable: nothing listens, so what is in flight will not be answered either.
+    socket.on('error', (error: NodeJS.ErrnoException) => link.failAll(error.code ?? error.message));
+    if (receiveBufferBytes) socket.setRecvBufferSize(receiveBufferBytes);
+    return link;
+  }
+
+  nextMessageId(): number {
+    const id = this.messageId;
+    this.messageId = (id + 1) & 0xffff;
+    return id;
+  }
+
+  send(datagram: Buffer): void {
+    this.socket.send(datagram);
+  }
+
+  failAll(reason: string): void {
+    for (const exchange of [...this.exchanges.values()]) exchange.settle({ failure: reason });
+  }
+
+  close(): Promise<void> {
+    this.failAll('closed');
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}
+
+/** A CON request: sent again every 2 s, at most twice, until ACKed; then answered, or timed out. */
+class Exchange {
+  readonly done: Promise<Outcome>;
+  private resolve!: (outcome: Outcome) => void;
+  private retransmissions = 0;
+  private retransmitTimer: NodeJS.Timeout | undefined;
+  private readonly deadline: NodeJS.Timeout;
+
+  constructor(
+    private readonly link: Link,
+    readonly kind: Kind,
+    private readonly messageId: number,
+    private readonly datagram: Buffer,
+    timeoutMs: number,
+  ) {
+    this.done = new Promise((resolve) => (this.resolve = resolve));
+    link.exchanges.set(messageId, this);
+    this.deadline = setTimeout(() => this.settle({ failure: 'timeout' }), timeoutMs);
+    this.transmit();
+  }
+
+  get pending(): boolean {
+    return this.link.exchanges.get(this.messageId) === this;
+  }
+
+  /** An empty ACK: the answer follows as a separate response, so stop retransmitting. */
+  acknowledged(): void {
+    clearTimeout(this.retransmitTimer);
+  }
+
+  settle(outcome: Outcome): void {
+    if (!this.pending) return;
+    this.link.exchanges.delete(this.messageId);
+    clearTimeout(this.retransmitTimer);
+    clearTimeout(this.deadline);
+    this.resolve(outcome);
+  }
+
+  private transmit(): void {
+    this.link.send(this.datagram);
+    if (this.retransmissions++ < MAX_RETRANSMISSIONS) this.retransmitTimer = setTimeout(() => this.transmit(), RETRANSMIT_AFTER_MS);
+  }
+}
+
+/** Counts events; reached() resolves true once `target` have happened, or false at the timeout. */
+class Tally {
+  count = 0;
+  private waiting: { readonly target: number; readonly finish: () => void } | undefined;
+
+  add(): void {
+    this.count++;
+    if (this.waiting && this.count >= this.waiting.target) this.waiting.finish();
+  }
+
+  reached(target: number, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.waiting = undefined;
+        resolve(this.count >= target);
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      this.waiting = { target, finish };
+      if (this.count >= target) finish();
+    });
+  }
+
+  /** Ends a wait early: the run is being torn down. */
+  stop(): void {
+    this.waiting?.finish();
+  }
+}
+
+/** Runs task(0) … task(count-1), at most `concurrency` at once. */
+async function forEachBounded(count: number, concurrency: number, task: (index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+}
+
+// Each device gets an RPC id of its own, so a notification delivered to the wrong device is not counted.
+const rpcIdOf = (index: number): number => index + 1;
+
+/** ThingsBoard's server-side RPC to a gateway child (gateway-mqtt-api.md §6). */
+function rpcRequestMessage(index: number): string {
+  return JSON.stringify({ device: `dev-${index}`, data: { id: rpcIdOf(index), method: RPC_METHOD, params: { on: true } } });
+}
+
+function tokenOf(kind: Kind, index: number): Buffer {
+  const token = Buffer.allocUnsafe(TOKEN_LENGTH);
+  token[0] = kind;
+  token.writeUInt32BE(index, 1);
+  return token;
+}
+
+const uriPath = (...segments: string[]): coapPacket.NamedOption[] =>
+  segments.map((segment) => ({ name: 'Uri-Path', value: Buffer.from(segment) }));
+
+function observeRpcRequest(messageId: number, token: Buffer, index: number): Buffer {
+  return coapPacket.generate({
+    code: 'GET',
+    confirmable: true,
+    messageId,
+    token,
+    options: [{ name: 'Observe', value: Buffer.alloc(0) }, ...uriPath('api', 'v1', `tok-${index}`, 'rpc')],
+  });
+}
+
+function rpcReplyRequest(messageId: number, token: Buffer, index: number): Buffer {
+  return coapPacket.generate({
+    code: 'POST',
+    confirmable: true,
+    messageId,
+    token,
+    options: [...uriPath('api', 'v1', `tok-${index}`, 'rpc', String(rpcIdOf(index))), { name: 'Content-Format', value: JSON_FORMAT }],
+    payload: REPLY_BODY,
+  });
+}
+
+/** Undefined when the registration took: a 2.xx carrying Observe (device-api.md §4: 2.03 Valid). */
+function registrationFailure(answer: coapPacket.ParsedPacket): string | undefined {
+  if (!answer.code.startsWith('2.')) return answer.code;
+  return answer.options.some((option) => option.name === 'Observe') ? undefined : `${answer.code} without Observe`;
+}
+
+/** A notification of RPC `id`: 2.05 with `{"id","method","params"}`. */
+function carriesRpc(packet: coapPacket.ParsedPacket, id: number): boolean {
+  if (packet.code !== '2.05') return false;
+  try {
+    const body = JSON.parse(packet.payload.toString()) as { id?: unknown; method?: unknown };
+    return body.id === id && body.method === RPC_METHOD;
+  } catch {
+    return false;
+  }
+}
+
+function emptyAck(messageId: number): Buffer {
+  return Buffer.from([0x60, 0, messageId >> 8, messageId & 0xff]);
+}
