@@ -26,6 +26,8 @@ export function createDownlinkHandler(context: BridgeContext): (topic: string, p
           context.log.debug({ requestId: message.requestId }, 'RPC response for no waiting request (timed out?)');
         }
         return;
+      case 'echo':
+        return;
       case 'invalid':
         if (invalidLog.first(`${topic} ${message.reason}`)) {
           context.log.warn({ topic, reason: message.reason, bytes: payload.length }, 'ignored a message from upstream the gateway cannot use; repeats are not logged for 10 minutes');

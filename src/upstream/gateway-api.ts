@@ -221,6 +221,8 @@ export type Downlink =
   | { readonly kind: 'rpc'; readonly device: string; readonly call: RpcCall }
   | { readonly kind: 'attribute-response'; readonly id: number; readonly device: string | undefined; readonly found: AttributeAnswer }
   | { readonly kind: 'own-rpc-response'; readonly requestId: number; readonly body: JsonValue }
+  /** One of the gateway's own uplinks: a plain MQTT broker (the embedded one, mosquitto) sends subscribers their own messages; ThingsBoard does not. */
+  | { readonly kind: 'echo' }
   | { readonly kind: 'invalid'; readonly reason: string };
 
 /** One key asked → a bare `value`; several → `values`; nothing found → neither (gateway-mqtt-api.md §5). */
@@ -267,6 +269,8 @@ function deviceOf(body: JsonObject): string | undefined {
 function parseAttributePush(body: JsonObject): Downlink {
   const device = deviceOf(body);
   const data = body['data'];
+  // Client attributes as the gateway publishes them: {"<device>":{..}}, never "device" with "data".
+  if (device === undefined && data === undefined) return { kind: 'echo' };
   if (!device || !isObject(data)) return { kind: 'invalid', reason: 'attribute push without "device" or a "data" object' };
   const changed: Record<string, JsonValue> = {};
   let deleted: string[] = [];
@@ -281,6 +285,8 @@ function parseAttributePush(body: JsonObject): Downlink {
 }
 
 function parseRpcRequest(body: JsonObject): Downlink {
+  // A device's reply as the gateway publishes it: {"device","id","data"}; requests carry the id in "data".
+  if (Object.hasOwn(body, 'id')) return { kind: 'echo' };
   const device = deviceOf(body);
   const data = body['data'];
   if (!device || !isObject(data)) return { kind: 'invalid', reason: 'RPC request without "device" or a "data" object' };

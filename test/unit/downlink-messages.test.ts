@@ -87,6 +87,12 @@ describe('what ThingsBoard sends', () => {
     expect(parse('v1/devices/me/rpc/response/17', [1, 2])).toEqual({ kind: 'own-rpc-response', requestId: 17, body: [1, 2] });
   });
 
+  it('recognises the gateway\'s own uplinks, which a plain MQTT broker sends back to it', () => {
+    const reply = JSON.parse(rpcReplyItem('Pump-2', 7, { ok: true }, 65536).body) as unknown;
+    expect(parse('v1/gateway/rpc', reply)).toEqual({ kind: 'echo' });
+    expect(parse('v1/gateway/attributes', { 'Pump-2': { firmware: '1.2' }, 'Boiler-7': { mode: 'eco' } })).toEqual({ kind: 'echo' });
+  });
+
   it.each([
     ['v1/gateway/rpc', 'not json'],
     ['v1/gateway/rpc', { device: 'B', data: { method: 'x' } }],
