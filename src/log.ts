@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { boundedCache } from './bounded-cache.js';
 
 // Defence in depth: code logs device names, never credentials, but if an object carrying one is ever
 // logged these paths are censored.
@@ -49,7 +50,7 @@ export class LogOncePer {
   private readonly seen: LRUCache<string, true>;
 
   constructor(windowMs: number, maxKeys = 10_000) {
-    this.seen = new LRUCache({ max: maxKeys, ttl: windowMs });
+    this.seen = boundedCache(maxKeys, { ttl: windowMs });
   }
 
   /** True the first time a key is seen within the window. */

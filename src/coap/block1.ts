@@ -1,7 +1,8 @@
 // Block1 (RFC 7959): request bodies larger than one datagram, reassembled before the request is handled.
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import { blockSize, type BlockOption } from './block.js';
 import { ResponseCode, type CodeByte } from './codes.js';
+import { boundedCache } from '../bounded-cache.js';
 
 // The option codec lives in block.ts (Block2 uses it too); re-exported for existing importers.
 export { blockSize, decodeBlock, encodeBlock, type BlockOption } from './block.js';
@@ -30,7 +31,7 @@ export class Block1Assembler {
   private readonly transfers: LRUCache<string, Transfer>;
 
   constructor(private readonly options: Block1Options) {
-    this.transfers = new LRUCache({ max: options.maxTransfers, ttl: options.idleTimeoutMs });
+    this.transfers = boundedCache(options.maxTransfers, { ttl: options.idleTimeoutMs });
   }
 
   /**

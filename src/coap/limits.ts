@@ -2,13 +2,14 @@
 // saying when to come back, and a block on addresses that try many unknown access tokens. No timers: every
 // decision reads the time its request arrived, and every table is bounded (LRU), so a flood of strangers
 // costs a fixed amount of memory.
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import { TokenBucket } from '../net/token-bucket.js';
 import { Method, ResponseCode } from './codes.js';
 import type { CoapRequest, CoapResponse } from './request.js';
+import { boundedCache } from '../bounded-cache.js';
 
 /** The `limits` configuration slice, as documented in the schema (0 turns a limit off). */
 export type RequestLimitsOptions = LimitsConfig;
@@ -64,8 +65,8 @@ export class RequestLimits {
     if (options.requestsPerSecond > 0) {
       this.global = new TokenBucket(options.requestsPerSecond, options.burst || options.requestsPerSecond, now);
     }
-    if (options.deviceRequestsPerSecond > 0) this.devices = new LRUCache({ max: MAX_DEVICE_BUCKETS });
-    if (options.unknownTokenFailures > 0) this.sources = new LRUCache({ max: MAX_SOURCES });
+    if (options.deviceRequestsPerSecond > 0) this.devices = boundedCache(MAX_DEVICE_BUCKETS);
+    if (options.unknownTokenFailures > 0) this.sources = boundedCache(MAX_SOURCES);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import type { Peer } from './transport.js';
+import { boundedCache } from '../bounded-cache.js';
 
 /**
  * Message ids for messages the gateway originates (separate responses, NON responses, notifications).
@@ -14,7 +15,7 @@ export class MessageIdAllocator {
   constructor(maxPeers: number, idleMs: number) {
     // The idle time counts from the last use: a counter dropped while in use would restart at a random
     // point and could repeat an id the peer still remembers (Observe relations outlive EXCHANGE_LIFETIME).
-    this.counters = new LRUCache({ max: maxPeers, ttl: idleMs, updateAgeOnGet: true });
+    this.counters = boundedCache(maxPeers, { ttl: idleMs, updateAgeOnGet: true });
   }
 
   next(peer: Peer): number {

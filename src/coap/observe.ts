@@ -3,7 +3,7 @@
 // has gone out and passes on Resets; sequence numbers, the CON/NON choice, one CON in flight per relation,
 // and the periodic liveness check all happen here. What a handler sees is in observe-api.ts.
 import type { Logger } from 'pino';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import { MessageType, codeClass, codeToString } from './codes.js';
 import type { ConfirmableSender, DeliveryOutcome } from './confirmable-sender.js';
 import type { MessageIdAllocator } from './message-ids.js';
@@ -17,6 +17,7 @@ import type {
 import type { CoapRequest, CoapResponse } from './request.js';
 import { formatPeer, type Peer } from './transport.js';
 import { LogOncePer } from '../log.js';
+import { boundedCache } from '../bounded-cache.js';
 
 export interface ObserveOptions {
   /** A relation quiet this long gets a CON with the current state; a NON one gets CON at least this often. */
@@ -387,7 +388,7 @@ export class ObserveRegistry {
   }
 
   private rememberNon(relation: Relation, messageId: number): void {
-    this.nonNotifications ??= new LRUCache({ max: MAX_REMEMBERED_NONS, ttl: NON_LIFETIME_MS });
+    this.nonNotifications ??= boundedCache(MAX_REMEMBERED_NONS, { ttl: NON_LIFETIME_MS });
     this.nonNotifications.set(`${relation.peer.key}#${messageId}`, relation);
   }
 

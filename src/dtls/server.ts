@@ -2,8 +2,9 @@
 // for strangers, and the timers OpenSSL leaves to its user. It hands decrypted datagrams to its owner and
 // knows nothing of what they contain.
 import type dgram from 'node:dgram';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { boundedCache } from '../bounded-cache.js';
 import type { DtlsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import type { PeerCredential } from '../model.js';
@@ -139,7 +140,7 @@ export class DtlsServer {
     private readonly log: Logger,
   ) {
     this.binding = loadDtlsBinding();
-    this.connections = new LRUCache({ max: options.maxSessions });
+    this.connections = boundedCache(options.maxSessions);
     this.context = this.binding.createContext(
       {
         cert: options.cert,

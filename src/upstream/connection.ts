@@ -145,6 +145,9 @@ export class UpstreamConnection {
       connectTimeout: o.connectTimeoutMs,
       reconnectPeriod: 0,
       protocolVersion: 4,
+      // mqtt-packet would otherwise build a Buffer for each of the 65,536 packet ids at the first publish:
+      // 6 MB of heap for the life of the process, to save one 2-byte allocation per packet.
+      writeCache: false,
       username: o.accessToken || o.username || undefined,
       password: o.password || undefined,
       ca: o.ca ? readFileSync(o.ca) : undefined,
