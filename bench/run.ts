@@ -355,6 +355,8 @@ interface ObservePhase {
   readonly peakRssMB: number;
   readonly kbPerObserver: number;
   readonly usage: Record<string, Usage>;
+  /** Datagrams the kernel dropped for full socket buffers (either side): ACKs or replies the gateway did not read in time. */
+  readonly udpReceiveDrops: number;
   readonly exitCode: number | null;
   readonly notableLogLines: readonly string[];
   readonly notableLogLineCount: number;
@@ -396,6 +398,7 @@ async function observePhase(broker: Started): Promise<ObservePhase> {
     peakRssMB: measured.usage['coap2mqtt-observe']!.peakRssMB,
     kbPerObserver: ((rssObservingMB - rssStartedMB) * 1024) / Math.max(1, fanout.registered),
     usage: measured.usage,
+    udpReceiveDrops: measured.udpDrops.receiveBuffer,
     exitCode,
     notableLogLines: gateway.process.notableLines,
     notableLogLineCount: gateway.process.notableCount,
@@ -418,6 +421,7 @@ function printObserve(observe: ObservePhase): void {
   );
   const notes = [
     failures.length > 0 && `registration failures ${JSON.stringify(fanout.registrationFailures)}`,
+    observe.udpReceiveDrops > 0 && `${observe.udpReceiveDrops} UDP receive-buffer drops`,
     observe.exitCode !== 0 && `exit code ${observe.exitCode} when stopped`,
     observe.notableLogLineCount && `${observe.notableLogLineCount} warning/error log line(s), first: ${observe.notableLogLines[0]}`,
   ].filter(Boolean);

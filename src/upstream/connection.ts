@@ -47,6 +47,8 @@ interface Job {
 const REMINDER_INTERVAL_MS = 10 * 60_000;
 /** Retry hint while connected but saturated or slow to acknowledge. */
 const BUSY_RETRY_SECONDS = 5;
+/** Broker messages handled per turn of the event loop: about a millisecond of notifications. */
+const INBOUND_SLICE = 64;
 
 export class UpstreamConnection {
   private client: MqttClient | undefined;
@@ -56,6 +58,9 @@ export class UpstreamConnection {
   private readonly queue: Job[] = [];
   private readonly connectedListeners: Array<() => void> = [];
   private readonly messageListeners: Array<(topic: string, payload: Buffer) => void> = [];
+  /** Messages from the broker not yet handed to the listeners, oldest first (see receive()). */
+  private inbound: Array<{ topic: string; payload: Buffer }> = [];
+  private inboundNext = 0;
   private subscriptions: readonly string[] = [];
   private reconnectTimer: NodeJS.Timeout | undefined;
   private nextAttemptAt = 0;
@@ -159,12 +164,35 @@ export class UpstreamConnection {
     this.client = client;
     client.on('connect', () => this.handleConnect());
     client.on('close', () => this.handleClose());
-    client.on('message', (topic, payload) => {
-      for (const listener of this.messageListeners) listener(topic, payload);
-    });
+    client.on('message', (topic, payload) => this.receive(topic, payload));
     client.on('error', (error: Error & { code?: string | number }) => {
       this.lastError = describeError(error);
     });
+  }
+
+  /**
+   * One TCP read can hold hundreds of messages (ThingsBoard fanning an RPC out to every device), which
+   * MQTT.js emits in one go. Handled all at once, the notifications they cause kept the gateway from
+   * reading its CoAP socket until the last one was sent, and the devices' ACKs overflowed its buffer.
+   * They are handed on in slices, one per turn of the event loop, in order.
+   */
+  private receive(topic: string, payload: Buffer): void {
+    this.inbound.push({ topic, payload });
+    if (this.inbound.length - this.inboundNext === 1) setImmediate(() => this.deliverInbound());
+  }
+
+  private deliverInbound(): void {
+    const end = Math.min(this.inbound.length, this.inboundNext + INBOUND_SLICE);
+    while (this.inboundNext < end) {
+      const { topic, payload } = this.inbound[this.inboundNext++]!;
+      for (const listener of this.messageListeners) listener(topic, payload);
+    }
+    if (this.inboundNext < this.inbound.length) {
+      setImmediate(() => this.deliverInbound());
+    } else {
+      this.inbound = [];
+      this.inboundNext = 0;
+    }
   }
 
   /** Resolves when the broker has acknowledged the message (QoS 1 PUBACK). */

@@ -111,6 +111,45 @@ describe('server-side RPC over Observe', () => {
     }
   });
 
+  it('delivers a burst of RPCs to several devices in order, each device its own in sequence', async () => {
+    // Published without waiting, they reach the gateway in a few large TCP reads, handed on in slices.
+    const devices = [
+      { name: 'Pump-2', token: 'pump-token-2' },
+      { name: 'Boiler-7', token: 'boiler-token-7' },
+    ];
+    const sockets = await Promise.all(devices.map(() => UdpDevice.open(gw.port)));
+    try {
+      for (const [i, { token }] of devices.entries()) {
+        sockets[i]!.send(get(`/api/v1/${token}/rpc`, { observe: 0, token: Buffer.from('bu') }));
+        expect(await sockets[i]!.nextPacket()).toMatchObject({ code: '2.03' });
+      }
+      const perDevice = 60; // under the 100 notifications a relation may have waiting
+      await Promise.all(
+        Array.from({ length: perDevice * devices.length }, (_, n) =>
+          tb.publish('v1/gateway/rpc', { device: devices[n % devices.length]!.name, data: { id: 1000 + n, method: 'burst', params: {} } }),
+        ),
+      );
+      const received = await Promise.all(
+        sockets.map(async (socket) => {
+          const ids: number[] = [];
+          while (ids.length < perDevice) {
+            const notification = await socket.nextPacket(3000);
+            if (!notification) break;
+            if (notification.confirmable) socket.send(emptyReply('ack', notification.messageId));
+            ids.push((JSON.parse(notification.payload.toString()) as { id: number }).id);
+          }
+          return ids;
+        }),
+      );
+      for (const [i, ids] of received.entries()) {
+        expect(ids).toEqual(Array.from({ length: perDevice }, (_, k) => 1000 + k * devices.length + i));
+      }
+    } finally {
+      await sleep(50);
+      for (const socket of sockets) socket.close();
+    }
+  });
+
   it('keeps RPCs for a sleeping device and delivers them, in order, when it registers', async () => {
     await tb.publish('v1/gateway/rpc', { device: 'Pump-2', data: { id: 41, method: 'first', params: {} } });
     await tb.publish('v1/gateway/rpc', { device: 'Pump-2', data: { id: 42, method: 'second', params: { x: 1 } } });
