@@ -7,6 +7,7 @@ import { closeSync, existsSync, fdatasync, fsyncSync, openSync, renameSync, stat
 import { dirname } from 'node:path';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
 import type { UplinkKind } from '../upstream/gateway-api.js';
+import { Checkpointer } from './checkpointer.js';
 
 export interface NewRecord {
   readonly kind: UplinkKind;
@@ -55,6 +56,10 @@ export const recordBytes = (record: Pick<NewRecord, 'device' | 'type' | 'body'>)
 /** Sequence number, kind, counts and timestamps as SQLite stores them, roughly. */
 const ROW_OVERHEAD = 24;
 
+/** For the estimate of WAL pages a commit writes. */
+const WAL_PAGE_BYTES = 4096;
+const ROWS_PER_PAGE = 16;
+
 const INSERT = 'INSERT INTO records (kind, device, type, body, points, bytes, created_at) VALUES';
 const VALUES = '(?, ?, ?, ?, ?, ?, ?)';
 /** Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766). */
@@ -88,9 +93,14 @@ export class OutboxStore {
   /** The WAL, opened to sync it off the event loop; undefined with synchronous "normal". */
   private walFd: number | undefined;
   private syncsInFlight = 0;
+  private readonly checkpointer: Checkpointer;
+  /** WAL pages (an estimate) written since the last checkpoint, and what one waits for. */
+  private walPages = 0;
+  private readonly checkpointPages: number;
 
   private constructor(
     private readonly db: Connection,
+    private readonly lock: Connection,
     private readonly path: string,
     synchronous: 'full' | 'normal',
   ) {
@@ -119,7 +129,7 @@ export class OutboxStore {
         pushValues(values, records[i]!);
         last = Number(this.insert.run(...values).lastInsertRowid);
       }
-      // One writer holding the exclusive lock: AUTOINCREMENT numbers a transaction's rows consecutively.
+      // This connection is the only writer: AUTOINCREMENT numbers a transaction's rows consecutively.
       return records.map((_, i) => last - records.length + 1 + i);
     });
     const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM records').get() as { n: number; b: number };
@@ -128,10 +138,12 @@ export class OutboxStore {
     const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get() as { seq: number } | undefined;
     this.highestSeq = sequence?.seq ?? 0;
     this.reserveSize = reserveBytes(path);
+    this.checkpointPages = checkpointPages(path, db);
+    this.checkpointer = new Checkpointer(path);
     if (synchronous === 'full') {
-      // SQLite keeps one WAL file for as long as it holds the exclusive lock (a TRUNCATE checkpoint
-      // empties it in place), so one descriptor serves the store's whole life. Its directory entry is
-      // made durable once, here.
+      // SQLite keeps one WAL file while any connection is open (a TRUNCATE checkpoint empties it in
+      // place), so one descriptor serves the store's whole life. Its directory entry is made durable
+      // once, here.
       this.walFd = openSync(`${path}-wal`, 'r');
       syncDirectory(dirname(path));
     }
@@ -165,18 +177,24 @@ export class OutboxStore {
    * whatever it holds can still be recovered by hand; one written by a newer version is refused.
    */
   static open(path: string, synchronous: 'full' | 'normal'): OpenedStore {
+    const lock = lockOutbox(path);
     try {
-      return { store: new OutboxStore(connect(path), path, synchronous), movedAside: undefined };
-    } catch (error) {
-      if (error instanceof StoreOpenError) throw error;
-      const code = (error as { code?: string }).code ?? '';
-      if (!['SQLITE_CORRUPT', 'SQLITE_NOTADB'].includes(code) || !existsSync(path)) {
-        throw new StoreOpenError(`cannot open the outbox ${path}: ${describe(error)}`);
+      try {
+        return { store: new OutboxStore(connect(path), lock, path, synchronous), movedAside: undefined };
+      } catch (error) {
+        if (error instanceof StoreOpenError) throw error;
+        const code = (error as { code?: string }).code ?? '';
+        if (!['SQLITE_CORRUPT', 'SQLITE_NOTADB'].includes(code) || !existsSync(path)) {
+          throw new StoreOpenError(`cannot open the outbox ${path}: ${describe(error)}`);
+        }
+        const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+        renameSync(path, aside);
+        for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+        return { store: new OutboxStore(connect(path), lock, path, synchronous), movedAside: aside };
       }
-      const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      renameSync(path, aside);
-      for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
-      return { store: new OutboxStore(connect(path), path, synchronous), movedAside: aside };
+    } catch (error) {
+      lock.close();
+      throw error;
     }
   }
 
@@ -223,11 +241,38 @@ export class OutboxStore {
     } catch (error) {
       throw asUnavailable(error);
     }
-    for (const r of records) this.byteTotal += r.bytes;
+    let insertedBytes = 0;
+    for (const r of records) insertedBytes += r.bytes;
+    this.byteTotal += insertedBytes;
     this.count += records.length;
     this.forgotten(this.deletedInTx.records, this.deletedInTx.bytes);
     if (seqs.length > 0) this.highestSeq = seqs[seqs.length - 1]!;
+    // The leaf pages written, the sequence row, the pages rows were deleted from, the pointer map.
+    this.walPages += 2 + Math.ceil(insertedBytes / WAL_PAGE_BYTES) + Math.ceil(this.deletedInTx.records / ROWS_PER_PAGE);
+    this.checkpointWhenDue();
     return seqs;
+  }
+
+  /**
+   * Every checkpointPages written, a checkpoint on the worker. Should it fall behind (a disk stalling
+   * for seconds) the WAL may not grow without bound on a small disk: at four times the mark the
+   * checkpoint runs here, as SQLite's own automatic one would.
+   */
+  private checkpointWhenDue(): void {
+    if (this.walPages < this.checkpointPages) return;
+    if (!this.checkpointer.busy) {
+      const written = this.walPages;
+      this.checkpointer.checkpoint((outcome) => {
+        if ('busy' in outcome && !outcome.busy) this.walPages = Math.max(0, this.walPages - written);
+      });
+    } else if (this.walPages >= 4 * this.checkpointPages) {
+      try {
+        this.db.pragma('wal_checkpoint(PASSIVE)');
+        this.walPages = 0;
+      } catch {
+        // The disk refused: the outbox hears of it from the next commit.
+      }
+    }
   }
 
   /**
@@ -383,12 +428,15 @@ export class OutboxStore {
   /** Checkpoints the WAL into the main file and closes; the next open starts from a tidy file. */
   close(): void {
     if (!this.db.open) return;
+    // The worker's connection first, so this one is the last and removes the WAL.
+    this.checkpointer.close();
     try {
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     } catch {
       // A full disk can refuse the checkpoint; the WAL stays and SQLite replays it at the next open.
     }
     this.db.close();
+    this.lock.close();
     if (this.walFd !== undefined && this.syncsInFlight === 0) closeSync(this.walFd);
   }
 }
@@ -415,13 +463,30 @@ function syncDirectory(dir: string): void {
   }
 }
 
-function connect(path: string): Connection {
-  // Nothing else should ever hold the lock: a short wait, then the clear error below.
-  const db = new Database(path, { timeout: 500 });
+/**
+ * A second gateway pointed at the same state directory must fail at start instead of both sending the
+ * same records. The outbox itself cannot be locked exclusively (the checkpointer has a connection of
+ * its own), so a small database beside it is: SQLite's lock, held until close, released by the kernel
+ * if the process dies.
+ */
+function lockOutbox(path: string): Connection {
+  const lock = new Database(`${path}.lock`, { timeout: 500 });
   try {
-    // Exclusive: a second gateway pointed at the same state directory fails at start instead of both
-    // sending the same records. (In WAL mode this also keeps the index in memory, without a -shm file.)
-    db.pragma('locking_mode = EXCLUSIVE');
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN IMMEDIATE; COMMIT;'); // the exclusive lock is taken by the first write
+    return lock;
+  } catch (error) {
+    lock.close();
+    if ((error as { code?: string }).code === 'SQLITE_BUSY') {
+      throw new StoreOpenError(`the outbox ${path} is in use by another process (is another coap2mqtt running with the same state.dir?)`);
+    }
+    throw new StoreOpenError(`cannot lock the outbox ${path}: ${describe(error)}`);
+  }
+}
+
+function connect(path: string): Connection {
+  const db = new Database(path, { timeout: 5000 });
+  try {
     const version = db.pragma('user_version', { simple: true }) as number;
     // Freed pages can be handed back to the file system when the disk runs short (reclaim). SQLite takes
     // this only on a new file, before WAL mode and before the first table.
@@ -431,10 +496,8 @@ function connect(path: string): Connection {
     db.pragma('synchronous = NORMAL');
     // After a checkpoint the WAL shrinks back instead of keeping its peak size on a small SD card.
     db.pragma('journal_size_limit = 16777216');
-    // SQLite checkpoints every 1,000 pages (4 MB) by default; on a small file system the WAL must stay
-    // a small share of the disk, or a full disk leaves no room to checkpoint it.
-    const pageSize = db.pragma('page_size', { simple: true }) as number;
-    db.pragma(`wal_autocheckpoint = ${Math.max(16, Math.min(1000, Math.floor(fileSystemBytes(path) / 16 / pageSize)))}`);
+    // The checkpointer worker checkpoints (OutboxStore.checkpointWhenDue), not the writer.
+    db.pragma('wal_autocheckpoint = 0');
     if (version > SCHEMA_VERSION) {
       throw new StoreOpenError(
         `the outbox ${path} was written by a newer coap2mqtt (format ${version}, this one reads ${SCHEMA_VERSION}); ` +
@@ -454,16 +517,20 @@ function connect(path: string): Connection {
       created_at INTEGER NOT NULL
     )`);
     if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    // The exclusive lock is taken by the first write; take it now so a second instance fails here.
-    db.exec('BEGIN IMMEDIATE; COMMIT;');
     return db;
   } catch (error) {
     db.close();
-    if ((error as { code?: string }).code === 'SQLITE_BUSY') {
-      throw new StoreOpenError(`the outbox ${path} is in use by another process (is another coap2mqtt running with the same state.dir?)`);
-    }
     throw error;
   }
+}
+
+/**
+ * SQLite checkpoints every 1,000 pages (4 MB) by default; on a small file system the WAL must stay a
+ * small share of the disk, or a full disk leaves no room to checkpoint it.
+ */
+function checkpointPages(path: string, db: Connection): number {
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  return Math.max(16, Math.min(1000, Math.floor(fileSystemBytes(path) / 16 / pageSize)));
 }
 
 function fileSystemBytes(path: string): number {
