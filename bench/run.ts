@@ -4,13 +4,13 @@
 // memory. Results go to the terminal and to bench/results/<timestamp>.json.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openSessions, runHandshakes, type HandshakeResult } from './dtls-load.js';
-import { DTLS_PSK_CIPHER, LoadGenerator, type LoadMode, type PskCredential, type RunResult } from './loadgen.js';
+import { DTLS_PSK_CIPHER, LoadGenerator, summarize, type LatencySummary, type LoadMode, type PskCredential, type RunResult } from './loadgen.js';
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
 import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
 import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
@@ -36,7 +36,7 @@ const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
                        [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR]
        npm run bench -- --soak [--rate 2000] [--duration 600]
---duration is per measured phase (default 15, --quick 4), or the whole soak (default 600).
+--duration is per measured phase (default 15, --quick 3), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
 handshakes/s with --dtls-clients concurrent clients (default 8) and RSS per session with --dtls-sessions
 held open (default 1000, --quick 200).
@@ -91,7 +91,7 @@ function readCommandLine() {
     sockets: count('sockets', values.sockets, 128),
     devices: count('devices', values.devices, 1000),
     maxInflight: count('max-inflight', values['max-inflight'], 1000),
-    durationS: positive('duration', values.duration, soak ? 600 : quick ? 4 : 15),
+    durationS: positive('duration', values.duration, soak ? 600 : quick ? 3 : 15),
     warmupS: quick ? 1 : 3,
     timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
     dtlsSessions: count('dtls-sessions', values['dtls-sessions'], quick ? 200 : 1000),
@@ -295,9 +295,33 @@ async function runPhase(name: LoadTargetName, mode: LoadMode, broker: Started | 
   };
 }
 
+/**
+ * How long the disk takes to make 4 KiB appended to a file durable (fdatasync), as the durable outbox's
+ * answers wait for one: the floor under its latency, whatever the gateway does.
+ */
+async function probeDiskSync(samples = 300): Promise<LatencySummary> {
+  const path = join(scratchDir, 'sync-probe');
+  const fd = openSync(path, 'w');
+  const block = Buffer.alloc(4096, 1);
+  const latencies = new Float64Array(samples);
+  try {
+    for (let i = 0; i < samples; i++) {
+      writeSync(fd, block);
+      const startedAt = performance.now();
+      await new Promise<void>((resolve, reject) => fdatasync(fd, (error) => (error ? reject(error) : resolve())));
+      latencies[i] = performance.now() - startedAt;
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(path, { force: true });
+  }
+  return summarize(latencies);
+}
+
 async function comparison(): Promise<object> {
   const withDtls = settings.targets.includes(DTLS_TARGET);
   const loadTargets = settings.targets.filter(isLoadTarget);
+  const diskSyncMs = loadTargets.includes('coap2mqtt') ? await probeDiskSync() : undefined;
   const broker = settings.targets.some((name) => name.startsWith('coap2mqtt')) ? await startMosquitto() : undefined;
   const saturation: Phase[] = [];
   for (const name of loadTargets) {
@@ -339,11 +363,17 @@ async function comparison(): Promise<object> {
   }
   if (broker) await shutDown(broker.process);
   if (loadTargets.length > 0) printTable(loadTargets, saturation, fixedRate);
+  if (diskSyncMs) {
+    process.stdout.write(
+      `disk (${scratchDir}): fdatasync of a 4 KiB append p50 ${ms(diskSyncMs.p50)}, p99 ${ms(diskSyncMs.p99)}, max ${ms(diskSyncMs.max)} ms, ` +
+        'measured idle; the durable outbox answers only after one (outbox.synchronous "full")\n',
+    );
+  }
   if (dtls) printDtlsTable(dtls, saturation);
   if (observe) printObserve(observe);
   const targets = targetFigures(saturation, fixedRate, observe, startup);
   if (targets.length > 0) printTargets(targets);
-  return { saturation, fixedRate, ...(dtls && { dtls }), ...(observe && { observe }), ...(startup && { startup }), targets };
+  return { saturation, fixedRate, ...(diskSyncMs && { diskSyncMs }), ...(dtls && { dtls }), ...(observe && { observe }), ...(startup && { startup }), targets };
 }
 
 interface ObservePhase {

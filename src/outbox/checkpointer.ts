@@ -38,18 +38,30 @@ const WORKER_SOURCE = `(async () => {
 const SQLITE_MODULE = pathToFileURL(createRequire(import.meta.url).resolve('better-sqlite3')).href;
 /** How long close() waits for a checkpoint under way to finish. */
 const CLOSE_WAIT_MS = 10_000;
+/** A worker (a V8 isolate of its own, about 7 MB) lives only while there is work: stopped after this long without. */
+const DEFAULT_IDLE_MS = 60_000;
+
+interface Thread {
+  readonly worker: Worker;
+  /** Set to 1 by the worker once its connection is closed. */
+  readonly closed: Int32Array;
+}
 
 export class Checkpointer {
-  private readonly worker: Worker;
-  private readonly closed = new Int32Array(new SharedArrayBuffer(4));
+  private thread: Thread | undefined;
+  /** Workers told to close whose connection may still be open. */
+  private readonly retiring = new Set<Thread>();
   private waiting: ((outcome: CheckpointOutcome) => void) | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(path: string) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { sqlite: SQLITE_MODULE, path, closed: this.closed } });
-    // Idle, it must not keep the process alive.
-    this.worker.unref();
-    this.worker.on('message', (outcome: CheckpointOutcome) => this.settle(outcome));
-    this.worker.on('error', (error) => this.settle({ error: error.message }));
+  constructor(
+    private readonly path: string,
+    private readonly idleMs = DEFAULT_IDLE_MS,
+  ) {}
+
+  /** Whether a worker is running (from the first checkpoint until idleMs after the last). */
+  get running(): boolean {
+    return this.thread !== undefined;
   }
 
   /** Whether a checkpoint is under way (at most one at a time). */
@@ -60,25 +72,60 @@ export class Checkpointer {
   /** Starts a checkpoint; `done` hears how it went. Ignored while one is under way. */
   checkpoint(done: (outcome: CheckpointOutcome) => void): void {
     if (this.waiting) return;
+    clearTimeout(this.idleTimer);
+    this.thread ??= this.spawn();
     this.waiting = done;
-    this.worker.ref(); // until it answers
-    this.worker.postMessage('checkpoint');
+    this.thread.worker.ref(); // until it answers
+    this.thread.worker.postMessage('checkpoint');
   }
 
   /**
-   * Closes the worker's connection, waiting for a checkpoint under way; synchronous, so the writer's
+   * Closes the workers' connections, waiting for a checkpoint under way; synchronous, so the writer's
    * connection can close right after as the last one (which checkpoints and removes the WAL).
    */
   close(): void {
-    this.worker.postMessage('close');
-    Atomics.wait(this.closed, 0, 0, CLOSE_WAIT_MS);
-    void this.worker.terminate();
+    clearTimeout(this.idleTimer);
+    this.retire();
+    for (const thread of this.retiring) {
+      Atomics.wait(thread.closed, 0, 0, CLOSE_WAIT_MS);
+      void thread.worker.terminate();
+    }
+    this.retiring.clear();
+  }
+
+  private spawn(): Thread {
+    const closed = new Int32Array(new SharedArrayBuffer(4));
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { sqlite: SQLITE_MODULE, path: this.path, closed } });
+    const thread: Thread = { worker, closed };
+    // Idle, it must not keep the process alive.
+    worker.unref();
+    worker.on('message', (outcome: CheckpointOutcome) => this.settle(outcome));
+    worker.on('error', (error) => this.settle({ error: error.message }));
+    worker.on('exit', () => {
+      this.retiring.delete(thread);
+      if (this.thread === thread) {
+        this.thread = undefined;
+        this.settle({ error: 'the checkpointer stopped' });
+      }
+    });
+    return thread;
   }
 
   private settle(outcome: CheckpointOutcome): void {
     const done = this.waiting;
     this.waiting = undefined;
-    this.worker.unref();
+    this.thread?.worker.unref();
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.retire(), this.idleMs);
+    this.idleTimer.unref();
     done?.(outcome);
+  }
+
+  private retire(): void {
+    const thread = this.thread;
+    if (!thread) return;
+    this.thread = undefined;
+    this.retiring.add(thread);
+    thread.worker.postMessage('close');
   }
 }

@@ -41,4 +41,25 @@ describe('Checkpointer', () => {
     expect(reader.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 201 });
     reader.close();
   });
+
+  it('stops its worker when idle and starts one again for the next checkpoint', async () => {
+    const path = join(dir, 'outbox.sqlite');
+    const writer = new Database(path);
+    writer.pragma('journal_mode = WAL');
+    writer.pragma('wal_autocheckpoint = 0');
+    writer.exec('CREATE TABLE t (v TEXT)');
+    const checkpointer = new Checkpointer(path, 50);
+    expect(checkpointer.running).toBe(false); // nothing started until there is work
+    for (const round of [1, 2]) {
+      writer.prepare('INSERT INTO t (v) VALUES (?)').run(`round ${round}`);
+      const outcome = await new Promise<CheckpointOutcome>((resolve) => checkpointer.checkpoint(resolve));
+      expect(outcome).toMatchObject({ busy: false });
+      expect(checkpointer.running).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(checkpointer.running).toBe(false);
+    }
+    checkpointer.close();
+    writer.close();
+    expect(existsSync(`${path}-wal`)).toBe(false);
+  });
 });
