@@ -59,4 +59,32 @@ describe('DedupCache', () => {
     for (let i = 0; i < 100; i++) dedup.add('b', i, 'x');
     expect(dedup.earlyRotations).toBe(0);
   });
+
+  it('agrees with a plain map through growth, many peers and updates', () => {
+    const { dedup } = cache(1_000_000);
+    const model = new Map<string, string>();
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0;
+      return seed % n;
+    };
+    for (let i = 0; i < 50_000; i++) {
+      const peer = `10.0.${random(40)}.${random(250)}:${5683 + random(3)}`;
+      const id = random(65_536);
+      const key = `${peer}#${id}`;
+      if (model.has(key) && random(2) === 0) {
+        dedup.update(peer, id, `answer ${i}`);
+        model.set(key, `answer ${i}`);
+      } else if (!model.has(key)) {
+        dedup.add(peer, id, 'processing');
+        model.set(key, 'processing');
+      }
+    }
+    expect(dedup.size).toBe(model.size);
+    for (const [key, value] of model) {
+      const [peer, id] = key.split('#') as [string, string];
+      expect(dedup.get(peer, Number(id))).toBe(value);
+    }
+    expect(dedup.get('10.0.0.0:1', 1)).toBeUndefined();
+  });
 });
