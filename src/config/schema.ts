@@ -102,7 +102,7 @@ export const schema = {
       env: 'COAP2MQTT_COAP_PIGGYBACK_WINDOW_MS',
     },
     dedupMaxEntries: {
-      doc: 'Hard cap on remembered (device address, message id) pairs used to recognise retransmissions for 247 s (RFC 7252 EXCHANGE_LIFETIME). Each costs 35–70 bytes; the default covers a steady 4,000 requests/s. Beyond the cap the oldest are forgotten early (logged once).',
+      doc: 'Hard cap on remembered (device address, message id) pairs used to recognise retransmissions for 247 s (RFC 7252 EXCHANGE_LIFETIME). Each costs about 24 bytes (memory taken as entries arrive); the default covers a steady 4,000 requests/s. Beyond the cap the oldest are forgotten early (logged once).',
       format: integer(1000, 20_000_000),
       default: 1_000_000,
       env: 'COAP2MQTT_COAP_DEDUP_MAX_ENTRIES',
