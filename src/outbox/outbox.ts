@@ -303,7 +303,10 @@ export class Outbox implements Uplink {
    */
   private answerOnceDurable(waiters: ReadonlyArray<{ waiter: Waiter; records: number }>): void {
     this.awaitingSync.push(...waiters);
-    if (this.syncing) return;
+    if (!this.syncing) this.syncThenAnswer();
+  }
+
+  private syncThenAnswer(): void {
     const batch = this.awaitingSync;
     this.awaitingSync = [];
     this.syncing = new Promise<void>((resolve) => {
@@ -319,7 +322,7 @@ export class Outbox implements Uplink {
             waiter(ACCEPTED);
           }
         }
-        if (this.awaitingSync.length > 0) this.answerOnceDurable([]);
+        if (this.awaitingSync.length > 0) this.syncThenAnswer();
         resolve();
       });
     });

@@ -241,6 +241,9 @@ export class UpstreamConnection {
     clearTimeout(this.paceTimer);
     this.paceTimer = undefined;
     for (const job of this.queue.splice(0)) this.fail(job, 'the gateway is shutting down');
+    // Messages from the broker not handed on yet are dropped with the parts that would handle them.
+    this.inbound = [];
+    this.inboundNext = 0;
     const client = this.client;
     this.client = undefined;
     if (!client) return;
