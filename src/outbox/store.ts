@@ -3,6 +3,7 @@
 // order. Power-cut safety ("full") is SQLite's synchronous=NORMAL plus an fdatasync of the WAL on libuv's
 // thread pool after each group commit (sync()): the same guarantee as synchronous=FULL, whose fsync
 // inside COMMIT blocked the event loop for 0.16 ms per commit here and, now and then, for 100 ms.
+// Checkpoints run on a worker thread (checkpointer.ts) for the same reason.
 import { closeSync, existsSync, fdatasync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
@@ -94,8 +95,9 @@ export class OutboxStore {
   private walFd: number | undefined;
   private syncsInFlight = 0;
   private readonly checkpointer: Checkpointer;
-  /** WAL pages (an estimate) written since the last checkpoint, and what one waits for. */
+  /** WAL pages written since the last checkpoint (an estimate). */
   private walPages = 0;
+  /** The mark at which the worker checkpoints (SQLite's wal_autocheckpoint, scaled to the disk). */
   private readonly checkpointPages: number;
 
   private constructor(
