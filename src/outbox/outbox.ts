@@ -83,6 +83,8 @@ export class Outbox implements Uplink {
   private awaitingSync: Array<{ waiter: Waiter; records: number }> = [];
   /** The sync in progress, if any. */
   private syncing: Promise<void> | undefined;
+  /** Rows or deletions arrived while it ran. */
+  private flushAfterSync = false;
   private flushScheduled = false;
   private deleteTimer: NodeJS.Timeout | undefined;
   /** Acknowledged upstream, deletion not yet committed; kept out of any re-read. */
@@ -217,9 +219,15 @@ export class Outbox implements Uplink {
   /** One group commit: new rows in, acknowledged rows out; then the devices are answered. */
   private flush(): void {
     this.flushScheduled = false;
+    if (this.closed) return;
+    // While a sync runs, what arrives could only be answered after the next one anyway: committing it
+    // now would only write more WAL pages. It is committed, all at once, when the sync is back.
+    if (this.syncing && !this.stopping) {
+      this.flushAfterSync = true;
+      return;
+    }
     clearTimeout(this.deleteTimer);
     this.deleteTimer = undefined;
-    if (this.closed) return;
     const records = this.pendingRecords;
     const waiters = this.pendingWaiters;
     const acknowledged = this.acknowledged;
@@ -323,6 +331,10 @@ export class Outbox implements Uplink {
           }
         }
         if (this.awaitingSync.length > 0) this.syncThenAnswer();
+        else if (this.flushAfterSync) {
+          this.flushAfterSync = false;
+          this.flush();
+        }
         resolve();
       });
     });
