@@ -217,6 +217,8 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
     limits: { requestsPerSecond: 0, deviceRequestsPerSecond: 0, unknownTokenFailures: 0 },
     devices,
     state: { dir: join(scratchDir, `state-${++gatewayStarts}`) },
+    // On, as by default (its counters are part of what is measured), on any free port.
+    http: { port: 0 },
     // info logs state changes only, including the two lines that say it is ready.
     log: { level: 'info' },
   };

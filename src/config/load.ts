@@ -105,6 +105,7 @@ export interface GatewayConfig {
   readonly sessions: SessionsConfig;
   readonly outbox: OutboxConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
+  readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly devices: readonly DeviceEntry[];
   readonly state: { readonly dir: string };
   readonly log: { readonly level: (typeof LOG_LEVELS)[number] };

@@ -465,6 +465,26 @@ export const schema = {
       env: 'COAP2MQTT_EMBEDDED_BROKER_PORT',
     },
   },
+  http: {
+    enabled: {
+      doc: 'Serve /healthz (is the gateway serving devices, is ThingsBoard connected, how far behind is the outbox) and /metrics (Prometheus text format) over HTTP on http.host:http.port.',
+      format: Boolean,
+      default: true,
+      env: 'COAP2MQTT_HTTP_ENABLED',
+    },
+    host: {
+      doc: 'Address of the health and metrics endpoint. Keep it on loopback (127.0.0.1 or ::1) unless a firewall protects the port: it needs no credentials.',
+      format: 'non-empty-string',
+      default: '127.0.0.1',
+      env: 'COAP2MQTT_HTTP_HOST',
+    },
+    port: {
+      doc: 'TCP port of the health and metrics endpoint (0 picks a free one).',
+      format: 'port',
+      default: 9464,
+      env: 'COAP2MQTT_HTTP_PORT',
+    },
+  },
   devices: {
     doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path. Over DTLS a device may instead be identified by "psk": {"identity": "...", "key": "..."} ("keyHex" for binary keys) or "cert": {"fingerprint256": "..."} or {"cn": "..."}; it then uses token-less paths such as /api/v1/telemetry.',
     format: 'json-array',

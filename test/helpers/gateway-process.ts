@@ -114,10 +114,14 @@ export class GatewayProcess {
    * Starts `node CLI --config FILE`. `wrap` is a command prefix, e.g. ['nsenter', '-t', pid, '-m', '--'] to run
    * it in another mount namespace (nsenter execs node in place, so signals reach node itself).
    */
-  static start(configFile: string, options: { wrap?: readonly string[]; nodeArgs?: readonly string[] } = {}): GatewayProcess {
+  static start(
+    configFile: string,
+    options: { wrap?: readonly string[]; nodeArgs?: readonly string[]; env?: Readonly<Record<string, string>> } = {},
+  ): GatewayProcess {
     const argv = [...(options.wrap ?? []), process.execPath, ...(options.nodeArgs ?? []), CLI, '--config', configFile];
     const child = spawn(argv[0]!, argv.slice(1), {
-      env: { PATH: process.env.PATH ?? '' },
+      // A free port for /healthz and /metrics unless the test asks for one: tests run in parallel.
+      env: { PATH: process.env.PATH ?? '', COAP2MQTT_HTTP_PORT: '0', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new GatewayProcess(child, configFile);

@@ -29,7 +29,7 @@ export async function startTestGateway(config: Record<string, unknown>): Promise
   const upstream = { sessionLimitsTimeoutMs: 0, ...(config.upstream as Record<string, unknown> | undefined) };
   writeFileSync(
     file,
-    JSON.stringify({ coap: { host: '127.0.0.1', port: 0 }, devices: DEVICES, state: { dir: join(dir, 'state') }, ...config, upstream }),
+    JSON.stringify({ coap: { host: '127.0.0.1', port: 0 }, http: { port: 0 }, devices: DEVICES, state: { dir: join(dir, 'state') }, ...config, upstream }),
   );
   const loaded = loadConfig({ file, env: {} });
   if (!loaded.ok) throw new Error(`test config invalid: ${loaded.errors.join('; ')}`);
