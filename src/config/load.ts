@@ -2,10 +2,12 @@
 // environment variables. Every problem is reported with the key, the offending value and what is expected,
 // all at once, so a technician can fix the file in one go.
 import { accessSync, constants, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import convict from 'convict';
 import JSON5 from 'json5';
 import { redactUrl } from '../log.js';
-import { schema, type LOG_LEVELS } from './schema.js';
+import { migrateEnv, migrateObject, renameWarning } from './migrations.js';
+import { LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
 
 export interface DeviceEntry {
   readonly name: string;
@@ -36,7 +38,7 @@ export interface DtlsConfig {
 export interface CoapConfig {
   readonly host: string;
   readonly port: number;
-  readonly maxPayloadBytes: number;
+  readonly maxRequestBodyBytes: number;
   readonly piggybackWindowMs: number;
   readonly dedupMaxEntries: number;
   readonly maxBlockTransfers: number;
@@ -106,9 +108,20 @@ export interface GatewayConfig {
   readonly outbox: OutboxConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  /** The configured list and the devices file's, together. */
   readonly devices: readonly DeviceEntry[];
+  /** Absolute path of the devices file (it may not exist). */
+  readonly devicesFile: string;
   readonly state: { readonly dir: string };
-  readonly log: { readonly level: (typeof LOG_LEVELS)[number] };
+  readonly log: LogConfig;
+}
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface LogConfig {
+  readonly level: LogLevel;
+  readonly components: Readonly<Record<string, LogLevel>>;
+  readonly pretty: 'auto' | 'always' | 'never';
 }
 
 export type LoadResult =
@@ -120,12 +133,14 @@ export type LoadResult =
       /** Facts worth one log line at start-up, e.g. that a demo device was added. */
       readonly notices: readonly string[];
     }
-  | { readonly ok: false; readonly errors: readonly string[] };
+  | { readonly ok: false; readonly errors: readonly string[]; readonly warnings?: readonly string[] };
 
 export interface LoadOptions {
   /** Path of the config file; undefined: defaults and environment only. */
   readonly file?: string | undefined;
   readonly env?: NodeJS.ProcessEnv;
+  /** The devices file's list as it would be after an edit, instead of what is on disk (devices add/remove). */
+  readonly devicesFileContent?: unknown[];
 }
 
 /**
@@ -146,12 +161,14 @@ const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 export function loadConfig(options: LoadOptions = {}): LoadResult {
-  const env = options.env ?? process.env;
-  const config = convict(schema as convict.Schema<Record<string, unknown>>, { env, args: [] });
   const warnings: string[] = [];
   const errors: string[] = [];
+  const { env, warnings: envWarnings } = migrateEnv(options.env ?? process.env);
+  warnings.push(...envWarnings);
+  const config = convict(schema as convict.Schema<Record<string, unknown>>, { env, args: [] });
   const envNames = collectEnvNames(schema);
   const sensitive = collectSensitive(schema);
+  let fileValues: Record<string, unknown> = {};
 
   if (options.file !== undefined) {
     let text: string;
@@ -176,7 +193,10 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       return { ok: false, errors: [`config file ${options.file} must hold one object, e.g. { coap: { port: 5683 } }`] };
     }
-    config.load(parsed);
+    const migrated = migrateObject(parsed as Record<string, unknown>);
+    for (const applied of migrated.applied) warnings.push(renameWarning(applied, options.file));
+    fileValues = migrated.value;
+    config.load(migrated.value);
   }
 
   try {
@@ -191,13 +211,23 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     });
   } catch (error) {
     for (const line of (error as Error).message.split('\n')) {
-      errors.push(describeConvictError(line, config, envNames, sensitive));
+      errors.push(describeConvictError(line, { env, file: fileValues }, envNames, sensitive));
     }
   }
-  if (errors.length > 0) return { ok: false, errors };
+  if (errors.length > 0) return { ok: false, errors, warnings };
 
   const raw = config.getProperties() as unknown as GatewayConfig;
-  const devices = checkDevices(raw.devices as unknown[], errors, warnings);
+  const devicesFile = resolve(options.file === undefined ? '.' : dirname(options.file), raw.devicesFile);
+  const fromFile = options.devicesFileContent ?? readDevicesFile(devicesFile, errors);
+  const inline = raw.devices as unknown[];
+  const devices = checkDevices([...inline, ...fromFile], errors, warnings, (index) =>
+    index < inline.length ? `devices[${index}]` : `${devicesFile}[${index - inline.length}]`,
+  );
+  for (const component of Object.keys(raw.log.components)) {
+    if (!(LOG_COMPONENTS as readonly string[]).includes(component)) {
+      warnings.push(`log.components.${component}: no such component, ignored (components: ${LOG_COMPONENTS.join(', ')})`);
+    }
+  }
   checkUpstream(raw, errors, warnings);
   const notices: string[] = [];
   let effectiveDevices = devices;
@@ -208,7 +238,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     );
   }
   checkDtls(raw, effectiveDevices, errors, warnings);
-  if (errors.length > 0) return { ok: false, errors };
+  if (errors.length > 0) return { ok: false, errors, warnings };
   return {
     ok: true,
     warnings,
@@ -216,18 +246,50 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     config: {
       ...raw,
       devices: effectiveDevices,
+      devicesFile,
     },
   };
 }
 
-function checkDevices(list: unknown[], errors: string[], warnings: string[]): DeviceEntry[] {
+/**
+ * The devices file: a JSON array of entries like those in `devices`. Missing is fine (no devices from it);
+ * unreadable or malformed is an error naming the file, since starting without those devices would refuse them.
+ */
+export function readDevicesFile(path: string, errors: string[]): unknown[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return [];
+    errors.push(`devicesFile: cannot read ${path}: ${code === 'EACCES' ? 'permission denied' : (error as Error).message}`);
+    return [];
+  }
+  if (text.trim() === '') return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON5.parse(text);
+  } catch (error) {
+    const { lineNumber, columnNumber, message } = error as SyntaxError & { lineNumber?: number; columnNumber?: number };
+    const where = lineNumber !== undefined ? `line ${lineNumber}, column ${columnNumber}: ` : '';
+    errors.push(`devicesFile: ${path} is not valid JSON: ${where}${message.replace(/^JSON5: /, '')}`);
+    return [];
+  }
+  if (!Array.isArray(parsed)) {
+    errors.push(`devicesFile: ${path} must hold a JSON array of devices, e.g. [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]`);
+    return [];
+  }
+  return parsed;
+}
+
+function checkDevices(list: unknown[], errors: string[], warnings: string[], where: (index: number) => string): DeviceEntry[] {
   const devices: DeviceEntry[] = [];
   const byName = new Map<string, number>();
   const byToken = new Map<string, number>();
   const byIdentity = new Map<string, number>();
   const byCert = new Map<string, number>();
   list.forEach((entry, index) => {
-    const at = `devices[${index}]`;
+    const at = where(index);
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
       errors.push(`${at}: must be an object like {"name": "Boiler-7", "type": "thermostat", "token": "..."}`);
       return;
@@ -244,7 +306,7 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
       errors.push(`${at}.name: must be the device name as ThingsBoard shows it, 1 to 255 characters (got ${JSON.stringify(name)})`);
       valid = false;
     } else if (byName.has(name)) {
-      errors.push(`${at}.name: "${name}" is also the name of devices[${byName.get(name)}]; names must be unique`);
+      errors.push(`${at}.name: "${name}" is also the name of ${where(byName.get(name)!)}; names must be unique`);
       valid = false;
     } else {
       byName.set(name, index);
@@ -267,7 +329,7 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
       errors.push(`${at}.token${label}: must not contain spaces, "/", "?" or "#" and be at most 255 characters, as it is one segment of a CoAP path`);
       valid = false;
     } else if (typeof token === 'string' && byToken.has(token)) {
-      errors.push(`${at}.token${label}: same token as devices[${byToken.get(token)}]; every device needs its own token`);
+      errors.push(`${at}.token${label}: same token as ${where(byToken.get(token)!)}; every device needs its own token`);
       valid = false;
     } else if (typeof token === 'string') {
       byToken.set(token, index);
@@ -278,7 +340,7 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[]): De
     ] as const) {
       if (value === undefined) continue;
       if (seen.has(value)) {
-        errors.push(`${at}.${what}${label}: same as devices[${seen.get(value)}]; every device needs its own`);
+        errors.push(`${at}.${what}${label}: same as ${where(seen.get(value)!)}; every device needs its own`);
         valid = false;
       } else seen.set(value, index);
     }
@@ -342,7 +404,8 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
   const pskDevices = devices.filter((device) => device.psk);
   const certDevices = devices.map((device, index) => ({ device, index })).filter(({ device }) => device.cert);
   if (!dtls.enabled) {
-    if (pskDevices.length + certDevices.length > 0) {
+    // The demo device has a PSK for the README's DTLS example; that is not worth a warning.
+    if (pskDevices.length + certDevices.length > 0 && devices[0] !== DEMO_DEVICE) {
       warnings.push('devices: some devices have a psk or cert, which are used only over DTLS, but dtls.enabled is false');
     }
     return;
@@ -362,7 +425,7 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
   }
   if (dtls.cert === '') {
     if (certDevices.length > 0) {
-      errors.push(`devices[${certDevices[0]!.index}].cert: certificate devices need the gateway's own certificate; set dtls.cert and dtls.key`);
+      errors.push(`device "${certDevices[0]!.device.name}" cert: certificate devices need the gateway's own certificate; set dtls.cert and dtls.key`);
     }
     if (dtls.requireClientCert) errors.push('dtls.requireClientCert: needs dtls.cert and dtls.key (client certificates are only asked for in certificate suites)');
     if (pskDevices.length === 0 && certDevices.length === 0) {
@@ -372,7 +435,7 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
   const byCn = certDevices.find(({ device }) => device.cert && 'cn' in device.cert);
   if (byCn && dtls.ca === '') {
     errors.push(
-      `devices[${byCn.index}].cert.cn: a certificate is matched by its CN only when it chains to dtls.ca; set dtls.ca, or pin the certificate with cert.fingerprint256`,
+      `device "${byCn.device.name}" cert.cn: a certificate is matched by its CN only when it chains to dtls.ca; set dtls.ca, or pin the certificate with cert.fingerprint256`,
     );
   }
   if (dtls.idleTimeoutMs > 0 && dtls.idleTimeoutMs <= coap.observeCheckIntervalMs) {
@@ -419,27 +482,49 @@ function checkUpstream(config: GatewayConfig, errors: string[], warnings: string
   }
 }
 
+/**
+ * convict's message for one key, reworded for a technician: the key, what is expected with an example
+ * (the default), and the value as written in the file or environment — never a secret's.
+ */
 function describeConvictError(
   line: string,
-  config: convict.Config<Record<string, unknown>>,
+  sources: { readonly env: NodeJS.ProcessEnv; readonly file: Record<string, unknown> },
   envNames: Map<string, string>,
   sensitive: Set<string>,
 ): string {
   const match = /^([\w.]+): (.*?)(?:: value was .*)?$/.exec(line);
   if (!match) return line;
   const [, key, message] = match as unknown as [string, string, string];
+  const envName = envNames.get(key);
+  const fromEnv = envName ? sources.env[envName] : undefined;
   let shown: string;
-  if (sensitive.has(key)) shown = '(hidden)';
-  else {
-    try {
-      shown = JSON.stringify(config.get(key));
-    } catch {
-      shown = '(unreadable)';
-    }
+  if (sensitive.has(key)) shown = fromEnv === undefined ? '(hidden)' : `(hidden) from ${envName}`;
+  else if (fromEnv !== undefined) shown = `${JSON.stringify(fromEnv)} from ${envName}`;
+  else shown = JSON.stringify(valueAt(sources.file, key)) ?? 'nothing';
+  const expected = message
+    .replace(/^\s*should be of type/, 'must be of type')
+    .replace(/^ports must be within range 0 - 65535/, 'must be a port number from 0 to 65535')
+    .replace(/must be one of the possible values: (.*)$/, (_all, list: string) => `must be one of ${list.replace(/^\[|\]$/g, '').split(',').join(', ')}`)
+    .replace(/must be one of: \[(.*)\]$/, (_all, list: string) => `must be one of ${list.split(',').join(', ')}`);
+  const fallback = defaultOf(key);
+  const example = /e\.g\./.test(expected) || fallback === undefined || fallback === '' ? '' : `, e.g. ${JSON.stringify(fallback)}`;
+  const alsoEnv = envName && fromEnv === undefined ? `; also settable with ${envName}` : '';
+  return `${key}: ${expected}${example} (got ${shown}${alsoEnv})`;
+}
+
+function valueAt(tree: Record<string, unknown>, key: string): unknown {
+  let node: unknown = tree;
+  for (const segment of key.split('.')) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[segment];
   }
-  const env = envNames.get(key);
-  const cleaned = message.replace(/^\s*should be of type/, 'must be of type').replace(/must be one of the possible values/, 'must be one of');
-  return `${key}: ${cleaned} (got ${shown}${env ? `; also settable with ${env}` : ''})`;
+  return node;
+}
+
+function defaultOf(key: string): unknown {
+  const leaf = valueAt(schema as unknown as Record<string, unknown>, key) as { default?: unknown } | undefined;
+  const value = leaf?.default;
+  return Array.isArray(value) || (value !== null && typeof value === 'object' && Object.keys(value).length === 0) ? undefined : value;
 }
 
 type SchemaNode = { [key: string]: unknown };

@@ -56,6 +56,15 @@ convict.addFormat({
   },
 });
 
+// Stricter than convict's Boolean, which takes any string ("no" included) as true.
+convict.addFormat({
+  name: 'boolean',
+  coerce: (value: unknown) => (value === 'true' ? true : value === 'false' ? false : value),
+  validate: (value: unknown) => {
+    if (typeof value !== 'boolean') throw new Error('must be true or false');
+  },
+});
+
 convict.addFormat({
   name: 'non-empty-string',
   validate: (value: unknown) => {
@@ -74,6 +83,46 @@ convict.addFormat({
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** Every logger the gateway hands out names one of these (log.components). */
+export const LOG_COMPONENTS = [
+  'coap',
+  'udp',
+  'dtls',
+  'thingsboard-api',
+  'bridge',
+  'presence',
+  'outbox',
+  'upstream',
+  'embedded-broker',
+  'attribute-cache',
+  'limits',
+  'http',
+  'systemd',
+  'reload',
+] as const;
+
+convict.addFormat({
+  name: 'log-levels',
+  // COAP2MQTT_LOG_COMPONENTS carries the object as JSON.
+  coerce: (value: unknown) => {
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value) as unknown;
+    } catch {
+      return value;
+    }
+  },
+  validate: (value: unknown) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw new Error('must be an object of component → level, e.g. {"dtls": "debug", "upstream": "warn"}');
+    }
+    for (const [component, level] of Object.entries(value)) {
+      if (!(LOG_LEVELS as readonly unknown[]).includes(level)) {
+        throw new Error(`"${component}": ${JSON.stringify(level)} is not a level; use one of ${LOG_LEVELS.join(', ')}`);
+      }
+    }
+  },
+});
 
 export const schema = {
   coap: {
@@ -89,11 +138,11 @@ export const schema = {
       default: 5683,
       env: 'COAP2MQTT_COAP_PORT',
     },
-    maxPayloadBytes: {
-      doc: 'Largest request body accepted, in one datagram or reassembled from Block1 blocks. Larger requests get 4.13 with Size1. At most 49152 so that every reading fits one 64 KiB upstream message.',
+    maxRequestBodyBytes: {
+      doc: 'Largest request body accepted, in one datagram or reassembled from Block1 blocks. Larger requests get 4.13 with Size1. At most 49152 so that every reading fits one 64 KiB upstream message. (Called coap.maxPayloadBytes before 0.2.0; the old name still works, with a warning.)',
       format: integer(64, 49152),
       default: 16384,
-      env: 'COAP2MQTT_COAP_MAX_PAYLOAD_BYTES',
+      env: 'COAP2MQTT_COAP_MAX_REQUEST_BODY_BYTES',
     },
     piggybackWindowMs: {
       doc: 'How long a confirmable request may wait for the upstream acknowledgement before the gateway sends an empty ACK and answers later in a separate response. Keep it under the devices\' 2 s ACK timeout.',
@@ -147,7 +196,7 @@ export const schema = {
   dtls: {
     enabled: {
       doc: 'Also accept CoAP over DTLS 1.2 (coaps://) on dtls.port, on the same address as coap.host. Devices authenticate with a PSK (devices[].psk) or a client certificate (devices[].cert), or send a token in the path over a server-authenticated session.',
-      format: Boolean,
+      format: 'boolean',
       default: false,
       env: 'COAP2MQTT_DTLS_ENABLED',
     },
@@ -177,7 +226,7 @@ export const schema = {
     },
     requireClientCert: {
       doc: 'Refuse certificate-suite handshakes from devices without a client certificate (PSK devices are unaffected). false also lets devices use a token path over a server-authenticated session.',
-      format: Boolean,
+      format: 'boolean',
       default: false,
       env: 'COAP2MQTT_DTLS_REQUIRE_CLIENT_CERT',
     },
@@ -220,7 +269,7 @@ export const schema = {
     },
     sessionTickets: {
       doc: 'Issue RFC 5077 session tickets so devices can resume without a full handshake. Off by default: a ticket costs a constrained device ~0.7 KB of memory, and a resumed session is not re-checked against its PSK or certificate (removing a device from the list still refuses its requests).',
-      format: Boolean,
+      format: 'boolean',
       default: false,
       env: 'COAP2MQTT_DTLS_SESSION_TICKETS',
     },
@@ -378,7 +427,7 @@ export const schema = {
   outbox: {
     enabled: {
       doc: 'Keep every uplink (telemetry, client attributes, RPC replies, claims) in a durable store before answering the device 2.01, and forward it upstream from there, in order, once ThingsBoard acknowledges. With false, a device is answered only after ThingsBoard\'s PUBACK and gets 5.03 while the broker is unreachable; nothing is written to disk.',
-      format: Boolean,
+      format: 'boolean',
       default: true,
       env: 'COAP2MQTT_OUTBOX_ENABLED',
     },
@@ -468,7 +517,7 @@ export const schema = {
   http: {
     enabled: {
       doc: 'Serve /healthz (is the gateway serving devices, is ThingsBoard connected, how far behind is the outbox) and /metrics (Prometheus text format) over HTTP on http.host:http.port.',
-      format: Boolean,
+      format: 'boolean',
       default: true,
       env: 'COAP2MQTT_HTTP_ENABLED',
     },
@@ -493,6 +542,12 @@ export const schema = {
     // Holds tokens and PSKs: a malformed list is reported without its content.
     sensitive: true,
   },
+  devicesFile: {
+    doc: 'JSON file with more devices, in the same form as devices; what "coap2mqtt devices add/remove" edits (atomically, keeping its permissions) and the gateway re-reads on SIGHUP (systemctl reload coap2mqtt). A relative path is relative to the configuration file\'s directory. A missing file means no devices from it.',
+    format: 'non-empty-string',
+    default: 'devices.json',
+    env: 'COAP2MQTT_DEVICES_FILE',
+  },
   state: {
     dir: {
       doc: 'Directory for the gateway\'s persistent state; created at start if missing and must be writable.',
@@ -507,6 +562,18 @@ export const schema = {
       format: [...LOG_LEVELS],
       default: 'info',
       env: 'COAP2MQTT_LOG_LEVEL',
+    },
+    components: {
+      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload. Applied again on SIGHUP.',
+      format: 'log-levels',
+      default: {} as Record<string, string>,
+      env: 'COAP2MQTT_LOG_COMPONENTS',
+    },
+    pretty: {
+      doc: 'Human-readable log lines instead of JSON: "auto" when stdout is a terminal (journald and files get JSON), "always" or "never".',
+      format: ['auto', 'always', 'never'],
+      default: 'auto',
+      env: 'COAP2MQTT_LOG_PRETTY',
     },
   },
 };

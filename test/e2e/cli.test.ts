@@ -29,7 +29,8 @@ afterEach(async () => {
 
 function cli(args: string[], env: Record<string, string> = {}): Run {
   const child = spawn(process.execPath, [CLI, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
+    // A free port for /healthz and /metrics: tests run in parallel.
+    env: { PATH: process.env.PATH ?? '', COAP2MQTT_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.push(child);
@@ -60,7 +61,7 @@ describe('configuration errors', () => {
     expect(await run.exited).toBe(2);
     const stderr = run.stderr();
     expect(stderr).toContain(`invalid configuration in ${file}`);
-    expect(stderr).toMatch(/coap\.piggybackWindowMs: must be a whole number from 0 to 1500 \(got 5000; also settable with COAP2MQTT_COAP_PIGGYBACK_WINDOW_MS\)/);
+    expect(stderr).toMatch(/coap\.piggybackWindowMs: must be a whole number from 0 to 1500, e\.g\. 500 \(got 5000; also settable with COAP2MQTT_COAP_PIGGYBACK_WINDOW_MS\)/);
     expect(stderr).toMatch(/upstream\.url: must be empty .* or an mqtt:\/\/ or mqtts:\/\/ URL.*got "http:\/\/thingsboard\.example\.com"/);
     expect(stderr).toMatch(/log\.level: must be one of.*"debug".*got "loud"/);
     expect(run.stdout()).not.toContain('started');

@@ -57,7 +57,7 @@ describe('loadConfig', () => {
     const devices = loadConfig({ env: { COAP2MQTT_DEVICES: '[{"name":"A","psk":{"identity":"a","key":"s3cret-psk"}' } });
     expect(devices.ok).toBe(false);
     if (!devices.ok) {
-      expect(devices.errors[0]).toMatch(/^devices: must be a JSON array.*\(got \(hidden\); also settable with COAP2MQTT_DEVICES\)/);
+      expect(devices.errors[0]).toMatch(/^devices: must be a JSON array.*\(got \(hidden\) from COAP2MQTT_DEVICES\)/);
       expect(devices.errors.join()).not.toContain('s3cret-psk');
     }
   });
@@ -183,7 +183,7 @@ describe('DTLS devices and settings', () => {
       expect.stringMatching(/^dtls\.cert \/ dtls\.key: .*needs both/),
     ]);
     expect(errorsOf({ dtls: { enabled: true, cert: pem, key: pem }, devices: [{ name: 'A', cert: { cn: 'a' } }] })).toEqual([
-      expect.stringMatching(/^devices\[0\]\.cert\.cn: .*set dtls\.ca/),
+      expect.stringMatching(/^device "A" cert\.cn: .*set dtls\.ca/),
     ]);
     expect(errorsOf({ dtls: { enabled: true, cert: join(dir, 'missing.pem'), key: pem }, devices: [{ name: 'A', token: 't' }] })).toEqual([
       expect.stringMatching(/^dtls\.cert: cannot read file/),
