@@ -3,30 +3,40 @@
 //   0 clean stop · 1 start-up or runtime failure · 2 invalid configuration or usage
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadConfig, type LoadResult } from './config/load.js';
+import { checkConfig, printConfigErrors, type Output } from './config/check-config.js';
+import { loadConfig } from './config/load.js';
+import { runDevicesCommand } from './devices/devices-command.js';
 import { StartupError, startGateway, type Gateway } from './gateway.js';
-import { createLogger, redactUrl } from './log.js';
+import { createLogger } from './log.js';
+import { reloadConfiguration } from './ops/reload.js';
+import { removePidFile, writePidFile } from './ops/running-gateway.js';
 
 const USAGE = `Usage:
-  coap2mqtt [run] [--config FILE]        start the gateway
-  coap2mqtt check-config [--config FILE] validate the configuration and exit
+  coap2mqtt [run] [--config FILE]                     start the gateway
+  coap2mqtt check-config [--config FILE] [--migrate]  validate the configuration and exit;
+                                                      --migrate rewrites renamed keys (keeping a backup)
+  coap2mqtt devices list|add|remove ...               show or edit the device list (devices --help)
   coap2mqtt --help | --version
 
 The configuration file (JSON or JSON5) comes from --config or COAP2MQTT_CONFIG; without one,
 built-in defaults apply: CoAP on UDP 5683 and an embedded MQTT broker on 127.0.0.1:1883.
+SIGHUP (systemctl reload coap2mqtt) re-reads the device list and the DTLS certificate, key and CA.
 Exit status: 0 stopped cleanly, 1 failed at run time, 2 invalid configuration or usage.`;
+
+const output: Output = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function printConfigErrors(file: string | undefined, result: LoadResult & { ok: false }): void {
-  process.stderr.write(`coap2mqtt: invalid configuration${file ? ` in ${file}` : ''}:\n`);
-  for (const line of result.errors) process.stderr.write(`  - ${line}\n`);
-}
-
 async function main(argv: string[]): Promise<number> {
+  // Its own options (--type, --token, ...): parsed there.
+  if (argv[0] === 'devices') return runDevicesCommand(argv.slice(1), process.env, output);
+
   let parsed;
   try {
     parsed = parseArgs({
@@ -34,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        migrate: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -55,26 +66,20 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`coap2mqtt: unknown command "${parsed.positionals.join(' ')}"\n\n${USAGE}\n`);
     return 2;
   }
-
-  const file = parsed.values.config ?? (process.env.COAP2MQTT_CONFIG || undefined);
-  const result = loadConfig({ file });
-  if (!result.ok) {
-    printConfigErrors(file, result);
+  if (parsed.values.migrate && command !== 'check-config') {
+    process.stderr.write(`coap2mqtt: --migrate belongs to check-config\n\n${USAGE}\n`);
     return 2;
   }
 
-  if (command === 'check-config') {
-    for (const warning of result.warnings) process.stdout.write(`warning: ${warning}\n`);
-    const { config } = result;
-    const upstream = config.upstream.url === '' ? 'embedded broker (data stays local)' : redactUrl(config.upstream.url);
-    process.stdout.write(
-      `configuration OK${file ? ` (${file})` : ' (defaults)'}: CoAP on udp ${config.coap.host} port ${config.coap.port}, ` +
-        `${config.devices.length} device(s), upstream ${upstream}\n`,
-    );
-    return 0;
+  const file = parsed.values.config ?? (process.env.COAP2MQTT_CONFIG || undefined);
+  const result = loadConfig({ file });
+  if (command === 'check-config') return checkConfig(file, result, { migrate: parsed.values.migrate === true }, output);
+  if (!result.ok) {
+    printConfigErrors(file, result, output);
+    return 2;
   }
 
-  const log = createLogger(result.config.log.level);
+  const log = createLogger({ level: result.config.log.level, pretty: result.config.log.pretty });
   for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
   for (const notice of result.notices) log.info(notice);
 
@@ -89,22 +94,39 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+  try {
+    writePidFile(gateway.stateDir);
+  } catch (error) {
+    log.warn({ err: error }, 'cannot write the pid file: coap2mqtt devices will not be able to reload this gateway');
+  }
+
+  const reloadLog = gateway.logs.for('reload');
+  const onReload = (): void => {
+    reloadLog.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+    reloadConfiguration(gateway, file, gateway.stateDir, reloadLog);
+  };
+  process.on('SIGHUP', onReload);
 
   return new Promise<number>((resolve) => {
     let signalled = false;
+    const finish = (code: number): void => {
+      process.off('SIGHUP', onReload);
+      removePidFile(gateway.stateDir);
+      resolve(code);
+    };
     const onSignal = (signal: NodeJS.Signals): void => {
       if (signalled) {
         log.warn({ signal }, 'second signal: exiting without waiting');
-        resolve(1);
+        finish(1);
         return;
       }
       signalled = true;
       log.info({ signal }, 'stopping: answering requests in progress, then closing');
       gateway.stop().then(
-        () => resolve(0),
+        () => finish(0),
         (error: unknown) => {
           log.error({ err: error }, 'error while stopping');
-          resolve(1);
+          finish(1);
         },
       );
     };

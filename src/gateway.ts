@@ -19,8 +19,8 @@ import type { DtlsConfig, GatewayConfig } from './config/load.js';
 import { DtlsBindingError } from './dtls/native.js';
 import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
-import { DeviceRegistry } from './devices/registry.js';
-import { redactUrl } from './log.js';
+import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
+import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
@@ -32,6 +32,10 @@ import type { EmbeddedBroker } from './upstream/embedded-broker.js';
 export class StartupError extends Error {}
 
 export interface Gateway {
+  /** state.dir, absolute. */
+  readonly stateDir: string;
+  /** Loggers by component, with the levels of log.level and log.components (reload changes them). */
+  readonly logs: ComponentLoggers;
   readonly coapAddress: BoundAddress;
   /** Set when dtls.enabled. */
   readonly dtlsAddress: BoundAddress | undefined;
@@ -44,11 +48,28 @@ export interface Gateway {
   readonly upstream: UpstreamConnection;
   /** Set when outbox.enabled. */
   readonly outbox: Outbox | undefined;
+  /**
+   * Applies a new configuration without a restart (SIGHUP): the device list and the DTLS certificate, key
+   * and CA. Devices that did not change keep their observations and DTLS sessions. Other changed keys are
+   * listed in the report as needing a restart, and not applied.
+   */
+  reload(next: GatewayConfig): ReloadReport;
   /** Answers what is in progress (up to drainTimeoutMs), then closes everything. Idempotent. */
   stop(drainTimeoutMs?: number): Promise<void>;
 }
 
+export interface ReloadReport {
+  readonly devices: RegistryChange;
+  /** DTLS sessions closed because their device was removed or changed. */
+  readonly dtlsSessionsClosed: number;
+  /** 'reloaded' when the files changed and OpenSSL took them; otherwise why not. */
+  readonly dtlsCredentials: 'reloaded' | 'unchanged' | 'off' | { readonly error: string };
+  /** Keys whose new value needs a restart to take effect. */
+  readonly restartNeeded: readonly string[];
+}
+
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const logs = new ComponentLoggers(log, config.log.components);
   const stateDir = prepareStateDir(config.state.dir);
   const clientId = config.upstream.clientId || persistentClientId(stateDir);
 
@@ -58,17 +79,17 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     try {
       // Loaded only in embedded mode: aedes costs ~14 MB of memory a ThingsBoard-connected box never needs.
       const { startEmbeddedBroker } = await import('./upstream/embedded-broker.js');
-      broker = await startEmbeddedBroker(config.embeddedBroker.host, config.embeddedBroker.port, log.child({ component: 'embedded-broker' }));
+      broker = await startEmbeddedBroker(config.embeddedBroker.host, config.embeddedBroker.port, logs.for('embedded-broker'));
     } catch (error) {
       throw new StartupError((error as Error).message);
     }
     upstreamUrl = broker.url;
   }
 
-  const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId }, log.child({ component: 'upstream' }));
+  const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId }, logs.for('upstream'));
   let attributes: AttributeStore;
   try {
-    attributes = AttributeStore.open(join(stateDir, 'attributes.json'), log.child({ component: 'attribute-cache' }));
+    attributes = AttributeStore.open(join(stateDir, 'attributes.json'), logs.for('attribute-cache'));
   } catch (error) {
     await broker?.close();
     throw new StartupError(`cannot read the attribute cache in ${stateDir}: ${(error as Error).message}`);
@@ -81,9 +102,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await broker?.close();
     throw error;
   }
-  const presence = new DevicePresence(upstream, config.sessions, log.child({ component: 'presence' }));
+  const presence = new DevicePresence(upstream, config.sessions, logs.for('presence'));
   const outbox =
-    store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, log.child({ component: 'outbox' }));
+    store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, logs.for('outbox'));
   const bridge = createBridge({
     upstream,
     uplink: outbox ?? createDirectUplink(upstream, presence),
@@ -91,20 +112,20 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     attributes,
     sessions: config.sessions,
     sessionLimitsTimeoutMs: config.upstream.sessionLimitsTimeoutMs,
-    log: log.child({ component: 'bridge' }),
+    log: logs.for('bridge'),
   });
   upstream.subscribe(DOWNLINK_TOPICS);
   upstream.onMessage(bridge.handleDownlink);
   const registry = new DeviceRegistry(config.devices);
-  const limits = new RequestLimits(config.limits, log.child({ component: 'limits' }));
+  const limits = new RequestLimits(config.limits, logs.for('limits'));
   const handler = createRouter({
-    api: createThingsBoardRoute({ registry, bridge, limits, log: log.child({ component: 'thingsboard-api' }) }),
+    api: createThingsBoardRoute({ registry, bridge, limits, log: logs.for('thingsboard-api') }),
   });
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(
     {
       piggybackWindowMs: coap.piggybackWindowMs,
-      maxBodyBytes: coap.maxPayloadBytes,
+      maxBodyBytes: coap.maxRequestBodyBytes,
       maxBlockTransfers: coap.maxBlockTransfers,
       blockTransferIdleMs: coap.blockTransferIdleMs,
       dedupMaxEntries: coap.dedupMaxEntries,
@@ -114,14 +135,15 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       limits,
     },
     handler,
-    log.child({ component: 'coap' }),
+    logs.for('coap'),
   );
   const transport = new UdpTransport(
     { host: coap.host, port: coap.port, socketBufferBytes: coap.socketBufferBytes },
     messageLayer.receive,
-    log.child({ component: 'udp' }),
+    logs.for('udp'),
   );
   let dtls: DtlsTransport | undefined;
+  let dtlsMaterial: DtlsMaterial | undefined;
   /** Closes whatever exists, in data-flow order; every part tolerates being closed before it started. */
   const closeAll = async (): Promise<void> => {
     await dtls?.stop();
@@ -140,7 +162,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   let dtlsAddress: BoundAddress | undefined;
   try {
     if (config.dtls.enabled) {
-      dtls = createDtlsTransport(config.dtls, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, log.child({ component: 'dtls' }));
+      dtlsMaterial = readDtlsMaterial(config.dtls, registry);
+      dtls = createDtlsTransport(config.dtls, dtlsMaterial, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, logs.for('dtls'));
     }
     try {
       upstream.start();
@@ -171,7 +194,46 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   );
 
   let stopping: Promise<void> | undefined;
+  let current = config;
+  const reload = (next: GatewayConfig): ReloadReport => {
+    const devices = registry.replace(next.devices);
+    const revoked = new Set([...devices.removed, ...devices.changed]);
+    bridge.revokeDevices([...revoked]);
+    // A session authenticated as a device that is gone or changed ends; token-only sessions are checked per request.
+    const dtlsSessionsClosed =
+      dtls?.server.closeWhere((connection) => {
+        if (connection.credential === undefined) return false;
+        const device = registry.findByCredential(connection.credential);
+        return device === undefined || revoked.has(device.name);
+      }) ?? 0;
+    let dtlsCredentials: ReloadReport['dtlsCredentials'] = 'off';
+    if (dtls && dtlsMaterial) {
+      try {
+        // After registry.replace: certificate devices added by this reload count.
+        const material = readDtlsMaterial(next.dtls, registry);
+        const same =
+          material.cert === dtlsMaterial.cert &&
+          material.key === dtlsMaterial.key &&
+          material.ca === dtlsMaterial.ca &&
+          material.requestClientCert === dtlsMaterial.requestClientCert;
+        if (same) dtlsCredentials = 'unchanged';
+        else {
+          dtls.server.replaceCredentials(material);
+          dtlsMaterial = material;
+          dtlsCredentials = 'reloaded';
+        }
+      } catch (error) {
+        dtlsCredentials = { error: error instanceof StartupError ? error.message : describeDtlsError(error as Error, next.dtls) };
+      }
+    }
+    logs.setLevels(next.log.level, next.log.components);
+    const restartNeeded = changedKeys(current, next).filter((key) => !RELOADABLE_KEYS.has(key) && !key.startsWith('log.components.'));
+    current = { ...current, devices: next.devices, dtls: { ...current.dtls, cert: next.dtls.cert, key: next.dtls.key, ca: next.dtls.ca }, log: next.log };
+    return { devices, dtlsSessionsClosed, dtlsCredentials, restartNeeded };
+  };
   return {
+    stateDir,
+    logs,
     coapAddress,
     dtlsAddress,
     dtls,
@@ -180,6 +242,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     limits,
     upstream,
     outbox,
+    reload,
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {
         await messageLayer.drain(drainTimeoutMs);
@@ -242,22 +305,13 @@ function persistentClientId(stateDir: string): string {
  */
 function createDtlsTransport(
   config: DtlsConfig,
+  material: DtlsMaterial,
   host: string,
   socketBufferBytes: number,
   registry: DeviceRegistry,
   sink: DatagramSink,
   log: Logger,
 ): DtlsTransport {
-  const read = (key: 'cert' | 'key' | 'ca'): string | undefined => {
-    const path = config[key];
-    if (path === '') return undefined;
-    try {
-      return readFileSync(path, 'utf8');
-    } catch (error) {
-      throw new StartupError(`dtls.${key}: cannot read "${path}": ${(error as Error).message}`);
-    }
-  };
-  const material = { cert: read('cert'), key: read('key'), ca: read('ca') };
   const policy: DtlsPolicy = {
     pskKey: (identity) => registry.pskKey(identity),
     checkCertificate: (certificate) => {
@@ -271,9 +325,10 @@ function createDtlsTransport(
         ...config,
         host,
         socketBufferBytes,
-        ...material,
-        // Asked for whenever a device could present one; PSK handshakes never include the request.
-        requestClientCert: material.ca !== undefined || registry.hasCertificateDevices || config.requireClientCert,
+        cert: material.cert,
+        key: material.key,
+        ca: material.ca,
+        requestClientCert: material.requestClientCert,
       },
       policy,
       sink,
@@ -281,14 +336,58 @@ function createDtlsTransport(
     );
   } catch (error) {
     if (error instanceof DtlsBindingError) throw new StartupError(error.message);
-    // The binding names the material that failed: "cert: ...", "key: key values mismatch", "ciphers: ...".
-    const message = (error as Error).message;
-    const [what, ...reason] = message.split(': ');
-    const key = what as keyof DtlsConfig;
-    if (reason.length > 0 && key in config) {
-      const value = key === 'ciphers' ? config.ciphers : `"${String(config[key])}"`;
-      throw new StartupError(`dtls.${key} ${value}: ${reason.join(': ')}`);
-    }
-    throw new StartupError(`cannot start DTLS: ${message}`);
+    throw new StartupError(describeDtlsError(error as Error, config));
   }
+}
+
+/** The PEM texts of dtls.cert, key and ca, and whether handshakes ask for a client certificate. */
+interface DtlsMaterial {
+  readonly cert: string | undefined;
+  readonly key: string | undefined;
+  readonly ca: string | undefined;
+  readonly requestClientCert: boolean;
+}
+
+/** Read here, so a missing or unreadable file is named by its config key. */
+function readDtlsMaterial(config: DtlsConfig, registry: DeviceRegistry): DtlsMaterial {
+  const read = (key: 'cert' | 'key' | 'ca'): string | undefined => {
+    const path = config[key];
+    if (path === '') return undefined;
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new StartupError(`dtls.${key}: cannot read "${path}": ${(error as Error).message}`);
+    }
+  };
+  const material = { cert: read('cert'), key: read('key'), ca: read('ca') };
+  // Asked for whenever a device could present one; PSK handshakes never include the request.
+  const requestClientCert = material.ca !== undefined || registry.hasCertificateDevices || config.requireClientCert;
+  return { ...material, requestClientCert };
+}
+
+/** The binding names the material that failed: "cert: ...", "key: key values mismatch", "ciphers: ...". */
+function describeDtlsError(error: Error, config: DtlsConfig): string {
+  const [what, ...reason] = error.message.split(': ');
+  const key = what as keyof DtlsConfig;
+  if (reason.length > 0 && key in config) {
+    const value = key === 'ciphers' ? config.ciphers : `"${String(config[key])}"`;
+    return `dtls.${key} ${value}: ${reason.join(': ')}`;
+  }
+  return `cannot start DTLS: ${error.message}`;
+}
+
+/** Keys a reload applies; any other changed key waits for a restart. */
+const RELOADABLE_KEYS = new Set(['devices', 'devicesFile', 'dtls.cert', 'dtls.key', 'dtls.ca', 'log.level']);
+
+/** Leaf keys ("coap.port") whose values differ; `devices` compares as one key. */
+function changedKeys(before: GatewayConfig, after: GatewayConfig): string[] {
+  const flat = (value: unknown, prefix: string, into: Map<string, string>): Map<string, string> => {
+    if (value !== null && typeof value === 'object' && !Array.isArray(value) && !Buffer.isBuffer(value)) {
+      for (const [key, child] of Object.entries(value)) flat(child, prefix ? `${prefix}.${key}` : key, into);
+    } else into.set(prefix, JSON.stringify(value));
+    return into;
+  };
+  const a = flat(before, '', new Map());
+  const b = flat(after, '', new Map());
+  return [...new Set([...a.keys(), ...b.keys()])].filter((key) => a.get(key) !== b.get(key));
 }

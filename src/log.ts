@@ -1,27 +1,30 @@
 import { createHash } from 'node:crypto';
 import type { LRUCache } from 'lru-cache';
+import { createRequire } from 'node:module';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { boundedCache } from './bounded-cache.js';
 
 // Defence in depth: code logs device names, never credentials, but if an object carrying one is ever
 // logged these paths are censored.
+const SECRET_FIELDS = ['token', 'accessToken', 'password', 'psk', 'key', 'keyHex', 'secret', 'secretKey', 'privateKey', 'provisionDeviceSecret'];
 const REDACTED_PATHS = [
-  'token',
-  'accessToken',
-  'password',
-  'psk',
-  'key',
-  '*.token',
-  '*.accessToken',
-  '*.password',
-  '*.psk',
-  '*.key',
+  ...SECRET_FIELDS,
+  ...SECRET_FIELDS.map((field) => `*.${field}`),
   'upstream.accessToken',
   'upstream.password',
   'devices[*].token',
+  'devices[*].psk',
 ];
 
-export function createLogger(level: string, destination?: DestinationStream): Logger {
+export interface LoggerOptions {
+  readonly level: string;
+  /** Human-readable lines (pino-pretty) instead of JSON: 'auto' when stdout is a terminal. */
+  readonly pretty?: 'auto' | 'always' | 'never';
+}
+
+export function createLogger(options: string | LoggerOptions, destination?: DestinationStream): Logger {
+  const { level, pretty = 'never' } = typeof options === 'string' ? { level: options } : options;
+  const human = destination === undefined && (pretty === 'always' || (pretty === 'auto' && process.stdout.isTTY === true));
   return pino(
     {
       level,
@@ -30,8 +33,55 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination,
+    human ? prettyStream() : destination,
   );
+}
+
+/**
+ * For a technician at a terminal. Loaded only then (journald gets JSON, which it stores and filters by
+ * field), and synchronously in this thread: a worker thread would cost memory for a few lines a minute.
+ */
+function prettyStream(): DestinationStream {
+  const require = createRequire(import.meta.url);
+  const pretty = require('pino-pretty') as (options: Record<string, unknown>) => DestinationStream;
+  return pretty({
+    colorize: true,
+    translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
+    ignore: 'pid,hostname,service',
+    messageFormat: '{if component}[{component}] {end}{msg}',
+    hideObject: false,
+    sync: true,
+  });
+}
+
+/**
+ * One logger per component (log.components overrides log.level for some), handed out by name so a
+ * reload can change their levels: `debug` for the DTLS side while chasing a handshake problem, say.
+ */
+export class ComponentLoggers {
+  private readonly loggers = new Map<string, Logger>();
+
+  constructor(
+    private readonly root: Logger,
+    private levels: Readonly<Record<string, string>> = {},
+  ) {}
+
+  for(component: string): Logger {
+    let logger = this.loggers.get(component);
+    if (!logger) {
+      logger = this.root.child({ component });
+      logger.level = this.levels[component] ?? this.root.level;
+      this.loggers.set(component, logger);
+    }
+    return logger;
+  }
+
+  /** New levels for the root and every component logger handed out so far. */
+  setLevels(level: string, levels: Readonly<Record<string, string>>): void {
+    this.root.level = level;
+    this.levels = levels;
+    for (const [component, logger] of this.loggers) logger.level = levels[component] ?? level;
+  }
 }
 
 /**

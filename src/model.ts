@@ -64,4 +64,6 @@ export interface Subscriber<T> {
   deliver(item: T): Promise<DeliveryResult>;
   /** The bridge ends it because a newer subscription of the same kind took its place. */
   replaced(): void;
+  /** The bridge ends it because the device was removed or its credentials changed (a reload). */
+  revoked(): void;
 }

@@ -35,6 +35,8 @@ export interface Bridge {
   rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
   clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
   claim(device: Device, claim: ClaimRequest): Promise<UplinkOutcome>;
+  /** Ends the observations of devices a reload removed or gave new credentials. */
+  revokeDevices(names: readonly string[]): void;
   /** Everything arriving on the subscribed upstream topics. */
   handleDownlink(topic: string, payload: Buffer): void;
   stop(): void;
@@ -96,6 +98,11 @@ export function createBridge(deps: BridgeDeps): Bridge {
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
     claim: (device, claim) => claimDevice(context, device, claim),
+    revokeDevices(names) {
+      for (const name of names) {
+        for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
+      }
+    },
     handleDownlink: createDownlinkHandler(context),
     stop() {
       clearInterval(expiry);

@@ -8,24 +8,53 @@ export interface PresentedCertificate {
   readonly chainError: string | null;
 }
 
+/** What a reload changed, by device name. */
+export interface RegistryChange {
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  /** Same name, different type or credentials: its sessions must start over with the new ones. */
+  readonly changed: readonly string[];
+}
+
 /** Credentials → device. Tokens and keys stay in here; everything downstream names devices. */
 export class DeviceRegistry {
-  private readonly byToken = new Map<string, Device>();
-  private readonly byPskIdentity = new Map<string, { readonly device: Device; readonly key: Buffer }>();
-  private readonly byFingerprint = new Map<string, Device>();
-  private readonly byCommonName = new Map<string, Device>();
-
-  private readonly count: number;
+  private byToken = new Map<string, Device>();
+  private byPskIdentity = new Map<string, { readonly device: Device; readonly key: Buffer }>();
+  private byFingerprint = new Map<string, Device>();
+  private byCommonName = new Map<string, Device>();
+  private byName = new Map<string, { readonly device: Device; readonly entry: DeviceEntry }>();
 
   constructor(entries: readonly DeviceEntry[]) {
-    this.count = entries.length;
+    this.replace(entries);
+  }
+
+  /**
+   * Takes a new device list (a reload). Unchanged devices keep their Device objects, so whatever holds
+   * them (observations, queued RPCs, presence upstream) carries on untouched.
+   */
+  replace(entries: readonly DeviceEntry[]): RegistryChange {
+    const previous = this.byName;
+    const added: string[] = [];
+    const changed: string[] = [];
+    this.byToken = new Map();
+    this.byPskIdentity = new Map();
+    this.byFingerprint = new Map();
+    this.byCommonName = new Map();
+    this.byName = new Map();
     for (const entry of entries) {
-      const device: Device = { name: entry.name, type: entry.type };
+      const before = previous.get(entry.name);
+      const same = before !== undefined && sameEntry(before.entry, entry);
+      const device: Device = same ? before.device : { name: entry.name, type: entry.type };
+      if (!before) added.push(entry.name);
+      else if (!same) changed.push(entry.name);
+      this.byName.set(entry.name, { device, entry });
       if (entry.token !== undefined) this.byToken.set(entry.token, device);
       if (entry.psk) this.byPskIdentity.set(entry.psk.identity, { device, key: entry.psk.key });
       if (entry.cert && 'fingerprint256' in entry.cert) this.byFingerprint.set(entry.cert.fingerprint256, device);
       if (entry.cert && 'cn' in entry.cert) this.byCommonName.set(entry.cert.cn, device);
     }
+    const removed = [...previous.keys()].filter((name) => !this.byName.has(name));
+    return { added, removed, changed };
   }
 
   findByToken(token: string): Device | undefined {
@@ -61,6 +90,18 @@ export class DeviceRegistry {
   }
 
   get size(): number {
-    return this.count;
+    return this.byName.size;
   }
+}
+
+function sameEntry(a: DeviceEntry, b: DeviceEntry): boolean {
+  const cert = (entry: DeviceEntry): string | undefined =>
+    entry.cert && ('cn' in entry.cert ? `cn ${entry.cert.cn}` : `sha256 ${entry.cert.fingerprint256}`);
+  return (
+    a.type === b.type &&
+    a.token === b.token &&
+    a.psk?.identity === b.psk?.identity &&
+    (a.psk === undefined || b.psk === undefined ? a.psk === b.psk : a.psk.key.equals(b.psk.key)) &&
+    cert(a) === cert(b)
+  );
 }

@@ -45,7 +45,7 @@ export interface DtlsPolicy {
   checkCertificate(certificate: PresentedCertificate): { readonly accepted: true } | { readonly accepted: false; readonly reason: string };
 }
 
-export type CloseReason = 'closed-by-peer' | 'idle' | 'evicted' | 'replaced' | 'failed' | 'stopped';
+export type CloseReason = 'closed-by-peer' | 'idle' | 'evicted' | 'replaced' | 'revoked' | 'failed' | 'stopped';
 
 export interface DtlsHandlers {
   /** One decrypted datagram from an established session. */
@@ -92,6 +92,11 @@ export class DtlsConnection {
     readonly session: NativeSession,
     /** Of the ClientHello that made this session: a copy of that hello arriving late is not a new handshake. */
     readonly clientRandom: Buffer,
+    /**
+     * The context it was made from. Held so a context replaced by a reload stays alive (with its PSK and
+     * certificate callbacks) until its last session ends.
+     */
+    readonly context: NativeContext,
   ) {}
 
   /** Encrypts and sends one datagram; false when the session is not (or no longer) usable. */
@@ -121,7 +126,7 @@ export class DtlsServer {
     refusedTableFull: 0,
   };
   private readonly binding: DtlsBinding;
-  private readonly context: NativeContext;
+  private context: NativeContext;
   /** By "address:port"; recency is updated by every datagram, so the least recently used is the idlest. */
   private readonly connections: LRUCache<string, DtlsConnection>;
   private socket: dgram.Socket | undefined;
@@ -141,7 +146,31 @@ export class DtlsServer {
   ) {
     this.binding = loadDtlsBinding();
     this.connections = boundedCache(options.maxSessions);
-    this.context = this.binding.createContext(
+    this.context = this.createContext(options);
+  }
+
+  /**
+   * New certificate, key and CA for handshakes from now on (a reload). Sessions already established keep
+   * theirs. Throws, like the constructor, when OpenSSL refuses the material; the old context then stays.
+   */
+  replaceCredentials(material: Pick<DtlsServerOptions, 'cert' | 'key' | 'ca' | 'requestClientCert'>): void {
+    this.context = this.createContext({ ...this.options, ...material });
+  }
+
+  /** Ends (with close_notify) every session whose peer credential the predicate rejects; returns how many. */
+  closeWhere(shouldClose: (connection: DtlsConnection) => boolean): number {
+    let closed = 0;
+    for (const connection of [...this.connections.values()]) {
+      if (connection.established && shouldClose(connection)) {
+        this.close(connection, 'revoked', true);
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  private createContext(options: DtlsServerOptions): NativeContext {
+    return this.binding.createContext(
       {
         cert: options.cert,
         key: options.key,
@@ -214,7 +243,7 @@ export class DtlsServer {
       this.binding.free(session);
       return;
     }
-    const fresh = new DtlsConnection(this, key, remote.address, remote.port, session, Buffer.from(clientHelloRandom(datagram) ?? []));
+    const fresh = new DtlsConnection(this, key, remote.address, remote.port, session, Buffer.from(clientHelloRandom(datagram) ?? []), this.context);
     this.connections.set(key, fresh);
     this.stats.sessions = this.connections.size;
     this.feed(fresh, null);

@@ -3,7 +3,7 @@ import { DeviceSessions } from '../../src/devices/sessions.js';
 import type { RpcCall, Subscriber } from '../../src/model.js';
 
 const call = (id: number): RpcCall => ({ id, method: 'm', params: {} });
-const subscriber = (): Subscriber<RpcCall> => ({ deliver: async () => 'sent', replaced: () => undefined });
+const subscriber = (): Subscriber<RpcCall> => ({ deliver: async () => 'sent', replaced: () => undefined, revoked: () => undefined });
 
 describe('device sessions', () => {
   it('keeps one subscriber per kind and hands back the one it replaces', () => {

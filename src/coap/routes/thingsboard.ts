@@ -29,6 +29,8 @@ const MAX_RPC_ID = 2_147_483_647;
 const RPC_OBSERVING: CoapResponse = { code: ResponseCode.Valid };
 /** What a replaced observation hears last: a newer registration took its place. */
 const REPLACED: CoapResponse = { code: ResponseCode.Deleted, payload: 'a newer observation of this device replaced this one' };
+/** What an observation hears last when a reload removed its device or changed its credentials. */
+const REVOKED: CoapResponse = { code: ResponseCode.Unauthorized, payload: 'this device was removed or its credentials changed' };
 
 const json = (code: CodeByte, value: JsonValue): CoapResponse => ({
   code,
@@ -288,7 +290,11 @@ function startObservation<T>(
 ): void {
   let subscription: Subscription | undefined;
   const relation = offer.accept({ current, onEnd: () => subscription?.end() });
-  subscription = subscribe({ deliver: (item) => relation.notify(toNotification(item)), replaced: () => relation.end(REPLACED) });
+  subscription = subscribe({
+    deliver: (item) => relation.notify(toNotification(item)),
+    replaced: () => relation.end(REPLACED),
+    revoked: () => relation.end(REVOKED),
+  });
   if (!relation.active) subscription.end();
 }
 
