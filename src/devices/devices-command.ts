@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backupFile, writeFileAtomic } from '../config/atomic-file.js';
 import type { Output } from '../config/check-config.js';
-import { loadConfig, readDevicesFile, type DeviceEntry, type GatewayConfig } from '../config/load.js';
+import { DEMO_DEVICE, loadConfig, readDevicesFile, type DeviceEntry, type GatewayConfig } from '../config/load.js';
 import { fingerprint } from '../log.js';
 import { reloadRunningGateway } from '../ops/running-gateway.js';
 
@@ -75,7 +75,7 @@ function list(config: GatewayConfig, { output }: Context, json: boolean): number
     name: device.name,
     type: device.type,
     credentials: describeCredentials(device),
-    source: fromFile.has(device.name) ? 'devices file' : 'config',
+    source: device === DEMO_DEVICE ? 'built-in demo (embedded broker only)' : fromFile.has(device.name) ? 'devices file' : 'config',
   }));
   if (json) {
     output.out(JSON.stringify(rows, null, 2));
