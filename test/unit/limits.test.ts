@@ -56,7 +56,7 @@ describe('the limits configuration', () => {
     expect(result.ok && result.config.limits).toMatchObject({ deviceRequestsPerSecond: 0, requestsPerSecond: 2000 });
     const bad = loadConfig({ env: { COAP2MQTT_LIMITS_DEVICE_BURST: '0' } });
     expect(bad.ok).toBe(false);
-    expect(!bad.ok && bad.errors.join('\n')).toMatch(/limits\.deviceBurst: must be a whole number from 1 to 1000000 \(got 0; also settable with COAP2MQTT_LIMITS_DEVICE_BURST\)/);
+    expect(!bad.ok && bad.errors.join('\n')).toMatch(/limits\.deviceBurst: must be a whole number from 1 to 1000000, e\.g\. 100 \(got "0" from COAP2MQTT_LIMITS_DEVICE_BURST\)/);
   });
 });
 
