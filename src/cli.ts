@@ -83,6 +83,10 @@ async function main(argv: string[]): Promise<number> {
   for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
   for (const notice of result.notices) log.info(notice);
 
+  // SIGHUP's default would end the process; one arriving while the gateway starts is applied once it runs.
+  let reloadDuringStart = false;
+  const deferReload = (): void => void (reloadDuringStart = true);
+  process.on('SIGHUP', deferReload);
   let gateway: Gateway;
   try {
     gateway = await startGateway(result.config, log);
@@ -105,7 +109,9 @@ async function main(argv: string[]): Promise<number> {
     reloadLog.info({ signal: 'SIGHUP' }, 'reloading the configuration');
     reloadConfiguration(gateway, file, gateway.stateDir, reloadLog);
   };
+  process.off('SIGHUP', deferReload);
   process.on('SIGHUP', onReload);
+  if (reloadDuringStart) onReload();
 
   return new Promise<number>((resolve) => {
     let signalled = false;
