@@ -24,6 +24,7 @@ import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
+import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
 import type { EmbeddedBroker } from './upstream/embedded-broker.js';
@@ -40,6 +41,8 @@ export interface Gateway {
   /** Set when dtls.enabled. */
   readonly dtlsAddress: BoundAddress | undefined;
   readonly dtls: DtlsTransport | undefined;
+  /** The health and metrics endpoint (/healthz, /metrics); set when http.enabled. */
+  readonly httpAddress: BoundAddress | undefined;
   /** The broker actually used (the embedded one's address when upstream.url is empty). */
   readonly upstreamUrl: string;
   readonly messageLayer: CoapMessageLayer;
@@ -144,6 +147,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   );
   let dtls: DtlsTransport | undefined;
   let dtlsMaterial: DtlsMaterial | undefined;
+  let http: OpsHttpServer | undefined;
   /** Closes whatever exists, in data-flow order; every part tolerates being closed before it started. */
   const closeAll = async (): Promise<void> => {
     await dtls?.stop();
@@ -156,10 +160,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     attributes.close();
     await upstream.stop();
     await broker?.close();
+    // Last: /healthz says "stopping" while the rest drains.
+    await http?.stop();
   };
 
   let coapAddress: BoundAddress;
   let dtlsAddress: BoundAddress | undefined;
+  let httpAddress: BoundAddress | undefined;
   try {
     if (config.dtls.enabled) {
       dtlsMaterial = readDtlsMaterial(config.dtls, registry);
@@ -178,6 +185,29 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     dtlsAddress = await dtls?.start().catch((error: NodeJS.ErrnoException) => {
       throw new StartupError(describeBindError(error, 'DTLS', coap.host, config.dtls.port, 'dtls.port'));
     });
+    if (config.http.enabled) {
+      const { host, port } = config.http;
+      const server = dtls?.server;
+      http = new OpsHttpServer(
+        { host, port },
+        {
+          messageLayer,
+          limits,
+          upstream,
+          outbox,
+          dtls: server,
+          bridge,
+          devices: () => registry.size,
+          observations: () => messageLayer.stats.observations,
+          dtlsSessions: () => server?.stats.sessions,
+          upstreamUrl,
+        },
+        logs.for('http'),
+      );
+      httpAddress = await http.start().catch((error: NodeJS.ErrnoException) => {
+        throw new StartupError(describeHttpBindError(error, host, port));
+      });
+    }
   } catch (error) {
     await closeAll();
     throw error instanceof StartupError ? error : new StartupError((error as Error).message);
@@ -186,6 +216,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     {
       coap: `udp ${formatPeer(coapAddress)}`,
       dtls: dtlsAddress ? `udp ${formatPeer(dtlsAddress)}` : 'off',
+      http: httpAddress ? `http://${formatPeer(httpAddress)}/healthz, /metrics` : 'off',
       devices: registry.size,
       upstream: redactUrl(upstreamUrl),
       outbox: outbox ? `${config.outbox.synchronous} sync, ${outbox.stats().records} records waiting` : 'off (acknowledge after PUBACK)',
@@ -237,6 +268,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     coapAddress,
     dtlsAddress,
     dtls,
+    httpAddress,
     upstreamUrl,
     messageLayer,
     limits,
@@ -245,6 +277,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     reload,
     stop(drainTimeoutMs = 5000) {
       stopping ??= (async () => {
+        http?.beginStopping();
         await messageLayer.drain(drainTimeoutMs);
         await closeAll();
         log.info('coap2mqtt stopped');

@@ -4,6 +4,7 @@ import type { DeviceSessions } from '../devices/sessions.js';
 import type { JsonValue } from '../model.js';
 import type { AttributeAnswer } from '../upstream/gateway-api.js';
 import type { PendingAnswers } from './pending-answers.js';
+import type { RpcRoundTrips } from './rpc-round-trips.js';
 import type { DevicePresence } from './presence.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
@@ -20,5 +21,7 @@ export interface BridgeContext extends UplinkContext {
   readonly sessions: DeviceSessions;
   readonly attributeReads: PendingAnswers<AttributeAnswer>;
   readonly ownRpcs: PendingAnswers<JsonValue>;
+  /** Server-side RPC timings, for the metrics endpoint. */
+  readonly rpcRoundTrips: RpcRoundTrips;
   readonly log: Logger;
 }

@@ -16,13 +16,14 @@ import { createDownlinkHandler } from './downlink.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
 import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
+import { RpcRoundTrips, type RpcEnd, type RpcStats } from './rpc-round-trips.js';
 import { createSessionLimitsAsker } from './session-limits.js';
 import { observeSharedAttributes, refreshSharedAttributes } from './shared-attributes.js';
 import type { Subscription } from './subscription.js';
 import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
-export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, Subscription };
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, RpcEnd, RpcStats, Subscription };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
@@ -39,6 +40,9 @@ export interface Bridge {
   revokeDevices(names: readonly string[]): void;
   /** Everything arriving on the subscribed upstream topics. */
   handleDownlink(topic: string, payload: Buffer): void;
+  /** Each server-side RPC's end: the device's reply or the gateway dropping it, with seconds since it arrived. */
+  onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void;
+  rpcStats(): RpcStats;
   stop(): void;
 }
 
@@ -56,6 +60,8 @@ export interface BridgeDeps {
 }
 
 const RPC_EXPIRY_SWEEP_MS = 10_000;
+/** A server-side RPC with no reply this long after it could last have been delivered is counted unanswered. */
+const RPC_REPLY_GRACE_MS = 5 * 60_000;
 
 export function createBridge(deps: BridgeDeps): Bridge {
   const { upstream, presence, sessions: options, log } = deps;
@@ -67,6 +73,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     sessions: new DeviceSessions({ ttlMs: options.rpcQueueTtlMs, maxPerDevice: options.rpcQueueMax }),
     attributeReads: new PendingAnswers<AttributeAnswer>(options.attributeRequestTimeoutMs),
     ownRpcs: new PendingAnswers<JsonValue>(options.clientRpcTimeoutMs),
+    rpcRoundTrips: new RpcRoundTrips(options.rpcQueueTtlMs + RPC_REPLY_GRACE_MS),
     log,
   };
   const observers = new Map<string, Device>();
@@ -104,6 +111,8 @@ export function createBridge(deps: BridgeDeps): Bridge {
       }
     },
     handleDownlink: createDownlinkHandler(context),
+    onRpcEnd: (listener) => context.rpcRoundTrips.onEnd(listener),
+    rpcStats: () => context.rpcRoundTrips.stats(),
     stop() {
       clearInterval(expiry);
       context.attributeReads.cancel();

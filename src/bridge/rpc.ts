@@ -9,6 +9,7 @@ import { subscribe, type Subscription } from './subscription.js';
  * (sleeping devices register right after waking) until its time to live runs out.
  */
 export function handleRpcRequest(context: BridgeContext, deviceName: string, call: RpcCall): void {
+  context.rpcRoundTrips.arrived(deviceName, call.id);
   const pending = context.sessions.pendingRpc(call);
   const subscriber = context.sessions.subscriber(deviceName, 'rpc');
   if (subscriber) {
@@ -31,6 +32,7 @@ export function observeRpc(context: BridgeContext, device: Device, subscriber: S
 
 /** The device's answer to RPC `id` → `v1/gateway/rpc` `{"device","id","data"}`. */
 export function replyToRpc(context: BridgeContext, device: Device, id: number, data: JsonValue): Promise<UplinkOutcome> {
+  context.rpcRoundTrips.ended(device.name, id, 'replied');
   let item: UplinkItem;
   try {
     item = rpcReplyItem(device.name, id, data, context.upstream.maxMessageBytes);
@@ -44,6 +46,7 @@ export function replyToRpc(context: BridgeContext, device: Device, id: number, d
 /** Drops expired RPCs of devices that never came back; run periodically. */
 export function expireQueuedRpcs(context: BridgeContext): void {
   for (const { device, ...dropped } of context.sessions.expireAll()) logDropped(context, device, [dropped]);
+  context.rpcRoundTrips.expire();
 }
 
 function deliver(context: BridgeContext, deviceName: string, subscriber: Subscriber<RpcCall>, pending: PendingRpc): void {
@@ -68,6 +71,7 @@ function deliver(context: BridgeContext, deviceName: string, subscriber: Subscri
 
 function logDropped(context: BridgeContext, deviceName: string, dropped: readonly Dropped[]): void {
   for (const { call, reason } of dropped) {
+    context.rpcRoundTrips.ended(deviceName, call.id, 'dropped');
     context.log.warn({ device: deviceName, rpcId: call.id, method: call.method, reason }, 'RPC dropped without reaching the device');
   }
 }

@@ -15,6 +15,7 @@ import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption,
 import { ObserveRegistry, type Relation } from './observe.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { continuesOrEnds, type RequestLimits } from './limits.js';
+import { ResponseCounts } from './response-counts.js';
 import { LogOncePer } from '../log.js';
 import { formatPeer, type Peer } from './transport.js';
 
@@ -92,6 +93,8 @@ export class CoapMessageLayer {
     observationsRefused: 0,
     blockResponses: 0,
   };
+  /** Answers to new requests by transport, operation and code (duplicates answered from the cache are not). */
+  readonly responses: ResponseCounts;
   private readonly seen: DedupCache<Seen>;
   private readonly blocks: Block1Assembler;
   private readonly messageIds: MessageIdAllocator;
@@ -113,6 +116,7 @@ export class CoapMessageLayer {
     private readonly log: Logger,
   ) {
     const lifetimeMs = options.exchangeLifetimeMs ?? Transmission.exchangeLifetimeMs;
+    this.responses = new ResponseCounts(handler.operations);
     this.piggybackDeadlines = new FixedDelayDeadlines(options.piggybackWindowMs);
     this.seen = new DedupCache({ lifetimeMs, maxEntries: options.dedupMaxEntries });
     this.blocks = new Block1Assembler({
@@ -199,7 +203,7 @@ export class CoapMessageLayer {
     if (interpreted.kind === 'bad-option') {
       this.log.debug({ peer: formatPeer(peer), reason: interpreted.reason }, 'request refused for its options');
       if (confirmable || interpreted.code !== ResponseCode.BadOption) {
-        this.finish(message, peer, { code: interpreted.code, payload: interpreted.reason }, false);
+        this.finish(message, peer, undefined, { code: interpreted.code, payload: interpreted.reason }, false);
       } else {
         // A NON request with an unrecognised critical option is rejected, not answered (RFC 7252 §5.4.1).
         this.seen.update(peer.key, message.messageId, REJECTED);
@@ -215,7 +219,7 @@ export class CoapMessageLayer {
     if (limits && !continuesOrEnds(request) && !(request.block1 !== undefined && request.block1.num > 0)) {
       const refused = limits.admitRequest(request.receivedAt);
       if (refused) {
-        this.finish(message, peer, refused, false);
+        this.finish(message, peer, request, refused, false);
         return;
       }
     }
@@ -225,12 +229,12 @@ export class CoapMessageLayer {
       const transferKey = `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')} ${request.requestTag}`;
       const outcome = this.blocks.accept(transferKey, block, request.payload, request.size1);
       if (outcome.kind === 'reject') {
-        this.finish(message, peer, { code: outcome.code, payload: outcome.reason, size1: outcome.size1 }, false);
+        this.finish(message, peer, request, { code: outcome.code, payload: outcome.reason, size1: outcome.size1 }, false);
         return;
       }
       if (outcome.kind === 'continue') {
         const echo = [{ number: OptionNumber.Block1, value: encodeBlock(block) }];
-        this.finish(message, peer, { code: ResponseCode.Continue, options: echo }, false);
+        this.finish(message, peer, request, { code: ResponseCode.Continue, options: echo }, false);
         return;
       }
       request = { ...request, payload: outcome.body };
@@ -239,6 +243,7 @@ export class CoapMessageLayer {
       this.finish(
         message,
         peer,
+        request,
         {
           code: ResponseCode.RequestEntityTooLarge,
           payload: `request body larger than ${this.options.maxBodyBytes} bytes`,
@@ -250,7 +255,7 @@ export class CoapMessageLayer {
     }
 
     if (this.draining) {
-      this.finish(message, peer, SHUTTING_DOWN, false);
+      this.finish(message, peer, request, SHUTTING_DOWN, false);
       return;
     }
     const block2 = request.block2;
@@ -260,7 +265,7 @@ export class CoapMessageLayer {
       const cached = this.blocks2.followUp(blockKey(peer, request), block2);
       if (cached) {
         if (cached !== BEYOND_THE_END) this.stats.blockResponses++;
-        this.finish(message, peer, cached, false);
+        this.finish(message, peer, request, cached, false);
         return;
       }
     } else if (request.observe !== undefined && request.method === Method.GET) {
@@ -339,12 +344,25 @@ export class CoapMessageLayer {
     } else if (observe !== undefined) {
       response = withOption(response, OptionNumber.Observe, encodeUint(observe));
     }
-    this.finish(message, peer, response, separate, relation);
+    this.finish(message, peer, request, response, separate, relation);
   }
 
-  /** Sends an answer in the ACK, as a separate CON or as a NON; `relation` is the Observe relation it starts. */
-  private finish(message: IncomingMessage, peer: Peer, response: CoapResponse, separate: boolean, relation?: Relation): void {
+  /**
+   * Sends an answer in the ACK, as a separate CON or as a NON; `relation` is the Observe relation it starts.
+   * `request` is undefined only for a request refused before it could be read.
+   */
+  private finish(
+    message: IncomingMessage,
+    peer: Peer,
+    request: CoapRequest | undefined,
+    response: CoapResponse,
+    separate: boolean,
+    relation?: Relation,
+  ): void {
     if (this.stopped) return;
+    // The handler labelled what it saw; what never reached it is labelled here, rarely (refusals, blocks).
+    const operation = request === undefined ? 0 : (request.operation ?? this.handler.classify?.(request) ?? 0);
+    this.responses.count(peer.transport, operation, response.code);
     if (message.type === MessageType.Confirmable && !separate) {
       this.seen.update(peer.key, message.messageId, response);
       peer.transport.send(peer, this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response));

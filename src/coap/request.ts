@@ -28,6 +28,11 @@ export interface CoapRequest {
   readonly receivedAt: number;
   /** Set on a GET with Observe 0 (RFC 7641): the handler may accept it to start a relation. */
   readonly observation: ObservationOffer | undefined;
+  /**
+   * What the request asks for, as an index into the handler's `operations`: set by the handler (the
+   * router) once it has read the path, read by the message layer to count the answer. Never the path.
+   */
+  operation?: number;
 }
 
 export interface CoapResponse {
@@ -42,7 +47,13 @@ export interface CoapResponse {
   readonly options?: readonly CoapOption[];
 }
 
-export type RequestHandler = (request: CoapRequest) => CoapResponse | Promise<CoapResponse>;
+export interface RequestHandler {
+  (request: CoapRequest): CoapResponse | Promise<CoapResponse>;
+  /** Labels of the values the handler puts in `request.operation`, for the request metrics. */
+  readonly operations?: readonly string[];
+  /** The operation of a request answered before the handler saw it (a 4.29, a 4.13, a Block1 2.31). */
+  readonly classify?: (request: CoapRequest) => number;
+}
 
 export type Interpreted =
   | { readonly kind: 'request'; readonly request: CoapRequest }
@@ -177,6 +188,7 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
       payload: message.payload,
       receivedAt,
       observation: undefined,
+      operation: undefined,
     },
   };
 }

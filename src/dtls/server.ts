@@ -57,7 +57,12 @@ export interface DtlsHandlers {
 export interface DtlsStats {
   sessions: number;
   handshakes: number;
+  /** Handshakes that ended in an error (timeouts are counted apart), of which the two below. */
   handshakeFailures: number;
+  /** The PSK identity is no device's. */
+  handshakesRefusedIdentity: number;
+  /** The client certificate is neither pinned nor signed by dtls.ca with a registered CN. */
+  handshakesRefusedCertificate: number;
   handshakeTimeouts: number;
   helloVerifyRequests: number;
   /** Datagrams from unknown peers that were not a ClientHello (a ClientHello with a bad cookie just gets a new one). */
@@ -119,6 +124,8 @@ export class DtlsServer {
     sessions: 0,
     handshakes: 0,
     handshakeFailures: 0,
+    handshakesRefusedIdentity: 0,
+    handshakesRefusedCertificate: 0,
     handshakeTimeouts: 0,
     helloVerifyRequests: 0,
     droppedDatagrams: 0,
@@ -326,11 +333,13 @@ export class DtlsServer {
     this.stats.handshakeFailures++;
     const peer = connection.key;
     if (outcome.identityRefused) {
+      this.stats.handshakesRefusedIdentity++;
       const identity = connection.offeredIdentity ?? '';
       if (this.failureLog.first(`identity ${connection.address} ${identity}`)) {
         this.log.warn({ peer, identity }, 'DTLS handshake refused: PSK identity is not registered to any device (add it as psk.identity of a device)');
       }
     } else if (connection.refusedCertificate) {
+      this.stats.handshakesRefusedCertificate++;
       const { certificate, reason } = connection.refusedCertificate;
       if (this.failureLog.first(`certificate ${connection.address} ${certificate.fingerprint256}`)) {
         this.log.warn(

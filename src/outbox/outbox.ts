@@ -168,6 +168,16 @@ export class Outbox implements Uplink {
     });
   }
 
+  /**
+   * Why new uplinks are answered 5.03 instead of stored, if they are now: shutting down, below
+   * outbox.minFreeDiskBytes, or the last commit found the disk full (until a commit succeeds again).
+   */
+  get refusing(): 'stopping' | 'low-disk' | 'disk-full' | undefined {
+    if (this.stopping) return 'stopping';
+    if (this.lowDisk !== undefined) return 'low-disk';
+    return this.storageFull ? 'disk-full' : undefined;
+  }
+
   stats(): OutboxStats {
     const oldest = this.closed ? undefined : this.store.oldestCreatedAt();
     return {

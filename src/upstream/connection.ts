@@ -34,6 +34,26 @@ export class UpstreamUnavailableError extends Error {
   }
 }
 
+/** Counters and state for a health and metrics endpoint; each call returns a fresh snapshot. */
+export interface UpstreamStats {
+  readonly connected: boolean;
+  /** When the connection came up, or went down (before the first connection: when connecting began); ms since the epoch. */
+  readonly since: number | undefined;
+  /** Successful connections since start: the first one, then each reconnection. */
+  readonly connects: number;
+  /** Connection attempts that failed since start. */
+  readonly failedAttempts: number;
+  /** Publishes the broker acknowledged (PUBACK). */
+  readonly acknowledged: number;
+  /** Publishes that got no PUBACK: not connected, queue full, timed out, connection lost, shutting down. */
+  readonly failed: number;
+  /** Publishes waiting for their PUBACK, and waiting for a free slot. */
+  readonly inflight: number;
+  readonly queued: number;
+  /** While disconnected: why the connection was lost or the last attempt failed, as logged (no credentials). */
+  readonly lastFailure: string | undefined;
+}
+
 interface Job {
   readonly topic: string;
   readonly payload: string;
@@ -49,6 +69,29 @@ const REMINDER_INTERVAL_MS = 10 * 60_000;
 const BUSY_RETRY_SECONDS = 5;
 /** Broker messages handled per turn of the event loop: about a millisecond of notifications. */
 const INBOUND_SLICE = 64;
+
+/**
+ * The MQTT.js options of the gateway's connection: credentials, TLS files (read here), timeouts. Shared with
+ * `coap2mqtt doctor`, so its test connection is made exactly as the gateway's.
+ */
+export function mqttClientOptions(o: UpstreamConnectionOptions): IClientOptions {
+  return {
+    clientId: o.clientId,
+    clean: true,
+    keepalive: o.keepaliveSeconds,
+    connectTimeout: o.connectTimeoutMs,
+    reconnectPeriod: 0,
+    protocolVersion: 4,
+    // mqtt-packet would otherwise build a Buffer for each of the 65,536 packet ids at the first publish:
+    // 6 MB of heap for the life of the process, to save one 2-byte allocation per packet.
+    writeCache: false,
+    username: o.accessToken || o.username || undefined,
+    password: o.password || undefined,
+    ca: o.ca ? readFileSync(o.ca) : undefined,
+    cert: o.cert ? readFileSync(o.cert) : undefined,
+    key: o.key ? readFileSync(o.key) : undefined,
+  };
+}
 
 export class UpstreamConnection {
   private client: MqttClient | undefined;
@@ -69,6 +112,10 @@ export class UpstreamConnection {
   private lastLoggedFailure: { reason: string; at: number } | undefined;
   private disconnectedAt: number | undefined;
   private connects = 0;
+  private since: number | undefined;
+  private lastFailure: string | undefined;
+  private readonly counters = { failedAttempts: 0, acknowledged: 0, failed: 0 };
+  private readonly pubackListeners: Array<(seconds: number) => void> = [];
   private readonly pacer = new UpstreamPacer();
   private paceTimer: NodeJS.Timeout | undefined;
   private sessionLimits: SessionLimits | undefined;
@@ -135,6 +182,23 @@ export class UpstreamConnection {
     this.subscriptions = topics;
   }
 
+  /** Each PUBACK, with the seconds since its publish went to the client (not the time it waited in the queue). */
+  onPuback(listener: (seconds: number) => void): void {
+    this.pubackListeners.push(listener);
+  }
+
+  stats(): UpstreamStats {
+    return {
+      connected: this.isConnected,
+      since: this.since,
+      connects: this.connects,
+      ...this.counters,
+      inflight: this.inflight,
+      queued: this.queue.length,
+      lastFailure: this.isConnected ? undefined : this.lastFailure,
+    };
+  }
+
   /** Every message arriving on a subscribed topic. */
   onMessage(listener: (topic: string, payload: Buffer) => void): void {
     this.messageListeners.push(listener);
@@ -143,23 +207,9 @@ export class UpstreamConnection {
   /** Starts connecting in the background; network trouble is logged and retried, never thrown. */
   start(): void {
     const o = this.options;
-    const clientOptions: IClientOptions = {
-      clientId: o.clientId,
-      clean: true,
-      keepalive: o.keepaliveSeconds,
-      connectTimeout: o.connectTimeoutMs,
-      reconnectPeriod: 0,
-      protocolVersion: 4,
-      // mqtt-packet would otherwise build a Buffer for each of the 65,536 packet ids at the first publish:
-      // 6 MB of heap for the life of the process, to save one 2-byte allocation per packet.
-      writeCache: false,
-      username: o.accessToken || o.username || undefined,
-      password: o.password || undefined,
-      ca: o.ca ? readFileSync(o.ca) : undefined,
-      cert: o.cert ? readFileSync(o.cert) : undefined,
-      key: o.key ? readFileSync(o.key) : undefined,
-    };
+    const clientOptions = mqttClientOptions(o);
     this.log.info({ url: redactUrl(o.url), clientId: o.clientId }, 'connecting to upstream broker');
+    this.since = Date.now();
     const client = mqtt.connect(o.url, clientOptions);
     this.client = client;
     client.on('connect', () => this.handleConnect());
@@ -198,6 +248,7 @@ export class UpstreamConnection {
   /** Resolves when the broker has acknowledged the message (QoS 1 PUBACK). */
   publish(topic: string, payload: string, options: PublishOptions = {}): Promise<void> {
     if (!this.isConnected) {
+      this.counters.failed++;
       return Promise.reject(this.unavailable('the gateway is not connected to the upstream broker'));
     }
     return new Promise<void>((resolve, reject) => {
@@ -259,10 +310,16 @@ export class UpstreamConnection {
 
   private send(job: Job): void {
     this.inflight++;
+    const sentAt = performance.now();
     this.client!.publish(job.topic, job.payload, { qos: 1 }, (error) => {
       this.inflight--;
       if (error) this.fail(job, `the upstream connection was lost before the broker acknowledged`);
       else {
+        this.counters.acknowledged++;
+        if (this.pubackListeners.length > 0) {
+          const seconds = (performance.now() - sentAt) / 1000;
+          for (const listener of this.pubackListeners) listener(seconds);
+        }
         this.settle(job);
         job.resolve();
       }
@@ -296,6 +353,7 @@ export class UpstreamConnection {
     // Devices wait for PUBACKs: no Nagle delay on small publishes (TCP and TLS sockets; not WebSockets).
     (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
     this.connects++;
+    this.since = Date.now();
     // Until this session's limits are known, none apply beyond the configured window; bulk senders wait
     // for `ready` (the bridge asks ThingsBoard and calls applySessionLimits).
     this.sessionLimits = undefined;
@@ -348,11 +406,13 @@ export class UpstreamConnection {
 
     const delay = this.nextDelay();
     const reason = this.lastError ?? 'connection closed';
+    this.lastFailure = reason;
     if (wasConnected) {
-      this.disconnectedAt = Date.now();
+      this.disconnectedAt = this.since = Date.now();
       this.log.warn({ reason, retryInMs: delay }, 'upstream broker connection lost; devices are answered 5.03 until it is back');
     } else {
       this.failedAttempts++;
+      this.counters.failedAttempts++;
       const now = Date.now();
       const last = this.lastLoggedFailure;
       if (!last || last.reason !== reason || now - last.at >= REMINDER_INTERVAL_MS) {
@@ -379,6 +439,7 @@ export class UpstreamConnection {
 
   private fail(job: Job, reason: string): void {
     if (job.settled) return;
+    this.counters.failed++;
     this.settle(job);
     job.reject(this.unavailable(reason));
   }

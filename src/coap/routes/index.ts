@@ -3,7 +3,33 @@
 import { ResponseCode } from '../codes.js';
 import type { CoapRequest, CoapResponse, RequestHandler } from '../request.js';
 
-export type Route = (request: CoapRequest, segments: readonly string[]) => CoapResponse | Promise<CoapResponse>;
+/**
+ * What a request asks for, as the request metrics label it: the gateway's operations, whatever the
+ * dialect's paths. Never the path itself, which holds the device's access token. `unknown`: under the
+ * device API but no known feature, or refused for its options before its path was read; `other`: a path
+ * outside every dialect.
+ */
+export const OPERATIONS = [
+  'unknown',
+  'other',
+  'telemetry',
+  'attributes',
+  'attributes_read',
+  'attributes_observe',
+  'rpc_observe',
+  'rpc_reply',
+  'client_rpc',
+  'claim',
+  'provision',
+  'firmware',
+] as const;
+export type OperationName = (typeof OPERATIONS)[number];
+export const Operation = Object.fromEntries(OPERATIONS.map((name, index) => [name, index])) as { readonly [K in OperationName]: number };
+
+export type Route = ((request: CoapRequest, segments: readonly string[]) => CoapResponse | Promise<CoapResponse>) & {
+  /** The operation of a request the message layer answered before the route saw it (4.29, 4.13, Block1). */
+  readonly operationOf?: (request: CoapRequest, segments: readonly string[]) => number;
+};
 
 /** A Uri-Path option may itself hold slashes ("api/v1/TOKEN/telemetry"); both forms split alike. */
 export function pathSegments(uriPath: readonly string[]): string[] {
@@ -19,12 +45,21 @@ export function pathSegments(uriPath: readonly string[]): string[] {
 }
 
 export function createRouter(routes: { readonly api: Route }): RequestHandler {
-  return (request) => {
+  const isApi = (segments: readonly string[]): boolean => segments[0] === 'api' && segments[1] === 'v1';
+  const handler = (request: CoapRequest): CoapResponse | Promise<CoapResponse> => {
     const segments = pathSegments(request.uriPath);
-    if (segments[0] === 'api' && segments[1] === 'v1') return routes.api(request, segments);
+    // The route labels what it handles itself, having parsed the path anyway.
+    if (isApi(segments)) return routes.api(request, segments);
+    request.operation = Operation.other;
     return {
       code: ResponseCode.NotFound,
       payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/`,
     };
   };
+  const classify = (request: CoapRequest): number => {
+    const segments = pathSegments(request.uriPath);
+    if (!isApi(segments)) return Operation.other;
+    return routes.api.operationOf?.(request, segments) ?? Operation.unknown;
+  };
+  return Object.assign(handler, { operations: OPERATIONS, classify });
 }

@@ -19,6 +19,7 @@ import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js'
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
+import { Operation, type Route } from './index.js';
 
 const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmware', 'software'] as const;
 type Feature = (typeof FEATURES)[number];
@@ -74,15 +75,39 @@ export function parseApiPath(segments: readonly string[]): PathTarget {
   return { token: segments[2], feature: asFeature(segments[3]), featureSegment: segments[3], requestId: segments[4] };
 }
 
-export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
+/** The operation a request asks for, for the request metrics (see OPERATIONS). */
+export function operationOf(request: CoapRequest, target: PathTarget): number {
+  const get = request.method === Method.GET;
+  switch (target.feature) {
+    case undefined:
+      return Operation.unknown;
+    case 'telemetry':
+      return Operation.telemetry;
+    case 'attributes':
+      if (!get) return Operation.attributes;
+      return request.observe === undefined ? Operation.attributes_read : Operation.attributes_observe;
+    case 'rpc':
+      if (get) return Operation.rpc_observe;
+      return target.requestId === undefined ? Operation.client_rpc : Operation.rpc_reply;
+    case 'claim':
+      return Operation.claim;
+    case 'provision':
+      return Operation.provision;
+    default:
+      return Operation.firmware;
+  }
+}
+
+export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   const { registry, bridge, limits, log } = deps;
   const unknownTokenLog = new LogOncePer(10 * 60_000);
 
-  return function thingsBoardRoute(request: CoapRequest, segments: readonly string[]): CoapResponse | Promise<CoapResponse> {
+  const route = function thingsBoardRoute(request: CoapRequest, segments: readonly string[]): CoapResponse | Promise<CoapResponse> {
+    const target = parseApiPath(segments);
+    request.operation = operationOf(request, target);
     if (request.method !== Method.GET && request.method !== Method.POST) {
       return error(ResponseCode.MethodNotAllowed, 'only GET and POST are allowed');
     }
-    const target = parseApiPath(segments);
     if (!target.feature) {
       return error(
         ResponseCode.BadRequest,
@@ -123,6 +148,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps) {
         return notYet('firmware download');
     }
   };
+  return Object.assign(route, { operationOf: (request: CoapRequest, segments: readonly string[]) => operationOf(request, parseApiPath(segments)) });
 
   /**
    * The device a request speaks for, or why it may not (4.01). A DTLS session's credential names a device;

@@ -1,0 +1,139 @@
+// The health and metrics endpoint: GET or HEAD /healthz and /metrics on http.host:http.port, nothing
+// else. It needs no credentials, so it says nothing secret, reads no request bodies, keeps no connection
+// open after its answer and holds only a few at a time: a scanner on the network cannot tie it up.
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { BoundAddress } from '../net/udp-socket.js';
+import { healthReport, type HealthSources } from './health.js';
+import { GatewayMetrics, METRICS_CONTENT_TYPE, type MetricsSources } from './metrics.js';
+
+export interface OpsHttpOptions {
+  readonly host: string;
+  readonly port: number;
+}
+
+export type OpsSources = Omit<MetricsSources, 'ready'> & Omit<HealthSources, 'startedAt'>;
+
+/** Connections at once; more are closed as they arrive (Prometheus and a probe or two need a handful). */
+const MAX_CONNECTIONS = 16;
+/** A client has this long to send its request line and headers, and to finish its request. */
+const HEADERS_TIMEOUT_MS = 5_000;
+const REQUEST_TIMEOUT_MS = 10_000;
+const PATHS = new Set(['/healthz', '/metrics']);
+
+export class OpsHttpServer {
+  private readonly metrics: GatewayMetrics;
+  private readonly health: HealthSources;
+  private server: http.Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private stopping = false;
+
+  constructor(
+    private readonly options: OpsHttpOptions,
+    sources: OpsSources,
+    private readonly log: Logger,
+  ) {
+    this.health = { ...sources, startedAt: Date.now() };
+    this.metrics = new GatewayMetrics({ ...sources, ready: () => healthReport(this.health, this.stopping).body.ready });
+  }
+
+  /** Resolves with the address listened on; rejects with the listen error (see describeHttpBindError). */
+  start(): Promise<BoundAddress> {
+    const server = http.createServer(
+      {
+        headersTimeout: HEADERS_TIMEOUT_MS,
+        requestTimeout: REQUEST_TIMEOUT_MS,
+        // How often Node checks those two timeouts (an interval it clears on close); 30 s by default.
+        connectionsCheckingInterval: 1_000,
+      },
+      (request, response) => this.handle(request, response),
+    );
+    server.maxConnections = MAX_CONNECTIONS;
+    // Idle sockets (opened, nothing sent) are closed after this too.
+    server.setTimeout(REQUEST_TIMEOUT_MS);
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.options.host, port: this.options.port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (error) => this.log.error({ err: error }, 'health and metrics endpoint error'));
+        this.server = server;
+        const address = server.address();
+        const bound = typeof address === 'object' && address !== null ? { address: address.address, port: address.port } : { address: this.options.host, port: this.options.port };
+        resolve(bound);
+      });
+    });
+  }
+
+  /** From now on /healthz answers 503 "stopping", while the rest of the gateway drains and closes. */
+  beginStopping(): void {
+    this.stopping = true;
+  }
+
+  /** Closes the listener and any connection still open. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+  }
+
+  private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+    response.setHeader('Connection', 'close');
+    response.setHeader('Cache-Control', 'no-store');
+    response.setHeader('X-Content-Type-Options', 'nosniff');
+    const path = (request.url ?? '/').split('?', 1)[0]!;
+    if (!PATHS.has(path)) {
+      send(response, 404, 'text/plain; charset=utf-8', 'not found: try /healthz or /metrics\n');
+      return;
+    }
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.setHeader('Allow', 'GET, HEAD');
+      send(response, 405, 'text/plain; charset=utf-8', `method ${request.method ?? ''} not allowed: use GET or HEAD\n`);
+      return;
+    }
+    if (path === '/healthz') {
+      const { httpStatus, body } = healthReport(this.health, this.stopping);
+      send(response, httpStatus, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
+      return;
+    }
+    this.metrics.render().then(
+      (text) => send(response, 200, METRICS_CONTENT_TYPE, text),
+      (error: unknown) => {
+        this.log.error({ err: error }, 'collecting metrics failed');
+        send(response, 500, 'text/plain; charset=utf-8', 'collecting metrics failed; see the gateway log\n');
+      },
+    );
+  }
+}
+
+function send(response: http.ServerResponse, status: number, contentType: string, body: string): void {
+  if (response.destroyed) return;
+  response.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) });
+  // Node leaves the body out for HEAD by itself.
+  response.end(body);
+}
+
+/** What a technician can do about a failed listen, in one sentence naming the key to change. */
+export function describeHttpBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `the health and metrics port ${port} on ${host} is already in use (another coap2mqtt, or a Prometheus exporter?); stop it, change http.port, or set http.enabled to false`;
+    case 'EACCES':
+      return `not allowed to listen on TCP port ${port} (http.port); ports below 1024 need CAP_NET_BIND_SERVICE`;
+    case 'EADDRNOTAVAIL':
+      return `http.host "${host}" is not an address of this machine`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `http.host "${host}" is not an address or a known host name`;
+    default:
+      return `cannot listen for health and metrics on ${host}:${port} (http.host, http.port): ${error.message}`;
+  }
+}
