@@ -11,6 +11,14 @@
         # Raspberry Pi OS's nodejs) needs the libraries, and libssl-dev for the headers.
         ["node_shared_openssl=='true'", { "libraries": ["-lssl", "-lcrypto"] }]
       ]
+    },
+    {
+      # sd_notify for the systemd unit (Type=notify, watchdog): libc only, no OpenSSL and no libsystemd,
+      # so it loads on any box whether or not DTLS is used.
+      "target_name": "sd_notify",
+      "sources": ["native/sd_notify.c"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
     }
   ]
 }

@@ -8,14 +8,18 @@ import { loadConfig } from './config/load.js';
 import { runDevicesCommand } from './devices/devices-command.js';
 import { StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
+import { runDoctor } from './ops/doctor.js';
 import { reloadConfiguration } from './ops/reload.js';
 import { removePidFile, writePidFile } from './ops/running-gateway.js';
+import { gatewayStatus, notifyStatusOnce, SystemdNotifier } from './ops/systemd.js';
 
 const USAGE = `Usage:
   coap2mqtt [run] [--config FILE]                     start the gateway
   coap2mqtt check-config [--config FILE] [--migrate]  validate the configuration and exit;
                                                       --migrate rewrites renamed keys (keeping a backup)
   coap2mqtt devices list|add|remove ...               show or edit the device list (devices --help)
+  coap2mqtt doctor [--config FILE] [--json]           check broker, certificates, clock, disk and ports;
+                                                      exit 1 when a check FAILs
   coap2mqtt --help | --version
 
 The configuration file (JSON or JSON5) comes from --config or COAP2MQTT_CONFIG; without one,
@@ -45,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         config: { type: 'string', short: 'c' },
         migrate: { type: 'boolean' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -62,12 +67,16 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (parsed.positionals.length > 1 || !['run', 'check-config'].includes(command)) {
+  if (parsed.positionals.length > 1 || !['run', 'check-config', 'doctor'].includes(command)) {
     process.stderr.write(`coap2mqtt: unknown command "${parsed.positionals.join(' ')}"\n\n${USAGE}\n`);
     return 2;
   }
   if (parsed.values.migrate && command !== 'check-config') {
     process.stderr.write(`coap2mqtt: --migrate belongs to check-config\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (parsed.values.json && command !== 'doctor') {
+    process.stderr.write(`coap2mqtt: --json belongs to doctor\n\n${USAGE}\n`);
     return 2;
   }
 
@@ -76,12 +85,19 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'check-config') return checkConfig(file, result, { migrate: parsed.values.migrate === true }, output);
   if (!result.ok) {
     printConfigErrors(file, result, output);
+    if (command === 'run') notifyStatusOnce(`invalid configuration: ${result.errors.join('; ')}`);
     return 2;
   }
+  if (command === 'doctor') return runDoctor(file, result, { json: parsed.values.json === true }, output);
 
   const log = createLogger({ level: result.config.log.level, pretty: result.config.log.pretty });
   for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
   for (const notice of result.notices) log.info(notice);
+
+  // Under systemd (Type=notify): READY=1 once serving, STATUS for `systemctl status`, watchdog pings.
+  const { level, components } = result.config.log;
+  const systemd = new SystemdNotifier(log.child({ component: 'systemd' }, { level: components.systemd ?? level }));
+  systemd.status('starting');
 
   // SIGHUP's default would end the process; one arriving while the gateway starts is applied once it runs.
   let reloadDuringStart = false;
@@ -91,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     gateway = await startGateway(result.config, log);
   } catch (error) {
+    systemd.status(`failed to start: ${(error as Error).message}`);
     if (error instanceof StartupError) {
       log.fatal(error.message);
       process.stderr.write(`coap2mqtt: ${error.message}\n`);
@@ -104,10 +121,19 @@ async function main(argv: string[]): Promise<number> {
     log.warn({ err: error }, 'cannot write the pid file: coap2mqtt devices will not be able to reload this gateway');
   }
 
+  const started = gateway;
+  systemd.ready(gatewayStatus(started));
+  // No healthy() callback: what /healthz calls degraded (broker down, disk full) is not cured by a restart;
+  // a blocked event loop stops the pings by itself.
+  systemd.startWatchdog({ status: () => gatewayStatus(started) });
+  gateway.upstream.onConnected(() => systemd.status(gatewayStatus(started)));
+
   const reloadLog = gateway.logs.for('reload');
   const onReload = (): void => {
     reloadLog.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+    systemd.reloading();
     reloadConfiguration(gateway, file, gateway.stateDir, reloadLog);
+    systemd.ready(gatewayStatus(started));
   };
   process.off('SIGHUP', deferReload);
   process.on('SIGHUP', onReload);
@@ -116,6 +142,7 @@ async function main(argv: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     let signalled = false;
     const finish = (code: number): void => {
+      systemd.stop();
       process.off('SIGHUP', onReload);
       removePidFile(gateway.stateDir);
       resolve(code);
@@ -127,6 +154,7 @@ async function main(argv: string[]): Promise<number> {
         return;
       }
       signalled = true;
+      systemd.stopping();
       log.info({ signal }, 'stopping: answering requests in progress, then closing');
       gateway.stop().then(
         () => finish(0),
@@ -138,6 +166,14 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+  });
+}
+
+// `coap2mqtt devices list | head`: a reader that leaves early is not a failure worth a stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
   });
 }
 
