@@ -183,11 +183,9 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     try {
       parsed = JSON5.parse(text);
     } catch (error) {
-      const { lineNumber, columnNumber, message } = error as SyntaxError & { lineNumber?: number; columnNumber?: number };
-      const where = lineNumber !== undefined ? `line ${lineNumber}, column ${columnNumber}: ` : '';
       return {
         ok: false,
-        errors: [`config file ${options.file} is not valid JSON5: ${where}${message.replace(/^JSON5: /, '')}`],
+        errors: [`config file ${options.file} is not valid JSON5: ${describeSyntaxError(error)}`],
       };
     }
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
@@ -251,6 +249,13 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   };
 }
 
+/** "line 3, column 7: invalid character ..." from JSON5's parse error. */
+function describeSyntaxError(error: unknown): string {
+  const { lineNumber, columnNumber, message } = error as SyntaxError & { lineNumber?: number; columnNumber?: number };
+  const where = lineNumber !== undefined ? `line ${lineNumber}, column ${columnNumber}: ` : '';
+  return `${where}${message.replace(/^JSON5: /, '')}`;
+}
+
 /**
  * The devices file: a JSON array of entries like those in `devices`. Missing is fine (no devices from it);
  * unreadable or malformed is an error naming the file, since starting without those devices would refuse them.
@@ -270,9 +275,7 @@ export function readDevicesFile(path: string, errors: string[]): unknown[] {
   try {
     parsed = JSON5.parse(text);
   } catch (error) {
-    const { lineNumber, columnNumber, message } = error as SyntaxError & { lineNumber?: number; columnNumber?: number };
-    const where = lineNumber !== undefined ? `line ${lineNumber}, column ${columnNumber}: ` : '';
-    errors.push(`devicesFile: ${path} is not valid JSON: ${where}${message.replace(/^JSON5: /, '')}`);
+    errors.push(`devicesFile: ${path} is not valid JSON: ${describeSyntaxError(error)}`);
     return [];
   }
   if (!Array.isArray(parsed)) {

@@ -40,17 +40,20 @@ convict.addFormat({
   },
 });
 
+/** Environment variables carry lists and objects as JSON; a string that is not JSON fails validation. */
+function parseJsonString(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    return value;
+  }
+}
+
 convict.addFormat({
   name: 'json-array',
-  // Lets COAP2MQTT_DEVICES carry the list as JSON; a string that is not JSON fails validation below.
-  coerce: (value: unknown) => {
-    if (typeof value !== 'string') return value;
-    try {
-      return JSON.parse(value) as unknown;
-    } catch {
-      return value;
-    }
-  },
+  // COAP2MQTT_DEVICES carries the list as JSON.
+  coerce: parseJsonString,
   validate: (value: unknown) => {
     if (!Array.isArray(value)) throw new Error('must be a JSON array, e.g. [{"name":"Boiler-7","type":"thermostat","token":"..."}]');
   },
@@ -104,14 +107,7 @@ export const LOG_COMPONENTS = [
 convict.addFormat({
   name: 'log-levels',
   // COAP2MQTT_LOG_COMPONENTS carries the object as JSON.
-  coerce: (value: unknown) => {
-    if (typeof value !== 'string') return value;
-    try {
-      return JSON.parse(value) as unknown;
-    } catch {
-      return value;
-    }
-  },
+  coerce: parseJsonString,
   validate: (value: unknown) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
       throw new Error('must be an object of component → level, e.g. {"dtls": "debug", "upstream": "warn"}');
