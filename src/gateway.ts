@@ -89,7 +89,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     upstreamUrl = broker.url;
   }
 
-  const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId }, logs.for('upstream'));
+  // The embedded broker is no ThingsBoard: nobody would answer getSessionLimits, and the first readings
+  // would wait sessionLimitsTimeoutMs for that silence.
+  const sessionLimitsTimeoutMs = broker ? 0 : config.upstream.sessionLimitsTimeoutMs;
+  const upstream = new UpstreamConnection({ ...config.upstream, url: upstreamUrl, clientId, sessionLimitsTimeoutMs }, logs.for('upstream'));
   let attributes: AttributeStore;
   try {
     attributes = AttributeStore.open(join(stateDir, 'attributes.json'), logs.for('attribute-cache'));
@@ -114,7 +117,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     presence,
     attributes,
     sessions: config.sessions,
-    sessionLimitsTimeoutMs: config.upstream.sessionLimitsTimeoutMs,
+    sessionLimitsTimeoutMs,
     log: logs.for('bridge'),
   });
   upstream.subscribe(DOWNLINK_TOPICS);
