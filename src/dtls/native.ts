@@ -1,9 +1,6 @@
 // The native DTLS engine (native/dtls.c) and its types. It holds OpenSSL state only; sockets, timers,
 // session tables and every decision about who may connect live in TypeScript.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from '../native-addon.js';
 
 declare const contextBrand: unique symbol;
 declare const sessionBrand: unique symbol;
@@ -92,36 +89,18 @@ export interface DtlsBinding {
 /** The binding could not be loaded; the message says how to build it. */
 export class DtlsBindingError extends Error {}
 
-let loaded: DtlsBinding | undefined;
-
-/**
- * Loads build/Release/coap2mqtt_dtls.node (built by node-gyp at npm install) once: from the package root,
- * the nearest directory above this file that has a package.json (dist/ and the benchmark's own build differ
- * in depth).
- */
+/** Loads build/Release/coap2mqtt_dtls.node once. */
 export function loadDtlsBinding(): DtlsBinding {
-  if (loaded) return loaded;
-  const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
-  const file = join(root, 'build', 'Release', 'coap2mqtt_dtls.node');
-  if (!existsSync(file)) {
-    throw new DtlsBindingError(
-      `the DTLS binding is not built (${file} is missing): run "npm rebuild" in ${root}; it needs python3, make and g++, ` +
+  return loadNativeAddon<DtlsBinding>(
+    'coap2mqtt_dtls',
+    {
+      missing: (file, root) =>
+        `the DTLS binding is not built (${file} is missing): run "npm rebuild" in ${root}; it needs python3, make and g++, ` +
         'and libssl-dev when Node.js uses the system OpenSSL (Debian and Raspberry Pi OS packages)',
-    );
-  }
-  try {
-    loaded = createRequire(import.meta.url)(file) as DtlsBinding;
-  } catch (error) {
-    throw new DtlsBindingError(`cannot load the DTLS binding ${file}: ${(error as Error).message}; rebuild it with "npm rebuild"`);
-  }
-  return loaded;
-}
-
-function packageRoot(from: string): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) return join(from, '..', '..');
-  }
+      unloadable: (file, reason) => `cannot load the DTLS binding ${file}: ${reason}; rebuild it with "npm rebuild"`,
+    },
+    (message) => new DtlsBindingError(message),
+  );
 }
 
 /** Epoch-0 DTLS ClientHello (RFC 6347 §4.1, §4.2.2): the only datagram worth OpenSSL's time from a stranger. */

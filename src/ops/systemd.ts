@@ -5,10 +5,7 @@
 // The messages are AF_UNIX datagrams to $NOTIFY_SOCKET, which Node's dgram cannot send: a tiny native
 // function does (native/sd_notify.c, build/Release/sd_notify.node, libc only). Outside systemd
 // (NOTIFY_SOCKET unset) everything here does nothing and says nothing.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from '../native-addon.js';
 import type { Logger } from 'pino';
 import type { Gateway } from '../gateway.js';
 import { formatAddress } from '../net/udp-socket.js';
@@ -18,29 +15,12 @@ export interface SdNotifyBinding {
   notify(socketPath: string, message: string): void;
 }
 
-let loaded: SdNotifyBinding | undefined;
-
 /** Loads build/Release/sd_notify.node (built with the DTLS binding at npm install) once. */
 export function loadSdNotifyBinding(): SdNotifyBinding {
-  if (loaded) return loaded;
-  const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
-  const file = join(root, 'build', 'Release', 'sd_notify.node');
-  if (!existsSync(file)) {
-    throw new Error(`${file} is missing: run "npm rebuild" in ${root} (it needs python3, make and g++)`);
-  }
-  try {
-    loaded = createRequire(import.meta.url)(file) as SdNotifyBinding;
-  } catch (error) {
-    throw new Error(`cannot load ${file}: ${(error as Error).message}; rebuild it with "npm rebuild"`);
-  }
-  return loaded;
-}
-
-function packageRoot(from: string): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) return join(from, '..', '..');
-  }
+  return loadNativeAddon<SdNotifyBinding>('sd_notify', {
+    missing: (file, root) => `${file} is missing: run "npm rebuild" in ${root} (it needs python3, make and g++)`,
+    unloadable: (file, reason) => `cannot load ${file}: ${reason}; rebuild it with "npm rebuild"`,
+  });
 }
 
 export interface SystemdNotifierOptions {
