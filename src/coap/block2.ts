@@ -2,7 +2,8 @@
 // fetches the rest with follow-up requests carrying Block2 num > 0. Those are answered here from the
 // representation sliced earlier, so the handler runs once per representation: a POST must not run again,
 // and a route may refuse a plain GET on a resource it serves by Observe. A request's own Block2 with
-// num 0 asks for smaller blocks than ours (early negotiation, §2.4).
+// num 0 asks for smaller blocks than ours (early negotiation, §2.4). A `reproducible` response (a
+// firmware image) is not kept: its follow-ups go back to the handler, which slices the same bytes again.
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { blockSize, encodeBlock, type BlockOption } from './block.js';
@@ -89,7 +90,7 @@ export class Block2Responder {
       payload,
       etag: etag ?? entityTag(payload, response.contentFormat),
     };
-    if (payload.length > blockSize({ szx })) {
+    if (payload.length > blockSize({ szx }) && response.reproducible !== true) {
       this.cache ??= new LRUCache({
         max: this.options.maxEntries,
         maxSize: this.options.maxBytes,

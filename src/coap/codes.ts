@@ -33,6 +33,7 @@ export const ResponseCode = {
   BadRequest: code(4, 0),
   Unauthorized: code(4, 1),
   BadOption: code(4, 2),
+  Forbidden: code(4, 3),
   NotFound: code(4, 4),
   MethodNotAllowed: code(4, 5),
   RequestEntityIncomplete: code(4, 8),
@@ -41,6 +42,7 @@ export const ResponseCode = {
   TooManyRequests: code(4, 29),
   InternalServerError: code(5, 0),
   NotImplemented: code(5, 1),
+  BadGateway: code(5, 2),
   ServiceUnavailable: code(5, 3),
   GatewayTimeout: code(5, 4),
   ProxyingNotSupported: code(5, 5),
@@ -74,6 +76,7 @@ export const OptionNumber = {
 
 export const ContentFormat = {
   TextPlain: 0,
+  OctetStream: 42,
   Json: 50,
 } as const;
 

@@ -45,6 +45,12 @@ export interface CoapResponse {
   readonly size1?: number;
   /** Further options, e.g. the Block1 echo the message layer adds. */
   readonly options?: readonly CoapOption[];
+  /**
+   * The handler gives the same representation again for each block request, cheaply (a firmware image
+   * held once for every device): Block2 follow-ups then come back to the handler instead of keeping a
+   * copy per peer in the bounded Block2 cache. Give such a response its own ETag option.
+   */
+  readonly reproducible?: boolean;
 }
 
 export interface RequestHandler {

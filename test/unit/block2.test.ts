@@ -224,6 +224,19 @@ describe('Block2 through the message layer', () => {
     expect(handled).toHaveLength(3);
   });
 
+  it('keeps nothing of a reproducible response: every block comes from the handler, with its ETag', () => {
+    const etag = Buffer.from('0123456789abcdef', 'hex');
+    setup(() => ({ ...large(), options: [{ number: OptionNumber.ETag, value: etag }], reproducible: true }));
+    layer.receive(get(), peer());
+    const [first] = transport.take();
+    expect(block2Of(first!)).toEqual({ num: 0, more: true, szx: 2 });
+    const answers = fetchRest(first!);
+    expect(Buffer.concat(answers.map((a) => a.payload))).toEqual(BODY);
+    // One handler call per block, since no copy was kept for this peer.
+    expect(handled).toHaveLength(3);
+    expect(answers.map((a) => named(a, 'ETag'))).toEqual([etag, etag, etag]);
+  });
+
   it('slices the body of a Block1 upload answer and serves its other blocks', () => {
     setup(() => ({ code: ResponseCode.Changed, payload: BODY }));
     const post = (messageId: number, options: coapPacket.Option[], payload?: Buffer) =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { pathSegments } from '../../src/coap/routes/index.js';
+import { packageAlias, pathSegments } from '../../src/coap/routes/index.js';
 import { parseApiPath } from '../../src/coap/routes/thingsboard.js';
 
 describe('device API paths', () => {
@@ -26,5 +26,22 @@ describe('device API paths', () => {
   it('leaves the feature unset when it is missing or unknown', () => {
     expect(parseApiPath(['api', 'v1', 'TOKEN'])).toMatchObject({ token: 'TOKEN', feature: undefined, featureSegment: undefined });
     expect(parseApiPath(['api', 'v1', 'TOKEN', 'nope'])).toMatchObject({ feature: undefined, featureSegment: 'nope' });
+  });
+});
+
+describe('package paths', () => {
+  it('reads /fw/{token} and /sw/{token} as the device API\'s firmware and software features', () => {
+    expect(packageAlias(['fw', 'TOKEN'])).toEqual(['api', 'v1', 'TOKEN', 'firmware']);
+    expect(packageAlias(['sw', 'TOKEN'])).toEqual(['api', 'v1', 'TOKEN', 'software']);
+    expect(parseApiPath(packageAlias(['fw', 'TOKEN']))).toMatchObject({ token: 'TOKEN', feature: 'firmware' });
+    // Token-less over DTLS.
+    expect(parseApiPath(packageAlias(['fw']))).toMatchObject({ token: undefined, feature: 'firmware' });
+    // Anything else is left alone (and answered 4.04 by the router).
+    expect(packageAlias(['fw', 'TOKEN', 'extra'])).toEqual(['fw', 'TOKEN', 'extra']);
+    expect(packageAlias(['api', 'v1', 'TOKEN', 'telemetry'])).toEqual(['api', 'v1', 'TOKEN', 'telemetry']);
+  });
+
+  it('reads the provisioning path without a token', () => {
+    expect(parseApiPath(['api', 'v1', 'provision'])).toMatchObject({ token: undefined, feature: 'provision' });
   });
 });

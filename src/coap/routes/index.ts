@@ -44,20 +44,30 @@ export function pathSegments(uriPath: readonly string[]): string[] {
   return segments;
 }
 
+/**
+ * ThingsBoard's short package paths, /fw/{token} and /sw/{token} (token-less over DTLS), are its
+ * /api/v1/{token}/firmware and /api/v1/{token}/software.
+ */
+export function packageAlias(segments: string[]): string[] {
+  const feature = segments[0] === 'fw' ? 'firmware' : segments[0] === 'sw' ? 'software' : undefined;
+  if (feature === undefined || segments.length > 2) return segments;
+  return segments.length === 2 ? ['api', 'v1', segments[1]!, feature] : ['api', 'v1', feature];
+}
+
 export function createRouter(routes: { readonly api: Route }): RequestHandler {
   const isApi = (segments: readonly string[]): boolean => segments[0] === 'api' && segments[1] === 'v1';
   const handler = (request: CoapRequest): CoapResponse | Promise<CoapResponse> => {
-    const segments = pathSegments(request.uriPath);
+    const segments = packageAlias(pathSegments(request.uriPath));
     // The route labels what it handles itself, having parsed the path anyway.
     if (isApi(segments)) return routes.api(request, segments);
     request.operation = Operation.other;
     return {
       code: ResponseCode.NotFound,
-      payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/`,
+      payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/ (packages under /fw/{token} and /sw/{token})`,
     };
   };
   const classify = (request: CoapRequest): number => {
-    const segments = pathSegments(request.uriPath);
+    const segments = packageAlias(pathSegments(request.uriPath));
     if (!isApi(segments)) return Operation.other;
     return routes.api.operationOf?.(request, segments) ?? Operation.unknown;
   };
