@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { createBridge } from './bridge/index.js';
 import { createDirectUplink } from './bridge/deliver.js';
+import { createProvisioner } from './bridge/provision.js';
 import { DevicePresence } from './bridge/presence.js';
 import { RequestLimits } from './coap/limits.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
@@ -19,6 +20,7 @@ import type { DtlsConfig, GatewayConfig } from './config/load.js';
 import { DtlsBindingError } from './dtls/native.js';
 import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
+import { DeviceEnrolment } from './devices/enrolment.js';
 import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
 import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
@@ -27,6 +29,7 @@ import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
+import { requestProvisioning } from './upstream/provision-client.js';
 import type { EmbeddedBroker } from './upstream/embedded-broker.js';
 
 /** A start-up failure the technician can act on; the CLI prints its message and exits 1. */
@@ -109,6 +112,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     throw error;
   }
   const presence = new DevicePresence(upstream, config.sessions, logs.for('presence'));
+  const registry = new DeviceRegistry(config.devices);
   const outbox =
     store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, logs.for('outbox'));
   const bridge = createBridge({
@@ -122,10 +126,23 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   upstream.subscribe(DOWNLINK_TOPICS);
   upstream.onMessage(bridge.handleDownlink);
-  const registry = new DeviceRegistry(config.devices);
+  const enrolment = new DeviceEnrolment(
+    config.devicesFile,
+    registry,
+    (change) => bridge.revokeDevices(change.changed),
+    logs.for('provision'),
+  );
+  const provisioner = createProvisioner({
+    config: config.provision,
+    enrolment,
+    askUpstream: (request) =>
+      requestProvisioning({ url: upstreamUrl, upstream: config.upstream, timeoutMs: config.provision.timeoutMs }, request),
+    announce: (device) => presence.ensureAnnounced(device),
+    log: logs.for('provision'),
+  });
   const limits = new RequestLimits(config.limits, logs.for('limits'));
   const handler = createRouter({
-    api: createThingsBoardRoute({ registry, bridge, limits, log: logs.for('thingsboard-api') }),
+    api: createThingsBoardRoute({ registry, bridge, provisioner, limits, log: logs.for('thingsboard-api') }),
   });
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(
@@ -157,6 +174,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await transport.stop();
     messageLayer.stop();
     bridge.stop();
+    enrolment.stop();
     presence.stop();
     // Before the connection closes: publishes on their way may still be acknowledged.
     await outbox?.stop();
@@ -200,6 +218,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
           outbox,
           dtls: server,
           bridge,
+          provisioner,
           devices: () => registry.size,
           observations: () => messageLayer.stats.observations,
           dtlsSessions: () => server?.stats.sessions,
@@ -231,6 +250,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   let current = config;
   const reload = (next: GatewayConfig): ReloadReport => {
     const devices = registry.replace(next.devices);
+    // Provisioned devices whose write to the devices file is still pending are not dropped by a reload.
+    enrolment.reapplyUnsaved();
     const revoked = new Set([...devices.removed, ...devices.changed]);
     bridge.revokeDevices([...revoked]);
     // A session authenticated as a device that is gone or changed ends; token-only sessions are checked per request.

@@ -99,6 +99,22 @@ export interface OutboxConfig {
   readonly shutdownFlushMs: number;
 }
 
+/** A provision key/secret pair for provision.mode "local", and the profile of the devices it creates. */
+export interface ProvisionKey {
+  readonly key: string;
+  readonly secret: string;
+  readonly type: string;
+}
+
+export interface ProvisionConfig {
+  readonly mode: 'upstream' | 'local' | 'off';
+  readonly keys: readonly ProvisionKey[];
+  readonly deviceType: string;
+  readonly namePrefix: string;
+  readonly timeoutMs: number;
+  readonly maxConcurrent: number;
+}
+
 export interface GatewayConfig {
   readonly coap: CoapConfig;
   readonly dtls: DtlsConfig;
@@ -108,6 +124,7 @@ export interface GatewayConfig {
   readonly outbox: OutboxConfig;
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly provision: ProvisionConfig;
   /** The configured list and the devices file's, together. */
   readonly devices: readonly DeviceEntry[];
   /** Absolute path of the devices file (it may not exist). */
@@ -155,7 +172,8 @@ export const DEMO_DEVICE: DeviceEntry = {
   cert: undefined,
 };
 
-const DEVICE_FIELDS = ['name', 'type', 'token', 'psk', 'cert'];
+// `provisioned` records how a device came (provisioning writes it); the gateway itself only reads it there.
+const DEVICE_FIELDS = ['name', 'type', 'token', 'psk', 'cert', 'provisioned'];
 const PSK_EXAMPLE = '{"identity": "boiler-7", "key": "..."} or {"identity": "boiler-7", "keyHex": "00112233..."}';
 const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -227,6 +245,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     }
   }
   checkUpstream(raw, errors, warnings);
+  const provisionKeys = checkProvision(raw, errors, warnings);
   const notices: string[] = [];
   let effectiveDevices = devices;
   if (raw.upstream.url === '' && devices.length === 0 && errors.length === 0) {
@@ -245,6 +264,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
       ...raw,
       devices: effectiveDevices,
       devicesFile,
+      provision: { ...raw.provision, keys: provisionKeys },
     },
   };
 }
@@ -446,6 +466,41 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
       `dtls.idleTimeoutMs: ${dtls.idleTimeoutMs} is not above coap.observeCheckIntervalMs (${coap.observeCheckIntervalMs}), so sessions of observing devices that otherwise stay quiet will be closed between checks`,
     );
   }
+}
+
+/** provision.keys as typed pairs; secrets are never echoed back, not even in errors. */
+function checkProvision(config: GatewayConfig, errors: string[], warnings: string[]): ProvisionKey[] {
+  const { mode } = config.provision;
+  const list = config.provision.keys as unknown[];
+  const keys: ProvisionKey[] = [];
+  const seen = new Set<string>();
+  list.forEach((entry, index) => {
+    const at = `provision.keys[${index}]`;
+    const record = entry !== null && typeof entry === 'object' && !Array.isArray(entry) ? (entry as Record<string, unknown>) : undefined;
+    const { key, secret, type = 'default' } = record ?? {};
+    if (!record || typeof key !== 'string' || key === '' || typeof secret !== 'string' || secret === '') {
+      errors.push(`${at}: must be an object like {"key": "...", "secret": "...", "type": "thermostat"} with a non-empty key and secret`);
+      return;
+    }
+    if (typeof type !== 'string' || type.trim() === '') {
+      errors.push(`${at}.type: must be a device profile name (got ${JSON.stringify(type)})`);
+      return;
+    }
+    if (seen.has(key)) {
+      errors.push(`${at}.key: the same provision key appears twice; each key has one secret`);
+      return;
+    }
+    seen.add(key);
+    for (const field of Object.keys(record)) {
+      if (!['key', 'secret', 'type'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: key, secret, type)`);
+    }
+    keys.push({ key, secret, type });
+  });
+  if (mode === 'local' && list.length === 0) {
+    errors.push('provision.keys: provision.mode is "local" but no keys are configured; add [{"key": "...", "secret": "..."}] or set provision.mode "upstream" or "off"');
+  }
+  if (mode !== 'local' && list.length > 0) warnings.push(`provision.keys: only used when provision.mode is "local" (it is "${mode}")`);
+  return keys;
 }
 
 function checkUpstream(config: GatewayConfig, errors: string[], warnings: string[]): void {

@@ -102,6 +102,7 @@ export const LOG_COMPONENTS = [
   'http',
   'systemd',
   'reload',
+  'provision',
 ] as const;
 
 convict.addFormat({
@@ -530,6 +531,45 @@ export const schema = {
       env: 'COAP2MQTT_HTTP_PORT',
     },
   },
+  provision: {
+    mode: {
+      doc: 'What POST /api/v1/provision does. "upstream": forward the request to ThingsBoard over a separate short MQTT connection (username "provision") and register the credentials it issues; "local": check the request against provision.keys and issue a token here, announcing the device with v1/gateway/connect; "off": answer 4.03. Provisioned devices are added to devicesFile.',
+      format: ['upstream', 'local', 'off'],
+      default: 'upstream',
+      env: 'COAP2MQTT_PROVISION_MODE',
+    },
+    keys: {
+      doc: 'For provision.mode "local": the provision key/secret pairs devices may present, as [{"key": "...", "secret": "...", "type": "thermostat"}]; type is the device profile the new devices get (default "default").',
+      format: 'json-array',
+      default: [] as unknown[],
+      env: 'COAP2MQTT_PROVISION_KEYS',
+      sensitive: true,
+    },
+    deviceType: {
+      doc: 'For provision.mode "upstream": the device profile the gateway names when it announces a device ThingsBoard provisioned (ThingsBoard has already created it with its provision profile; this matters only if it was deleted since).',
+      format: 'non-empty-string',
+      default: 'default',
+      env: 'COAP2MQTT_PROVISION_DEVICE_TYPE',
+    },
+    namePrefix: {
+      doc: 'A provisioning request without deviceName gets the name <namePrefix><8 random hex digits>, which the gateway logs and registers (ThingsBoard would invent a name it never reveals).',
+      format: 'non-empty-string',
+      default: 'coap-',
+      env: 'COAP2MQTT_PROVISION_NAME_PREFIX',
+    },
+    timeoutMs: {
+      doc: 'How long to wait for ThingsBoard\'s answer on /provision/response before answering the device 5.04.',
+      format: integer(1000, 120_000),
+      default: 10_000,
+      env: 'COAP2MQTT_PROVISION_TIMEOUT_MS',
+    },
+    maxConcurrent: {
+      doc: 'Provisioning requests handled at once (each opens its own MQTT connection upstream); more are answered 5.03 with Max-Age.',
+      format: integer(1, 100),
+      default: 4,
+      env: 'COAP2MQTT_PROVISION_MAX_CONCURRENT',
+    },
+  },
   devices: {
     doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path. Over DTLS a device may instead be identified by "psk": {"identity": "...", "key": "..."} ("keyHex" for binary keys) or "cert": {"fingerprint256": "..."} or {"cn": "..."}; it then uses token-less paths such as /api/v1/telemetry.',
     format: 'json-array',
@@ -560,7 +600,7 @@ export const schema = {
       env: 'COAP2MQTT_LOG_LEVEL',
     },
     components: {
-      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload. Applied again on SIGHUP.',
+      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision. Applied again on SIGHUP.',
       format: 'log-levels',
       default: {} as Record<string, string>,
       env: 'COAP2MQTT_LOG_COMPONENTS',

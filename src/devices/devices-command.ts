@@ -3,14 +3,13 @@
 // keeping its owner and mode; the result is validated with the gateway's own loader before it is written,
 // and a running gateway is told to reload it.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { backupFile, writeFileAtomic } from '../config/atomic-file.js';
 import type { Output } from '../config/check-config.js';
-import { DEMO_DEVICE, loadConfig, readDevicesFile, type DeviceEntry, type GatewayConfig } from '../config/load.js';
+import { DEMO_DEVICE, loadConfig, type DeviceEntry, type GatewayConfig } from '../config/load.js';
 import { fingerprint } from '../log.js';
 import { reloadRunningGateway } from '../ops/running-gateway.js';
+import { entryName, readDevicesFileEntries, writeDevicesFile } from './devices-file.js';
 
 export const DEVICES_USAGE = `Usage:
   coap2mqtt devices list [--json]
@@ -70,7 +69,7 @@ export async function runDevicesCommand(argv: readonly string[], env: NodeJS.Pro
 }
 
 function list(config: GatewayConfig, { output }: Context, json: boolean): number {
-  const fromFile = new Set(fileEntries(config.devicesFile).map((entry) => (entry as { name?: unknown }).name));
+  const fromFile = new Set(fileEntries(config.devicesFile).map((entry) => entryName(entry)));
   const rows = config.devices.map((device) => ({
     name: device.name,
     type: device.type,
@@ -151,7 +150,7 @@ async function add(config: GatewayConfig, { entry, generated }: { entry: Record<
 
 async function remove(config: GatewayConfig, name: string, reload: boolean, context: Context): Promise<number> {
   const current = fileEntries(config.devicesFile);
-  const next = current.filter((entry) => (entry as { name?: unknown }).name !== name);
+  const next = current.filter((entry) => entryName(entry) !== name);
   if (next.length === current.length) {
     const inConfig = config.devices.some((device) => device.name === name);
     context.output.err(
@@ -178,9 +177,8 @@ function validate(next: unknown[], { file, env, output }: Context): boolean {
 
 function write(path: string, entries: unknown[], { output }: Context): boolean {
   try {
-    // A hand-edited file (comments, JSON5) is kept once as a backup before it is rewritten as plain JSON.
-    if (handEdited(path)) output.out(`the previous ${path} is kept as ${backupFile(path)}`);
-    writeFileAtomic(path, `${JSON.stringify(entries, null, 2)}\n`);
+    const backup = writeDevicesFile(path, entries);
+    if (backup !== undefined) output.out(`the previous ${path} is kept as ${backup}`);
     return true;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
@@ -190,21 +188,13 @@ function write(path: string, entries: unknown[], { output }: Context): boolean {
   }
 }
 
-function handEdited(path: string): boolean {
-  try {
-    const text = readFileSync(path, 'utf8');
-    JSON.parse(text);
-    return false;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === undefined;
-  }
-}
-
 function fileEntries(path: string): unknown[] {
-  const errors: string[] = [];
-  const entries = readDevicesFile(path, errors);
-  // The loader has already refused a broken file, so errors here only mean it vanished meanwhile.
-  return errors.length === 0 ? entries : [];
+  try {
+    return readDevicesFileEntries(path);
+  } catch {
+    // The loader has already refused a broken file, so an error here only means it vanished meanwhile.
+    return [];
+  }
 }
 
 async function tellGateway(config: GatewayConfig, { output }: Context): Promise<number> {

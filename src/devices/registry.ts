@@ -57,6 +57,20 @@ export class DeviceRegistry {
     return { added, removed, changed };
   }
 
+  /** Every registered device's entry (the list a change starts from). */
+  entries(): DeviceEntry[] {
+    return [...this.byName.values()].map(({ entry }) => entry);
+  }
+
+  findByName(name: string): Device | undefined {
+    return this.byName.get(name)?.device;
+  }
+
+  /** The device's access token, for a source that needs it on the device's behalf (firmware downloads). */
+  tokenOf(name: string): string | undefined {
+    return this.byName.get(name)?.entry.token;
+  }
+
   findByToken(token: string): Device | undefined {
     return this.byToken.get(token);
   }

@@ -8,6 +8,7 @@
 // (telemetry, rpc_reply, ...), a code is "2.01", a reason is a fixed word.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RpcEnd, RpcStats } from '../bridge/index.js';
+import type { ProvisionResult } from '../bridge/provision.js';
 import type { MessageLayerStats } from '../coap/message-layer.js';
 import type { RequestLimitsStats } from '../coap/limits.js';
 import type { ResponseCounts } from '../coap/response-counts.js';
@@ -25,6 +26,7 @@ export interface MetricsSources {
   /** Absent when dtls.enabled is false. */
   readonly dtls: { readonly stats: DtlsStats } | undefined;
   readonly bridge: { rpcStats(): RpcStats; onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void };
+  readonly provisioner: { stats(): Readonly<Record<ProvisionResult, number>> };
   readonly devices: () => number;
   /** Devices are being served (what /healthz answers 200 for). */
   readonly ready: () => boolean;
@@ -200,6 +202,9 @@ export class GatewayMetrics {
     roundTrip.zero({ outcome: 'replied' });
     roundTrip.zero({ outcome: 'dropped' });
     bridge.onRpcEnd((end, seconds) => roundTrip.observe({ outcome: end }, seconds));
+
+    // Provisioning.
+    labelledCounter('coap2mqtt_provision_requests_total', 'Provisioning requests by outcome (success, refused: NOT_FOUND or FAILURE, disabled: provision.mode off, timeout: ThingsBoard silent, unavailable: unreachable or too many at once, bad_answer).', 'outcome', () => ({ ...sources.provisioner.stats() }));
   }
 
   /** The text exposition: this gateway's series, then the process's (CPU, memory, event loop, GC). */

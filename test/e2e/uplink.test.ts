@@ -121,7 +121,9 @@ describe('errors a device can cause', () => {
     ['unknown top-level path', '/hello/world', ['-m', 'post', '-e', '{"t":1}'], '4.04', /no such path/],
     ['method other than GET/POST', '/api/v1/boiler-token-7/telemetry', ['-m', 'put', '-e', '{"t":1}'], '4.05', /only GET and POST/],
     ['unsupported Content-Format', '/api/v1/boiler-token-7/telemetry', ['-m', 'post', '-t', '60', '-e', '{"t":1}'], '4.15', /JSON \(50\)/],
-    ['a feature this version lacks', '/api/v1/boiler-token-7/firmware', ['-m', 'get'], '5.01', /not supported by this gateway version yet/],
+    ['GET on provision', '/api/v1/provision', ['-m', 'get'], '4.00', /POST only/],
+    ['provision with malformed JSON', '/api/v1/provision', ['-m', 'post', '-e', '{"provisionDeviceKey":'], '4.00', /"status":"FAILURE"/],
+    ['a feature this version lacks', '/fw/boiler-token-7?title=T&version=1', ['-m', 'get'], '5.01', /not supported by this gateway version yet/],
   ];
 
   it.each(cases)('%s', async (_name, path, args, code, diagnostic) => {

@@ -1,12 +1,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, type GatewayConfig } from '../../src/config/load.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createLogger } from '../../src/log.js';
 
 export interface TestGateway {
   readonly gateway: Gateway;
+  /** The configuration it runs on, as loaded (devicesFile absolute). */
+  readonly config: GatewayConfig;
   readonly port: number;
   readonly uri: (path: string) => string;
   /** Every log line the gateway wrote, parsed. */
@@ -44,6 +46,7 @@ export async function startTestGateway(config: Record<string, unknown>): Promise
   const host = address.includes(':') ? `[${address}]` : address;
   return {
     gateway,
+    config: loaded.config,
     port,
     logs,
     uri: (path) => `coap://${host}:${port}${path}`,

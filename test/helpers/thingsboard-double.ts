@@ -102,6 +102,19 @@ export class ThingsBoardDouble {
     });
   }
 
+  /**
+   * Answers device provisioning (gateway-mqtt-api.md §8): each request on /provision/request gets
+   * `answer(request)` on /provision/response. A real ThingsBoard answers on the asking connection only;
+   * on a plain broker every provisioning client hears every answer, so tests provision one at a time.
+   */
+  async answerProvisioning(answer: (request: Record<string, unknown>) => unknown): Promise<void> {
+    this.client.on('message', (topic, payload) => {
+      if (topic !== '/provision/request' || this.silent) return;
+      void this.publish('/provision/response', answer(JSON.parse(payload.toString()) as Record<string, unknown>));
+    });
+    await this.client.subscribeAsync('/provision/request', { qos: 1 });
+  }
+
   /** While true, requests are not answered (ThingsBoard sends nothing when it fails). */
   silent = false;
 

@@ -3,6 +3,7 @@
 // working; error answers add a short diagnostic ThingsBoard does not send.
 import type { Logger } from 'pino';
 import type { Bridge, Subscription } from '../../bridge/index.js';
+import type { Provisioner } from '../../bridge/provision.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import { LogOncePer, fingerprint } from '../../log.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../../model.js';
@@ -15,6 +16,7 @@ import {
   parseTelemetry,
   type Parsed,
 } from '../../payload/thingsboard-json.js';
+import { parseProvisionRequest, provisionFailure, type ProvisionAnswer } from '../../payload/provision.js';
 import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
@@ -44,6 +46,7 @@ const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, pay
 export interface ThingsBoardRouteDeps {
   readonly registry: DeviceRegistry;
   readonly bridge: Bridge;
+  readonly provisioner: Provisioner;
   /** Per-device rate limits and the unknown-token block on addresses. */
   readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource' | 'unknownToken'>;
   readonly log: Logger;
@@ -99,7 +102,7 @@ export function operationOf(request: CoapRequest, target: PathTarget): number {
 }
 
 export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
-  const { registry, bridge, limits, log } = deps;
+  const { registry, bridge, provisioner, limits, log } = deps;
   const unknownTokenLog = new LogOncePer(10 * 60_000);
 
   const route = function thingsBoardRoute(request: CoapRequest, segments: readonly string[]): CoapResponse | Promise<CoapResponse> {
@@ -116,7 +119,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
           : `unknown feature "${target.featureSegment}": expected one of ${FEATURES.join(', ')}`,
       );
     }
-    if (target.feature === 'provision') return notYet('provisioning');
+    if (target.feature === 'provision') return provision(request, target.token);
     // Before the token is looked up, so that a guesser on a blocked address learns nothing, not even from
     // an Observe deregistration. A DTLS identity already proved who the device is: never blocked.
     if (target.token !== undefined && !request.peer.credential) {
@@ -260,6 +263,41 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     });
   }
 
+  /**
+   * POST /api/v1/provision: no token (the device has none yet). Refused guesses count against the address
+   * like unknown tokens, so a key cannot be brute-forced faster than a token.
+   */
+  function provision(request: CoapRequest, token: string | undefined): CoapResponse | Promise<CoapResponse> {
+    if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'provision accepts POST only');
+    if (token !== undefined) return error(ResponseCode.BadRequest, 'provisioning is POST /api/v1/provision, without a token in the path');
+    if (!request.peer.credential) {
+      const blocked = limits.refuseBlockedSource(request.peer.address, request.receivedAt);
+      if (blocked) return blocked;
+    }
+    const unsupported = checkContentFormat(request);
+    if (unsupported) return unsupported;
+    const parsed = parseProvisionRequest(request.payload);
+    if (!parsed.ok) return provisionAnswer(ResponseCode.BadRequest, provisionFailure('FAILURE', parsed.error));
+    return provisioner.provision(parsed.value, request.peer.address).then((outcome) => {
+      switch (outcome.status) {
+        case 'answered':
+          if (outcome.answer.status === 'SUCCESS') return provisionAnswer(ResponseCode.Created, outcome.answer);
+          if (outcome.answer.status === 'NOT_FOUND' && !request.peer.credential) {
+            limits.unknownToken(request.peer.address, parsed.value.provisionDeviceKey, request.receivedAt);
+          }
+          return provisionAnswer(ResponseCode.BadRequest, outcome.answer);
+        case 'disabled':
+          return provisionAnswer(ResponseCode.Forbidden, outcome.answer);
+        case 'timeout':
+          return error(ResponseCode.GatewayTimeout, 'ThingsBoard did not answer the provisioning request in time');
+        case 'unavailable':
+          return unavailable(outcome);
+        case 'bad-answer':
+          return error(ResponseCode.BadGateway, outcome.reason);
+      }
+    });
+  }
+
   /** A checked uplink payload → the bridge → the device's answer. */
   function forward<T>(
     request: CoapRequest,
@@ -331,6 +369,11 @@ function updatePayload(update: AttributeUpdate): JsonValue {
 
 function rpcPayload(call: RpcCall): JsonValue {
   return { id: call.id, method: call.method, params: call.params };
+}
+
+/** A provisioning answer in ThingsBoard's JSON, whatever the outcome. */
+function provisionAnswer(code: CodeByte, answer: ProvisionAnswer): CoapResponse {
+  return json(code, answer.body as JsonValue);
 }
 
 function notYet(what: string): CoapResponse {
