@@ -115,6 +115,18 @@ export interface ProvisionConfig {
   readonly maxConcurrent: number;
 }
 
+export interface FirmwareConfig {
+  readonly sources: readonly ('dir' | 'url' | 'thingsboard')[];
+  readonly dir: string;
+  readonly thingsboardUrl: string;
+  /** Empty: <state.dir>/firmware. */
+  readonly cacheDir: string;
+  readonly cacheMaxBytes: number;
+  readonly maxImageBytes: number;
+  readonly fetchTimeoutMs: number;
+  readonly requireChecksum: boolean;
+}
+
 export interface GatewayConfig {
   readonly coap: CoapConfig;
   readonly dtls: DtlsConfig;
