@@ -22,6 +22,7 @@ import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceEnrolment } from './devices/enrolment.js';
 import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
+import { FirmwareImageStore } from './firmware/image-store.js';
 import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
@@ -113,6 +114,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   }
   const presence = new DevicePresence(upstream, config.sessions, logs.for('presence'));
   const registry = new DeviceRegistry(config.devices);
+  const images = new FirmwareImageStore(
+    { ...config.firmware, cacheDir: resolve(config.firmware.cacheDir || join(stateDir, 'firmware')) },
+    logs.for('firmware'),
+  );
   const outbox =
     store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, logs.for('outbox'));
   const bridge = createBridge({
@@ -122,6 +127,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     attributes,
     sessions: config.sessions,
     sessionLimitsTimeoutMs,
+    packages: { store: images, tokenOf: (name) => registry.tokenOf(name) },
     log: logs.for('bridge'),
   });
   upstream.subscribe(DOWNLINK_TOPICS);
@@ -142,7 +148,15 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   const limits = new RequestLimits(config.limits, logs.for('limits'));
   const handler = createRouter({
-    api: createThingsBoardRoute({ registry, bridge, provisioner, limits, log: logs.for('thingsboard-api') }),
+    api: createThingsBoardRoute({
+      registry,
+      bridge,
+      provisioner,
+      limits,
+      // A margin inside the piggyback window: the answer must beat the empty ACK.
+      packageAnswerWithinMs: Math.max(0, config.coap.piggybackWindowMs - PIGGYBACK_MARGIN_MS),
+      log: logs.for('thingsboard-api'),
+    }),
   });
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(
@@ -174,6 +188,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await transport.stop();
     messageLayer.stop();
     bridge.stop();
+    images.stop();
     enrolment.stop();
     presence.stop();
     // Before the connection closes: publishes on their way may still be acknowledged.
@@ -219,6 +234,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
           dtls: server,
           bridge,
           provisioner,
+          images,
           devices: () => registry.size,
           observations: () => messageLayer.stats.observations,
           dtlsSessions: () => server?.stats.sessions,
@@ -434,6 +450,9 @@ function describeDtlsError(error: Error, config: DtlsConfig): string {
 }
 
 /** Keys a reload applies; any other changed key waits for a restart. */
+/** How much earlier than the piggyback window a package GET gives up waiting for its image. */
+const PIGGYBACK_MARGIN_MS = 100;
+
 const RELOADABLE_KEYS = new Set(['devices', 'devicesFile', 'dtls.cert', 'dtls.key', 'dtls.ca', 'log.level']);
 
 /** Leaf keys ("coap.port") whose values differ; `devices` compares as one key. */

@@ -3,6 +3,7 @@ import type { AttributeStore } from '../devices/attribute-store.js';
 import type { DeviceSessions } from '../devices/sessions.js';
 import type { JsonValue } from '../model.js';
 import type { AttributeAnswer } from '../upstream/gateway-api.js';
+import type { PackageSupply } from './firmware.js';
 import type { PendingAnswers } from './pending-answers.js';
 import type { RpcRoundTrips } from './rpc-round-trips.js';
 import type { DevicePresence } from './presence.js';
@@ -23,5 +24,7 @@ export interface BridgeContext extends UplinkContext {
   readonly ownRpcs: PendingAnswers<JsonValue>;
   /** Server-side RPC timings, for the metrics endpoint. */
   readonly rpcRoundTrips: RpcRoundTrips;
+  /** Firmware and software images for the devices' OTA packages. */
+  readonly packages: PackageSupply;
   readonly log: Logger;
 }

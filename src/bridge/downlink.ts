@@ -1,6 +1,7 @@
 import { LogOncePer } from '../log.js';
 import { parseDownlink } from '../upstream/gateway-api.js';
 import type { BridgeContext } from './context.js';
+import { prefetchAssignedPackages } from './firmware.js';
 import { handleRpcRequest } from './rpc.js';
 import { handleSharedAttributePush } from './shared-attributes.js';
 
@@ -12,6 +13,7 @@ export function createDownlinkHandler(context: BridgeContext): (topic: string, p
     switch (message.kind) {
       case 'shared-attributes':
         handleSharedAttributePush(context, message.device, message.update);
+        prefetchAssignedPackages(context, context.packages, message.device, message.update);
         return;
       case 'rpc':
         handleRpcRequest(context, message.device, message.call);

@@ -13,6 +13,7 @@ import { claimDevice } from './claim.js';
 import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
 import type { BridgeContext } from './context.js';
 import { createDownlinkHandler } from './downlink.js';
+import { packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
 import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
@@ -23,7 +24,7 @@ import type { Subscription } from './subscription.js';
 import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
-export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, RpcEnd, RpcStats, Subscription };
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
@@ -36,6 +37,11 @@ export interface Bridge {
   rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
   clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
   claim(device: Device, claim: ClaimRequest): Promise<UplinkOutcome>;
+  /**
+   * The image of the device's firmware or software package, when `title` and `version` name the one
+   * assigned; "unavailable" when it is not ready within `answerWithinMs`.
+   */
+  otaPackage(device: Device, kind: PackageKind, title: string | undefined, version: string | undefined, answerWithinMs: number): Promise<PackageOutcome>;
   /** Ends the observations of devices a reload removed or gave new credentials. */
   revokeDevices(names: readonly string[]): void;
   /** Everything arriving on the subscribed upstream topics. */
@@ -56,6 +62,7 @@ export interface BridgeDeps {
   readonly sessions: SessionsConfig;
   /** How long to wait for ThingsBoard's getSessionLimits answer after connecting; 0: do not ask. */
   readonly sessionLimitsTimeoutMs: number;
+  readonly packages: PackageSupply;
   readonly log: Logger;
 }
 
@@ -74,6 +81,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     attributeReads: new PendingAnswers<AttributeAnswer>(options.attributeRequestTimeoutMs),
     ownRpcs: new PendingAnswers<JsonValue>(options.clientRpcTimeoutMs),
     rpcRoundTrips: new RpcRoundTrips(options.rpcQueueTtlMs + RPC_REPLY_GRACE_MS),
+    packages: deps.packages,
     log,
   };
   const observers = new Map<string, Device>();
@@ -105,6 +113,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
     claim: (device, claim) => claimDevice(context, device, claim),
+    otaPackage: (device, kind, title, version, answerWithinMs) => packageFor(context, deps.packages, device, kind, title, version, answerWithinMs),
     revokeDevices(names) {
       for (const name of names) {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();

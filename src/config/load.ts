@@ -137,6 +137,7 @@ export interface GatewayConfig {
   readonly embeddedBroker: { readonly host: string; readonly port: number };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly provision: ProvisionConfig;
+  readonly firmware: FirmwareConfig;
   /** The configured list and the devices file's, together. */
   readonly devices: readonly DeviceEntry[];
   /** Absolute path of the devices file (it may not exist). */
@@ -258,6 +259,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   }
   checkUpstream(raw, errors, warnings);
   const provisionKeys = checkProvision(raw, errors, warnings);
+  checkFirmware(raw, warnings);
   const notices: string[] = [];
   let effectiveDevices = devices;
   if (raw.upstream.url === '' && devices.length === 0 && errors.length === 0) {
@@ -513,6 +515,19 @@ function checkProvision(config: GatewayConfig, errors: string[], warnings: strin
   }
   if (mode !== 'local' && list.length > 0) warnings.push(`provision.keys: only used when provision.mode is "local" (it is "${mode}")`);
   return keys;
+}
+
+function checkFirmware(config: GatewayConfig, warnings: string[]): void {
+  // An empty firmware.thingsboardUrl is not warned about: most sites serve no packages, and a package
+  // that no source can give is answered (and logged) with what to set.
+  const { dir } = config.firmware;
+  if (dir !== '') {
+    try {
+      accessSync(dir, constants.R_OK | constants.X_OK);
+    } catch {
+      warnings.push(`firmware.dir: cannot read directory "${dir}"; the "dir" firmware source finds nothing there`);
+    }
+  }
 }
 
 function checkUpstream(config: GatewayConfig, errors: string[], warnings: string[]): void {

@@ -22,23 +22,27 @@ function integer(min: number, max: number): string {
   return name;
 }
 
-convict.addFormat({
-  name: 'mqtt-url',
-  validate: (value: unknown) => {
-    if (value === '') return;
-    let url: URL | undefined;
-    try {
-      url = new URL(String(value));
-    } catch {
-      url = undefined;
-    }
-    if (typeof value !== 'string' || !url || !['mqtt:', 'mqtts:'].includes(url.protocol) || url.hostname === '') {
-      throw new Error(
-        'must be empty (use the embedded broker) or an mqtt:// or mqtts:// URL, e.g. "mqtts://thingsboard.example.com:8883"',
-      );
-    }
-  },
-});
+/** A format for "empty, or a URL with one of these schemes and a host"; `expected` ends the error message. */
+function urlFormat(name: string, protocols: readonly string[], expected: string): void {
+  convict.addFormat({
+    name,
+    validate: (value: unknown) => {
+      if (value === '') return;
+      let url: URL | undefined;
+      try {
+        url = new URL(String(value));
+      } catch {
+        url = undefined;
+      }
+      if (typeof value !== 'string' || !url || !protocols.includes(url.protocol) || url.hostname === '') {
+        throw new Error(`must be ${expected}`);
+      }
+    },
+  });
+}
+
+urlFormat('mqtt-url', ['mqtt:', 'mqtts:'], 'empty (use the embedded broker) or an mqtt:// or mqtts:// URL, e.g. "mqtts://thingsboard.example.com:8883"');
+urlFormat('http-url', ['http:', 'https:'], 'empty or an http:// or https:// URL, e.g. "https://thingsboard.example.com"');
 
 /** Environment variables carry lists and objects as JSON; a string that is not JSON fails validation. */
 function parseJsonString(value: unknown): unknown {
@@ -85,6 +89,21 @@ convict.addFormat({
   },
 });
 
+/** Where firmware images may come from, in the order firmware.sources tries them. */
+export const FIRMWARE_SOURCE_NAMES = ['dir', 'url', 'thingsboard'] as const;
+
+convict.addFormat({
+  name: 'firmware-sources',
+  // COAP2MQTT_FIRMWARE_SOURCES carries the list as JSON.
+  coerce: parseJsonString,
+  validate: (value: unknown) => {
+    if (!Array.isArray(value) || value.some((item) => !(FIRMWARE_SOURCE_NAMES as readonly unknown[]).includes(item))) {
+      throw new Error(`must be a list of ${FIRMWARE_SOURCE_NAMES.map((name) => `"${name}"`).join(', ')}, e.g. ["dir", "url", "thingsboard"]`);
+    }
+    if (new Set(value).size !== value.length) throw new Error('must name each source once');
+  },
+});
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Every logger the gateway hands out names one of these (log.components). */
 export const LOG_COMPONENTS = [
@@ -103,6 +122,7 @@ export const LOG_COMPONENTS = [
   'systemd',
   'reload',
   'provision',
+  'firmware',
 ] as const;
 
 convict.addFormat({
@@ -570,6 +590,56 @@ export const schema = {
       env: 'COAP2MQTT_PROVISION_MAX_CONCURRENT',
     },
   },
+  firmware: {
+    sources: {
+      doc: 'Where firmware and software images come from, tried in this order; a source that does not apply is skipped. "dir": firmware.dir; "url": the package\'s fw_url; "thingsboard": ThingsBoard\'s HTTP device API at firmware.thingsboardUrl with the device\'s own access token (registry tokens must then be ThingsBoard tokens). Every image is checked against fw_checksum before it is served.',
+      format: 'firmware-sources',
+      default: ['dir', 'url', 'thingsboard'] as string[],
+      env: 'COAP2MQTT_FIRMWARE_SOURCES',
+    },
+    dir: {
+      doc: 'Local directory of images, looked up as <dir>/<title>/<version>, <dir>/<title>-<version>.bin or <dir>/<title>-<version>; empty: none.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_FIRMWARE_DIR',
+    },
+    thingsboardUrl: {
+      doc: 'Base URL of ThingsBoard\'s HTTP API for the "thingsboard" source, e.g. "https://thingsboard.example.com"; empty: that source is skipped.',
+      format: 'http-url',
+      default: '',
+      env: 'COAP2MQTT_FIRMWARE_THINGSBOARD_URL',
+    },
+    cacheDir: {
+      doc: 'Where verified images are kept, fetched once for all devices and across restarts; empty: <state.dir>/firmware.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_FIRMWARE_CACHE_DIR',
+    },
+    cacheMaxBytes: {
+      doc: 'Disk space the image cache may use; the least recently served images are deleted beyond it.',
+      format: integer(1024 * 1024, 64 * 1024 * 1024 * 1024),
+      default: 256 * 1024 * 1024,
+      env: 'COAP2MQTT_FIRMWARE_CACHE_MAX_BYTES',
+    },
+    maxImageBytes: {
+      doc: 'Largest image the gateway fetches and serves; larger packages are refused (5.02) with a log line.',
+      format: integer(1024, 1024 * 1024 * 1024),
+      default: 16 * 1024 * 1024,
+      env: 'COAP2MQTT_FIRMWARE_MAX_IMAGE_BYTES',
+    },
+    fetchTimeoutMs: {
+      doc: 'How long one download of an image from a source may take.',
+      format: integer(1000, 3_600_000),
+      default: 120_000,
+      env: 'COAP2MQTT_FIRMWARE_FETCH_TIMEOUT_MS',
+    },
+    requireChecksum: {
+      doc: 'Refuse to serve an image whose package has no fw_checksum (URL packages may have none). false serves such images unverified, with a warning.',
+      format: 'boolean',
+      default: true,
+      env: 'COAP2MQTT_FIRMWARE_REQUIRE_CHECKSUM',
+    },
+  },
   devices: {
     doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path. Over DTLS a device may instead be identified by "psk": {"identity": "...", "key": "..."} ("keyHex" for binary keys) or "cert": {"fingerprint256": "..."} or {"cn": "..."}; it then uses token-less paths such as /api/v1/telemetry.',
     format: 'json-array',
@@ -600,7 +670,7 @@ export const schema = {
       env: 'COAP2MQTT_LOG_LEVEL',
     },
     components: {
-      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision. Applied again on SIGHUP.',
+      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware. Applied again on SIGHUP.',
       format: 'log-levels',
       default: {} as Record<string, string>,
       env: 'COAP2MQTT_LOG_COMPONENTS',

@@ -66,6 +66,11 @@ export class DeviceRegistry {
     return this.byName.get(name)?.device;
   }
 
+  /** The device's access token, for a source that needs it on the device's behalf (firmware downloads). */
+  tokenOf(name: string): string | undefined {
+    return this.byName.get(name)?.entry.token;
+  }
+
   findByToken(token: string): Device | undefined {
     return this.byToken.get(token);
   }

@@ -13,6 +13,7 @@ import type { MessageLayerStats } from '../coap/message-layer.js';
 import type { RequestLimitsStats } from '../coap/limits.js';
 import type { ResponseCounts } from '../coap/response-counts.js';
 import type { DtlsStats } from '../dtls/server.js';
+import type { FirmwareImageStore } from '../firmware/image-store.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import type { UpstreamStats } from '../upstream/connection.js';
 import { VERSION } from './health.js';
@@ -27,10 +28,13 @@ export interface MetricsSources {
   readonly dtls: { readonly stats: DtlsStats } | undefined;
   readonly bridge: { rpcStats(): RpcStats; onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void };
   readonly provisioner: { stats(): Readonly<Record<ProvisionResult, number>> };
+  readonly images: { stats(): FirmwareStoreStats };
   readonly devices: () => number;
   /** Devices are being served (what /healthz answers 200 for). */
   readonly ready: () => boolean;
 }
+
+type FirmwareStoreStats = ReturnType<FirmwareImageStore['stats']>;
 
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
@@ -203,8 +207,13 @@ export class GatewayMetrics {
     roundTrip.zero({ outcome: 'dropped' });
     bridge.onRpcEnd((end, seconds) => roundTrip.observe({ outcome: end }, seconds));
 
-    // Provisioning.
+    // Provisioning and OTA packages.
     labelledCounter('coap2mqtt_provision_requests_total', 'Provisioning requests by outcome (success, refused: NOT_FOUND or FAILURE, disabled: provision.mode off, timeout: ThingsBoard silent, unavailable: unreachable or too many at once, bad_answer).', 'outcome', () => ({ ...sources.provisioner.stats() }));
+    const images = sources.images;
+    counter('coap2mqtt_firmware_fetches_total', 'Package images downloaded from a source (one per package, however many devices ask).', () => images.stats().fetches);
+    counter('coap2mqtt_firmware_fetch_failures_total', 'Package downloads that failed (source unreachable, not found, timed out).', () => images.stats().fetchFailures);
+    counter('coap2mqtt_firmware_refused_total', 'Package images refused after download (checksum or size mismatch, too large, no checksum while firmware.requireChecksum).', () => images.stats().refused);
+    gauge('coap2mqtt_firmware_memory_bytes', 'Bytes of verified package images held in memory for devices downloading them.', () => images.stats().memoryBytes);
   }
 
   /** The text exposition: this gateway's series, then the process's (CPU, memory, event loop, GC). */

@@ -1,4 +1,4 @@
-// Provisioning requests as devices send them (device-api.md §6), checked once at the edge.
+// Provisioning and firmware requests as devices send them (device-api.md §6–7), checked once at the edge.
 // Shared by every device-facing front end: the CoAP routes today, the HTTP device API later.
 import type { JsonValue } from '../model.js';
 import type { Parsed } from './thingsboard-json.js';
@@ -96,6 +96,33 @@ export function isPathSafeToken(token: string): boolean {
 /** The failure answer a device gets for a request refused at the gateway, in ThingsBoard's shape. */
 export function provisionFailure(status: 'NOT_FOUND' | 'FAILURE', errorMsg: string): ProvisionAnswer {
   return { status, errorMsg, body: { errorMsg, status } };
+}
+
+export interface FirmwareQuery {
+  readonly title: string | undefined;
+  readonly version: string | undefined;
+  /** With `chunk`: only bytes [chunk × size, chunk × size + size) are sent. 0 or absent: the whole image. */
+  readonly size: number;
+  readonly chunk: number;
+}
+
+/** `title`, `version`, `size`, `chunk` from "name=value" query items (CoAP Uri-Query options, or a URL's). */
+export function parseFirmwareQuery(query: readonly string[]): Parsed<FirmwareQuery> {
+  const values = new Map<string, string>();
+  for (const item of query) {
+    const equals = item.indexOf('=');
+    if (equals > 0) values.set(item.slice(0, equals), item.slice(equals + 1));
+  }
+  const count = (name: 'size' | 'chunk'): number | string => {
+    const text = values.get(name);
+    if (text === undefined || text === '') return 0;
+    return /^\d{1,9}$/.test(text) ? Number(text) : `${name} must be a whole number (got "${text}")`;
+  };
+  const size = count('size');
+  const chunk = count('chunk');
+  if (typeof size === 'string') return fail(size);
+  if (typeof chunk === 'string') return fail(chunk);
+  return { ok: true, value: { title: values.get('title'), version: values.get('version'), size, chunk } };
 }
 
 function fail<T>(error: string): Parsed<T> {

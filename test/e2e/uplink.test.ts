@@ -123,7 +123,7 @@ describe('errors a device can cause', () => {
     ['unsupported Content-Format', '/api/v1/boiler-token-7/telemetry', ['-m', 'post', '-t', '60', '-e', '{"t":1}'], '4.15', /JSON \(50\)/],
     ['GET on provision', '/api/v1/provision', ['-m', 'get'], '4.00', /POST only/],
     ['provision with malformed JSON', '/api/v1/provision', ['-m', 'post', '-e', '{"provisionDeviceKey":'], '4.00', /"status":"FAILURE"/],
-    ['a feature this version lacks', '/fw/boiler-token-7?title=T&version=1', ['-m', 'get'], '5.01', /not supported by this gateway version yet/],
+    ['firmware with a non-numeric chunk', '/fw/boiler-token-7?title=T&version=1&size=64&chunk=x', ['-m', 'get'], '4.00', /chunk must be a whole number/],
   ];
 
   it.each(cases)('%s', async (_name, path, args, code, diagnostic) => {

@@ -6,6 +6,7 @@ export interface DumpedMessage {
   readonly code: string;
   readonly messageId: number;
   readonly options: ReadonlyMap<string, string[]>;
+  /** Text payloads; binary ones (dumped as hex on the lines after) are undefined. */
   readonly payload: string | undefined;
 }
 
@@ -19,7 +20,7 @@ export interface CoapClientResult {
   readonly response: DumpedMessage | undefined;
 }
 
-const DUMP = /^v:1 t:(CON|NON|ACK|RST) c:(\S+) i:([0-9a-f]+) \{[0-9a-f]*\} \[ ?(.*?) ?\](?: :: '(.*)')?$/;
+const DUMP = /^v:1 t:(CON|NON|ACK|RST) c:(\S+) i:([0-9a-f]+) \{[0-9a-f]*\} \[ ?(.*?) ?\](?: :: (?:'(.*)'|binary data length \d+))?$/;
 
 export function parseDump(stdout: string): DumpedMessage[] {
   const messages: DumpedMessage[] = [];

@@ -82,6 +82,24 @@ describe('loadConfig', () => {
     );
   });
 
+  it('checks the firmware sources, the ThingsBoard URL and the image directory', () => {
+    const bad = loadConfig({ file: file({ firmware: { sources: ['dir', 'ftp'], thingsboardUrl: 'tb.local' } }), env: {} });
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) {
+      expect(bad.errors).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^firmware\.sources: must be a list of "dir", "url", "thingsboard"/),
+          expect.stringMatching(/^firmware\.thingsboardUrl: must be empty or an http:\/\/ or https:\/\/ URL/),
+        ]),
+      );
+    }
+    const fromEnv = loadConfig({ env: { COAP2MQTT_FIRMWARE_SOURCES: '["thingsboard"]', COAP2MQTT_FIRMWARE_DIR: '/nope/images' } });
+    expect(fromEnv.ok).toBe(true);
+    if (!fromEnv.ok) return;
+    expect(fromEnv.config.firmware.sources).toEqual(['thingsboard']);
+    expect(fromEnv.warnings).toEqual([expect.stringMatching(/^firmware\.dir: cannot read directory "\/nope\/images"/)]);
+  });
+
   it('keeps the embedded broker on loopback, since it has no authentication', () => {
     const result = loadConfig({ env: { COAP2MQTT_EMBEDDED_BROKER_HOST: '0.0.0.0' } });
     expect(result.ok).toBe(false);

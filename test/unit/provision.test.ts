@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { Aedes } from 'aedes';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseProvisionAnswer, parseProvisionRequest } from '../../src/payload/provision.js';
+import { parseFirmwareQuery, parseProvisionAnswer, parseProvisionRequest } from '../../src/payload/provision.js';
 import { requestProvisioning } from '../../src/upstream/provision-client.js';
 
 const body = (value: unknown): Buffer => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
@@ -52,6 +52,21 @@ describe('parseProvisionAnswer', () => {
     expect(parseProvisionAnswer(body({ errorMsg: 'no', status: 'NOT_FOUND' }))).toMatchObject({ status: 'NOT_FOUND', errorMsg: 'no' });
     expect(parseProvisionAnswer(body({ status: 'SUCCESS' }))).toBeUndefined();
     expect(parseProvisionAnswer(body('garbage'))).toBeUndefined();
+  });
+});
+
+describe('parseFirmwareQuery', () => {
+  it('reads title, version, size and chunk', () => {
+    expect(parseFirmwareQuery(['title=fw', 'version=1.0', 'size=512', 'chunk=3'])).toEqual({
+      ok: true,
+      value: { title: 'fw', version: '1.0', size: 512, chunk: 3 },
+    });
+    expect(parseFirmwareQuery([])).toEqual({ ok: true, value: { title: undefined, version: undefined, size: 0, chunk: 0 } });
+  });
+
+  it('refuses sizes and chunks that are not whole numbers', () => {
+    expect(parseFirmwareQuery(['size=-1'])).toEqual({ ok: false, error: 'size must be a whole number (got "-1")' });
+    expect(parseFirmwareQuery(['chunk=1.5']).ok).toBe(false);
   });
 });
 

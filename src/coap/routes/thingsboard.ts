@@ -1,8 +1,9 @@
 // ThingsBoard's CoAP device API (device-api.md §1–3): /api/v1/{token}/{feature}[/{id}] → bridge calls.
 // The status codes and their order follow ThingsBoard's own transport, so firmware written for it keeps
 // working; error answers add a short diagnostic ThingsBoard does not send.
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Bridge, Subscription } from '../../bridge/index.js';
+import type { Bridge, PackageKind, Subscription } from '../../bridge/index.js';
 import type { Provisioner } from '../../bridge/provision.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import { LogOncePer, fingerprint } from '../../log.js';
@@ -16,8 +17,8 @@ import {
   parseTelemetry,
   type Parsed,
 } from '../../payload/thingsboard-json.js';
-import { parseProvisionRequest, provisionFailure, type ProvisionAnswer } from '../../payload/provision.js';
-import { ContentFormat, Method, ResponseCode, type CodeByte } from '../codes.js';
+import { parseFirmwareQuery, parseProvisionRequest, provisionFailure, type ProvisionAnswer } from '../../payload/provision.js';
+import { ContentFormat, Method, OptionNumber, ResponseCode, type CodeByte } from '../codes.js';
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
@@ -49,6 +50,12 @@ export interface ThingsBoardRouteDeps {
   readonly provisioner: Provisioner;
   /** Per-device rate limits and the unknown-token block on addresses. */
   readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource' | 'unknownToken'>;
+  /**
+   * How long a package GET may wait for its image before it is answered 5.03 with Max-Age: within the
+   * piggyback window, because a large answer must not come as a separate response. libcoap before 4.3.5
+   * (Debian 12's) and other small clients lose a Block2 transfer whose first block is a separate CON.
+   */
+  readonly packageAnswerWithinMs: number;
   readonly log: Logger;
 }
 
@@ -147,8 +154,10 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
       case 'claim':
         if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'claim accepts POST only');
         return forward(request, device, 'claim', () => parseClaim(request.payload), bridge.claim);
-      default:
-        return notYet('firmware download');
+      case 'firmware':
+      case 'software':
+        if (request.method !== Method.GET) return error(ResponseCode.BadRequest, `${target.feature} accepts GET only`);
+        return getPackage(request, device, target.feature === 'firmware' ? 'fw' : 'sw');
     }
   };
   return Object.assign(route, { operationOf: (request: CoapRequest, segments: readonly string[]) => operationOf(request, parseApiPath(segments)) });
@@ -298,6 +307,45 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     });
   }
 
+  /**
+   * GET /fw/{token}?title=&version= (and /sw, /api/v1/{token}/firmware|software): the package image,
+   * block by block from the image the gateway holds once for all devices; `size` and `chunk` select one
+   * slice of it, as ThingsBoard's transport does.
+   */
+  function getPackage(request: CoapRequest, device: Device, kind: PackageKind): CoapResponse | Promise<CoapResponse> {
+    const query = parseFirmwareQuery(request.uriQuery);
+    if (!query.ok) return error(ResponseCode.BadRequest, query.error);
+    const { title, version, size, chunk } = query.value;
+    return bridge.otaPackage(device, kind, title, version, deps.packageAnswerWithinMs).then((outcome): CoapResponse => {
+      const what = kind === 'fw' ? 'firmware' : 'software';
+      switch (outcome.status) {
+        case 'ready': {
+          const { data, etag } = outcome.image;
+          const start = size > 0 ? Math.min(chunk * size, data.length) : 0;
+          const end = size > 0 ? Math.min(start + size, data.length) : data.length;
+          return {
+            code: ResponseCode.Content,
+            contentFormat: ContentFormat.OctetStream,
+            payload: data.subarray(start, end),
+            // A slice is its own representation: its tag differs from the whole image's.
+            options: [{ number: OptionNumber.ETag, value: size > 0 ? sliceTag(etag, start, end) : etag }],
+            reproducible: true,
+          };
+        }
+        case 'not-assigned':
+          return error(ResponseCode.NotFound, `no ${what} package is assigned to this device`);
+        case 'mismatch': {
+          const asked = title === undefined || version === undefined ? 'title and version are required' : `asked for "${title}" version "${version}"`;
+          return error(ResponseCode.BadRequest, `${asked}; the assigned ${what} is "${outcome.assigned.title}" version "${outcome.assigned.version}"`);
+        }
+        case 'unavailable':
+          return unavailable(outcome);
+        case 'refused':
+          return error(ResponseCode.BadGateway, `the ${what} image cannot be served: ${outcome.reason}`);
+      }
+    });
+  }
+
   /** A checked uplink payload → the bridge → the device's answer. */
   function forward<T>(
     request: CoapRequest,
@@ -376,6 +424,7 @@ function provisionAnswer(code: CodeByte, answer: ProvisionAnswer): CoapResponse 
   return json(code, answer.body as JsonValue);
 }
 
-function notYet(what: string): CoapResponse {
-  return error(ResponseCode.NotImplemented, `${what} is not supported by this gateway version yet`);
+/** The ETag of bytes [start, end) of an image: a slice is a representation of its own. */
+function sliceTag(etag: Buffer, start: number, end: number): Buffer {
+  return createHash('sha256').update(etag).update(`${start}-${end}`).digest().subarray(0, etag.length);
 }
