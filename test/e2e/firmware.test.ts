@@ -94,7 +94,7 @@ describe('firmware download over Block2', () => {
     await assign('Boiler-7', 'fw', { title: 'boiler-fw', version: '1.2.0', size: image.length, checksum_algorithm: 'SHA256', checksum: sha256(image) });
 
     const file = join(work, 'boiler-64.bin');
-    const result = await download('/fw/boiler-token-7?title=boiler-fw&version=1.2.0', 64, file);
+    const result = await download('/api/v1/boiler-token-7/firmware?title=boiler-fw&version=1.2.0', 64, file);
     expect(result.response?.code).toBe('2.05');
     expect(sha256(readFileSync(file))).toBe(sha256(image));
     // 5000 bytes in 64-byte blocks: 79 responses, each a Block2 of the same ETag.
@@ -102,9 +102,9 @@ describe('firmware download over Block2', () => {
     expect(blocks).toHaveLength(79);
     expect(new Set(blocks.map((block) => block.options.get('ETag')?.[0])).size).toBe(1);
 
-    // The done-when command: 256-byte blocks, on the documented long path too. Fetched once for all of it.
+    // The done-when command: /fw/TOKEN in 256-byte blocks. Fetched once for all of it.
     const again = join(work, 'boiler-256.bin');
-    expect((await download('/api/v1/boiler-token-7/firmware?title=boiler-fw&version=1.2.0', 256, again)).response?.code).toBe('2.05');
+    expect((await download('/fw/boiler-token-7?title=boiler-fw&version=1.2.0', 256, again)).response?.code).toBe('2.05');
     expect(sha256(readFileSync(again))).toBe(sha256(image));
     expect(httpRequests.filter((url) => url.startsWith('/api/v1/boiler-token-7/firmware'))).toHaveLength(1);
 
