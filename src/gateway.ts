@@ -22,7 +22,10 @@ import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceEnrolment } from './devices/enrolment.js';
 import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
+import { TokenCheck } from './devices/token-check.js';
 import { FirmwareImageStore } from './firmware/image-store.js';
+import { createDeviceHttpApi } from './http-api/device-api.js';
+import { DeviceHttpServer, describeDeviceHttpBindError } from './http-api/server.js';
 import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
@@ -47,6 +50,8 @@ export interface Gateway {
   readonly dtls: DtlsTransport | undefined;
   /** The health and metrics endpoint (/healthz, /metrics); set when http.enabled. */
   readonly httpAddress: BoundAddress | undefined;
+  /** The HTTP device API; set when deviceHttp.enabled. */
+  readonly deviceHttpAddress: BoundAddress | undefined;
   /** The broker actually used (the embedded one's address when upstream.url is empty). */
   readonly upstreamUrl: string;
   readonly messageLayer: CoapMessageLayer;
@@ -147,12 +152,14 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     log: logs.for('provision'),
   });
   const limits = new RequestLimits(config.limits, logs.for('limits'));
+  const tokens = new TokenCheck(registry, limits, logs.for('thingsboard-api'));
   const handler = createRouter({
     api: createThingsBoardRoute({
       registry,
       bridge,
       provisioner,
       limits,
+      tokens,
       // A margin inside the piggyback window: the answer must beat the empty ACK.
       packageAnswerWithinMs: Math.max(0, config.coap.piggybackWindowMs - PIGGYBACK_MARGIN_MS),
       log: logs.for('thingsboard-api'),
@@ -182,8 +189,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   let dtls: DtlsTransport | undefined;
   let dtlsMaterial: DtlsMaterial | undefined;
   let http: OpsHttpServer | undefined;
+  let deviceHttp: DeviceHttpServer | undefined;
   /** Closes whatever exists, in data-flow order; every part tolerates being closed before it started. */
   const closeAll = async (): Promise<void> => {
+    await deviceHttp?.stop();
     await dtls?.stop();
     await transport.stop();
     messageLayer.stop();
@@ -203,6 +212,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   let coapAddress: BoundAddress;
   let dtlsAddress: BoundAddress | undefined;
   let httpAddress: BoundAddress | undefined;
+  let deviceHttpAddress: BoundAddress | undefined;
   try {
     if (config.dtls.enabled) {
       dtlsMaterial = readDtlsMaterial(config.dtls, registry);
@@ -221,6 +231,14 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     dtlsAddress = await dtls?.start().catch((error: NodeJS.ErrnoException) => {
       throw new StartupError(describeBindError(error, 'DTLS', coap.host, config.dtls.port, 'dtls.port'));
     });
+    if (config.deviceHttp.enabled) {
+      const { host, port } = config.deviceHttp;
+      const api = createDeviceHttpApi({ bridge, provisioner, limits, tokens, log: logs.for('device-http') });
+      deviceHttp = new DeviceHttpServer(config.deviceHttp, api, logs.for('device-http'));
+      deviceHttpAddress = await deviceHttp.start().catch((error: NodeJS.ErrnoException) => {
+        throw new StartupError(describeDeviceHttpBindError(error, host, port));
+      });
+    }
     if (config.http.enabled) {
       const { host, port } = config.http;
       const server = dtls?.server;
@@ -255,6 +273,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       coap: `udp ${formatPeer(coapAddress)}`,
       dtls: dtlsAddress ? `udp ${formatPeer(dtlsAddress)}` : 'off',
       http: httpAddress ? `http://${formatPeer(httpAddress)}/healthz, /metrics` : 'off',
+      deviceHttp: deviceHttpAddress ? `http://${formatPeer(deviceHttpAddress)}/api/v1/` : 'off',
       devices: registry.size,
       upstream: redactUrl(upstreamUrl),
       outbox: outbox ? `${config.outbox.synchronous} sync, ${outbox.stats().records} records waiting` : 'off (acknowledge after PUBACK)',
@@ -309,6 +328,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     dtlsAddress,
     dtls,
     httpAddress,
+    deviceHttpAddress,
     upstreamUrl,
     messageLayer,
     limits,

@@ -74,6 +74,26 @@ export async function packageFor(
   return outcome.status === 'ready' ? { status: 'ready', image: outcome.image, assignment } : outcome;
 }
 
+/** What a device is told when it gets no image, in the same words on every front end. */
+export function packageDiagnostic(
+  outcome: Extract<PackageOutcome, { status: 'not-assigned' | 'mismatch' | 'refused' }>,
+  kind: PackageKind,
+  title: string | undefined,
+  version: string | undefined,
+): string {
+  const what = kind === 'fw' ? 'firmware' : 'software';
+  switch (outcome.status) {
+    case 'not-assigned':
+      return `no ${what} package is assigned to this device`;
+    case 'mismatch': {
+      const asked = title === undefined || version === undefined ? 'title and version are required' : `asked for "${title}" version "${version}"`;
+      return `${asked}; the assigned ${what} is "${outcome.assigned.title}" version "${outcome.assigned.version}"`;
+    }
+    case 'refused':
+      return `the ${what} image cannot be served: ${outcome.reason}`;
+  }
+}
+
 /**
  * A push that assigns a package starts its download at once, so the image is verified and waiting when
  * the device, told by the same push, asks for it.

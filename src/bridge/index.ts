@@ -13,7 +13,7 @@ import { claimDevice } from './claim.js';
 import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
 import type { BridgeContext } from './context.js';
 import { createDownlinkHandler } from './downlink.js';
-import { packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
+import { packageDiagnostic, packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
 import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
@@ -24,6 +24,7 @@ import type { Subscription } from './subscription.js';
 import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
+export { packageDiagnostic };
 export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription };
 
 export interface Bridge {

@@ -127,6 +127,14 @@ export interface FirmwareConfig {
   readonly requireChecksum: boolean;
 }
 
+export interface DeviceHttpConfig {
+  readonly enabled: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly maxBodyBytes: number;
+  readonly maxConnections: number;
+}
+
 export interface GatewayConfig {
   readonly coap: CoapConfig;
   readonly dtls: DtlsConfig;
@@ -138,6 +146,7 @@ export interface GatewayConfig {
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly provision: ProvisionConfig;
   readonly firmware: FirmwareConfig;
+  readonly deviceHttp: DeviceHttpConfig;
   /** The configured list and the devices file's, together. */
   readonly devices: readonly DeviceEntry[];
   /** Absolute path of the devices file (it may not exist). */

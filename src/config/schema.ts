@@ -123,6 +123,7 @@ export const LOG_COMPONENTS = [
   'reload',
   'provision',
   'firmware',
+  'device-http',
 ] as const;
 
 convict.addFormat({
@@ -551,6 +552,38 @@ export const schema = {
       env: 'COAP2MQTT_HTTP_PORT',
     },
   },
+  deviceHttp: {
+    enabled: {
+      doc: 'Serve ThingsBoard\'s HTTP device API (POST /api/v1/{token}/telemetry, attributes, rpc, claim, provision; GET attributes, firmware; long-polls GET /rpc?timeout= and /attributes/updates?timeout=) on deviceHttp.host:deviceHttp.port, for Wi-Fi devices written for ThingsBoard\'s HTTP transport. Plain HTTP: keep it on a trusted network.',
+      format: 'boolean',
+      default: false,
+      env: 'COAP2MQTT_DEVICE_HTTP_ENABLED',
+    },
+    host: {
+      doc: 'Address of the HTTP device API ("::" also accepts IPv4 where the system allows).',
+      format: 'non-empty-string',
+      default: '::',
+      env: 'COAP2MQTT_DEVICE_HTTP_HOST',
+    },
+    port: {
+      doc: 'TCP port of the HTTP device API (0 picks a free one).',
+      format: 'port',
+      default: 8080,
+      env: 'COAP2MQTT_DEVICE_HTTP_PORT',
+    },
+    maxBodyBytes: {
+      doc: 'Largest request body accepted; larger ones are answered 413.',
+      format: integer(64, 16 * 1024 * 1024),
+      default: 65_536,
+      env: 'COAP2MQTT_DEVICE_HTTP_MAX_BODY_BYTES',
+    },
+    maxConnections: {
+      doc: 'TCP connections at once (each long-poll holds one); more are refused.',
+      format: integer(1, 100_000),
+      default: 1024,
+      env: 'COAP2MQTT_DEVICE_HTTP_MAX_CONNECTIONS',
+    },
+  },
   provision: {
     mode: {
       doc: 'What POST /api/v1/provision does. "upstream": forward the request to ThingsBoard over a separate short MQTT connection (username "provision") and register the credentials it issues; "local": check the request against provision.keys and issue a token here, announcing the device with v1/gateway/connect; "off": answer 4.03. Provisioned devices are added to devicesFile.',
@@ -670,7 +703,7 @@ export const schema = {
       env: 'COAP2MQTT_LOG_LEVEL',
     },
     components: {
-      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware. Applied again on SIGHUP.',
+      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware, device-http. Applied again on SIGHUP.',
       format: 'log-levels',
       default: {} as Record<string, string>,
       env: 'COAP2MQTT_LOG_COMPONENTS',

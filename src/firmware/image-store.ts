@@ -30,6 +30,18 @@ export type ImageOutcome =
   /** The package cannot be served as assigned: wrong checksum or size, too large, no way to verify it. */
   | { readonly status: 'refused'; readonly reason: string };
 
+/**
+ * Bytes [chunk × size, chunk × size + size) of the image, as ThingsBoard's transports serve `size` and
+ * `chunk`; the whole image when size is 0. A slice is a representation of its own, with its own ETag.
+ */
+export function imageSlice(image: FirmwareImage, size: number, chunk: number): { readonly data: Buffer; readonly etag: Buffer } {
+  if (size <= 0) return { data: image.data, etag: image.etag };
+  const start = Math.min(chunk * size, image.data.length);
+  const end = Math.min(start + size, image.data.length);
+  const etag = createHash('sha256').update(image.etag).update(`${start}-${end}`).digest().subarray(0, image.etag.length);
+  return { data: image.data.subarray(start, end), etag };
+}
+
 /** Who asks: the "thingsboard" source downloads with the device's own access token. */
 export interface ImageRequester {
   readonly token: string | undefined;

@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { closeHttp, listenHttp, trackConnections } from '../net/http-listen.js';
 import type { BoundAddress } from '../net/udp-socket.js';
 import { healthReport, type HealthSources } from './health.js';
 import { GatewayMetrics, METRICS_CONTENT_TYPE, type MetricsSources } from './metrics.js';
@@ -26,7 +27,7 @@ export class OpsHttpServer {
   private readonly metrics: GatewayMetrics;
   private readonly health: HealthSources;
   private server: http.Server | undefined;
-  private readonly sockets = new Set<Socket>();
+  private sockets: ReadonlySet<Socket> = new Set();
   private stopping = false;
 
   constructor(
@@ -52,20 +53,10 @@ export class OpsHttpServer {
     server.maxConnections = MAX_CONNECTIONS;
     // Idle sockets (opened, nothing sent) are closed after this too.
     server.setTimeout(REQUEST_TIMEOUT_MS);
-    server.on('connection', (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
-    });
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: this.options.host, port: this.options.port, exclusive: true }, () => {
-        server.off('error', reject);
-        server.on('error', (error) => this.log.error({ err: error }, 'health and metrics endpoint error'));
-        this.server = server;
-        const address = server.address();
-        const bound = typeof address === 'object' && address !== null ? { address: address.address, port: address.port } : { address: this.options.host, port: this.options.port };
-        resolve(bound);
-      });
+    this.sockets = trackConnections(server);
+    return listenHttp(server, this.options.host, this.options.port, this.log, 'health and metrics endpoint').then((bound) => {
+      this.server = server;
+      return bound;
     });
   }
 
@@ -80,9 +71,7 @@ export class OpsHttpServer {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const socket of this.sockets) socket.destroy();
-    await closed;
+    await closeHttp(server, this.sockets);
   }
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {

@@ -1,12 +1,12 @@
 // ThingsBoard's CoAP device API (device-api.md §1–3): /api/v1/{token}/{feature}[/{id}] → bridge calls.
 // The status codes and their order follow ThingsBoard's own transport, so firmware written for it keeps
 // working; error answers add a short diagnostic ThingsBoard does not send.
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Bridge, PackageKind, Subscription } from '../../bridge/index.js';
+import { packageDiagnostic, type Bridge, type PackageKind, type Subscription } from '../../bridge/index.js';
 import type { Provisioner } from '../../bridge/provision.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
-import { LogOncePer, fingerprint } from '../../log.js';
+import type { TokenCheck } from '../../devices/token-check.js';
+import { imageSlice } from '../../firmware/image-store.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../../model.js';
 import {
   parseAttributeKeys,
@@ -50,6 +50,7 @@ export interface ThingsBoardRouteDeps {
   readonly provisioner: Provisioner;
   /** Per-device rate limits and the unknown-token block on addresses. */
   readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource' | 'unknownToken'>;
+  readonly tokens: TokenCheck;
   /**
    * How long a package GET may wait for its image before it is answered 5.03 with Max-Age: within the
    * piggyback window, because a large answer must not come as a separate response. libcoap before 4.3.5
@@ -109,8 +110,7 @@ export function operationOf(request: CoapRequest, target: PathTarget): number {
 }
 
 export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
-  const { registry, bridge, provisioner, limits, log } = deps;
-  const unknownTokenLog = new LogOncePer(10 * 60_000);
+  const { registry, bridge, provisioner, limits, tokens, log } = deps;
 
   const route = function thingsBoardRoute(request: CoapRequest, segments: readonly string[]): CoapResponse | Promise<CoapResponse> {
     const target = parseApiPath(segments);
@@ -173,20 +173,10 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     if (token === undefined) {
       return byCredential ?? 'no access token in the path: use /api/v1/{token}/..., or DTLS with a PSK identity or client certificate';
     }
-    const byToken = registry.findByToken(token);
-    if (!byToken) {
-      const peer = request.peer.address;
-      if (!credential) limits.unknownToken(peer, token, request.receivedAt);
-      if (unknownTokenLog.first(peer)) {
-        log.warn(
-          { peer, tokenSha256Prefix: fingerprint(token) },
-          'request with an unknown access token refused (4.01); repeats from this address are not logged for 10 minutes',
-        );
-      }
-      return 'unknown access token';
-    }
+    const byToken = tokens.device(token, request.peer.address, request.receivedAt, !credential);
+    if (!byToken) return 'unknown access token';
     if (byCredential && byCredential.name !== byToken.name) {
-      if (unknownTokenLog.first(`mismatch ${request.peer.address}`)) {
+      if (tokens.firstTime(`mismatch ${request.peer.address}`)) {
         log.warn(
           { peer: request.peer.address, device: byCredential.name, tokenDevice: byToken.name },
           'request over DTLS with the token of another device refused (4.01); repeats from this address are not logged for 10 minutes',
@@ -317,31 +307,25 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     if (!query.ok) return error(ResponseCode.BadRequest, query.error);
     const { title, version, size, chunk } = query.value;
     return bridge.otaPackage(device, kind, title, version, deps.packageAnswerWithinMs).then((outcome): CoapResponse => {
-      const what = kind === 'fw' ? 'firmware' : 'software';
       switch (outcome.status) {
         case 'ready': {
-          const { data, etag } = outcome.image;
-          const start = size > 0 ? Math.min(chunk * size, data.length) : 0;
-          const end = size > 0 ? Math.min(start + size, data.length) : data.length;
+          const { data, etag } = imageSlice(outcome.image, size, chunk);
           return {
             code: ResponseCode.Content,
             contentFormat: ContentFormat.OctetStream,
-            payload: data.subarray(start, end),
-            // A slice is its own representation: its tag differs from the whole image's.
-            options: [{ number: OptionNumber.ETag, value: size > 0 ? sliceTag(etag, start, end) : etag }],
+            payload: data,
+            options: [{ number: OptionNumber.ETag, value: etag }],
             reproducible: true,
           };
         }
         case 'not-assigned':
-          return error(ResponseCode.NotFound, `no ${what} package is assigned to this device`);
-        case 'mismatch': {
-          const asked = title === undefined || version === undefined ? 'title and version are required' : `asked for "${title}" version "${version}"`;
-          return error(ResponseCode.BadRequest, `${asked}; the assigned ${what} is "${outcome.assigned.title}" version "${outcome.assigned.version}"`);
-        }
+          return error(ResponseCode.NotFound, packageDiagnostic(outcome, kind, title, version));
+        case 'mismatch':
+          return error(ResponseCode.BadRequest, packageDiagnostic(outcome, kind, title, version));
         case 'unavailable':
           return unavailable(outcome);
         case 'refused':
-          return error(ResponseCode.BadGateway, `the ${what} image cannot be served: ${outcome.reason}`);
+          return error(ResponseCode.BadGateway, packageDiagnostic(outcome, kind, title, version));
       }
     });
   }
@@ -422,9 +406,4 @@ function rpcPayload(call: RpcCall): JsonValue {
 /** A provisioning answer in ThingsBoard's JSON, whatever the outcome. */
 function provisionAnswer(code: CodeByte, answer: ProvisionAnswer): CoapResponse {
   return json(code, answer.body as JsonValue);
-}
-
-/** The ETag of bytes [start, end) of an image: a slice is a representation of its own. */
-function sliceTag(etag: Buffer, start: number, end: number): Buffer {
-  return createHash('sha256').update(etag).update(`${start}-${end}`).digest().subarray(0, etag.length);
 }

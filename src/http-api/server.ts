@@ -1,0 +1,166 @@
+// The HTTP transport of the device API (deviceHttp.*): reads a bounded request, hands it to the route table
+// and writes its answer. Long-polls hold their connection; everything else is answered as it comes.
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { closeHttp, listenHttp, trackConnections } from '../net/http-listen.js';
+import type { BoundAddress } from '../net/udp-socket.js';
+import type { DeviceHttpApi, HttpAnswer } from './device-api.js';
+
+export interface DeviceHttpOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly maxBodyBytes: number;
+  readonly maxConnections: number;
+}
+
+/** A client has this long to send its request line and headers, and its whole request. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export class DeviceHttpServer {
+  private server: http.Server | undefined;
+  private sockets: ReadonlySet<Socket> = new Set();
+
+  constructor(
+    private readonly options: DeviceHttpOptions,
+    private readonly api: DeviceHttpApi,
+    private readonly log: Logger,
+  ) {}
+
+  /** Resolves with the address listened on; rejects with the listen error (see describeDeviceHttpBindError). */
+  start(): Promise<BoundAddress> {
+    const server = http.createServer(
+      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 },
+      (request, response) => this.handle(request, response),
+    );
+    server.maxConnections = this.options.maxConnections;
+    this.sockets = trackConnections(server);
+    return listenHttp(server, this.options.host, this.options.port, this.log, 'HTTP device API').then((bound) => {
+      this.server = server;
+      return bound;
+    });
+  }
+
+  /** Ends waiting long-polls (503), closes the listener and every connection. */
+  async stop(): Promise<void> {
+    this.api.stop();
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    // Let the 503s of the long-polls go out first.
+    await new Promise((resolve) => setImmediate(resolve));
+    await closeHttp(server, this.sockets);
+  }
+
+  private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+    const receivedAt = Date.now();
+    const peer = request.socket.remoteAddress ?? '';
+    const declared = Number(request.headers['content-length'] ?? 0);
+    if (declared > this.options.maxBodyBytes) {
+      // Not read: the connection closes after the answer.
+      response.setHeader('Connection', 'close');
+      write(response, text(413, `body of ${declared} bytes is over the limit of ${this.options.maxBodyBytes} (deviceHttp.maxBodyBytes)`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let length = 0;
+    let tooLarge = false;
+    request.on('data', (chunk: Buffer) => {
+      length += chunk.length;
+      if (length > this.options.maxBodyBytes) {
+        if (!tooLarge) {
+          tooLarge = true;
+          response.setHeader('Connection', 'close');
+          write(response, text(413, `body over the limit of ${this.options.maxBodyBytes} bytes (deviceHttp.maxBodyBytes)`));
+          request.resume();
+        }
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.on('end', () => {
+      if (tooLarge) return;
+      const url = new URL(request.url ?? '/', 'http://device-api');
+      const segments = decodeSegments(url.pathname);
+      if (!segments) {
+        write(response, text(400, 'the path is not valid percent-encoded UTF-8'));
+        return;
+      }
+      const closeListeners: Array<() => void> = [];
+      response.once('close', () => {
+        if (!response.writableFinished) for (const listener of closeListeners) listener();
+      });
+      this.api
+        .handle({
+          method: request.method ?? 'GET',
+          path: url.pathname,
+          segments,
+          query: [...url.searchParams].map(([name, value]) => `${name}=${value}`),
+          contentType: request.headers['content-type'],
+          body: Buffer.concat(chunks, length),
+          peer,
+          receivedAt,
+          onClose: (listener) => closeListeners.push(listener),
+        })
+        .then(
+          (answer) => write(response, answer),
+          (error: unknown) => {
+            this.log.error({ err: error, path: redactPath(url.pathname) }, 'HTTP device request failed');
+            write(response, text(500, 'internal error; see the gateway log'));
+          },
+        );
+    });
+  }
+}
+
+function write(response: http.ServerResponse, answer: HttpAnswer): void {
+  if (response.headersSent || response.destroyed) {
+    answer.delivered?.(false);
+    return;
+  }
+  const body = answer.body ?? '';
+  response.writeHead(answer.status, {
+    ...(answer.contentType ? { 'Content-Type': answer.contentType } : {}),
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    ...answer.headers,
+  });
+  let finished = false;
+  response.once('close', () => finished || answer.delivered?.(false));
+  response.end(body, () => {
+    finished = true;
+    answer.delivered?.(true);
+  });
+}
+
+function text(status: number, diagnostic: string): HttpAnswer {
+  return { status, body: `${diagnostic}\n`, contentType: 'text/plain; charset=utf-8' };
+}
+
+function decodeSegments(pathname: string): string[] | undefined {
+  try {
+    return pathname.split('/').filter((segment) => segment !== '').map((segment) => decodeURIComponent(segment));
+  } catch {
+    return undefined;
+  }
+}
+
+/** /api/v1/TOKEN/telemetry → /api/v1/…/telemetry: paths hold access tokens, which never reach the log. */
+function redactPath(pathname: string): string {
+  return pathname.replace(/^(\/api\/v1\/)[^/]+/, '$1…');
+}
+
+/** What a technician can do about a failed listen, in one sentence naming the key to change. */
+export function describeDeviceHttpBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `the HTTP device API port ${port} on ${host} is already in use (ThingsBoard itself, or another web server?); stop it or change deviceHttp.port`;
+    case 'EACCES':
+      return `not allowed to listen on TCP port ${port} (deviceHttp.port); ports below 1024 need CAP_NET_BIND_SERVICE`;
+    case 'EADDRNOTAVAIL':
+      return `deviceHttp.host "${host}" is not an address of this machine`;
+    default:
+      return `cannot listen for the HTTP device API on ${host}:${port} (deviceHttp.host, deviceHttp.port): ${error.message}`;
+  }
+}

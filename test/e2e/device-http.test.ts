@@ -1,0 +1,176 @@
+// ThingsBoard's HTTP device API on the gateway (deviceHttp.*): curl and Node's fetch as Wi-Fi devices, a real
+// mosquitto, and a ThingsBoard double that only publishes and subscribes on it.
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { Mosquitto } from '../helpers/mosquitto.js';
+import { sleep } from '../helpers/ports.js';
+import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+
+const run = promisify(execFile);
+
+let broker: Mosquitto;
+let tb: ThingsBoardDouble;
+let gw: TestGateway;
+let base: string;
+const images = mkdtempSync(join(tmpdir(), 'coap2mqtt-http-images-'));
+const attributes: Record<string, { client?: Record<string, unknown>; shared?: Record<string, unknown> }> = {
+  'Boiler-7': { shared: { setpoint: 21.5 }, client: { firmware: '1.0' } },
+};
+
+function http(path: string, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${base}${path}`, init);
+}
+
+const post = (path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }): Promise<Response> =>
+  http(path, { method: 'POST', body, headers });
+
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+  tb = await ThingsBoardDouble.connect(broker.url);
+  tb.answerAttributeRequests(attributes);
+  tb.answerOwnRpcs((request) => ({ echoed: request.params }));
+  await tb.answerProvisioning((request) =>
+    request['provisionDeviceSecret'] === 'right'
+      ? { status: 'SUCCESS', credentialsType: 'ACCESS_TOKEN', credentialsValue: 'http-issued-token' }
+      : { status: 'NOT_FOUND', errorMsg: 'Provision data was not found!' },
+  );
+  gw = await startTestGateway({
+    upstream: { url: broker.url, accessToken: 'gateway-token' },
+    deviceHttp: { enabled: true, host: '127.0.0.1', port: 0, maxBodyBytes: 1024 },
+    sessions: { attributeRequestTimeoutMs: 1000, clientRpcTimeoutMs: 1000 },
+    firmware: { dir: images },
+  });
+  await gw.upstreamConnected();
+  const address = gw.gateway.deviceHttpAddress!;
+  base = `http://${address.address}:${address.port}`;
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await tb?.close();
+  await broker?.dispose();
+  rmSync(images, { recursive: true, force: true });
+});
+
+beforeEach(() => tb.clear());
+
+describe('HTTP device API: uplinks', () => {
+  it('takes curl\'s telemetry (the done-when command) to v1/gateway/telemetry under the device', async () => {
+    const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-d', '{"t":1}', `${base}/api/v1/boiler-token-7/telemetry`]);
+    expect(stdout).toBe('200');
+    const [reading] = await tb.waitForReadings('Boiler-7', 1);
+    expect((reading as { values: unknown }).values).toEqual({ t: 1 });
+  });
+
+  it('publishes client attributes and claims', async () => {
+    expect((await post('/api/v1/pump-token-2/attributes', '{"fw":"2.1"}')).status).toBe(200);
+    const [message] = await tb.waitFor('v1/gateway/attributes');
+    expect(message!.json).toEqual({ 'Pump-2': { fw: '2.1' } });
+    expect((await post('/api/v1/pump-token-2/claim', '{"secretKey":"k","durationMs":60000}')).status).toBe(200);
+    expect((await tb.waitFor('v1/gateway/claim'))[0]!.json).toEqual({ 'Pump-2': { secretKey: 'k', durationMs: 60000 } });
+  });
+
+  it('answers each mistake with the status a ThingsBoard HTTP client expects, and a diagnostic', async () => {
+    const cases: Array<[string, Promise<Response>, number, RegExp]> = [
+      ['unknown token', post('/api/v1/no-such-token/telemetry', '{"t":1}'), 401, /unknown access token/],
+      ['bad JSON', post('/api/v1/boiler-token-7/telemetry', '{"t":'), 400, /JSON/],
+      ['unknown path', http('/api/v2/x'), 404, /no such path/],
+      ['unknown feature', post('/api/v1/boiler-token-7/nothing', '{}'), 404, /no such path/],
+      ['wrong method', http('/api/v1/boiler-token-7/telemetry'), 405, /use POST/],
+      ['oversized body', post('/api/v1/boiler-token-7/telemetry', JSON.stringify({ blob: 'x'.repeat(2000) })), 413, /deviceHttp\.maxBodyBytes/],
+      ['unsupported content type', post('/api/v1/boiler-token-7/telemetry', '<t/>', { 'content-type': 'application/xml' }), 415, /send JSON/],
+      ['bad poll timeout', http('/api/v1/boiler-token-7/rpc?timeout=soon'), 400, /timeout must be a whole number/],
+    ];
+    for (const [name, pending, status, diagnostic] of cases) {
+      const response = await pending;
+      expect({ name, status: response.status }).toEqual({ name, status });
+      expect(await response.text()).toMatch(diagnostic);
+    }
+    expect((await http('/api/v1/boiler-token-7/telemetry')).headers.get('allow')).toBe('POST');
+    await sleep(200);
+    expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+});
+
+describe('HTTP device API: reads and RPC', () => {
+  it('reads attributes as ThingsBoard answers them', async () => {
+    const response = await http('/api/v1/boiler-token-7/attributes?clientKeys=firmware&sharedKeys=setpoint');
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ client: { firmware: '1.0' }, shared: { setpoint: 21.5 } });
+    expect((await http('/api/v1/boiler-token-7/attributes?sharedKeys=nothing')).status).toBe(404);
+  });
+
+  it('returns a server-side RPC to a long-poll, and takes the reply back upstream', async () => {
+    const poll = http('/api/v1/boiler-token-7/rpc?timeout=20000');
+    await sleep(300);
+    await tb.publish('v1/gateway/rpc', { device: 'Boiler-7', data: { id: 41, method: 'setValve', params: { open: true } } });
+    const response = await poll;
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ id: 41, method: 'setValve', params: { open: true } });
+    expect((await post('/api/v1/boiler-token-7/rpc/41', '{"done":true}')).status).toBe(200);
+    // The double hears its own RPC on the topic too; the reply is the second message.
+    expect((await tb.waitFor('v1/gateway/rpc', 2))[1]!.json).toEqual({ device: 'Boiler-7', id: 41, data: { done: true } });
+  });
+
+  it('keeps RPCs that arrive between polls, one per poll, oldest first', async () => {
+    await tb.publish('v1/gateway/rpc', { device: 'Pump-2', data: { id: 1, method: 'a', params: {} } });
+    await tb.publish('v1/gateway/rpc', { device: 'Pump-2', data: { id: 2, method: 'b', params: {} } });
+    await sleep(300);
+    expect(await (await http('/api/v1/pump-token-2/rpc?timeout=2000')).json()).toMatchObject({ id: 1, method: 'a' });
+    expect(await (await http('/api/v1/pump-token-2/rpc?timeout=2000')).json()).toMatchObject({ id: 2, method: 'b' });
+  });
+
+  it('ends a long-poll with 408 and an empty body when nothing comes', async () => {
+    const response = await http('/api/v1/pump-token-2/rpc?timeout=300');
+    expect(response.status).toBe(408);
+    expect(await response.text()).toBe('');
+  });
+
+  it('returns one shared-attribute push to /attributes/updates', async () => {
+    const poll = http('/api/v1/boiler-token-7/attributes/updates?timeout=20000');
+    await sleep(300);
+    await tb.publish('v1/gateway/attributes', { device: 'Boiler-7', data: { setpoint: 23 } });
+    const response = await poll;
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ setpoint: 23 });
+  });
+
+  it('answers a client-side RPC with the rule chain\'s reply', async () => {
+    const response = await post('/api/v1/boiler-token-7/rpc', '{"method":"getTime","params":{"tz":"UTC"}}');
+    expect(response.status).toBe(200);
+    // The gateway asks for the device on its own RPC connection: {"device", "params"} (gateway-mqtt-api.md).
+    expect(await response.json()).toEqual({ echoed: { device: 'Boiler-7', params: { tz: 'UTC' } } });
+  });
+
+  it('provisions a device whose token then works for telemetry', async () => {
+    const refused = await post('/api/v1/provision', JSON.stringify({ deviceName: 'Http-1', provisionDeviceKey: 'k', provisionDeviceSecret: 'wrong' }));
+    expect(refused.status).toBe(200);
+    expect(await refused.json()).toMatchObject({ status: 'NOT_FOUND' });
+    const answer = await post('/api/v1/provision', JSON.stringify({ deviceName: 'Http-1', provisionDeviceKey: 'k', provisionDeviceSecret: 'right' }));
+    expect(await answer.json()).toMatchObject({ status: 'SUCCESS', credentialsValue: 'http-issued-token' });
+    expect((await post('/api/v1/http-issued-token/telemetry', '{"t":2}')).status).toBe(200);
+    await tb.waitForReadings('Http-1', 1);
+  });
+
+  it('serves an assigned firmware image, whole or one chunk', async () => {
+    const image = randomBytes(3000);
+    writeFileSync(join(images, 'pump-fw-4.bin'), image);
+    const data = { fw_title: 'pump-fw', fw_version: '4', fw_size: 3000, fw_checksum_algorithm: 'SHA256', fw_checksum: createHash('sha256').update(image).digest('hex') };
+    attributes['Pump-2'] = { shared: data };
+    await tb.publish('v1/gateway/attributes', { device: 'Pump-2', data });
+    const whole = await http('/api/v1/pump-token-2/firmware?title=pump-fw&version=4');
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get('content-type')).toBe('application/octet-stream');
+    expect(Buffer.from(await whole.arrayBuffer()).equals(image)).toBe(true);
+    const chunk = await http('/api/v1/pump-token-2/firmware?title=pump-fw&version=4&size=1000&chunk=2');
+    expect(Buffer.from(await chunk.arrayBuffer()).equals(image.subarray(2000))).toBe(true);
+    expect((await http('/api/v1/pump-token-2/firmware?title=pump-fw&version=3')).status).toBe(400);
+    expect((await http('/api/v1/pump-token-2/software?title=x&version=1')).status).toBe(404);
+  });
+});
