@@ -12,6 +12,7 @@ import { DevicePresence } from './bridge/presence.js';
 import { RequestLimits } from './coap/limits.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
 import { createRouter } from './coap/routes/index.js';
+import { createThethingsRoute } from './coap/routes/thethings.js';
 import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
 import { formatPeer, type DatagramSink } from './coap/transport.js';
 import { DtlsTransport } from './coap/dtls-transport.js';
@@ -22,6 +23,7 @@ import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
 import { DeviceEnrolment } from './devices/enrolment.js';
 import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
+import { RecentValues } from './devices/recent-values.js';
 import { TokenCheck } from './devices/token-check.js';
 import { FirmwareImageStore } from './firmware/image-store.js';
 import { createDeviceHttpApi } from './http-api/device-api.js';
@@ -133,6 +135,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     sessions: config.sessions,
     sessionLimitsTimeoutMs,
     packages: { store: images, tokenOf: (name) => registry.tokenOf(name) },
+    // Only thethings.io's read asks for values back; without it nothing is kept.
+    ...(config.thethings.enabled ? { recentValues: new RecentValues(config.thethings.valuesPerKey, config.thethings.maxSeries) } : {}),
     log: logs.for('bridge'),
   });
   upstream.subscribe(DOWNLINK_TOPICS);
@@ -164,6 +168,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       packageAnswerWithinMs: Math.max(0, config.coap.piggybackWindowMs - PIGGYBACK_MARGIN_MS),
       log: logs.for('thingsboard-api'),
     }),
+    ...(config.thethings.enabled
+      ? { thethings: createThethingsRoute({ registry, bridge, provisioner, limits, tokens, config: config.thethings, log: logs.for('thethings') }) }
+      : {}),
   });
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(

@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import type { SessionsConfig } from '../config/load.js';
 import type { AttributeStore } from '../devices/attribute-store.js';
+import type { RecentValue, RecentValues, RecentValuesQuery } from '../devices/recent-values.js';
 import { DeviceSessions } from '../devices/sessions.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, TelemetryRecord, UplinkOutcome } from '../model.js';
 import type { AttributeAnswer, ClaimRequest } from '../upstream/gateway-api.js';
@@ -29,6 +30,8 @@ export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, PackageKind
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
+  /** The device's last accepted values of `key`, newest first (kept only when a dialect reads them back). */
+  recentValues(device: Device, key: string, query: RecentValuesQuery): RecentValue[];
   clientAttributes(device: Device, attributes: AttributeSet): Promise<UplinkOutcome>;
   readAttributes(device: Device, keys: AttributeKeys): Promise<AttributeReadOutcome>;
   /** The device's shared attributes as the gateway knows them. */
@@ -64,6 +67,8 @@ export interface BridgeDeps {
   /** How long to wait for ThingsBoard's getSessionLimits answer after connecting; 0: do not ask. */
   readonly sessionLimitsTimeoutMs: number;
   readonly packages: PackageSupply;
+  /** Set when a dialect reads values back (thethings.io); telemetry accepted is remembered there. */
+  readonly recentValues?: RecentValues;
   readonly log: Logger;
 }
 
@@ -96,7 +101,12 @@ export function createBridge(deps: BridgeDeps): Bridge {
   expiry.unref();
 
   return {
-    telemetry: (device, records) => forwardTelemetry(context, device, records),
+    async telemetry(device, records) {
+      const outcome = await forwardTelemetry(context, device, records);
+      if (outcome.status === 'accepted') deps.recentValues?.record(device.name, records);
+      return outcome;
+    },
+    recentValues: (device, key, query) => deps.recentValues?.read(device.name, key, query) ?? [],
     clientAttributes: (device, attributes) => forwardClientAttributes(context, device, attributes),
     readAttributes: (device, keys) => readAttributes(context, device, keys),
     sharedAttributes: (device) => context.attributes.shared(device.name),

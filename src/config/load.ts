@@ -127,6 +127,21 @@ export interface FirmwareConfig {
   readonly requireChecksum: boolean;
 }
 
+export interface ThingEntry {
+  readonly thingToken: string;
+  readonly device: string;
+  readonly activationCode: string | undefined;
+}
+
+export interface ThethingsConfig {
+  readonly enabled: boolean;
+  readonly things: readonly ThingEntry[];
+  readonly provisionKey: string;
+  readonly provisionSecret: string;
+  readonly valuesPerKey: number;
+  readonly maxSeries: number;
+}
+
 export interface DeviceHttpConfig {
   readonly enabled: boolean;
   readonly host: string;
@@ -147,6 +162,7 @@ export interface GatewayConfig {
   readonly provision: ProvisionConfig;
   readonly firmware: FirmwareConfig;
   readonly deviceHttp: DeviceHttpConfig;
+  readonly thethings: ThethingsConfig;
   /** The configured list and the devices file's, together. */
   readonly devices: readonly DeviceEntry[];
   /** Absolute path of the devices file (it may not exist). */
@@ -278,6 +294,7 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     );
   }
   checkDtls(raw, effectiveDevices, errors, warnings);
+  const things = checkThings(raw, effectiveDevices, errors, warnings);
   if (errors.length > 0) return { ok: false, errors, warnings };
   return {
     ok: true,
@@ -288,8 +305,44 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
       devices: effectiveDevices,
       devicesFile,
       provision: { ...raw.provision, keys: provisionKeys },
+      thethings: { ...raw.thethings, things },
     },
   };
+}
+
+function checkThings(config: GatewayConfig, devices: readonly DeviceEntry[], errors: string[], warnings: string[]): ThingEntry[] {
+  const { enabled, provisionKey, provisionSecret } = config.thethings;
+  const list = config.thethings.things as unknown[];
+  const things: ThingEntry[] = [];
+  const tokens = new Set<string>();
+  const codes = new Set<string>();
+  list.forEach((entry, index) => {
+    const at = `thethings.things[${index}]`;
+    const record = entry !== null && typeof entry === 'object' && !Array.isArray(entry) ? (entry as Record<string, unknown>) : undefined;
+    const { thingToken, device, activationCode } = record ?? {};
+    if (!record || typeof thingToken !== 'string' || thingToken === '' || typeof device !== 'string' || device === '') {
+      errors.push(`${at}: must be an object like {"thingToken": "...", "device": "Boiler-7", "activationCode": "..."} with a non-empty thingToken and device`);
+      return;
+    }
+    if (activationCode !== undefined && (typeof activationCode !== 'string' || activationCode === '')) {
+      errors.push(`${at}.activationCode: must be a non-empty string when given`);
+      return;
+    }
+    if (tokens.has(thingToken)) errors.push(`${at}.thingToken: the same thing token appears twice`);
+    if (activationCode !== undefined && codes.has(activationCode)) errors.push(`${at}.activationCode: the same activation code appears twice`);
+    tokens.add(thingToken);
+    if (activationCode !== undefined) codes.add(activationCode);
+    if (!devices.some((known) => known.name === device)) warnings.push(`${at}.device: "${device}" is not in devices; its thing token is refused until it is`);
+    for (const field of Object.keys(record)) {
+      if (!['thingToken', 'device', 'activationCode'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: thingToken, device, activationCode)`);
+    }
+    things.push({ thingToken, device, activationCode });
+  });
+  if ((provisionKey === '') !== (provisionSecret === '')) {
+    errors.push('thethings.provisionKey / thethings.provisionSecret: set both (activation by provisioning) or neither');
+  }
+  if (!enabled && (things.length > 0 || provisionKey !== '')) warnings.push('thethings.things: only used when thethings.enabled is true');
+  return things;
 }
 
 /** "line 3, column 7: invalid character ..." from JSON5's parse error. */

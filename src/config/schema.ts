@@ -124,6 +124,7 @@ export const LOG_COMPONENTS = [
   'provision',
   'firmware',
   'device-http',
+  'thethings',
 ] as const;
 
 convict.addFormat({
@@ -552,6 +553,46 @@ export const schema = {
       env: 'COAP2MQTT_HTTP_PORT',
     },
   },
+  thethings: {
+    enabled: {
+      doc: 'Accept thethings.io\'s CoAP API under /v2/things (activate, write, read, subscribe) for devices written for thethings.io, beside ThingsBoard\'s /api/v1 paths.',
+      format: 'boolean',
+      default: false,
+      env: 'COAP2MQTT_THETHINGS_ENABLED',
+    },
+    things: {
+      doc: 'Thing tokens of devices, as [{"thingToken": "...", "device": "Boiler-7", "activationCode": "..."}]: device is a name in devices; activationCode (optional) is what POST /v2/things exchanges for the thing token. A registry access token also works as a thing token without an entry here.',
+      format: 'json-array',
+      default: [] as unknown[],
+      env: 'COAP2MQTT_THETHINGS_THINGS',
+      sensitive: true,
+    },
+    provisionKey: {
+      doc: 'Activation codes not in thethings.things are provisioned with this provision key (and thethings.provisionSecret), as a device named after the code, whose issued access token becomes the thing token; empty: unknown codes are refused (4.01).',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_THETHINGS_PROVISION_KEY',
+    },
+    provisionSecret: {
+      doc: 'The secret that goes with thethings.provisionKey.',
+      format: String,
+      default: '',
+      env: 'COAP2MQTT_THETHINGS_PROVISION_SECRET',
+      sensitive: true,
+    },
+    valuesPerKey: {
+      doc: 'Recent values kept per device and key for reads (GET /v2/things/{thingToken}/resources/{key}); ThingsBoard\'s history is not reachable from the gateway.',
+      format: integer(1, 10_000),
+      default: 100,
+      env: 'COAP2MQTT_THETHINGS_VALUES_PER_KEY',
+    },
+    maxSeries: {
+      doc: 'Device-and-key series kept for reads, all devices together; the least recently written is forgotten beyond it.',
+      format: integer(1, 1_000_000),
+      default: 10_000,
+      env: 'COAP2MQTT_THETHINGS_MAX_SERIES',
+    },
+  },
   deviceHttp: {
     enabled: {
       doc: 'Serve ThingsBoard\'s HTTP device API (POST /api/v1/{token}/telemetry, attributes, rpc, claim, provision; GET attributes, firmware; long-polls GET /rpc?timeout= and /attributes/updates?timeout=) on deviceHttp.host:deviceHttp.port, for Wi-Fi devices written for ThingsBoard\'s HTTP transport. Plain HTTP: keep it on a trusted network.',
@@ -703,7 +744,7 @@ export const schema = {
       env: 'COAP2MQTT_LOG_LEVEL',
     },
     components: {
-      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware, device-http. Applied again on SIGHUP.',
+      doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware, device-http, thethings. Applied again on SIGHUP.',
       format: 'log-levels',
       default: {} as Record<string, string>,
       env: 'COAP2MQTT_LOG_COMPONENTS',

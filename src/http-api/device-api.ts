@@ -10,7 +10,7 @@ import type { TokenCheck } from '../devices/token-check.js';
 import { imageSlice } from '../firmware/image-store.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
 import { parseFirmwareQuery, parseProvisionRequest, provisionFailure } from '../payload/provision.js';
-import { parseAttributeKeys, parseAttributes, parseClaim, parseClientRpc, parseRpcReply, parseTelemetry, type Parsed } from '../payload/thingsboard-json.js';
+import { parseAttributeKeys, parseAttributes, parseClaim, parseClientRpc, parseRpcId, parseRpcReply, parseTelemetry, type Parsed } from '../payload/thingsboard-json.js';
 
 export interface HttpDeviceRequest {
   readonly method: string;
@@ -51,7 +51,6 @@ export const DEFAULT_POLL_TIMEOUT_MS = 60_000;
 export const MAX_POLL_TIMEOUT_MS = 300_000;
 /** An HTTP client can wait for a package image being downloaded longer than a CoAP device (no piggyback window). */
 const PACKAGE_WAIT_MS = 20_000;
-const MAX_RPC_ID = 2_147_483_647;
 
 const OK: HttpAnswer = { status: 200 };
 const text = (status: number, diagnostic: string, headers?: Record<string, string>): HttpAnswer => ({
@@ -162,10 +161,9 @@ export function createDeviceHttpApi(deps: DeviceHttpApiDeps): DeviceHttpApi {
   }
 
   async function replyToRpc(request: HttpDeviceRequest, device: Device, requestId: string): Promise<HttpAnswer> {
-    // ThingsBoard's RPC ids are Java ints: a larger id would answer another RPC.
-    const id = /^\d{1,10}$/.test(requestId) && Number(requestId) <= MAX_RPC_ID ? Number(requestId) : undefined;
-    if (id === undefined) return text(400, `RPC id "${requestId}" is not a whole number from 0 to ${MAX_RPC_ID}`);
-    return forward(request, device, 'rpc reply', () => parseRpcReply(request.body), (d, data) => bridge.rpcReply(d, id, data));
+    const id = parseRpcId(requestId);
+    if (!id.ok) return text(400, id.error);
+    return forward(request, device, 'rpc reply', () => parseRpcReply(request.body), (d, data) => bridge.rpcReply(d, id.value, data));
   }
 
   async function clientRpc(request: HttpDeviceRequest, device: Device): Promise<HttpAnswer> {

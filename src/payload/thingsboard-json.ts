@@ -13,7 +13,7 @@ const LONG_LIMIT = 2 ** 63;
 
 const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
 
-function parseJson(body: Buffer): Parsed<unknown> {
+export function parseJson(body: Buffer): Parsed<unknown> {
   if (body.length === 0) return fail('empty payload: expected JSON such as {"temperature":21.5}');
   try {
     return { ok: true, value: JSON.parse(body.toString('utf8')) as unknown };
@@ -31,8 +31,11 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> =>
  */
 export function parseTelemetry(body: Buffer, receivedAt: number): Parsed<TelemetryRecord[]> {
   const json = parseJson(body);
-  if (!json.ok) return json;
-  const top = json.value;
+  return json.ok ? telemetryFromJson(json.value, receivedAt) : json;
+}
+
+/** The same checks on telemetry already parsed from JSON (other dialects build it from their own shape). */
+export function telemetryFromJson(top: unknown, receivedAt: number): Parsed<TelemetryRecord[]> {
   const elements = Array.isArray(top) ? top : [top];
   if (!Array.isArray(top) && !isPlainObject(top)) {
     return fail(`telemetry must be a JSON object or an array of objects, not ${describe(top)}`);
@@ -67,6 +70,14 @@ export function parseAttributes(body: Buffer): Parsed<AttributeSet> {
   if (!json.ok) return json;
   if (!isPlainObject(json.value)) return fail(`attributes must be a JSON object, not ${describe(json.value)}`);
   return checkValues(json.value, '');
+}
+
+/** ThingsBoard's RPC ids are Java ints and it reads a reply's id as one: a larger id would answer another RPC. */
+const MAX_RPC_ID = 2_147_483_647;
+
+/** The `{id}` of `POST /rpc/{id}`. */
+export function parseRpcId(text: string): Parsed<number> {
+  return /^\d{1,10}$/.test(text) && Number(text) <= MAX_RPC_ID ? { ok: true, value: Number(text) } : fail(`RPC id "${text}" is not a whole number from 0 to ${MAX_RPC_ID}`);
 }
 
 /** A device's answer to a server-side RPC (`POST /rpc/{id}`): any JSON, passed on as the reply's `data`. */

@@ -100,6 +100,28 @@ describe('loadConfig', () => {
     expect(fromEnv.warnings).toEqual([expect.stringMatching(/^firmware\.dir: cannot read directory "\/nope\/images"/)]);
   });
 
+  it('checks thethings.io things and the activation provision key', () => {
+    const result = loadConfig({
+      file: file({
+        devices: [{ name: 'Boiler-7', token: 't' }],
+        thethings: {
+          enabled: true,
+          things: [{ thingToken: 'a', device: 'Boiler-7' }, { thingToken: 'a', device: 'Ghost' }, { device: 'Boiler-7' }],
+          provisionKey: 'k',
+        },
+      }),
+      env: {},
+    });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors).toEqual([
+      expect.stringMatching(/^thethings\.things\[1\]\.thingToken: the same thing token appears twice/),
+      expect.stringMatching(/^thethings\.things\[2\]: must be an object like/),
+      expect.stringMatching(/^thethings\.provisionKey \/ thethings\.provisionSecret: set both/),
+    ]);
+    expect(result.warnings).toContainEqual(expect.stringMatching(/^thethings\.things\[1\]\.device: "Ghost" is not in devices/));
+  });
+
   it('keeps the embedded broker on loopback, since it has no authentication', () => {
     const result = loadConfig({ env: { COAP2MQTT_EMBEDDED_BROKER_HOST: '0.0.0.0' } });
     expect(result.ok).toBe(false);

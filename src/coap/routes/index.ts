@@ -22,6 +22,7 @@ export const OPERATIONS = [
   'claim',
   'provision',
   'firmware',
+  'values_read',
 ] as const;
 export type OperationName = (typeof OPERATIONS)[number];
 export const Operation = Object.fromEntries(OPERATIONS.map((name, index) => [name, index])) as { readonly [K in OperationName]: number };
@@ -54,22 +55,34 @@ export function packageAlias(segments: string[]): string[] {
   return segments.length === 2 ? ['api', 'v1', segments[1]!, feature] : ['api', 'v1', feature];
 }
 
-export function createRouter(routes: { readonly api: Route }): RequestHandler {
-  const isApi = (segments: readonly string[]): boolean => segments[0] === 'api' && segments[1] === 'v1';
+/** The dialects by path prefix: ThingsBoard's /api/v1 always, thethings.io's /v2/things when enabled. */
+export interface Routes {
+  readonly api: Route;
+  readonly thethings?: Route;
+}
+
+export function createRouter(routes: Routes): RequestHandler {
+  const routeOf = (segments: readonly string[]): Route | undefined => {
+    if (segments[0] === 'api' && segments[1] === 'v1') return routes.api;
+    if (segments[0] === 'v2' && segments[1] === 'things') return routes.thethings;
+    return undefined;
+  };
   const handler = (request: CoapRequest): CoapResponse | Promise<CoapResponse> => {
     const segments = packageAlias(pathSegments(request.uriPath));
+    const route = routeOf(segments);
     // The route labels what it handles itself, having parsed the path anyway.
-    if (isApi(segments)) return routes.api(request, segments);
+    if (route) return route(request, segments);
     request.operation = Operation.other;
     return {
       code: ResponseCode.NotFound,
-      payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/ (packages under /fw/{token} and /sw/{token})`,
+      payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/ (packages under /fw/{token} and /sw/{token})${routes.thethings ? ', thethings.io\'s under /v2/things' : ''}`,
     };
   };
   const classify = (request: CoapRequest): number => {
     const segments = packageAlias(pathSegments(request.uriPath));
-    if (!isApi(segments)) return Operation.other;
-    return routes.api.operationOf?.(request, segments) ?? Operation.unknown;
+    const route = routeOf(segments);
+    if (!route) return Operation.other;
+    return route.operationOf?.(request, segments) ?? Operation.unknown;
   };
   return Object.assign(handler, { operations: OPERATIONS, classify });
 }

@@ -2,17 +2,18 @@
 // The status codes and their order follow ThingsBoard's own transport, so firmware written for it keeps
 // working; error answers add a short diagnostic ThingsBoard does not send.
 import type { Logger } from 'pino';
-import { packageDiagnostic, type Bridge, type PackageKind, type Subscription } from '../../bridge/index.js';
+import { packageDiagnostic, type Bridge, type PackageKind } from '../../bridge/index.js';
 import type { Provisioner } from '../../bridge/provision.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
 import type { TokenCheck } from '../../devices/token-check.js';
 import { imageSlice } from '../../firmware/image-store.js';
-import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../../model.js';
+import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, UplinkOutcome } from '../../model.js';
 import {
   parseAttributeKeys,
   parseAttributes,
   parseClaim,
   parseClientRpc,
+  parseRpcId,
   parseRpcReply,
   parseTelemetry,
   type Parsed,
@@ -20,29 +21,16 @@ import {
 import { parseFirmwareQuery, parseProvisionRequest, provisionFailure, type ProvisionAnswer } from '../../payload/provision.js';
 import { ContentFormat, Method, OptionNumber, ResponseCode, type CodeByte } from '../codes.js';
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
-import type { ObservationOffer } from '../observe-api.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
+import { checkContentFormat, error, json, refusedSource, startObservation, unavailable, uplinkAnswer } from './answers.js';
 import { Operation, type Route } from './index.js';
 
 const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmware', 'software'] as const;
 type Feature = (typeof FEATURES)[number];
 
 const CREATED: CoapResponse = { code: ResponseCode.Created };
-const MAX_RPC_ID = 2_147_483_647;
 /** The first answer to an RPC observation (device-api.md §4). */
 const RPC_OBSERVING: CoapResponse = { code: ResponseCode.Valid };
-/** What a replaced observation hears last: a newer registration took its place. */
-const REPLACED: CoapResponse = { code: ResponseCode.Deleted, payload: 'a newer observation of this device replaced this one' };
-/** What an observation hears last when a reload removed its device or changed its credentials. */
-const REVOKED: CoapResponse = { code: ResponseCode.Unauthorized, payload: 'this device was removed or its credentials changed' };
-
-const json = (code: CodeByte, value: JsonValue): CoapResponse => ({
-  code,
-  contentFormat: ContentFormat.Json,
-  payload: Buffer.from(JSON.stringify(value)),
-});
-
-const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, payload: diagnostic });
 
 export interface ThingsBoardRouteDeps {
   readonly registry: DeviceRegistry;
@@ -127,10 +115,9 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
       );
     }
     if (target.feature === 'provision') return provision(request, target.token);
-    // Before the token is looked up, so that a guesser on a blocked address learns nothing, not even from
-    // an Observe deregistration. A DTLS identity already proved who the device is: never blocked.
-    if (target.token !== undefined && !request.peer.credential) {
-      const blocked = limits.refuseBlockedSource(request.peer.address, request.receivedAt);
+    // Even an Observe deregistration: a guesser on a blocked address learns nothing.
+    if (target.token !== undefined) {
+      const blocked = refusedSource(limits, request);
       if (blocked) return blocked;
     }
     const device = authenticate(request, target.token);
@@ -194,8 +181,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   function getAttributes(request: CoapRequest, device: Device): CoapResponse | Promise<CoapResponse> {
     const current = (): CoapResponse => json(ResponseCode.Content, bridge.sharedAttributes(device));
     if (request.observation) {
-      startObservation(request.observation, current, (update: AttributeUpdate) => json(ResponseCode.Content, updatePayload(update)), (subscriber) =>
-        bridge.observeSharedAttributes(device, subscriber),
+      startObservation(request.observation, current, (notifications) =>
+        bridge.observeSharedAttributes(device, notifications.subscriber((update: AttributeUpdate) => json(ResponseCode.Content, updatePayload(update)))),
       );
       return current();
     }
@@ -223,8 +210,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   /** GET /rpc: Observe 0 subscribes to server-side RPCs (queued ones follow at once); Observe 1 ends it. */
   function getRpc(request: CoapRequest, device: Device): CoapResponse {
     if (request.observation) {
-      startObservation(request.observation, () => RPC_OBSERVING, (call: RpcCall) => json(ResponseCode.Content, rpcPayload(call)), (subscriber) =>
-        bridge.observeRpc(device, subscriber),
+      startObservation(request.observation, () => RPC_OBSERVING, (notifications) =>
+        bridge.observeRpc(device, notifications.subscriber((call: RpcCall) => json(ResponseCode.Content, rpcPayload(call)))),
       );
       return RPC_OBSERVING;
     }
@@ -235,11 +222,9 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
 
   /** POST /rpc/{id}: the device answers server-side RPC `id`. */
   function replyToRpc(request: CoapRequest, device: Device, requestId: string): CoapResponse | Promise<CoapResponse> {
-    // ThingsBoard's RPC ids are Java ints and it reads a reply's id as one: a larger id would silently
-    // answer another RPC.
-    const id = /^\d{1,10}$/.test(requestId) && Number(requestId) <= MAX_RPC_ID ? Number(requestId) : undefined;
-    if (id === undefined) return error(ResponseCode.BadRequest, `RPC id "${requestId}" is not a whole number from 0 to ${MAX_RPC_ID}`);
-    return forward(request, device, 'rpc reply', () => parseRpcReply(request.payload), (d, data) => bridge.rpcReply(d, id, data));
+    const id = parseRpcId(requestId);
+    if (!id.ok) return error(ResponseCode.BadRequest, id.error);
+    return forward(request, device, 'rpc reply', () => parseRpcReply(request.payload), (d, data) => bridge.rpcReply(d, id.value, data));
   }
 
   /** POST /rpc: a client-side RPC, answered with what the rule chain replies. */
@@ -269,10 +254,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   function provision(request: CoapRequest, token: string | undefined): CoapResponse | Promise<CoapResponse> {
     if (request.method !== Method.POST) return error(ResponseCode.BadRequest, 'provision accepts POST only');
     if (token !== undefined) return error(ResponseCode.BadRequest, 'provisioning is POST /api/v1/provision, without a token in the path');
-    if (!request.peer.credential) {
-      const blocked = limits.refuseBlockedSource(request.peer.address, request.receivedAt);
-      if (blocked) return blocked;
-    }
+    const blocked = refusedSource(limits, request);
+    if (blocked) return blocked;
     const unsupported = checkContentFormat(request);
     if (unsupported) return unsupported;
     const parsed = parseProvisionRequest(request.payload);
@@ -349,49 +332,10 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   }
 
   function answer(outcome: UplinkOutcome, device: string, feature: string): CoapResponse {
-    switch (outcome.status) {
-      case 'accepted':
-        log.debug({ device, feature }, 'accepted (2.01)');
-        return CREATED;
-      case 'unavailable':
-        log.debug({ device, feature, reason: outcome.reason }, 'upstream unavailable (5.03)');
-        return unavailable(outcome);
-      case 'too-large':
-        log.debug({ device, feature, reason: outcome.reason }, 'too large for upstream (4.13)');
-        return error(ResponseCode.RequestEntityTooLarge, outcome.reason);
-    }
+    if (outcome.status === 'accepted') log.debug({ device, feature }, 'accepted (2.01)');
+    else log.debug({ device, feature, reason: outcome.reason }, outcome.status === 'unavailable' ? 'upstream unavailable (5.03)' : 'too large for upstream (4.13)');
+    return uplinkAnswer(outcome, CREATED);
   }
-}
-
-function checkContentFormat(request: CoapRequest): CoapResponse | undefined {
-  const format = request.contentFormat;
-  if (format === undefined || format === ContentFormat.Json || format === ContentFormat.TextPlain) return undefined;
-  return error(ResponseCode.UnsupportedContentFormat, `Content-Format ${format} is not supported; send JSON (50)`);
-}
-
-/** 5.03 with Max-Age: the device should try again no sooner than that. */
-function unavailable(outcome: { readonly reason: string; readonly retryAfterSeconds: number }): CoapResponse {
-  return { code: ResponseCode.ServiceUnavailable, payload: outcome.reason, maxAge: outcome.retryAfterSeconds };
-}
-
-/**
- * Accepts a registration and ties its relation to a bridge subscription, each ending the other: the
- * bridge's items become notifications, and a newer observation of the device ends this one with 2.02.
- */
-function startObservation<T>(
-  offer: ObservationOffer,
-  current: () => CoapResponse,
-  toNotification: (item: T) => CoapResponse,
-  subscribe: (subscriber: Subscriber<T>) => Subscription,
-): void {
-  let subscription: Subscription | undefined;
-  const relation = offer.accept({ current, onEnd: () => subscription?.end() });
-  subscription = subscribe({
-    deliver: (item) => relation.notify(toNotification(item)),
-    replaced: () => relation.end(REPLACED),
-    revoked: () => relation.end(REVOKED),
-  });
-  if (!relation.active) subscription.end();
 }
 
 /** A push's `data` as ThingsBoard sent it: changed keys, or `{"deleted":[..]}`. */

@@ -1,0 +1,143 @@
+// thethings.io's CoAP dialect (/v2/things) on the same core: libcoap's coap-client as a thethings.io device,
+// a real mosquitto, and a ThingsBoard double that only publishes and subscribes on it.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { Mosquitto } from '../helpers/mosquitto.js';
+import { eventually } from '../helpers/ports.js';
+import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+
+let broker: Mosquitto;
+let tb: ThingsBoardDouble;
+let gw: TestGateway;
+const running: RunningCoapClient[] = [];
+
+const write = (thingToken: string, values: unknown) =>
+  coapClient(gw.uri(`/v2/things/${thingToken}`), ['-m', 'post', '-t', 'json', '-e', JSON.stringify({ values })]);
+const payloadOf = (message: { payload: string | undefined } | undefined): unknown => JSON.parse(message?.payload ?? 'null');
+
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+  tb = await ThingsBoardDouble.connect(broker.url);
+  tb.answerAttributeRequests({ 'Boiler-7': { shared: { setpoint: 21.5 } } });
+  gw = await startTestGateway({
+    upstream: { url: broker.url, accessToken: 'gateway-token' },
+    thethings: {
+      enabled: true,
+      things: [{ thingToken: 'thing-boiler', device: 'Boiler-7', activationCode: 'ACT-BOILER' }],
+      provisionKey: 'tt-key',
+      provisionSecret: 'tt-secret',
+    },
+    provision: { mode: 'local', keys: [{ key: 'tt-key', secret: 'tt-secret', type: 'sensor' }] },
+  });
+  await gw.upstreamConnected();
+});
+
+afterAll(async () => {
+  await Promise.all(running.map((client) => client.stop()));
+  await gw?.stop();
+  await tb?.close();
+  await broker?.dispose();
+});
+
+beforeEach(async () => {
+  await Promise.all(running.splice(0).map((client) => client.stop()));
+  tb.clear();
+});
+
+describe('thethings.io write and read', () => {
+  it('lands the done-when write on v1/gateway/telemetry under the mapped device', async () => {
+    const result = await coapClient(gw.uri('/v2/things/thing-boiler'), ['-m', 'post', '-e', '{"values":[{"key":"fun","value":"9000"}]}']);
+    expect(result.response?.code).toBe('2.01');
+    expect(payloadOf(result.response)).toEqual({ status: 'created' });
+    const [reading] = await tb.waitForReadings('Boiler-7', 1);
+    expect((reading as { values: unknown }).values).toEqual({ fun: '9000' });
+  });
+
+  it('turns datetime into ts, and reads values back newest first within limit and dates', async () => {
+    const values = [
+      { key: 'temp', value: 20, datetime: '20261201100000' },
+      { key: 'temp', value: 21, datetime: '20261201110000' },
+      { key: 'temp', value: 22, datetime: '20261201120000' },
+    ];
+    expect((await write('thing-boiler', values)).response?.code).toBe('2.01');
+    const readings = await tb.waitForReadings('Boiler-7', 3);
+    expect(readings.map((reading) => (reading as { ts: number }).ts)).toEqual([
+      Date.UTC(2026, 11, 1, 10),
+      Date.UTC(2026, 11, 1, 11),
+      Date.UTC(2026, 11, 1, 12),
+    ]);
+    const newest = await coapClient(gw.uri('/v2/things/thing-boiler/resources/temp'), ['-m', 'get']);
+    expect(newest.response?.code).toBe('2.05');
+    expect(payloadOf(newest.response)).toEqual([{ key: 'temp', value: 22, datetime: '2026-12-01T12:00:00.000Z' }]);
+    const two = await coapClient(gw.uri('/v2/things/thing-boiler/resources/temp?limit=2&endDate=20261201113000'), ['-m', 'get']);
+    expect((payloadOf(two.response) as Array<{ value: number }>).map((entry) => entry.value)).toEqual([21, 20]);
+    // A registry access token serves as a thing token too.
+    const byToken = await coapClient(gw.uri('/v2/things/boiler-token-7/resources/temp?limit=100&startDate=20261201110000'), ['-m', 'get']);
+    expect((payloadOf(byToken.response) as Array<{ value: number }>).map((entry) => entry.value)).toEqual([22, 21]);
+    const none = await coapClient(gw.uri('/v2/things/thing-boiler/resources/nothing'), ['-m', 'get']);
+    expect(payloadOf(none.response)).toEqual([]);
+  });
+
+  it('answers mistakes with a code and a diagnostic, and publishes nothing', async () => {
+    const cases: Array<[string, string, string[], string, RegExp]> = [
+      ['unknown thing token', '/v2/things/no-such-thing', ['-m', 'post', '-e', '{"values":[{"key":"a","value":1}]}'], '4.01', /unknown thing token/],
+      ['not a write', '/v2/things/thing-boiler', ['-m', 'post', '-e', '{"fun":1}'], '4.00', /expected \{"values"/],
+      ['bad datetime', '/v2/things/thing-boiler', ['-m', 'post', '-e', '{"values":[{"key":"a","value":1,"datetime":"2026-13"}]}'], '4.00', /datetime must be YYYYMMDDHHmmss/],
+      ['limit over 100', '/v2/things/thing-boiler/resources/temp?limit=101', ['-m', 'get'], '4.00', /limit must be a whole number from 1 to 100/],
+      ['unknown path', '/v2/things/thing-boiler/other', ['-m', 'get'], '4.04', /no such path/],
+      ['wrong method', '/v2/things/thing-boiler/resources/temp', ['-m', 'put', '-e', '1'], '4.05', /takes GET/],
+      ['unknown activation code', '/v2/things', ['-m', 'post', '-e', '{"activationCode":""}'], '4.00', /activationCode/],
+    ];
+    for (const [name, path, args, code, diagnostic] of cases) {
+      const result = await coapClient(gw.uri(path), args);
+      expect({ name, code: result.response?.code }).toEqual({ name, code });
+      expect(result.response?.payload).toMatch(diagnostic);
+    }
+    expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+});
+
+describe('thethings.io activation', () => {
+  it('exchanges a configured activation code for its thing token', async () => {
+    const result = await coapClient(gw.uri('/v2/things'), ['-m', 'post', '-e', '{"activationCode":"ACT-BOILER"}']);
+    expect(result.response?.code).toBe('2.01');
+    expect(payloadOf(result.response)).toEqual({ status: 'created', thingToken: 'thing-boiler' });
+  });
+
+  it('provisions a device for an unknown code; its token writes at once, and activating again gives it back', async () => {
+    const first = await coapClient(gw.uri('/v2/things'), ['-m', 'post', '-e', '{"activationCode":"NEW-THING-1"}']);
+    expect(first.response?.code).toBe('2.01');
+    const { thingToken } = payloadOf(first.response) as { thingToken: string };
+    expect(thingToken).toMatch(/^\S{8,}$/);
+    expect((await write(thingToken, [{ key: 'hello', value: true }])).response?.code).toBe('2.01');
+    await tb.waitForReadings('NEW-THING-1', 1);
+    expect(tb.on('v1/gateway/connect').map((message) => message.json)).toContainEqual({ device: 'NEW-THING-1', type: 'sensor' });
+    const again = await coapClient(gw.uri('/v2/things'), ['-m', 'post', '-e', '{"activationCode":"NEW-THING-1"}']);
+    expect(payloadOf(again.response)).toEqual({ status: 'created', thingToken });
+  });
+});
+
+describe('thethings.io subscribe', () => {
+  it('delivers shared-attribute pushes and RPCs as thethings.io arrays; the reply goes upstream', async () => {
+    const client = spawnCoapClient(gw.uri('/v2/things/thing-boiler'), ['-s', '30']);
+    running.push(client);
+    const [first] = await client.waitForResponses(1);
+    expect(first!.code).toBe('2.05');
+    expect(first!.options.get('Observe')).toBeDefined();
+    await eventually(() => tb.on('v1/gateway/connect').length > 0 || gw.logs.some((line) => line.msg === 'observation started'), 3000, 'the observation');
+
+    await tb.publish('v1/gateway/attributes', { device: 'Boiler-7', data: { setpoint: 23 } });
+    const [, push] = await client.waitForResponses(2, 3000);
+    expect(payloadOf(push)).toEqual([{ key: 'setpoint', value: 23 }]);
+
+    await tb.publish('v1/gateway/rpc', { device: 'Boiler-7', data: { id: 77, method: 'reboot', params: { delay: 5 } } });
+    const [, , rpc] = await client.waitForResponses(3, 3000);
+    expect(payloadOf(rpc)).toEqual([{ key: 'rpc', value: { id: 77, method: 'reboot', params: { delay: 5 } } }]);
+
+    const reply = await coapClient(gw.uri('/v2/things/thing-boiler/rpc/77'), ['-m', 'post', '-e', '{"ok":true}']);
+    expect(reply.response?.code).toBe('2.01');
+    const upstream = await eventually(() => tb.on('v1/gateway/rpc').find((message) => Object.hasOwn(message.json as object, 'id')));
+    expect(upstream.json).toEqual({ device: 'Boiler-7', id: 77, data: { ok: true } });
+  });
+});
