@@ -260,6 +260,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
           bridge,
           provisioner,
           images,
+          deviceHttp,
           devices: () => registry.size,
           observations: () => messageLayer.stats.observations,
           dtlsSessions: () => server?.stats.sessions,

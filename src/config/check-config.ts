@@ -54,7 +54,9 @@ export function checkConfig(file: string | undefined, result: LoadResult, option
   output.out(
     `configuration OK${file ? ` (${file})` : ' (defaults)'}: CoAP on udp ${config.coap.host} port ${config.coap.port}` +
       `${config.dtls.enabled ? `, DTLS on udp port ${config.dtls.port}` : ''}, ${config.devices.length} device(s), upstream ${upstream}` +
-      `${config.http.enabled ? `, health and metrics on http://${config.http.host.includes(":") ? `[${config.http.host}]` : config.http.host}:${config.http.port}` : ''}`,
+      `${config.http.enabled ? `, health and metrics on http://${config.http.host.includes(":") ? `[${config.http.host}]` : config.http.host}:${config.http.port}` : ''}` +
+      `${config.deviceHttp.enabled ? `, HTTP device API on tcp ${config.deviceHttp.host} port ${config.deviceHttp.port}` : ''}` +
+      `${config.thethings.enabled ? ', thethings.io paths under /v2/things' : ''}`,
   );
   return 0;
 }

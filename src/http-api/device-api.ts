@@ -65,6 +65,8 @@ const retryLater = (outcome: { readonly reason: string; readonly retryAfterSecon
 
 export interface DeviceHttpApi {
   handle(request: HttpDeviceRequest): Promise<HttpAnswer>;
+  /** Long-polls waiting now. */
+  waiting(): number;
   /** Ends the long-polls waiting (503): the gateway is stopping. */
   stop(): void;
 }
@@ -76,6 +78,7 @@ export function createDeviceHttpApi(deps: DeviceHttpApiDeps): DeviceHttpApi {
 
   return {
     handle,
+    waiting: () => polls.size,
     stop() {
       for (const end of [...polls]) end(text(503, 'the gateway is stopping', { 'Retry-After': '5' }));
     },

@@ -18,8 +18,16 @@ export interface DeviceHttpOptions {
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
+export interface DeviceHttpStats {
+  /** Answers sent, by HTTP status. */
+  readonly responses: Readonly<Record<string, number>>;
+  /** Long-polls waiting now. */
+  readonly polls: number;
+}
+
 export class DeviceHttpServer {
   private server: http.Server | undefined;
+  private readonly responses: Record<string, number> = {};
   private sockets: ReadonlySet<Socket> = new Set();
 
   constructor(
@@ -36,10 +44,22 @@ export class DeviceHttpServer {
     );
     server.maxConnections = this.options.maxConnections;
     this.sockets = trackConnections(server);
-    return listenHttp(server, this.options.host, this.options.port, this.log, 'HTTP device API').then((bound) => {
-      this.server = server;
-      return bound;
-    });
+    const { host, port } = this.options;
+    const listen = (on: string): Promise<BoundAddress> => listenHttp(server, on, port, this.log, 'HTTP device API');
+    return listen(host)
+      .catch((error: NodeJS.ErrnoException) => {
+        // As the CoAP socket does: "::" on a kernel without IPv6 means IPv4 only.
+        if (host === '::' && (error.code === 'EAFNOSUPPORT' || error.code === 'EADDRNOTAVAIL')) return listen('0.0.0.0');
+        throw error;
+      })
+      .then((bound) => {
+        this.server = server;
+        return bound;
+      });
+  }
+
+  stats(): DeviceHttpStats {
+    return { responses: { ...this.responses }, polls: this.api.waiting() };
   }
 
   /** Ends waiting long-polls (503), closes the listener and every connection. */
@@ -60,7 +80,7 @@ export class DeviceHttpServer {
     if (declared > this.options.maxBodyBytes) {
       // Not read: the connection closes after the answer.
       response.setHeader('Connection', 'close');
-      write(response, text(413, `body of ${declared} bytes is over the limit of ${this.options.maxBodyBytes} (deviceHttp.maxBodyBytes)`));
+      this.answer(request, response, receivedAt, text(413, `body of ${declared} bytes is over the limit of ${this.options.maxBodyBytes} (deviceHttp.maxBodyBytes)`));
       return;
     }
     const chunks: Buffer[] = [];
@@ -72,7 +92,7 @@ export class DeviceHttpServer {
         if (!tooLarge) {
           tooLarge = true;
           response.setHeader('Connection', 'close');
-          write(response, text(413, `body over the limit of ${this.options.maxBodyBytes} bytes (deviceHttp.maxBodyBytes)`));
+          this.answer(request, response, receivedAt, text(413, `body over the limit of ${this.options.maxBodyBytes} bytes (deviceHttp.maxBodyBytes)`));
           request.resume();
         }
         return;
@@ -84,7 +104,7 @@ export class DeviceHttpServer {
       const url = new URL(request.url ?? '/', 'http://device-api');
       const segments = decodeSegments(url.pathname);
       if (!segments) {
-        write(response, text(400, 'the path is not valid percent-encoded UTF-8'));
+        this.answer(request, response, receivedAt, text(400, 'the path is not valid percent-encoded UTF-8'));
         return;
       }
       const closeListeners: Array<() => void> = [];
@@ -104,13 +124,21 @@ export class DeviceHttpServer {
           onClose: (listener) => closeListeners.push(listener),
         })
         .then(
-          (answer) => write(response, answer),
+          (answer) => this.answer(request, response, receivedAt, answer),
           (error: unknown) => {
             this.log.error({ err: error, path: redactPath(url.pathname) }, 'HTTP device request failed');
-            write(response, text(500, 'internal error; see the gateway log'));
+            this.answer(request, response, receivedAt, text(500, 'internal error; see the gateway log'));
           },
         );
     });
+  }
+
+  /** Sends the answer, counted by status and logged at debug (the path without its token). */
+  private answer(request: http.IncomingMessage, response: http.ServerResponse, receivedAt: number, answer: HttpAnswer): void {
+    this.responses[answer.status] = (this.responses[answer.status] ?? 0) + 1;
+    const path = redactPath((request.url ?? '/').split('?', 1)[0]!);
+    this.log.debug({ peer: request.socket.remoteAddress, method: request.method, path, status: answer.status, ms: Date.now() - receivedAt }, 'HTTP device request answered');
+    write(response, answer);
   }
 }
 

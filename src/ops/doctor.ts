@@ -960,10 +960,27 @@ async function readOutbox(path: string): Promise<OutboxSnapshot> {
 // 6. Ports
 
 async function checkPorts(report: Report, context: Context): Promise<void> {
-  const { coap, dtls, http: httpConfig } = context.config;
+  const { coap, dtls, http: httpConfig, deviceHttp } = context.config;
   await checkUdpPort(report, context, 'coap.port', 'CoAP', coap.host, coap.port);
   if (dtls.enabled) await checkUdpPort(report, context, 'dtls.port', 'DTLS', coap.host, dtls.port);
   if (httpConfig.enabled) await checkHttpPort(report, context, httpConfig.host, httpConfig.port);
+  if (deviceHttp.enabled) await checkDeviceHttpPort(report, context, deviceHttp.host, deviceHttp.port);
+}
+
+async function checkDeviceHttpPort(report: Report, context: Context, host: string, port: number): Promise<void> {
+  if (port === 0) {
+    report.add('ok', 'deviceHttp.port', '0: the HTTP device API listens on a free TCP port chosen at start (devices must be told which)');
+    return;
+  }
+  let bound = host;
+  let error = await tryListenTcp(host, port);
+  // As the gateway does: "::" on a kernel without IPv6 means IPv4 only.
+  if (host === '::' && (error?.code === 'EAFNOSUPPORT' || error?.code === 'EADDRNOTAVAIL')) {
+    bound = '0.0.0.0';
+    error = await tryListenTcp(bound, port);
+  }
+  const address = `TCP ${formatAddress(bound, port)}`;
+  reportPort(report, context, { check: 'deviceHttp.port', address, host: bound, port, finder: `sudo ss -tlpn 'sport = :${port}'`, hostKey: 'deviceHttp.host' }, error);
 }
 
 async function checkUdpPort(report: Report, context: Context, check: string, label: string, host: string, port: number): Promise<void> {

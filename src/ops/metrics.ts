@@ -14,6 +14,7 @@ import type { RequestLimitsStats } from '../coap/limits.js';
 import type { ResponseCounts } from '../coap/response-counts.js';
 import type { DtlsStats } from '../dtls/server.js';
 import type { FirmwareImageStore } from '../firmware/image-store.js';
+import type { DeviceHttpStats } from '../http-api/server.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import type { UpstreamStats } from '../upstream/connection.js';
 import { VERSION } from './health.js';
@@ -29,6 +30,8 @@ export interface MetricsSources {
   readonly bridge: { rpcStats(): RpcStats; onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void };
   readonly provisioner: { stats(): Readonly<Record<ProvisionResult, number>> };
   readonly images: { stats(): FirmwareStoreStats };
+  /** Absent when deviceHttp.enabled is false. */
+  readonly deviceHttp?: { stats(): DeviceHttpStats } | undefined;
   readonly devices: () => number;
   /** Devices are being served (what /healthz answers 200 for). */
   readonly ready: () => boolean;
@@ -97,7 +100,7 @@ export class GatewayMetrics {
     const layer = sources.messageLayer;
     new Counter({
       name: 'coap2mqtt_coap_requests_total',
-      help: 'New CoAP requests by transport (udp, dtls), route (the operation: telemetry, attributes, attributes_read, attributes_observe, rpc_observe, rpc_reply, client_rpc, claim, provision, firmware; unknown: no known feature; other: a path outside /api/v1) and response code. Retransmissions answered from the cache are not counted here.',
+      help: 'New CoAP requests by transport (udp, dtls), route (the operation: telemetry, attributes, attributes_read, attributes_observe, rpc_observe, rpc_reply, client_rpc, claim, provision, firmware, values_read; unknown: no known feature; other: a path outside the dialects) and response code. Retransmissions answered from the cache are not counted here.',
       labelNames: ['transport', 'route', 'code'],
       registers,
       collect() {
@@ -213,6 +216,11 @@ export class GatewayMetrics {
     counter('coap2mqtt_firmware_fetches_total', 'Package images downloaded from a source (one per package, however many devices ask).', () => images.stats().fetches);
     counter('coap2mqtt_firmware_fetch_failures_total', 'Package downloads that failed (source unreachable, not found, timed out).', () => images.stats().fetchFailures);
     counter('coap2mqtt_firmware_refused_total', 'Package images refused after download (checksum or size mismatch, too large, no checksum while firmware.requireChecksum).', () => images.stats().refused);
+    const deviceHttp = sources.deviceHttp;
+    if (deviceHttp) {
+      labelledCounter('coap2mqtt_device_http_requests_total', 'Requests to the HTTP device API by the status answered (200, 400, 401, 404, 405, 408: a long-poll without an update, 413, 429, 503, ...).', 'status', () => deviceHttp.stats().responses);
+      gauge('coap2mqtt_device_http_polls', 'Long-polls (GET /rpc, /attributes/updates) waiting now on the HTTP device API.', () => deviceHttp.stats().polls);
+    }
     gauge('coap2mqtt_firmware_memory_bytes', 'Bytes of verified package images held in memory for devices downloading them.', () => images.stats().memoryBytes);
   }
 

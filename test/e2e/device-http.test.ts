@@ -126,6 +126,18 @@ describe('HTTP device API: reads and RPC', () => {
     expect(await (await http('/api/v1/pump-token-2/rpc?timeout=2000')).json()).toMatchObject({ id: 2, method: 'b' });
   });
 
+  it('keeps an RPC for the next poll when the client gave up its poll before it came', async () => {
+    const abandoned = new AbortController();
+    const poll = http('/api/v1/pump-token-2/rpc?timeout=20000', { signal: abandoned.signal }).catch((error: Error) => error.name);
+    await sleep(200);
+    abandoned.abort();
+    expect(await poll).toBe('AbortError');
+    await sleep(200);
+    await tb.publish('v1/gateway/rpc', { device: 'Pump-2', data: { id: 9, method: 'late', params: { at: 1 } } });
+    await sleep(200);
+    expect(await (await http('/api/v1/pump-token-2/rpc?timeout=2000')).json()).toEqual({ id: 9, method: 'late', params: { at: 1 } });
+  });
+
   it('ends a long-poll with 408 and an empty body when nothing comes', async () => {
     const response = await http('/api/v1/pump-token-2/rpc?timeout=300');
     expect(response.status).toBe(408);
@@ -174,3 +186,30 @@ describe('HTTP device API: reads and RPC', () => {
     expect((await http('/api/v1/pump-token-2/software?title=x&version=1')).status).toBe(404);
   });
 });
+
+describe('HTTP device API: limits and metrics', () => {
+  it('answers 429 with Retry-After over the device\'s rate limit, and counts answers by status', async () => {
+    const limited = await startTestGateway({
+      upstream: { url: broker.url, accessToken: 'gateway-token' },
+      deviceHttp: { enabled: true, host: '127.0.0.1', port: 0 },
+      limits: { deviceRequestsPerSecond: 1, deviceBurst: 2 },
+    });
+    try {
+      const address = limited.gateway.deviceHttpAddress!;
+      const url = `http://${address.address}:${address.port}/api/v1/boiler-token-7/telemetry`;
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await fetch(url, { method: 'POST', body: '{"n":1}' })).status);
+      expect(statuses).toEqual([200, 200, 429]);
+      const refused = await fetch(url, { method: 'POST', body: '{"n":2}' });
+      expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+      const metrics = limited.gateway.httpAddress!;
+      const text = await (await fetch(`http://${metrics.address}:${metrics.port}/metrics`)).text();
+      expect(text).toMatch(/^coap2mqtt_device_http_requests_total\{status="200"\} 2$/m);
+      expect(text).toMatch(/^coap2mqtt_device_http_requests_total\{status="429"\} 2$/m);
+      expect(text).toMatch(/^coap2mqtt_device_http_polls 0$/m);
+    } finally {
+      await limited.stop();
+    }
+  });
+});
+

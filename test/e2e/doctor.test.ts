@@ -3,6 +3,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -220,6 +221,21 @@ describe('coap2mqtt doctor', () => {
     expect(line(result, 'upstream')).toBe(
       `ok    upstream: no ThingsBoard configured (upstream.url is empty): readings go to the embedded broker on 127.0.0.1:${port}, which is free: the gateway is not running`,
     );
+  });
+
+  it('checks the HTTP device API port when it is enabled, naming the program that holds it', async () => {
+    const free = await freeTcpPort();
+    const ok = await doctor({ deviceHttp: { enabled: true, host: '127.0.0.1', port: free } });
+    expect(line(ok, 'deviceHttp.port')).toBe(`ok    deviceHttp.port: TCP 127.0.0.1:${free} is free (the gateway is not running)`);
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const taken = (holder.address() as net.AddressInfo).port;
+      const busy = await doctor({ deviceHttp: { enabled: true, host: '127.0.0.1', port: taken } });
+      expect(line(busy, 'deviceHttp.port')).toMatch(new RegExp(`^warn  deviceHttp\\.port: TCP 127\\.0\\.0\\.1:${taken} is in use.*sudo ss -tlpn 'sport = :${taken}' names it`));
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 
   it('prints one JSON document with --json', async () => {
