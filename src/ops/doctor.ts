@@ -972,13 +972,7 @@ async function checkDeviceHttpPort(report: Report, context: Context, host: strin
     report.add('ok', 'deviceHttp.port', '0: the HTTP device API listens on a free TCP port chosen at start (devices must be told which)');
     return;
   }
-  let bound = host;
-  let error = await tryListenTcp(host, port);
-  // As the gateway does: "::" on a kernel without IPv6 means IPv4 only.
-  if (host === '::' && (error?.code === 'EAFNOSUPPORT' || error?.code === 'EADDRNOTAVAIL')) {
-    bound = '0.0.0.0';
-    error = await tryListenTcp(bound, port);
-  }
+  const { bound, error } = await withIpv4Fallback(host, (on) => tryListenTcp(on, port));
   const address = `TCP ${formatAddress(bound, port)}`;
   reportPort(report, context, { check: 'deviceHttp.port', address, host: bound, port, finder: `sudo ss -tlpn 'sport = :${port}'`, hostKey: 'deviceHttp.host' }, error);
 }
@@ -988,15 +982,19 @@ async function checkUdpPort(report: Report, context: Context, check: string, lab
     report.add('ok', check, `0: ${label} listens on a free UDP port chosen at start (devices must be told which)`);
     return;
   }
-  let bound = host;
-  let error = await tryBindUdp(host, port);
-  // As the gateway does: "::" on a kernel without IPv6 means IPv4 only.
-  if (host === '::' && (error?.code === 'EAFNOSUPPORT' || error?.code === 'EADDRNOTAVAIL')) {
-    bound = '0.0.0.0';
-    error = await tryBindUdp(bound, port);
-  }
+  const { bound, error } = await withIpv4Fallback(host, (on) => tryBindUdp(on, port));
   const address = `UDP ${formatAddress(bound, port)}`;
   reportPort(report, context, { check, address, host: bound, port, finder: `sudo ss -ulpn 'sport = :${port}'`, hostKey: 'coap.host' }, error);
+}
+
+/** Tries `host`; as the gateway does, "::" on a kernel without IPv6 means IPv4 only. */
+async function withIpv4Fallback(
+  host: string,
+  attempt: (host: string) => Promise<NodeJS.ErrnoException | undefined>,
+): Promise<{ bound: string; error: NodeJS.ErrnoException | undefined }> {
+  const error = await attempt(host);
+  if (host === '::' && (error?.code === 'EAFNOSUPPORT' || error?.code === 'EADDRNOTAVAIL')) return { bound: '0.0.0.0', error: await attempt('0.0.0.0') };
+  return { bound: host, error };
 }
 
 interface PortCheck {
