@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-import { sleep } from '../helpers/ports.js';
+import { freeTcpPort, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 
 const run = promisify(execFile);
@@ -209,6 +209,24 @@ describe('HTTP device API: limits and metrics', () => {
       expect(text).toMatch(/^coap2mqtt_device_http_polls 0$/m);
     } finally {
       await limited.stop();
+    }
+  });
+
+  it('answers 503 with Retry-After while ThingsBoard is unreachable and there is no outbox, keeping nothing', async () => {
+    const deadBroker = `mqtt://127.0.0.1:${await freeTcpPort()}`;
+    const cut = await startTestGateway({
+      upstream: { url: deadBroker, accessToken: 'gateway-token' },
+      outbox: { enabled: false },
+      deviceHttp: { enabled: true, host: '127.0.0.1', port: 0 },
+    });
+    try {
+      const address = cut.gateway.deviceHttpAddress!;
+      const response = await fetch(`http://${address.address}:${address.port}/api/v1/boiler-token-7/telemetry`, { method: 'POST', body: '{"t":1}' });
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(await response.text()).toMatch(/not connected to ThingsBoard/);
+    } finally {
+      await cut.stop();
     }
   });
 });
