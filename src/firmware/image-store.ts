@@ -236,7 +236,8 @@ export class FirmwareImageStore {
         const feature = assignment.kind === 'fw' ? 'firmware' : 'software';
         const query = new URLSearchParams({ title: assignment.title, version: assignment.version });
         const url = `${base.replace(/\/+$/, '')}/api/v1/${encodeURIComponent(requester.token)}/${feature}?${query}`;
-        return this.download(url, `ThingsBoard ${redactUrl(base)} with the token of ${requester.deviceName} (${fingerprint(requester.token)})`);
+        // The reason may reach other devices asking for the same package: the token's fingerprint, no name.
+        return this.download(url, `ThingsBoard ${redactUrl(base)} with a device token (sha256 ${fingerprint(requester.token)}…)`);
       }
     }
   }

@@ -116,6 +116,13 @@ describe('thethings.io activation', () => {
     const again = await coapClient(gw.uri('/v2/things'), ['-m', 'post', '-e', '{"activationCode":"NEW-THING-1"}']);
     expect(payloadOf(again.response)).toEqual({ status: 'created', thingToken });
   });
+
+  it('never hands out the token of a configured device whose name is sent as an activation code', async () => {
+    const result = await coapClient(gw.uri('/v2/things'), ['-m', 'post', '-e', '{"activationCode":"Pump-2"}']);
+    expect(result.response?.code).toBe('4.00');
+    expect(result.response?.payload).toMatch(/activation refused: .*configuration file/);
+    expect(result.response?.payload).not.toContain('pump-token-2');
+  });
 });
 
 describe('thethings.io subscribe', () => {

@@ -17,7 +17,7 @@ import { checkContentFormat, error, json, refusedSource, startObservation, unava
 import { Operation, type Route } from './index.js';
 
 export interface ThethingsRouteDeps {
-  readonly registry: Pick<DeviceRegistry, 'findByName' | 'tokenOf'>;
+  readonly registry: Pick<DeviceRegistry, 'findByName'>;
   readonly bridge: Bridge;
   readonly provisioner: Provisioner;
   readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource'>;
@@ -92,8 +92,9 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
 
   /**
    * POST /v2/things {"activationCode"}: the thing token from thethings.things, or one issued by
-   * provisioning (thethings.provisionKey) for a device named after the code. Activating again gives the
-   * same token. Unknown codes count against the address like unknown tokens.
+   * provisioning (thethings.provisionKey) for a device named after the code: local provisioning gives the
+   * same token again, and never a device of the configuration file (the provisioner refuses those names).
+   * Unknown codes count against the address like unknown tokens.
    */
   function activate(request: CoapRequest): CoapResponse | Promise<CoapResponse> {
     const blocked = refusedSource(limits, request);
@@ -105,8 +106,6 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
     const code = parsed.value;
     const configured = thingOfActivation.get(code);
     if (configured !== undefined) return json(ResponseCode.Created, { status: 'created', thingToken: configured });
-    const activated = registry.findByName(code) && registry.tokenOf(code);
-    if (activated) return json(ResponseCode.Created, { status: 'created', thingToken: activated });
     if (config.provisionKey === '') {
       tokens.refused(code, request.peer.address, request.receivedAt, !request.peer.credential, 'activation code');
       return error(ResponseCode.Unauthorized, 'unknown activation code');
