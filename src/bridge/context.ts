@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { LogOncePer } from '../log.js';
 import type { AttributeStore } from '../devices/attribute-store.js';
 import type { DeviceSessions } from '../devices/sessions.js';
 import type { JsonValue } from '../model.js';
@@ -26,5 +27,7 @@ export interface BridgeContext extends UplinkContext {
   readonly rpcRoundTrips: RpcRoundTrips;
   /** Firmware and software images for the devices' OTA packages. */
   readonly packages: PackageSupply;
+  /** When ThingsBoard was last asked for a device's package assignment (at most once per window). */
+  readonly packageAsks: LogOncePer;
   readonly log: Logger;
 }

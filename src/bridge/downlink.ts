@@ -13,7 +13,7 @@ export function createDownlinkHandler(context: BridgeContext): (topic: string, p
     switch (message.kind) {
       case 'shared-attributes':
         handleSharedAttributePush(context, message.device, message.update);
-        prefetchAssignedPackages(context, context.packages, message.device, message.update);
+        prefetchAssignedPackages(context, message.device, message.update);
         return;
       case 'rpc':
         handleRpcRequest(context, message.device, message.call);

@@ -38,7 +38,6 @@ const RETRY_WHILE_FETCHING_SECONDS = 10;
  */
 export async function packageFor(
   context: BridgeContext,
-  supply: PackageSupply,
   device: Device,
   kind: PackageKind,
   title: string | undefined,
@@ -46,11 +45,13 @@ export async function packageFor(
   answerWithinMs: number,
 ): Promise<PackageOutcome> {
   const started = Date.now();
+  const supply = context.packages;
   const matches = (assignment: PackageAssignment): boolean => assignment.title === title && assignment.version === version;
   let assignment = assignmentFrom(kind, context.attributes.shared(device.name));
   // Nothing known, or another version than the device asks for: the assignment may have changed while a
-  // push was missed (ThingsBoard does not replay them), so ask ThingsBoard once before saying no.
-  if (!assignment || !matches(assignment)) {
+  // push was missed (ThingsBoard does not replay them), so ask ThingsBoard before saying no; once per
+  // device and kind in a while, since block follow-ups are not rate-limited.
+  if ((!assignment || !matches(assignment)) && context.packageAsks.first(`${device.name}\0${kind}`)) {
     const answered = await askAssignment(context, device, kind);
     if (answered !== undefined) assignment = answered ?? undefined;
   }
@@ -98,7 +99,8 @@ export function packageDiagnostic(
  * A push that assigns a package starts its download at once, so the image is verified and waiting when
  * the device, told by the same push, asks for it.
  */
-export function prefetchAssignedPackages(context: BridgeContext, supply: PackageSupply, deviceName: string, update: AttributeUpdate): void {
+export function prefetchAssignedPackages(context: BridgeContext, deviceName: string, update: AttributeUpdate): void {
+  const supply = context.packages;
   for (const kind of packageKindsTouched(Object.keys(update.changed))) {
     const assignment = assignmentFrom(kind, context.attributes.shared(deviceName));
     if (!assignment) continue;

@@ -2,6 +2,7 @@
 // the upstream port. Downlink messages come in through `handleDownlink` and leave through subscribers the
 // edges registered.
 import type { Logger } from 'pino';
+import { LogOncePer } from '../log.js';
 import type { SessionsConfig } from '../config/load.js';
 import type { AttributeStore } from '../devices/attribute-store.js';
 import type { RecentValue, RecentValues, RecentValuesQuery } from '../devices/recent-values.js';
@@ -73,6 +74,8 @@ export interface BridgeDeps {
 }
 
 const RPC_EXPIRY_SWEEP_MS = 10_000;
+/** A device asking for a package it is not assigned makes ThingsBoard be asked again after this, not sooner. */
+const PACKAGE_ASK_AGAIN_MS = 10_000;
 /** A server-side RPC with no reply this long after it could last have been delivered is counted unanswered. */
 const RPC_REPLY_GRACE_MS = 5 * 60_000;
 
@@ -88,6 +91,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     ownRpcs: new PendingAnswers<JsonValue>(options.clientRpcTimeoutMs),
     rpcRoundTrips: new RpcRoundTrips(options.rpcQueueTtlMs + RPC_REPLY_GRACE_MS),
     packages: deps.packages,
+    packageAsks: new LogOncePer(PACKAGE_ASK_AGAIN_MS),
     log,
   };
   const observers = new Map<string, Device>();
@@ -124,7 +128,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
     claim: (device, claim) => claimDevice(context, device, claim),
-    otaPackage: (device, kind, title, version, answerWithinMs) => packageFor(context, deps.packages, device, kind, title, version, answerWithinMs),
+    otaPackage: (device, kind, title, version, answerWithinMs) => packageFor(context, device, kind, title, version, answerWithinMs),
     revokeDevices(names) {
       for (const name of names) {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
