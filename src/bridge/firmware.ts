@@ -58,6 +58,9 @@ export async function packageFor(
   if (!assignment) return { status: 'not-assigned' };
   if (!matches(assignment)) return { status: 'mismatch', assigned: assignment };
 
+  // A download in progress asks once per block: answered from memory, without a timer per block.
+  const cached = supply.store.cached(assignment);
+  if (cached) return { status: 'ready', image: cached, assignment };
   const fetched = supply.store.get(assignment, { token: supply.tokenOf(device.name), deviceName: device.name });
   let timer: NodeJS.Timeout | undefined;
   const stillFetching = new Promise<'waiting'>((resolve) => {

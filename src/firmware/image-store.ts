@@ -100,6 +100,11 @@ export class FirmwareImageStore {
     });
   }
 
+  /** The verified image of `assignment` if it is in memory: the path every block after the first takes. */
+  cached(assignment: PackageAssignment): FirmwareImage | undefined {
+    return this.memory.get(packageKey(assignment));
+  }
+
   /** The verified image of `assignment`. Never rejects; asks at the same time share one fetch. */
   get(assignment: PackageAssignment, requester: ImageRequester): Promise<ImageOutcome> {
     const key = packageKey(assignment);
