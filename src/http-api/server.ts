@@ -154,12 +154,15 @@ function write(response: http.ServerResponse, answer: HttpAnswer): void {
     'Cache-Control': 'no-store',
     ...answer.headers,
   });
-  let finished = false;
-  response.once('close', () => finished || answer.delivered?.(false));
-  response.end(body, () => {
-    finished = true;
-    answer.delivered?.(true);
-  });
+  // Told once: written to the socket, or the connection went first.
+  let told = false;
+  const tell = (sent: boolean): void => {
+    if (told) return;
+    told = true;
+    answer.delivered?.(sent);
+  };
+  response.once('close', () => tell(response.writableFinished));
+  response.end(body, () => tell(response.writableFinished));
 }
 
 function text(status: number, diagnostic: string): HttpAnswer {
