@@ -46,6 +46,7 @@ beforeAll(async () => {
       ca: pki.caFile,
       handshakeTimeoutMs: 2500,
     },
+    thethings: { enabled: true, things: [{ thingToken: 'thing-psk', device: 'Psk-Sensor' }] },
     devices: [
       ...DEVICES,
       { name: 'Psk-Sensor', type: 'sensor', token: 'psk-sensor-token', psk: PSK },
@@ -100,6 +101,17 @@ describe('PSK devices', () => {
     const other = await coapClient(coaps('/api/v1/boiler-token-7/telemetry'), [...pskArgs, '-m', 'post', '-e', '{"t":3}'], { binary: 'coap-client-openssl' });
     expect(other.response?.code).toBe('4.01');
     expect(other.response?.payload).toMatch(/another device/);
+    await sleep(200);
+    expect(devicesOn('Boiler-7')).toBe(0);
+  });
+
+  it('holds thethings.io paths to the same rule: the session\'s own thing token only', async () => {
+    const write = (thingToken: string) =>
+      coapClient(coaps(`/v2/things/${thingToken}`), [...pskArgs, '-m', 'post', '-e', '{"values":[{"key":"t","value":4}]}'], { binary: 'coap-client-openssl' });
+    expect((await write('thing-psk')).response?.code).toBe('2.01');
+    const other = await write('boiler-token-7');
+    expect(other.response?.code).toBe('4.01');
+    expect(other.response?.payload).toMatch(/another device than this DTLS identity/);
     await sleep(200);
     expect(devicesOn('Boiler-7')).toBe(0);
   });

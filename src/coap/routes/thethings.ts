@@ -17,7 +17,7 @@ import { checkContentFormat, error, json, refusedSource, startObservation, unava
 import { Operation, type Route } from './index.js';
 
 export interface ThethingsRouteDeps {
-  readonly registry: Pick<DeviceRegistry, 'findByName'>;
+  readonly registry: Pick<DeviceRegistry, 'findByName' | 'findByCredential'>;
   readonly bridge: Bridge;
   readonly provisioner: Provisioner;
   readonly limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource'>;
@@ -66,6 +66,11 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
     if (blocked) return blocked;
     const device = thingDevice(request, thingToken);
     if (!device) return error(ResponseCode.Unauthorized, 'unknown thing token');
+    // Over DTLS the session already names a device: the thing token must be that device's.
+    const { credential } = request.peer;
+    if (credential && registry.findByCredential(credential)?.name !== device.name) {
+      return error(ResponseCode.Unauthorized, 'the thing token belongs to another device than this DTLS identity');
+    }
     if (!continuesOrEnds(request)) {
       const refused = limits.admitDevice(device.name, request.receivedAt);
       if (refused) return refused;
