@@ -684,7 +684,7 @@ export const schema = {
       env: 'COAP2MQTT_FIRMWARE_THINGSBOARD_URL',
     },
     cacheDir: {
-      doc: 'Where verified images are kept, fetched once for all devices and across restarts; empty: <state.dir>/firmware.',
+      doc: 'Where verified images are kept, fetched once for all devices and across restarts; empty: <state.dir>/firmware. Elsewhere, the systemd unit only lets the service write there with ReadWritePaths= in a drop-in.',
       format: String,
       default: '',
       env: 'COAP2MQTT_FIRMWARE_CACHE_DIR',
