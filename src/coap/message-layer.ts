@@ -51,7 +51,12 @@ const BLOCK2_CACHE_BYTES = 16 * 1024 * 1024;
 const PROCESSING = Symbol('processing');
 const ANSWERED_SEPARATELY = Symbol('answered separately');
 const REJECTED = Symbol('rejected');
-type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED;
+/**
+ * A retransmission of a request whose answer the handler can reproduce (a firmware block): handled again
+ * rather than answered from a stored copy, so a fleet downloading costs the table a few bytes per block.
+ */
+const HANDLE_AGAIN = Symbol('handle again');
+type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED | typeof HANDLE_AGAIN;
 
 export interface MessageLayerStats {
   datagrams: number;
@@ -185,12 +190,13 @@ export class CoapMessageLayer {
     }
 
     const previous = this.seen.get(peer.key, message.messageId);
-    if (previous !== undefined) {
-      this.stats.duplicates++;
+    if (previous !== undefined) this.stats.duplicates++;
+    if (previous === HANDLE_AGAIN) {
+      this.seen.update(peer.key, message.messageId, PROCESSING);
+    } else if (previous !== undefined) {
       this.replay(previous, message, peer);
       return;
-    }
-    if (!this.seen.add(peer.key, message.messageId, PROCESSING) && this.capWarnings.first('dedup')) {
+    } else if (!this.seen.add(peer.key, message.messageId, PROCESSING) && this.capWarnings.first('dedup')) {
       this.log.warn(
         { maxEntries: this.options.dedupMaxEntries },
         'deduplication table full (coap.dedupMaxEntries): the oldest quarter of message ids was forgotten before 247 s; a late retransmission of one of them would be forwarded again. Raise the limit for this request rate',
@@ -344,12 +350,13 @@ export class CoapMessageLayer {
     } else if (observe !== undefined) {
       response = withOption(response, OptionNumber.Observe, encodeUint(observe));
     }
-    this.finish(message, peer, request, response, separate, relation);
+    this.finish(message, peer, request, response, separate, relation, answer.reproducible === true);
   }
 
   /**
    * Sends an answer in the ACK, as a separate CON or as a NON; `relation` is the Observe relation it starts.
-   * `request` is undefined only for a request refused before it could be read.
+   * `request` is undefined only for a request refused before it could be read. A `reproducible` answer is
+   * not kept for retransmissions: they are handled again.
    */
   private finish(
     message: IncomingMessage,
@@ -358,13 +365,15 @@ export class CoapMessageLayer {
     response: CoapResponse,
     separate: boolean,
     relation?: Relation,
+    reproducible = false,
   ): void {
     if (this.stopped) return;
     // The handler labelled what it saw; what never reached it is labelled here, rarely (refusals, blocks).
     const operation = request === undefined ? 0 : (request.operation ?? this.handler.classify?.(request) ?? 0);
     this.responses.count(peer.transport, operation, response.code);
+    const remembered: Seen = reproducible ? HANDLE_AGAIN : response;
     if (message.type === MessageType.Confirmable && !separate) {
-      this.seen.update(peer.key, message.messageId, response);
+      this.seen.update(peer.key, message.messageId, remembered);
       peer.transport.send(peer, this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response));
       if (relation) this.observations.registered(relation);
       return;
@@ -384,7 +393,7 @@ export class CoapMessageLayer {
       this.confirmables.send(peer, messageId, datagram, onOutcome);
       return;
     }
-    this.seen.update(peer.key, message.messageId, response);
+    this.seen.update(peer.key, message.messageId, remembered);
     const messageId = this.messageIds.next(peer);
     peer.transport.send(peer, this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response));
     if (relation) this.observations.registered(relation, messageId);
@@ -411,7 +420,8 @@ export class CoapMessageLayer {
   /** Answers a duplicate from what the first copy produced, without handling it again. */
   private replay(previous: Seen, message: IncomingMessage, peer: Peer): void {
     const confirmable = message.type === MessageType.Confirmable;
-    if (previous === PROCESSING || previous === REJECTED) return;
+    // HANDLE_AGAIN never gets here: the caller handles such a retransmission as a new request.
+    if (previous === PROCESSING || previous === REJECTED || previous === HANDLE_AGAIN) return;
     if (previous === ANSWERED_SEPARATELY) {
       if (confirmable) peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
       return;

@@ -237,6 +237,19 @@ describe('Block2 through the message layer', () => {
     expect(answers.map((a) => named(a, 'ETag'))).toEqual([etag, etag, etag]);
   });
 
+  it('handles a retransmission of a reproducible block again, answering the same bytes, instead of keeping a copy', () => {
+    setup(() => ({ ...large(), options: [{ number: OptionNumber.ETag, value: Buffer.from('e7a9') }], reproducible: true }));
+    const request = get({ messageId: 9, block2: block(1) });
+    layer.receive(request, peer());
+    const [answer] = transport.take();
+    layer.receive(request, peer());
+    const [again] = transport.take();
+    expect(again).toEqual(answer);
+    expect(again!.payload).toEqual(BODY.subarray(64, 128));
+    expect(handled).toHaveLength(2);
+    expect(layer.stats.duplicates).toBe(1);
+  });
+
   it('slices the body of a Block1 upload answer and serves its other blocks', () => {
     setup(() => ({ code: ResponseCode.Changed, payload: BODY }));
     const post = (messageId: number, options: coapPacket.Option[], payload?: Buffer) =>
