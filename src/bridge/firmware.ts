@@ -60,7 +60,12 @@ export async function packageFor(
 
   // A download in progress asks once per block: answered from memory, without a timer per block.
   const cached = supply.store.cached(assignment);
-  if (cached) return { status: 'ready', image: cached, assignment };
+  if (cached && Date.now() - started <= answerWithinMs) return { status: 'ready', image: cached, assignment };
+  if (cached) {
+    // Asking ThingsBoard took the time the answer had: the image would go out late (for CoAP, as a
+    // separate response, which small clients lose). The next try finds the assignment remembered.
+    return { status: 'unavailable', reason: `${describePackage(assignment)} is ready; ask again`, retryAfterSeconds: 1 };
+  }
   const fetched = supply.store.get(assignment, { token: supply.tokenOf(device.name), deviceName: device.name });
   let timer: NodeJS.Timeout | undefined;
   const stillFetching = new Promise<'waiting'>((resolve) => {
