@@ -53,7 +53,8 @@ export const MAX_POLL_TIMEOUT_MS = 300_000;
 const PACKAGE_WAIT_MS = 20_000;
 
 const OK: HttpAnswer = { status: 200 };
-const text = (status: number, diagnostic: string, headers?: Record<string, string>): HttpAnswer => ({
+/** A status with a one-line text diagnostic. */
+export const text = (status: number, diagnostic: string, headers?: Record<string, string>): HttpAnswer => ({
   status,
   body: `${diagnostic}\n`,
   contentType: 'text/plain; charset=utf-8',

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { closeHttp, listenHttp, trackConnections } from '../net/http-listen.js';
 import type { BoundAddress } from '../net/udp-socket.js';
-import type { DeviceHttpApi, HttpAnswer } from './device-api.js';
+import { text, type DeviceHttpApi, type HttpAnswer } from './device-api.js';
 
 export interface DeviceHttpOptions {
   readonly host: string;
@@ -136,8 +136,10 @@ export class DeviceHttpServer {
   /** Sends the answer, counted by status and logged at debug (the path without its token). */
   private answer(request: http.IncomingMessage, response: http.ServerResponse, receivedAt: number, answer: HttpAnswer): void {
     this.responses[answer.status] = (this.responses[answer.status] ?? 0) + 1;
-    const path = redactPath((request.url ?? '/').split('?', 1)[0]!);
-    this.log.debug({ peer: request.socket.remoteAddress, method: request.method, path, status: answer.status, ms: Date.now() - receivedAt }, 'HTTP device request answered');
+    if (this.log.isLevelEnabled('debug')) {
+      const path = redactPath((request.url ?? '/').split('?', 1)[0]!);
+      this.log.debug({ peer: request.socket.remoteAddress, method: request.method, path, status: answer.status, ms: Date.now() - receivedAt }, 'HTTP device request answered');
+    }
     write(response, answer);
   }
 }
@@ -163,10 +165,6 @@ function write(response: http.ServerResponse, answer: HttpAnswer): void {
   };
   response.once('close', () => tell(response.writableFinished));
   response.end(body, () => tell(response.writableFinished));
-}
-
-function text(status: number, diagnostic: string): HttpAnswer {
-  return { status, body: `${diagnostic}\n`, contentType: 'text/plain; charset=utf-8' };
 }
 
 function decodeSegments(pathname: string): string[] | undefined {

@@ -1,6 +1,7 @@
 // CoAP answers every device dialect gives alike: JSON bodies, diagnostics, 5.03 with Max-Age, and an
 // Observe relation tied to a bridge subscription.
 import type { Subscription } from '../../bridge/index.js';
+import type { ProvisionOutcome } from '../../bridge/provision.js';
 import type { JsonValue, Subscriber, UplinkOutcome } from '../../model.js';
 import { ContentFormat, ResponseCode, type CodeByte } from '../codes.js';
 import type { RequestLimits } from '../limits.js';
@@ -44,6 +45,20 @@ export function uplinkAnswer(outcome: UplinkOutcome, created: CoapResponse): Coa
  */
 export function refusedSource(limits: Pick<RequestLimits, 'refuseBlockedSource'>, request: CoapRequest): CoapResponse | undefined {
   return request.peer.credential ? undefined : limits.refuseBlockedSource(request.peer.address, request.receivedAt);
+}
+
+/** The provisioner's outcomes other than an answer, as every dialect gives them. */
+export function provisioningTrouble(
+  outcome: Extract<ProvisionOutcome, { status: 'timeout' | 'unavailable' | 'bad-answer' }>,
+): CoapResponse {
+  switch (outcome.status) {
+    case 'timeout':
+      return error(ResponseCode.GatewayTimeout, 'ThingsBoard did not answer the provisioning request in time');
+    case 'unavailable':
+      return unavailable(outcome);
+    case 'bad-answer':
+      return error(ResponseCode.BadGateway, outcome.reason);
+  }
 }
 
 /** 5.03 with Max-Age: the device should try again no sooner than that. */

@@ -13,7 +13,7 @@ import { parseRpcId, parseRpcReply } from '../../payload/thingsboard-json.js';
 import { Method, ResponseCode } from '../codes.js';
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
-import { checkContentFormat, error, json, refusedSource, startObservation, unavailable, uplinkAnswer } from './answers.js';
+import { checkContentFormat, error, json, provisioningTrouble, refusedSource, startObservation, uplinkAnswer } from './answers.js';
 import { Operation, type Route } from './index.js';
 
 export interface ThethingsRouteDeps {
@@ -129,12 +129,8 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
           const reason = answer.status === 'SUCCESS' ? `credentials of type ${answer.credentialsType}, not an access token` : answer.errorMsg;
           return error(outcome.status === 'disabled' ? ResponseCode.Forbidden : ResponseCode.BadRequest, `activation refused: ${reason}`);
         }
-        case 'timeout':
-          return error(ResponseCode.GatewayTimeout, 'ThingsBoard did not answer the activation (provisioning) request in time');
-        case 'unavailable':
-          return unavailable(outcome);
-        case 'bad-answer':
-          return error(ResponseCode.BadGateway, outcome.reason);
+        default:
+          return provisioningTrouble(outcome);
       }
     });
   }

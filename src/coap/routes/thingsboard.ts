@@ -22,7 +22,7 @@ import { parseFirmwareQuery, parseProvisionRequest, provisionFailure, type Provi
 import { ContentFormat, Method, OptionNumber, ResponseCode, type CodeByte } from '../codes.js';
 import { continuesOrEnds, type RequestLimits } from '../limits.js';
 import type { CoapRequest, CoapResponse } from '../request.js';
-import { checkContentFormat, error, json, refusedSource, startObservation, unavailable, uplinkAnswer } from './answers.js';
+import { checkContentFormat, error, json, provisioningTrouble, refusedSource, startObservation, unavailable, uplinkAnswer } from './answers.js';
 import { Operation, type Route } from './index.js';
 
 const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmware', 'software'] as const;
@@ -270,12 +270,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
           return provisionAnswer(ResponseCode.BadRequest, outcome.answer);
         case 'disabled':
           return provisionAnswer(ResponseCode.Forbidden, outcome.answer);
-        case 'timeout':
-          return error(ResponseCode.GatewayTimeout, 'ThingsBoard did not answer the provisioning request in time');
-        case 'unavailable':
-          return unavailable(outcome);
-        case 'bad-answer':
-          return error(ResponseCode.BadGateway, outcome.reason);
+        default:
+          return provisioningTrouble(outcome);
       }
     });
   }
