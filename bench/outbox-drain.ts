@@ -56,6 +56,8 @@ const upstream = new UpstreamConnection(
     maxInflight: 80,
     maxQueuedPublishes: 10_000,
     maxMessageBytes: 65_536,
+    maxDownlinkBytes: 65_536,
+    maxDownlinkDepth: 32,
     sessionLimitsTimeoutMs: 0,
   },
   log,

@@ -129,6 +129,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, logs.for('outbox'));
   const bridge = createBridge({
     upstream,
+    devices: registry,
+    downlinkBounds: { maxBytes: config.upstream.maxDownlinkBytes, maxDepth: config.upstream.maxDownlinkDepth },
     uplink: outbox ?? createDirectUplink(upstream, presence),
     presence,
     attributes,

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { LogOncePer } from '../log.js';
 import type { AttributeStore } from '../devices/attribute-store.js';
 import type { DeviceSessions } from '../devices/sessions.js';
-import type { JsonValue } from '../model.js';
+import type { Device, JsonValue } from '../model.js';
 import type { AttributeAnswer } from '../upstream/gateway-api.js';
 import type { PackageSupply } from './firmware.js';
 import type { PendingAnswers } from './pending-answers.js';
@@ -17,8 +17,14 @@ export interface UplinkContext {
   readonly presence: DevicePresence;
 }
 
+/** The devices this gateway serves, by their name upstream (the registry). */
+export interface DeviceDirectory {
+  findByName(name: string): Device | undefined;
+}
+
 /** Everything the bridge handlers share; built once by createBridge. */
 export interface BridgeContext extends UplinkContext {
+  readonly devices: DeviceDirectory;
   readonly attributes: AttributeStore;
   readonly sessions: DeviceSessions;
   readonly attributeReads: PendingAnswers<AttributeAnswer>;

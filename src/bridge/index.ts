@@ -8,13 +8,13 @@ import type { AttributeStore } from '../devices/attribute-store.js';
 import type { RecentValue, RecentValues, RecentValuesQuery } from '../devices/recent-values.js';
 import { DeviceSessions } from '../devices/sessions.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, TelemetryRecord, UplinkOutcome } from '../model.js';
-import type { AttributeAnswer, ClaimRequest } from '../upstream/gateway-api.js';
+import type { AttributeAnswer, ClaimRequest, DownlinkBounds } from '../upstream/gateway-api.js';
 import { readAttributes, type AttributeKeys, type AttributeReadOutcome } from './attribute-request.js';
 import { forwardClientAttributes } from './attributes.js';
 import { claimDevice } from './claim.js';
 import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
-import type { BridgeContext } from './context.js';
-import { createDownlinkHandler } from './downlink.js';
+import type { BridgeContext, DeviceDirectory } from './context.js';
+import { createDownlinkHandler, type DownlinkRefusals } from './downlink.js';
 import { packageDiagnostic, packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
@@ -27,7 +27,7 @@ import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
 export { packageDiagnostic };
-export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription };
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, DeviceDirectory, DownlinkRefusals, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
@@ -51,6 +51,8 @@ export interface Bridge {
   revokeDevices(names: readonly string[]): void;
   /** Everything arriving on the subscribed upstream topics. */
   handleDownlink(topic: string, payload: Buffer): void;
+  /** Messages from upstream refused so far, by why. */
+  downlinkRefusals(): Readonly<DownlinkRefusals>;
   /** Each server-side RPC's end: the device's reply or the gateway dropping it, with seconds since it arrived. */
   onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void;
   rpcStats(): RpcStats;
@@ -59,6 +61,10 @@ export interface Bridge {
 
 export interface BridgeDeps {
   readonly upstream: Upstream;
+  /** Who the gateway serves: messages from upstream for anyone else are dropped. */
+  readonly devices: DeviceDirectory;
+  /** What a message from upstream may be at most (upstream.maxDownlinkBytes and maxDownlinkDepth). */
+  readonly downlinkBounds: DownlinkBounds;
   /** Where uplinks go: the durable outbox, or straight upstream acknowledged by PUBACK. */
   readonly uplink: Uplink;
   /** Which devices ThingsBoard knows on the current session; shared with the outbox. */
@@ -83,6 +89,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
   const { upstream, presence, sessions: options, log } = deps;
   const context: BridgeContext = {
     upstream,
+    devices: deps.devices,
     uplink: deps.uplink,
     presence,
     attributes: deps.attributes,
@@ -101,6 +108,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
   upstream.onConnected(() => {
     for (const device of observers.values()) void refreshSharedAttributes(context, device);
   });
+  const refusals: DownlinkRefusals = { too_large: 0, too_deep: 0, not_utf8: 0, not_json: 0, malformed: 0, unknown_device: 0 };
   const expiry = setInterval(() => expireQueuedRpcs(context), RPC_EXPIRY_SWEEP_MS);
   expiry.unref();
 
@@ -134,7 +142,8 @@ export function createBridge(deps: BridgeDeps): Bridge {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
       }
     },
-    handleDownlink: createDownlinkHandler(context),
+    handleDownlink: createDownlinkHandler(context, deps.downlinkBounds, refusals),
+    downlinkRefusals: () => refusals,
     onRpcEnd: (listener) => context.rpcRoundTrips.onEnd(listener),
     rpcStats: () => context.rpcRoundTrips.stats(),
     stop() {

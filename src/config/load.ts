@@ -87,6 +87,8 @@ export interface UpstreamConfig {
   readonly maxInflight: number;
   readonly maxQueuedPublishes: number;
   readonly maxMessageBytes: number;
+  readonly maxDownlinkBytes: number;
+  readonly maxDownlinkDepth: number;
   readonly sessionLimitsTimeoutMs: number;
 }
 

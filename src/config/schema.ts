@@ -442,6 +442,18 @@ export const schema = {
       default: 65_536,
       env: 'COAP2MQTT_UPSTREAM_MAX_MESSAGE_BYTES',
     },
+    maxDownlinkBytes: {
+      doc: 'Largest message accepted from ThingsBoard (shared-attribute pushes, RPCs, attribute answers). A larger one is refused unread and logged; ThingsBoard\'s RPC call then times out. 65536 matches ThingsBoard\'s own default payload limit; a constrained device could not take much more in any case.',
+      format: integer(1024, 16_777_216),
+      default: 65_536,
+      env: 'COAP2MQTT_UPSTREAM_MAX_DOWNLINK_BYTES',
+    },
+    maxDownlinkDepth: {
+      doc: 'Deepest nesting of arrays and objects accepted in a message from ThingsBoard (the whole message counts: an RPC\'s params start at level 3). A deeper one is refused and logged, and an RPC is answered {"error": ...} at once. Deep JSON is almost always a rule chain gone wrong, and device firmware parsers seldom handle more than a few levels.',
+      format: integer(4, 1000),
+      default: 32,
+      env: 'COAP2MQTT_UPSTREAM_MAX_DOWNLINK_DEPTH',
+    },
   },
   outbox: {
     enabled: {

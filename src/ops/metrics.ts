@@ -7,7 +7,7 @@
 // Labels never carry a path, token, device name, address or URL: a route is the operation asked for
 // (telemetry, rpc_reply, ...), a code is "2.01", a reason is a fixed word.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { RpcEnd, RpcStats } from '../bridge/index.js';
+import type { DownlinkRefusals, RpcEnd, RpcStats } from '../bridge/index.js';
 import type { ProvisionResult } from '../bridge/provision.js';
 import type { MessageLayerStats } from '../coap/message-layer.js';
 import type { RequestLimitsStats } from '../coap/limits.js';
@@ -27,7 +27,11 @@ export interface MetricsSources {
   readonly outbox: { stats(): OutboxStats; readonly refusing: string | undefined } | undefined;
   /** Absent when dtls.enabled is false. */
   readonly dtls: { readonly stats: DtlsStats } | undefined;
-  readonly bridge: { rpcStats(): RpcStats; onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void };
+  readonly bridge: {
+    rpcStats(): RpcStats;
+    onRpcEnd(listener: (end: RpcEnd, seconds: number) => void): void;
+    downlinkRefusals(): Readonly<DownlinkRefusals>;
+  };
   readonly provisioner: { stats(): Readonly<Record<ProvisionResult, number>> };
   readonly images: { stats(): FirmwareStoreStats };
   /** Absent when deviceHttp.enabled is false. */
@@ -158,6 +162,7 @@ export class GatewayMetrics {
       return { acknowledged: stats.acknowledged, failed: stats.failed };
     });
     gauge('coap2mqtt_upstream_inflight_publishes', 'Publishes waiting for their PUBACK now.', () => upstream.stats().inflight);
+    labelledCounter('coap2mqtt_upstream_refused_messages_total', 'Messages from ThingsBoard refused, by reason (too_large: over upstream.maxDownlinkBytes, too_deep: nested deeper than upstream.maxDownlinkDepth, not_utf8, not_json, malformed: not the Gateway API\'s shape or an RPC id outside 0..2147483647, unknown_device: for a device not in the device list). Each is logged once per 10 minutes.', 'reason', () => ({ ...sources.bridge.downlinkRefusals() }));
     gauge('coap2mqtt_upstream_queued_publishes', 'Publishes waiting for a free in-flight slot or ThingsBoard\'s rate limits now.', () => upstream.stats().queued);
     const puback = new Histogram({
       name: 'coap2mqtt_upstream_puback_latency_seconds',

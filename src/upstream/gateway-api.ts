@@ -1,6 +1,8 @@
 // ThingsBoard's Gateway MQTT API: topics and the exact JSON shapes the server accepts
 // (gateway-mqtt-api.md). One malformed message makes ThingsBoard close the whole gateway session, so
 // every builder checks what it is given and every message is measured against the broker's size limit.
+import { isUtf8 } from 'node:buffer';
+import { keyedRecord, nestsDeeperThan } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, TelemetryRecord } from '../model.js';
 
 export const Topic = {
@@ -215,6 +217,18 @@ function measured(message: string, maxBytes: number): string {
   return message;
 }
 
+/** ThingsBoard's RPC ids are Java ints, and it reads a reply's id as one: a larger id would answer another RPC. */
+export const MAX_RPC_ID = 2_147_483_647;
+
+/** Why a message from upstream was refused, as the metrics label it. */
+export type DownlinkRefusal = 'too_large' | 'too_deep' | 'not_utf8' | 'not_json' | 'malformed' | 'unknown_device';
+
+/** The bounds every downlink message is held to (upstream.maxDownlinkBytes, upstream.maxDownlinkDepth). */
+export interface DownlinkBounds {
+  readonly maxBytes: number;
+  readonly maxDepth: number;
+}
+
 /** What arrives from ThingsBoard, checked once here; everything after trusts these types. */
 export type Downlink =
   | { readonly kind: 'shared-attributes'; readonly device: string; readonly update: AttributeUpdate }
@@ -223,7 +237,13 @@ export type Downlink =
   | { readonly kind: 'own-rpc-response'; readonly requestId: number; readonly body: JsonValue }
   /** One of the gateway's own uplinks: a plain MQTT broker (the embedded one, mosquitto) sends subscribers their own messages; ThingsBoard does not. */
   | { readonly kind: 'echo' }
-  | { readonly kind: 'invalid'; readonly reason: string };
+  | {
+      readonly kind: 'invalid';
+      readonly refusal: Exclude<DownlinkRefusal, 'unknown_device'>;
+      readonly reason: string;
+      /** A server-side RPC whose device and id could be read: ThingsBoard is answered with an error rather than left to time out. */
+      readonly rpc?: { readonly device: string; readonly id: number };
+    };
 
 /** One key asked → a bare `value`; several → `values`; nothing found → neither (gateway-mqtt-api.md §5). */
 export type AttributeAnswer =
@@ -236,19 +256,39 @@ type JsonObject = { readonly [key: string]: JsonValue };
 const isObject = (value: unknown): value is JsonObject =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
-export function parseDownlink(topic: string, payload: Buffer): Downlink {
+const malformed = (reason: string): Downlink => ({ kind: 'invalid', refusal: 'malformed', reason });
+
+/**
+ * Checks a message from upstream against the bounds before anything walks it: size first (nothing is
+ * decoded beyond it), then UTF-8, then depth measured on the text, then the shape of its topic.
+ */
+export function parseDownlink(topic: string, payload: Buffer, bounds: DownlinkBounds): Downlink {
+  if (payload.length > bounds.maxBytes) {
+    return { kind: 'invalid', refusal: 'too_large', reason: `${payload.length} bytes, larger than upstream.maxDownlinkBytes (${bounds.maxBytes})` };
+  }
+  if (!isUtf8(payload)) return { kind: 'invalid', refusal: 'not_utf8', reason: 'not valid UTF-8' };
   let body: unknown;
   try {
     body = JSON.parse(payload.toString('utf8'));
   } catch {
-    return { kind: 'invalid', reason: 'not JSON' };
+    return { kind: 'invalid', refusal: 'not_json', reason: 'not JSON' };
+  }
+  if (nestsDeeperThan(payload, bounds.maxDepth)) {
+    // Reading two top-level fields of a value already parsed walks nothing deep.
+    const rpc = topic === Topic.rpc && isObject(body) ? rpcIdentity(body) : undefined;
+    return {
+      kind: 'invalid',
+      refusal: 'too_deep',
+      reason: `JSON nests deeper than upstream.maxDownlinkDepth (${bounds.maxDepth} levels)`,
+      ...(rpc ? { rpc } : {}),
+    };
   }
   if (topic.startsWith(Topic.ownRpcResponsePrefix)) {
     const requestId = Number(topic.slice(Topic.ownRpcResponsePrefix.length));
-    if (!Number.isSafeInteger(requestId)) return { kind: 'invalid', reason: 'RPC response topic without a numeric request id' };
+    if (!Number.isSafeInteger(requestId)) return malformed('RPC response topic without a numeric request id');
     return { kind: 'own-rpc-response', requestId, body: body as JsonValue };
   }
-  if (!isObject(body)) return { kind: 'invalid', reason: 'not a JSON object' };
+  if (!isObject(body)) return malformed('not a JSON object');
   switch (topic) {
     case Topic.attributes:
       return parseAttributePush(body);
@@ -257,7 +297,7 @@ export function parseDownlink(topic: string, payload: Buffer): Downlink {
     case Topic.attributeResponse:
       return parseAttributeResponse(body);
     default:
-      return { kind: 'invalid', reason: 'a topic the gateway does not subscribe to' };
+      return malformed('a topic the gateway does not subscribe to');
   }
 }
 
@@ -266,13 +306,23 @@ function deviceOf(body: JsonObject): string | undefined {
   return typeof device === 'string' && device !== '' ? device : undefined;
 }
 
+const isRpcId = (id: unknown): id is number => typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_RPC_ID;
+
+/** The device and id of an RPC request, when both are usable in a reply. */
+function rpcIdentity(body: JsonObject): { readonly device: string; readonly id: number } | undefined {
+  const device = deviceOf(body);
+  const data = body['data'];
+  const id = isObject(data) ? data['id'] : undefined;
+  return device !== undefined && isRpcId(id) ? { device, id } : undefined;
+}
+
 function parseAttributePush(body: JsonObject): Downlink {
   const device = deviceOf(body);
   const data = body['data'];
   // Client attributes as the gateway publishes them: {"<device>":{..}}, never "device" with "data".
   if (device === undefined && data === undefined) return { kind: 'echo' };
-  if (!device || !isObject(data)) return { kind: 'invalid', reason: 'attribute push without "device" or a "data" object' };
-  const changed: Record<string, JsonValue> = {};
+  if (!device || !isObject(data)) return malformed('attribute push without "device" or a "data" object');
+  const changed = keyedRecord<JsonValue>();
   let deleted: string[] = [];
   for (const [key, value] of Object.entries(data)) {
     if (key === 'deleted' && Array.isArray(value)) {
@@ -289,18 +339,18 @@ function parseRpcRequest(body: JsonObject): Downlink {
   if (Object.hasOwn(body, 'id')) return { kind: 'echo' };
   const device = deviceOf(body);
   const data = body['data'];
-  if (!device || !isObject(data)) return { kind: 'invalid', reason: 'RPC request without "device" or a "data" object' };
+  if (!device || !isObject(data)) return malformed('RPC request without "device" or a "data" object');
   const id = data['id'];
   const method = data['method'];
-  if (typeof id !== 'number' || !Number.isSafeInteger(id) || typeof method !== 'string') {
-    return { kind: 'invalid', reason: 'RPC request without an integer "id" and a "method"' };
+  if (!isRpcId(id) || typeof method !== 'string') {
+    return malformed(`RPC request without an "id" from 0 to ${MAX_RPC_ID} and a "method" string`);
   }
   return { kind: 'rpc', device, call: { id, method, params: data['params'] ?? {} } };
 }
 
 function parseAttributeResponse(body: JsonObject): Downlink {
   const id = body['id'];
-  if (typeof id !== 'number' || !Number.isSafeInteger(id)) return { kind: 'invalid', reason: 'attribute response without an integer "id"' };
+  if (typeof id !== 'number' || !Number.isSafeInteger(id)) return malformed('attribute response without an integer "id"');
   const device = deviceOf(body);
   const values = body['values'];
   if (isObject(values)) return { kind: 'attribute-response', id, device, found: { form: 'values', values } };

@@ -242,8 +242,10 @@ describe('server-side RPC over Observe', () => {
     const [, notification] = await device.waitForResponses(2);
     expect(payloadOf(notification!)).toMatchObject({ id: 8, method: 'valid' });
     expect(device.responses()).toHaveLength(2);
-    const warnings = gw.logs.filter((line) => String(line['msg']).startsWith('ignored a message from upstream'));
-    expect(warnings.map((line) => line['reason'])).toEqual(expect.arrayContaining(['not JSON', 'RPC request without an integer "id" and a "method"']));
+    const warnings = gw.logs.filter((line) => String(line['msg']).startsWith('refused a message from upstream'));
+    expect(warnings.map((line) => line['reason'])).toEqual(
+      expect.arrayContaining(['not JSON', 'RPC request without an "id" from 0 to 2147483647 and a "method" string']),
+    );
   });
 
   it('refuses a GET on /rpc without Observe and a reply with a bad id or body', async () => {

@@ -11,7 +11,11 @@ import {
   rpcReplyItem,
 } from '../../src/upstream/gateway-api.js';
 
-const parse = (topic: string, body: unknown) => parseDownlink(topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)));
+const BOUNDS = { maxBytes: 65_536, maxDepth: 32 };
+const parse = (topic: string, body: unknown, bounds = BOUNDS) =>
+  parseDownlink(topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), bounds);
+/** `depth` arrays inside one another, as text. */
+const nested = (depth: number): string => `${'['.repeat(depth)}${']'.repeat(depth)}`;
 
 describe('requests the gateway sends', () => {
   it('asks one scope per request with a boolean client flag, key for one and keys for several', () => {
@@ -103,5 +107,72 @@ describe('what ThingsBoard sends', () => {
     ['v1/devices/me/rpc/response/abc', {}],
   ])('refuses a malformed message on %s (%j) as invalid, not a crash', (topic, body) => {
     expect(parse(topic, body).kind).toBe('invalid');
+  });
+
+  it.each([
+    ['-1', '-1'],
+    ['fractional', '1.5'],
+    ['beyond a Java int', '2147483648'],
+    ['a string', '"5"'],
+  ])('refuses an RPC id that is %s: ThingsBoard could not read the reply\'s id back', (_, id) => {
+    expect(parse('v1/gateway/rpc', `{"device":"B","data":{"id":${id},"method":"m"}}`)).toMatchObject({ kind: 'invalid', refusal: 'malformed' });
+  });
+
+  it('takes the largest RPC id ThingsBoard makes', () => {
+    expect(parse('v1/gateway/rpc', { device: 'B', data: { id: 2_147_483_647, method: 'm' } })).toMatchObject({ kind: 'rpc', call: { id: 2_147_483_647 } });
+  });
+});
+
+describe('bounds on what ThingsBoard sends', () => {
+  it('measures depth on the whole message and refuses beyond upstream.maxDownlinkDepth, naming the RPC to answer', () => {
+    // {"device","data":{"params":X}}: X's outermost array is level 3.
+    const at = (depth: number) => `{"device":"B","data":{"id":7,"method":"m","params":${nested(depth - 2)}}}`;
+    expect(parse('v1/gateway/rpc', at(32)).kind).toBe('rpc');
+    expect(parse('v1/gateway/rpc', at(33))).toEqual({
+      kind: 'invalid',
+      refusal: 'too_deep',
+      reason: 'JSON nests deeper than upstream.maxDownlinkDepth (32 levels)',
+      rpc: { device: 'B', id: 7 },
+    });
+    // Far deeper than JSON.stringify survives (about 5,000), within a generous size bound.
+    expect(parse('v1/gateway/rpc', at(100_000), { maxBytes: 1 << 20, maxDepth: 32 })).toMatchObject({ refusal: 'too_deep', rpc: { device: 'B', id: 7 } });
+  });
+
+  it('refuses deep values on every topic, without an RPC to answer where there is none', () => {
+    const deep = nested(40);
+    for (const [topic, text] of [
+      ['v1/gateway/attributes', `{"device":"B","data":{"k":${deep}}}`],
+      ['v1/gateway/attributes/response', `{"id":1,"device":"B","value":${deep}}`],
+      ['v1/devices/me/rpc/response/3', deep],
+      ['v1/gateway/rpc', `{"device":"B","data":{"id":-1,"method":"m","params":${deep}}}`],
+    ] as const) {
+      const parsed = parse(topic, text);
+      expect(parsed).toMatchObject({ kind: 'invalid', refusal: 'too_deep' });
+      expect(parsed).not.toHaveProperty('rpc');
+    }
+  });
+
+  it('does not count brackets inside strings, escaped quotes included', () => {
+    const text = `{"device":"B","data":{"k":"${'[{'.repeat(100)}\\\"${'['.repeat(100)}"}}`;
+    expect(JSON.parse(text)).toBeDefined();
+    expect(parse('v1/gateway/attributes', text).kind).toBe('shared-attributes');
+  });
+
+  it('refuses a message larger than upstream.maxDownlinkBytes before reading it', () => {
+    const body = { device: 'B', data: { id: 1, method: 'm', params: 'x'.repeat(2000) } };
+    expect(parse('v1/gateway/rpc', body, { maxBytes: 1024, maxDepth: 32 })).toMatchObject({ kind: 'invalid', refusal: 'too_large' });
+    expect(parse('v1/gateway/rpc', body, { maxBytes: 4096, maxDepth: 32 }).kind).toBe('rpc');
+  });
+
+  it('refuses bytes that are not UTF-8 rather than reading them with replacement characters', () => {
+    const bytes = Buffer.concat([Buffer.from('{"device":"B","data":{"k":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}}')]);
+    expect(parseDownlink('v1/gateway/attributes', bytes, BOUNDS)).toMatchObject({ kind: 'invalid', refusal: 'not_utf8' });
+  });
+
+  it('keeps __proto__ as an ordinary key of a push, without touching any prototype', () => {
+    const parsed = parse('v1/gateway/attributes', '{"device":"B","data":{"__proto__":{"polluted":1},"b":2}}');
+    if (parsed.kind !== 'shared-attributes') throw new Error(parsed.kind);
+    expect(Object.keys(parsed.update.changed)).toEqual(['__proto__', 'b']);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
   });
 });
