@@ -1,3 +1,4 @@
+import { keyedRecord } from '../json-safety.js';
 import type { AttributeSet, Device, JsonValue } from '../model.js';
 import { Topic, attributeRequestMessage, type AttributeAnswer } from '../upstream/gateway-api.js';
 import { UpstreamUnavailableError } from '../upstream/connection.js';
@@ -81,14 +82,14 @@ export async function requestScope(
 function answerValues(found: AttributeAnswer, keys: readonly string[]): Record<string, JsonValue> {
   if (found.form === 'value') return keys.length === 1 ? { [keys[0]!]: found.value } : {};
   if (found.form === 'none') return {};
-  const values: Record<string, JsonValue> = {};
+  const values = keyedRecord<JsonValue>();
   for (const key of keys) if (Object.hasOwn(found.values, key)) values[key] = found.values[key]!;
   return values;
 }
 
 /** The cached values of `keys`, or undefined if any is missing. */
 function pick(cache: AttributeSet, keys: readonly string[]): AttributeSet | undefined {
-  const values: Record<string, JsonValue> = {};
+  const values = keyedRecord<JsonValue>();
   for (const key of keys) {
     if (!Object.hasOwn(cache, key)) return undefined;
     values[key] = cache[key]!;

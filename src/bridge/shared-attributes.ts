@@ -1,3 +1,4 @@
+import { encodeJson, keyedRecord } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, Subscriber } from '../model.js';
 import { requestScope } from './attribute-request.js';
 import type { BridgeContext } from './context.js';
@@ -40,11 +41,11 @@ export async function refreshSharedAttributes(context: BridgeContext, device: De
     return; // Upstream went away again; the next connection refreshes.
   }
   if (found === undefined || known.length === 0) return;
-  const changed: Record<string, JsonValue> = {};
+  const changed = keyedRecord<JsonValue>();
   const deleted: string[] = [];
   for (const key of known) {
     if (!Object.hasOwn(found, key)) deleted.push(key);
-    else if (JSON.stringify(found[key]) !== JSON.stringify(snapshot[key])) changed[key] = found[key]!;
+    else if (encodeJson(found[key]) !== encodeJson(snapshot[key])) changed[key] = found[key]!;
   }
   if (Object.keys(changed).length === 0 && deleted.length === 0) return;
   context.log.info({ device: device.name, changed: Object.keys(changed), deleted }, 'shared attributes changed while not connected upstream; observer notified');

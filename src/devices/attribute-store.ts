@@ -5,12 +5,19 @@
 // change, so it survives restarts and power cuts.
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { encodeJson, keyedRecord } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, JsonValue } from '../model.js';
 
+/** Keyed records without prototype: an attribute named "__proto__" is an attribute like any other. */
 interface DeviceAttributes {
   shared: Record<string, JsonValue>;
   client: Record<string, JsonValue>;
 }
+
+const deviceAttributes = (shared: object = {}, client: object = {}): DeviceAttributes => ({
+  shared: Object.assign(keyedRecord<JsonValue>(), shared),
+  client: Object.assign(keyedRecord<JsonValue>(), client),
+});
 
 interface FileFormat {
   readonly version: 1;
@@ -24,7 +31,7 @@ const WRITE_DELAY_MS = 1000;
 function setAll(target: Record<string, JsonValue>, values: AttributeSet): boolean {
   let changed = false;
   for (const [key, value] of Object.entries(values)) {
-    if (Object.hasOwn(target, key) && JSON.stringify(target[key]) === JSON.stringify(value)) continue;
+    if (Object.hasOwn(target, key) && encodeJson(target[key]) === encodeJson(value)) continue;
     target[key] = value;
     changed = true;
   }
@@ -62,7 +69,7 @@ export class AttributeStore {
       const parsed = JSON.parse(text) as FileFormat;
       if (parsed.version !== 1 || typeof parsed.devices !== 'object' || parsed.devices === null) throw new Error('unknown format');
       for (const [name, entry] of Object.entries(parsed.devices)) {
-        store.devices.set(name, { shared: { ...entry.shared }, client: { ...entry.client } });
+        store.devices.set(name, deviceAttributes(entry.shared, entry.client));
       }
       log.info({ file, devices: store.devices.size }, 'attribute cache loaded');
     } catch (error) {
@@ -116,7 +123,7 @@ export class AttributeStore {
   private entry(deviceName: string): DeviceAttributes {
     let entry = this.devices.get(deviceName);
     if (!entry) {
-      entry = { shared: {}, client: {} };
+      entry = deviceAttributes();
       this.devices.set(deviceName, entry);
     }
     return entry;
@@ -131,12 +138,12 @@ export class AttributeStore {
 
   /** Write to a temporary file, flush it to disk, then rename over the old one: never a half-written cache. */
   private write(): void {
-    const data: FileFormat = { version: 1, devices: Object.fromEntries(this.devices) };
     const temporary = `${this.file}.tmp`;
     try {
+      const text = this.serialize();
       const fd = openSync(temporary, 'w');
       try {
-        writeSync(fd, JSON.stringify(data));
+        writeSync(fd, text);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
@@ -155,5 +162,23 @@ export class AttributeStore {
         this.write();
       }, RETRY_DELAY_MS);
     }
+  }
+
+  /**
+   * The file's text, one device at a time: a device whose attributes cannot be encoded (nothing should get
+   * here unbounded, but if it did) loses its entry, logged, and the others are written all the same.
+   */
+  private serialize(): string {
+    const parts: string[] = [];
+    for (const [name, entry] of this.devices) {
+      const text = encodeJson(entry);
+      if (text === undefined) {
+        this.devices.delete(name);
+        this.log.error({ device: name }, 'attribute cache entry could not be encoded; forgotten so the others are still written');
+        continue;
+      }
+      parts.push(`${JSON.stringify(name)}:${text}`);
+    }
+    return `{"version":1,"devices":{${parts.join(',')}}}`;
   }
 }

@@ -8,6 +8,7 @@ import type { Provisioner } from '../bridge/provision.js';
 import type { RequestLimits } from '../coap/limits.js';
 import type { TokenCheck } from '../devices/token-check.js';
 import { imageSlice } from '../firmware/image-store.js';
+import { encodeJson } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
 import { parseFirmwareQuery, parseProvisionRequest, provisionFailure } from '../payload/provision.js';
 import { parseAttributeKeys, parseAttributes, parseClaim, parseClientRpc, parseRpcId, parseRpcReply, parseTelemetry, type Parsed } from '../payload/thingsboard-json.js';
@@ -60,7 +61,11 @@ export const text = (status: number, diagnostic: string, headers?: Record<string
   contentType: 'text/plain; charset=utf-8',
   ...(headers ? { headers } : {}),
 });
-const json = (value: JsonValue, status = 200): HttpAnswer => ({ status, body: JSON.stringify(value), contentType: 'application/json' });
+/** Values from upstream are bounded where they arrive; one still beyond encoding is a 500, not a dead process. */
+const json = (value: JsonValue, status = 200): HttpAnswer => {
+  const body = encodeJson(value);
+  return body === undefined ? text(500, 'the gateway could not encode this answer as JSON') : { status, body, contentType: 'application/json' };
+};
 const retryLater = (outcome: { readonly reason: string; readonly retryAfterSeconds: number }, status = 503): HttpAnswer =>
   text(status, outcome.reason, { 'Retry-After': String(Math.max(1, Math.ceil(outcome.retryAfterSeconds))) });
 

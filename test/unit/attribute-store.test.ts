@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -56,5 +56,36 @@ describe('attribute cache writes', () => {
     store.mergeAnswer('B', 'shared', ['a'], { a: 2 });
     store.close();
     expect(statSync(path).mtimeMs).toBeGreaterThan(written);
+  });
+
+  it('keeps "__proto__" as an ordinary attribute key, in memory and across a restart', () => {
+    const path = file();
+    const store = AttributeStore.open(path, log);
+    const attributes = JSON.parse('{"__proto__":{"polluted":1},"serial":"SN-2"}') as Record<string, never>;
+    store.mergeClient('B', attributes);
+    store.applySharedUpdate('B', { changed: JSON.parse('{"__proto__":5}') as Record<string, never>, deleted: [] });
+    expect(Object.keys(store.client('B'))).toEqual(['__proto__', 'serial']);
+    expect(store.shared('B')['__proto__']).toBe(5);
+    store.close();
+    const reopened = AttributeStore.open(path, log);
+    expect(reopened.client('B')['__proto__']).toEqual({ polluted: 1 });
+    expect(reopened.shared('B')['__proto__']).toBe(5);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('writes every other device when one entry cannot be encoded, and forgets that one', () => {
+    const path = file();
+    const lines: string[] = [];
+    const store = AttributeStore.open(path, createLogger('error', { write: (line: string) => void lines.push(line) }));
+    // Nothing unbounded should get here (downlink messages are bounded where they arrive); if it did,
+    // JSON.stringify would overflow the stack on it.
+    let deep: unknown = 1;
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    store.applySharedUpdate('Deep', { changed: { deep: deep as never }, deleted: [] });
+    store.applySharedUpdate('Fine', { changed: { mode: 'eco' }, deleted: [] });
+    store.close();
+    const written = JSON.parse(readFileSync(path, 'utf8')) as { devices: Record<string, unknown> };
+    expect(written.devices).toEqual({ Fine: { shared: { mode: 'eco' }, client: {} } });
+    expect(lines.join('')).toMatch(/"device":"Deep".*could not be encoded/);
   });
 });

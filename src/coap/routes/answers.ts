@@ -2,6 +2,7 @@
 // Observe relation tied to a bridge subscription.
 import type { Subscription } from '../../bridge/index.js';
 import type { ProvisionOutcome } from '../../bridge/provision.js';
+import { encodeJson } from '../../json-safety.js';
 import type { JsonValue, Subscriber, UplinkOutcome } from '../../model.js';
 import { ContentFormat, ResponseCode, type CodeByte } from '../codes.js';
 import type { RequestLimits } from '../limits.js';
@@ -13,11 +14,17 @@ export const REPLACED: CoapResponse = { code: ResponseCode.Deleted, payload: 'a 
 /** What an observation hears last when a reload removed its device or changed its credentials. */
 export const REVOKED: CoapResponse = { code: ResponseCode.Unauthorized, payload: 'this device was removed or its credentials changed' };
 
-export const json = (code: CodeByte, value: JsonValue): CoapResponse => ({
-  code,
-  contentFormat: ContentFormat.Json,
-  payload: Buffer.from(JSON.stringify(value)),
-});
+/**
+ * A JSON answer or notification. Values from upstream are bounded where they arrive; should one still be
+ * beyond encoding, the device hears 5.00 rather than the process dying on the way.
+ */
+export function json(code: CodeByte, value: JsonValue): CoapResponse {
+  const text = encodeJson(value);
+  if (text === undefined) return UNENCODABLE;
+  return { code, contentFormat: ContentFormat.Json, payload: Buffer.from(text) };
+}
+
+const UNENCODABLE: CoapResponse = { code: ResponseCode.InternalServerError, payload: 'the gateway could not encode this answer as JSON' };
 
 export const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, payload: diagnostic });
 
