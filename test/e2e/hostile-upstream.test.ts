@@ -10,7 +10,7 @@ import * as coapPacket from 'coap-packet';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayProcess, gatewayConfig, killAllGatewayProcesses, writeConfigFile } from '../helpers/gateway-process.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-import { eventually, freeTcpPort, freeUdpPort, sleep } from '../helpers/ports.js';
+import { eventually, eventuallyAsync, freeTcpPort, freeUdpPort, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 import { UdpDevice, emptyReply, get } from '../helpers/udp-device.js';
 
@@ -216,7 +216,7 @@ describe('size, ids and names', () => {
     }
     await tb.publish('v1/gateway/attributes', { device: '__proto__', data: { x: 1 } });
     await tb.publish('v1/gateway/attributes', { device: 'Stranger-1', data: { x: 1 } });
-    await eventually(async () => /\s3002$/.test((await metric(/^coap2mqtt_upstream_refused_messages_total\{reason="unknown_device"\}/)) ?? ''), 10_000, 'all counted');
+    await eventuallyAsync(async () => /\s3002$/.test((await metric(/^coap2mqtt_upstream_refused_messages_total\{reason="unknown_device"\}/)) ?? ''), 10_000, 'all counted');
     // Not queued, not tracked: nothing is held for them.
     expect(await metric(/^coap2mqtt_rpc_pending /)).toBe(pendingBefore);
     const lines = gateway.logs().slice(before).filter((line) => /does not know/.test(String(line.msg)));

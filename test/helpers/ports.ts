@@ -37,3 +37,14 @@ export async function eventually<T>(check: () => T | undefined | false, timeoutM
     await sleep(20);
   }
 }
+
+/** `eventually` for a check that must await something (a metrics scrape, a packet). */
+export async function eventuallyAsync<T>(check: () => Promise<T | undefined | false>, timeoutMs = 5000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}

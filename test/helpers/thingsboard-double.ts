@@ -122,6 +122,11 @@ export class ThingsBoardDouble {
     await this.client.publishAsync(topic, typeof body === 'string' ? body : JSON.stringify(body), { qos: 1 });
   }
 
+  /** Exactly these bytes, which need not be JSON or even UTF-8. */
+  async publishRaw(topic: string, payload: Buffer): Promise<void> {
+    await this.client.publishAsync(topic, payload, { qos: 1 });
+  }
+
   static async connect(url: string): Promise<ThingsBoardDouble> {
     const client = await mqtt.connectAsync(url, { clientId: `tb-double-${process.pid}-${Math.random()}`, reconnectPeriod: 200 });
     await client.subscribeAsync(TOPICS, { qos: 1 });
