@@ -87,4 +87,47 @@ describe('DedupCache', () => {
     }
     expect(dedup.get('10.0.0.0:1', 1)).toBeUndefined();
   });
+
+  it('keeps a compact copy of stored bytes, never a view that holds a larger buffer', () => {
+    const { dedup } = cache();
+    const datagram = Buffer.alloc(59_000, 0x61);
+    dedup.add('peer', 1, 'processing');
+    expect(dedup.setBytes('peer', 1, datagram.subarray(0, 40), 'source')).toBe('stored');
+    datagram.fill(0x62);
+    const stored = dedup.get('peer', 1);
+    expect(Buffer.isBuffer(stored)).toBe(true);
+    expect(stored).toEqual(Buffer.alloc(40, 0x61));
+    expect(dedup.bytes).toBe(42);
+    expect(dedup.bytesOf('source')).toBe(42);
+  });
+
+  it('holds at most its byte cap: the newest generation full rotates early, like the entry cap', () => {
+    let now = 0;
+    const dedup = new DedupCache<string>({ lifetimeMs: 300, maxEntries: 1_000_000, maxBytes: 4000, generations: 4, now: () => now });
+    for (let i = 0; i < 1000; i++) {
+      dedup.add(`peer${i % 50}`, i, 'processing');
+      dedup.setBytes(`peer${i % 50}`, i, Buffer.alloc(100, i & 0xff), `source${i % 50}`);
+      expect(dedup.bytes).toBeLessThanOrEqual(4000 + 102);
+    }
+    expect(dedup.earlyRotations).toBeGreaterThan(0);
+    // What came last is kept.
+    expect(dedup.get('peer49', 999)).toEqual(Buffer.alloc(100, 999 & 0xff));
+    now += 1000;
+    expect(dedup.get('peer49', 999)).toBeUndefined();
+    expect(dedup.bytes).toBe(0);
+  });
+
+  it('refuses bytes beyond a source\'s share, leaving the entry as it was, while other sources still store', () => {
+    const dedup = new DedupCache<string>({ lifetimeMs: 300, maxEntries: 1000, maxBytes: 1_000_000, maxBytesPerSource: 500 });
+    let refused = 0;
+    for (let i = 0; i < 10; i++) {
+      dedup.add('flood:1', i, 'processing');
+      if (dedup.setBytes('flood:1', i, Buffer.alloc(98), 'flood') === 'over-share') refused++;
+    }
+    expect(dedup.bytesOf('flood')).toBe(500);
+    expect(refused).toBe(5);
+    expect(dedup.get('flood:1', 9)).toBe('processing');
+    dedup.add('device:1', 1, 'processing');
+    expect(dedup.setBytes('device:1', 1, Buffer.alloc(98), 'device')).toBe('stored');
+  });
 });
