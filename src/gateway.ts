@@ -182,6 +182,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       maxBlockTransfers: coap.maxBlockTransfers,
       blockTransferIdleMs: coap.blockTransferIdleMs,
       dedupMaxEntries: coap.dedupMaxEntries,
+      dedupMaxBytes: coap.dedupMaxBytes,
       maxBlockSize: coap.maxBlockSize,
       observeCheckIntervalMs: coap.observeCheckIntervalMs,
       maxObservations: coap.maxObservations,

@@ -14,7 +14,7 @@ import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { ObserveRegistry, type Relation } from './observe.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
-import { continuesOrEnds, type RequestLimits } from './limits.js';
+import { continuesOrEnds, sourceKey, type RequestLimits } from './limits.js';
 import { ResponseCounts } from './response-counts.js';
 import { LogOncePer } from '../log.js';
 import { formatPeer, type Peer } from './transport.js';
@@ -28,6 +28,11 @@ export interface MessageLayerOptions {
   readonly blockTransferIdleMs: number;
   /** Hard cap on remembered (peer, message id) pairs. */
   readonly dedupMaxEntries: number;
+  /**
+   * Hard cap on the bytes of answers remembered for retransmissions; one source address (IPv6: /64) holds
+   * at most a sixteenth of it. Default: 32 MiB.
+   */
+  readonly dedupMaxBytes?: number;
   readonly exchangeLifetimeMs?: number;
   readonly retransmission?: RetransmissionParameters;
   /** Peers whose message id counters are kept. */
@@ -45,9 +50,21 @@ export interface MessageLayerOptions {
 // Representations kept for Block2 follow-ups: bounded in count and bytes, kept as long as an exchange.
 const BLOCK2_CACHE_ENTRIES = 10_000;
 const BLOCK2_CACHE_BYTES = 16 * 1024 * 1024;
+const DEDUP_MAX_BYTES = 32 * 1024 * 1024;
+/**
+ * One source address may hold this share of the remembered answers: 2 MiB by default, some 10,000 error
+ * answers or 2,000 full blocks within the exchange lifetime, far beyond a device's needs, while a flood
+ * from one address cannot push out everyone else's.
+ */
+const DEDUP_SOURCE_SHARE = 16;
+/**
+ * Diagnostic payloads (RFC 7252 §5.5.2: "short") are cut to this many characters, so an error answer
+ * never echoes much of a request back, and always fits one block.
+ */
+const MAX_DIAGNOSTIC_CHARS = 200;
 
-// Deduplication states besides a finished response (stored as the CoapResponse itself, usually a shared
-// constant, which keeps entries small).
+// Deduplication states besides a finished response (a shared object per code for a bare answer, or the
+// bytes of the datagram that carried it).
 const PROCESSING = Symbol('processing');
 const ANSWERED_SEPARATELY = Symbol('answered separately');
 const REJECTED = Symbol('rejected');
@@ -56,7 +73,16 @@ const REJECTED = Symbol('rejected');
  * rather than answered from a stored copy, so a fleet downloading costs the table a few bytes per block.
  */
 const HANDLE_AGAIN = Symbol('handle again');
-type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED | typeof HANDLE_AGAIN;
+/**
+ * Answered, but the answer was not kept: its source already held its share of the table. A retransmitted
+ * GET is handled again (it is safe to); anything else goes unanswered rather than be done twice.
+ */
+const NOT_KEPT = Symbol('not kept');
+/**
+ * What became of a message. Answers without payload or options are kept as one shared object per code;
+ * any other answer as the bytes of the datagram that carried it (in the table's own arena).
+ */
+type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED | typeof HANDLE_AGAIN | typeof NOT_KEPT;
 
 export interface MessageLayerStats {
   datagrams: number;
@@ -74,6 +100,8 @@ export interface MessageLayerStats {
   observationsRefused: number;
   /** Responses and notifications sent as one Block2 block of a larger representation. */
   blockResponses: number;
+  /** Answers not remembered for retransmissions because their source address held its share of the table. */
+  answersNotKept: number;
 }
 
 const SHUTTING_DOWN: CoapResponse = {
@@ -97,6 +125,7 @@ export class CoapMessageLayer {
     observationsEnded: 0,
     observationsRefused: 0,
     blockResponses: 0,
+    answersNotKept: 0,
   };
   /** Answers to new requests by transport, operation and code (duplicates answered from the cache are not). */
   readonly responses: ResponseCounts;
@@ -114,6 +143,8 @@ export class CoapMessageLayer {
   private drained: (() => void) | undefined;
   /** Repeats the "table full" warning at most every 10 minutes while the overload lasts. */
   private readonly capWarnings = new LogOncePer(10 * 60_000, 1);
+  /** One line per source address holding its share of the table, per 10 minutes. */
+  private readonly shareWarnings = new LogOncePer(10 * 60_000);
 
   constructor(
     private readonly options: MessageLayerOptions,
@@ -123,7 +154,13 @@ export class CoapMessageLayer {
     const lifetimeMs = options.exchangeLifetimeMs ?? Transmission.exchangeLifetimeMs;
     this.responses = new ResponseCounts(handler.operations);
     this.piggybackDeadlines = new FixedDelayDeadlines(options.piggybackWindowMs);
-    this.seen = new DedupCache({ lifetimeMs, maxEntries: options.dedupMaxEntries });
+    const dedupMaxBytes = options.dedupMaxBytes ?? DEDUP_MAX_BYTES;
+    this.seen = new DedupCache({
+      lifetimeMs,
+      maxEntries: options.dedupMaxEntries,
+      maxBytes: dedupMaxBytes,
+      maxBytesPerSource: Math.floor(dedupMaxBytes / DEDUP_SOURCE_SHARE),
+    });
     this.blocks = new Block1Assembler({
       maxBodyBytes: options.maxBodyBytes,
       maxTransfers: options.maxBlockTransfers,
@@ -143,6 +180,11 @@ export class CoapMessageLayer {
       this.stats,
       log,
     );
+  }
+
+  /** The deduplication table's size: entries, and bytes of answers kept for retransmissions. */
+  get remembered(): { readonly entries: number; readonly bytes: number } {
+    return { entries: this.seen.size, bytes: this.seen.bytes };
   }
 
   /** The transport's sink: every datagram from every transport comes through here. */
@@ -191,15 +233,15 @@ export class CoapMessageLayer {
 
     const previous = this.seen.get(peer.key, message.messageId);
     if (previous !== undefined) this.stats.duplicates++;
-    if (previous === HANDLE_AGAIN) {
+    if (previous === HANDLE_AGAIN || (previous === NOT_KEPT && message.code === Method.GET)) {
       this.seen.update(peer.key, message.messageId, PROCESSING);
     } else if (previous !== undefined) {
       this.replay(previous, message, peer);
       return;
     } else if (!this.seen.add(peer.key, message.messageId, PROCESSING) && this.capWarnings.first('dedup')) {
       this.log.warn(
-        { maxEntries: this.options.dedupMaxEntries },
-        'deduplication table full (coap.dedupMaxEntries): the oldest quarter of message ids was forgotten before 247 s; a late retransmission of one of them would be forwarded again. Raise the limit for this request rate',
+        { maxEntries: this.options.dedupMaxEntries, maxBytes: this.options.dedupMaxBytes ?? DEDUP_MAX_BYTES },
+        'deduplication table full (coap.dedupMaxEntries or coap.dedupMaxBytes): the oldest quarter of message ids was forgotten before 247 s; a late retransmission of one of them would be forwarded again. Raise the limits for this request rate',
       );
     }
     this.stats.requests++;
@@ -233,9 +275,9 @@ export class CoapMessageLayer {
     if (request.block1) {
       const block = request.block1;
       const transferKey = `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')} ${request.requestTag}`;
-      const outcome = this.blocks.accept(transferKey, block, request.payload, request.size1);
+      const outcome = this.blocks.accept(transferKey, sourceKey(peer.address), block, request.payload, request.size1);
       if (outcome.kind === 'reject') {
-        this.finish(message, peer, request, { code: outcome.code, payload: outcome.reason, size1: outcome.size1 }, false);
+        this.finish(message, peer, request, { code: outcome.code, payload: outcome.reason, size1: outcome.size1, maxAge: outcome.maxAge }, false);
         return;
       }
       if (outcome.kind === 'continue') {
@@ -336,7 +378,8 @@ export class CoapMessageLayer {
     separate: boolean,
   ): void {
     if (this.stopped) return;
-    let response = blockEcho ? { ...answer, options: [...(answer.options ?? []), ...blockEcho] } : answer;
+    const short = shortDiagnostic(answer);
+    let response = blockEcho ? { ...short, options: [...(short.options ?? []), ...blockEcho] } : short;
     const relation = request.observation && this.observations.conclude(request.observation, response);
     const observe = relation ? relation.nextSequence() : undefined;
 
@@ -371,10 +414,10 @@ export class CoapMessageLayer {
     // The handler labelled what it saw; what never reached it is labelled here, rarely (refusals, blocks).
     const operation = request === undefined ? 0 : (request.operation ?? this.handler.classify?.(request) ?? 0);
     this.responses.count(peer.transport, operation, response.code);
-    const remembered: Seen = reproducible ? HANDLE_AGAIN : response;
     if (message.type === MessageType.Confirmable && !separate) {
-      this.seen.update(peer.key, message.messageId, remembered);
-      peer.transport.send(peer, this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response));
+      const datagram = this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response);
+      this.remember(message, peer, response, datagram, reproducible);
+      peer.transport.send(peer, datagram);
       if (relation) this.observations.registered(relation);
       return;
     }
@@ -393,10 +436,37 @@ export class CoapMessageLayer {
       this.confirmables.send(peer, messageId, datagram, onOutcome);
       return;
     }
-    this.seen.update(peer.key, message.messageId, remembered);
     const messageId = this.messageIds.next(peer);
-    peer.transport.send(peer, this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response));
+    const datagram = this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response);
+    this.remember(message, peer, response, datagram, reproducible);
+    peer.transport.send(peer, datagram);
     if (relation) this.observations.registered(relation, messageId);
+  }
+
+  /**
+   * What a retransmission of `message` will be answered with: a shared object for a bare answer, otherwise
+   * a compact copy of the datagram that carried it, within the source's share of the table.
+   */
+  private remember(message: IncomingMessage, peer: Peer, response: CoapResponse, datagram: Buffer, reproducible: boolean): void {
+    if (reproducible) {
+      this.seen.update(peer.key, message.messageId, HANDLE_AGAIN);
+      return;
+    }
+    const bare = bareAnswer(response);
+    if (bare) {
+      this.seen.update(peer.key, message.messageId, bare);
+      return;
+    }
+    const source = sourceKey(peer.address);
+    if (this.seen.setBytes(peer.key, message.messageId, datagram, source) === 'stored') return;
+    this.seen.update(peer.key, message.messageId, NOT_KEPT);
+    this.stats.answersNotKept++;
+    if (this.shareWarnings.first(source)) {
+      this.log.warn(
+        { source, bytes: this.seen.bytesOf(source) },
+        'a source address holds its share of the answers remembered for retransmissions (a sixteenth of coap.dedupMaxBytes): further answers to it are not remembered, so its retransmitted GETs are handled again and other retransmissions go unanswered. A flood from that address, or many devices behind one NAT; logged again in 10 minutes at most',
+      );
+    }
   }
 
   /** Notifications and final responses of a relation: sliced at the observer's block size like any answer. */
@@ -418,10 +488,20 @@ export class CoapMessageLayer {
   };
 
   /** Answers a duplicate from what the first copy produced, without handling it again. */
-  private replay(previous: Seen, message: IncomingMessage, peer: Peer): void {
+  private replay(previous: Seen | Buffer, message: IncomingMessage, peer: Peer): void {
     const confirmable = message.type === MessageType.Confirmable;
     // HANDLE_AGAIN never gets here: the caller handles such a retransmission as a new request.
-    if (previous === PROCESSING || previous === REJECTED || previous === HANDLE_AGAIN) return;
+    if (previous === PROCESSING || previous === REJECTED || previous === HANDLE_AGAIN || previous === NOT_KEPT) return;
+    if (Buffer.isBuffer(previous)) {
+      // The datagram that answered the first copy, retyped for this one: a CON gets it as the ACK it was
+      // (same message id), a NON a NON with a fresh id. Copied: the table's arena is not ours to send.
+      const datagram = Buffer.from(previous);
+      const type = confirmable ? MessageType.Acknowledgement : MessageType.NonConfirmable;
+      datagram[0] = (datagram[0]! & 0xcf) | (type << 4);
+      datagram.writeUInt16BE(confirmable ? message.messageId : this.messageIds.next(peer), 2);
+      peer.transport.send(peer, datagram);
+      return;
+    }
     if (previous === ANSWERED_SEPARATELY) {
       if (confirmable) peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
       return;
@@ -481,6 +561,31 @@ export class CoapMessageLayer {
     this.seen.clear();
     this.messageIds.clear();
   }
+}
+
+/** One shared object per response code stands for every answer that is nothing but the code. */
+const BARE_ANSWERS = new Map<number, CoapResponse>();
+
+function bareAnswer(response: CoapResponse): CoapResponse | undefined {
+  const { payload, options } = response;
+  if ((payload !== undefined && payload.length > 0) || (options !== undefined && options.length > 0) || response.maxAge !== undefined || response.size1 !== undefined) {
+    return undefined;
+  }
+  let shared = BARE_ANSWERS.get(response.code);
+  if (!shared) {
+    shared = Object.freeze({ code: response.code });
+    BARE_ANSWERS.set(response.code, shared);
+  }
+  return shared;
+}
+
+/** An error's diagnostic cut to MAX_DIAGNOSTIC_CHARS: whatever a handler echoed, the answer stays small. */
+function shortDiagnostic(response: CoapResponse): CoapResponse {
+  const { payload } = response;
+  if (typeof payload !== 'string' || payload.length <= MAX_DIAGNOSTIC_CHARS || codeClass(response.code) < 4) return response;
+  // Not between the two halves of a surrogate pair, which would encode as U+FFFD.
+  const cut = MAX_DIAGNOSTIC_CHARS - (/[\ud800-\udbff]/.test(payload[MAX_DIAGNOSTIC_CHARS - 2]!) ? 2 : 1);
+  return { ...response, payload: `${payload.slice(0, cut)}…` };
 }
 
 /** Where a sliced representation waits for follow-ups: RFC 7959 ties them to the peer, method and URI. */

@@ -91,6 +91,13 @@ const RULES = new Map<number, OptionRule>([
   [OptionNumber.RequestTag, { name: 'Request-Tag', minLength: 0, maxLength: 8, repeatable: true }],
 ]);
 
+/**
+ * Most bytes of Uri-Path and Uri-Query together. The device API's longest URIs (a token, a feature, a
+ * list of attribute keys) take a few hundred; a URI kept as a key (Block1 uploads, Block2 follow-ups)
+ * must not let a stranger make the gateway hold 59 KB per request.
+ */
+export const MAX_URI_BYTES = 2048;
+
 const UNSUPPORTED_CRITICAL: ReadonlyMap<number, string> = new Map([
   [OptionNumber.IfMatch, 'If-Match'],
   [OptionNumber.IfNoneMatch, 'If-None-Match'],
@@ -110,6 +117,7 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
   let size1: number | undefined;
   let requestTag = '';
   let previousNumber = -1;
+  let uriBytes = 0;
 
   for (const option of message.options) {
     const { number, value } = option;
@@ -139,10 +147,12 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
 
     switch (number) {
       case OptionNumber.UriPath:
-        uriPath.push(value.toString('utf8'));
-        break;
       case OptionNumber.UriQuery:
-        uriQuery.push(value.toString('utf8'));
+        uriBytes += value.length;
+        if (uriBytes > MAX_URI_BYTES) {
+          return { kind: 'bad-option', code: ResponseCode.BadRequest, reason: `request URI longer than ${MAX_URI_BYTES} bytes` };
+        }
+        (number === OptionNumber.UriPath ? uriPath : uriQuery).push(value.toString('utf8'));
         break;
       case OptionNumber.ContentFormat:
         contentFormat = decodeUint(value);

@@ -41,6 +41,7 @@ export interface CoapConfig {
   readonly maxRequestBodyBytes: number;
   readonly piggybackWindowMs: number;
   readonly dedupMaxEntries: number;
+  readonly dedupMaxBytes: number;
   readonly maxBlockTransfers: number;
   readonly blockTransferIdleMs: number;
   readonly socketBufferBytes: number;

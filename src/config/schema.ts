@@ -175,6 +175,12 @@ export const schema = {
       default: 1_000_000,
       env: 'COAP2MQTT_COAP_DEDUP_MAX_ENTRIES',
     },
+    dedupMaxBytes: {
+      doc: 'Hard cap on the bytes of answers kept to repeat to retransmissions (most answers, a bare 2.01 or 2.04, take none; a diagnostic or a read\'s 2.05 is kept as the datagram that carried it). One source address (IPv6: its /64) may hold a sixteenth of it; beyond that its answers are not kept, so its retransmitted GETs are handled again and other retransmissions go unanswered (logged once). Beyond the cap the oldest are forgotten early (logged once).',
+      format: integer(1_048_576, 1_073_741_824),
+      default: 33_554_432,
+      env: 'COAP2MQTT_COAP_DEDUP_MAX_BYTES',
+    },
     maxBlockTransfers: {
       doc: 'How many Block1 uploads may be in progress at once; the least recently active is abandoned beyond it.',
       format: integer(1, 100_000),

@@ -20,7 +20,11 @@ import type { UpstreamStats } from '../upstream/connection.js';
 import { VERSION } from './health.js';
 
 export interface MetricsSources {
-  readonly messageLayer: { readonly stats: MessageLayerStats; readonly responses: ResponseCounts };
+  readonly messageLayer: {
+    readonly stats: MessageLayerStats;
+    readonly responses: ResponseCounts;
+    readonly remembered: { readonly entries: number; readonly bytes: number };
+  };
   readonly limits: { stats(): RequestLimitsStats };
   readonly upstream: { stats(): UpstreamStats; onPuback(listener: (seconds: number) => void): void };
   /** Absent when outbox.enabled is false. */
@@ -118,6 +122,9 @@ export class GatewayMetrics {
     counter('coap2mqtt_coap_ignored_total', 'Datagrams ignored without an answer (an unknown CoAP version, or too short to be CoAP).', () => layer.stats.ignored);
     counter('coap2mqtt_coap_separate_responses_total', 'Answers sent as a separate CON response because they took longer than coap.piggybackWindowMs.', () => layer.stats.separateResponses);
     counter('coap2mqtt_coap_block_responses_total', 'Responses and notifications sent as one Block2 block of a larger body.', () => layer.stats.blockResponses);
+    gauge('coap2mqtt_coap_dedup_entries', 'Message ids remembered to recognise retransmissions (at most coap.dedupMaxEntries).', () => layer.remembered.entries);
+    gauge('coap2mqtt_coap_dedup_bytes', 'Bytes of answers kept to repeat to retransmissions (at most coap.dedupMaxBytes, plus one answer per generation).', () => layer.remembered.bytes);
+    counter('coap2mqtt_coap_answers_not_kept_total', 'Answers not kept for retransmissions because their source address held its share (a sixteenth of coap.dedupMaxBytes): a flood from one address, or very many devices behind one NAT.', () => layer.stats.answersNotKept);
     counter('coap2mqtt_coap_handler_errors_total', 'Requests answered 5.00 because of an internal error (a bug: please report it with the log).', () => layer.stats.handlerErrors);
     const limits = sources.limits;
     labelledCounter('coap2mqtt_coap_too_many_requests_total', 'Requests answered 4.29 Too Many Requests, by the limit that refused them (gateway: limits.requestsPerSecond, device: limits.deviceRequestsPerSecond, blocked_address: an address blocked for trying unknown tokens).', 'limit', () => {

@@ -55,6 +55,12 @@ export function packageAlias(segments: string[]): string[] {
   return segments.length === 2 ? ['api', 'v1', segments[1]!, feature] : ['api', 'v1', feature];
 }
 
+/** A path as a diagnostic may name it: enough to recognise, never an echo of a long request. */
+function shortPath(segments: readonly string[]): string {
+  const path = `/${segments.join('/')}`;
+  return path.length <= 64 ? path : `${path.slice(0, 63)}…`;
+}
+
 /** The dialects by path prefix: ThingsBoard's /api/v1 always, thethings.io's /v2/things when enabled. */
 export interface Routes {
   readonly api: Route;
@@ -75,7 +81,7 @@ export function createRouter(routes: Routes): RequestHandler {
     request.operation = Operation.other;
     return {
       code: ResponseCode.NotFound,
-      payload: `no such path /${segments.join('/')}; the device API lives under /api/v1/{token}/ (packages under /fw/{token} and /sw/{token})${routes.thethings ? ', thethings.io\'s under /v2/things' : ''}`,
+      payload: `no such path ${shortPath(segments)}; the device API lives under /api/v1/{token}/ (packages under /fw/{token} and /sw/{token})${routes.thethings ? ', thethings.io\'s under /v2/things' : ''}`,
     };
   };
   const classify = (request: CoapRequest): number => {
