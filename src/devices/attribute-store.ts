@@ -6,6 +6,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { AttributeSet, AttributeUpdate, JsonValue } from '../model.js';
+import { parseJsonText, writeJson } from '../payload/json-text.js';
 
 interface DeviceAttributes {
   shared: Record<string, JsonValue>;
@@ -24,7 +25,8 @@ const WRITE_DELAY_MS = 1000;
 function setAll(target: Record<string, JsonValue>, values: AttributeSet): boolean {
   let changed = false;
   for (const [key, value] of Object.entries(values)) {
-    if (Object.hasOwn(target, key) && JSON.stringify(target[key]) === JSON.stringify(value)) continue;
+    // writeJson: a device's large integers (ExactInteger) differ in their last digits too.
+    if (Object.hasOwn(target, key) && writeJson(target[key]) === writeJson(value)) continue;
     target[key] = value;
     changed = true;
   }
@@ -59,7 +61,7 @@ export class AttributeStore {
       return store;
     }
     try {
-      const parsed = JSON.parse(text) as FileFormat;
+      const parsed = parseJsonText(text) as FileFormat;
       if (parsed.version !== 1 || typeof parsed.devices !== 'object' || parsed.devices === null) throw new Error('unknown format');
       for (const [name, entry] of Object.entries(parsed.devices)) {
         store.devices.set(name, { shared: { ...entry.shared }, client: { ...entry.client } });
@@ -136,7 +138,7 @@ export class AttributeStore {
     try {
       const fd = openSync(temporary, 'w');
       try {
-        writeSync(fd, JSON.stringify(data));
+        writeSync(fd, writeJson(data));
         fsyncSync(fd);
       } finally {
         closeSync(fd);

@@ -9,6 +9,7 @@ import type { RequestLimits } from '../coap/limits.js';
 import type { TokenCheck } from '../devices/token-check.js';
 import { imageSlice } from '../firmware/image-store.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
+import { writeJson } from '../payload/json-text.js';
 import { parseFirmwareQuery, parseProvisionRequest, provisionFailure } from '../payload/provision.js';
 import { parseAttributeKeys, parseAttributes, parseClaim, parseClientRpc, parseRpcId, parseRpcReply, parseTelemetry, type Parsed } from '../payload/thingsboard-json.js';
 
@@ -60,7 +61,8 @@ export const text = (status: number, diagnostic: string, headers?: Record<string
   contentType: 'text/plain; charset=utf-8',
   ...(headers ? { headers } : {}),
 });
-const json = (value: JsonValue, status = 200): HttpAnswer => ({ status, body: JSON.stringify(value), contentType: 'application/json' });
+/** Client attributes read back keep a device's large integers to the digit. */
+const json = (value: JsonValue, status = 200): HttpAnswer => ({ status, body: writeJson(value), contentType: 'application/json' });
 const retryLater = (outcome: { readonly reason: string; readonly retryAfterSeconds: number }, status = 503): HttpAnswer =>
   text(status, outcome.reason, { 'Retry-After': String(Math.max(1, Math.ceil(outcome.retryAfterSeconds))) });
 

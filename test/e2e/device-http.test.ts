@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { gatewayApiViolations } from '../helpers/gateway-api-validator.js';
 import { HeldConnections } from '../helpers/held-connections.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, freeTcpPort, sleep } from '../helpers/ports.js';
@@ -96,6 +97,26 @@ describe('HTTP device API: uplinks', () => {
     expect((await http('/api/v1/boiler-token-7/telemetry')).headers.get('allow')).toBe('POST');
     await sleep(200);
     expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+});
+
+describe('HTTP device API: payload bytes and numbers', () => {
+  it('answers 400 to a body that is not UTF-8, saying at which byte, and publishes nothing', async () => {
+    const body = Buffer.concat([Buffer.from('{"label":"caf'), Buffer.from([0xe9]), Buffer.from('"}')]);
+    const response = await http('/api/v1/boiler-token-7/telemetry', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toMatch(/not valid UTF-8: byte 13 \(0xe9\)/);
+    await sleep(200);
+    expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+
+  it('takes the largest 64-bit integer to ThingsBoard digit for digit', async () => {
+    expect((await post('/api/v1/boiler-token-7/telemetry', '{"max":9223372036854775807,"huge":1.7e308}')).status).toBe(200);
+    const [telemetry] = await tb.waitFor('v1/gateway/telemetry');
+    expect(telemetry!.text).toMatch(/"values":\{"max":9223372036854775807,"huge":1\.7e\+308\}/);
+    expect((await post('/api/v1/boiler-token-7/attributes', '{"serial":9223372036854775807}')).status).toBe(200);
+    expect((await tb.waitFor('v1/gateway/attributes'))[0]!.text).toBe('{"Boiler-7":{"serial":9223372036854775807}}');
+    expect(gatewayApiViolations(tb.received)).toEqual([]);
   });
 });
 

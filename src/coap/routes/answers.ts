@@ -3,6 +3,7 @@
 import type { Subscription } from '../../bridge/index.js';
 import type { ProvisionOutcome } from '../../bridge/provision.js';
 import type { JsonValue, Subscriber, UplinkOutcome } from '../../model.js';
+import { writeJson } from '../../payload/json-text.js';
 import { ContentFormat, ResponseCode, type CodeByte } from '../codes.js';
 import type { RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
@@ -13,10 +14,11 @@ export const REPLACED: CoapResponse = { code: ResponseCode.Deleted, payload: 'a 
 /** What an observation hears last when a reload removed its device or changed its credentials. */
 export const REVOKED: CoapResponse = { code: ResponseCode.Unauthorized, payload: 'this device was removed or its credentials changed' };
 
+/** A JSON answer; values a device sent (thethings.io reads) keep their large integers to the digit. */
 export const json = (code: CodeByte, value: JsonValue): CoapResponse => ({
   code,
   contentFormat: ContentFormat.Json,
-  payload: Buffer.from(JSON.stringify(value)),
+  payload: Buffer.from(writeJson(value)),
 });
 
 export const error = (code: CodeByte, diagnostic: string): CoapResponse => ({ code, payload: diagnostic });
