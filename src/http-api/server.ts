@@ -1,5 +1,6 @@
 // The HTTP transport of the device API (deviceHttp.*): reads a bounded request, hands it to the route table
 // and writes its answer. Long-polls hold their connection; everything else is answered as it comes.
+import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { LogOncePer } from '../log.js';
@@ -137,6 +138,11 @@ export class DeviceHttpServer {
         this.answer(request, response, receivedAt, text(400, 'the path is not valid percent-encoded UTF-8'));
         return;
       }
+      // URLSearchParams would turn such bytes into U+FFFD, and an attribute key so read goes upstream.
+      if (!isUtf8Query(url.search)) {
+        this.answer(request, response, receivedAt, text(400, 'the query is not valid percent-encoded UTF-8'));
+        return;
+      }
       const closeListeners: Array<() => void> = [];
       response.once('close', () => {
         if (!response.writableFinished) for (const listener of closeListeners) listener();
@@ -203,6 +209,12 @@ function decodeSegments(pathname: string): string[] | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The query's bytes once %XX escapes are undone (Node refuses other bytes than ASCII in a request target). */
+function isUtf8Query(search: string): boolean {
+  if (!search.includes('%')) return true;
+  return isUtf8(Buffer.from(search.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))), 'latin1'));
 }
 
 /** /api/v1/TOKEN/telemetry → /api/v1/…/telemetry: paths hold access tokens, which never reach the log. */

@@ -110,6 +110,13 @@ describe('HTTP device API: payload bytes and numbers', () => {
     expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
   });
 
+  it('answers 400 to a query that is not percent-encoded UTF-8 instead of asking ThingsBoard for a key the device never named', async () => {
+    const response = await http('/api/v1/boiler-token-7/attributes?sharedKeys=setpoint%FF');
+    expect(response.status).toBe(400);
+    expect(await response.text()).toMatch(/query is not valid percent-encoded UTF-8/);
+    expect(tb.on('v1/gateway/attributes/request')).toHaveLength(0);
+  });
+
   it('takes the largest 64-bit integer to ThingsBoard digit for digit', async () => {
     expect((await post('/api/v1/boiler-token-7/telemetry', '{"max":9223372036854775807,"huge":1.7e308}')).status).toBe(200);
     const [telemetry] = await tb.waitFor('v1/gateway/telemetry');

@@ -118,6 +118,13 @@ describe('payload bytes and numbers', () => {
     expect(tb.on('v1/gateway/attributes')).toHaveLength(0);
   });
 
+  it('answers 4.02 to a Uri-Query that is not UTF-8 instead of asking ThingsBoard for a key the device never named', async () => {
+    const result = await coapClient(gw.uri('/api/v1/boiler-token-7/attributes?sharedKeys=setpoint%FF'), ['-m', 'get', '-B', '3']);
+    expect(result.response?.code).toBe('4.02');
+    expect(result.response?.payload).toMatch(/Uri-Query .*not valid UTF-8/);
+    expect(tb.on('v1/gateway/attributes/request')).toHaveLength(0);
+  });
+
   it('takes every 64-bit integer to ThingsBoard digit for digit, and a large double as a double', async () => {
     const body = '{"max":9223372036854775807,"min":-9223372036854775808,"odd":9007199254740993,"huge":1.7e308}';
     const result = await coapClient(gw.uri('/api/v1/boiler-token-7/telemetry'), ['-m', 'post', '-e', body]);
