@@ -1,3 +1,5 @@
+import { writeJson } from './payload/json-text.js';
+
 // JSON from outside the gateway (devices, ThingsBoard's rule chains and dashboards) handled so that no
 // input can crash the process or change an object's prototype:
 // - V8's JSON.parse is iterative and takes any depth, but JSON.stringify recurses and overflows the stack
@@ -28,10 +30,13 @@ export function nestsDeeperThan(text: Buffer, maxDepth: number): boolean {
   return false;
 }
 
-/** JSON.stringify that never throws: undefined for a value it cannot encode (too deep, a cycle, a BigInt). */
+/**
+ * JSON text that never throws: undefined for a value it cannot encode (too deep, a cycle, a BigInt). A
+ * device's large integers keep their digits (writeJson).
+ */
 export function encodeJson(value: unknown): string | undefined {
   try {
-    return JSON.stringify(value);
+    return writeJson(value);
   } catch {
     return undefined;
   }

@@ -1,6 +1,19 @@
 // The project's own words, shared by the device-facing edges and the bridge. Nothing here knows CoAP or MQTT.
 
-export type JsonPrimitive = string | number | boolean;
+/**
+ * An integer a double cannot hold exactly (beyond ±2^53), kept as the digits the device sent: ThingsBoard
+ * stores integers as 64-bit longs, so 9223372036854775807 must reach it as written. The upstream writer
+ * puts the digits in the JSON; elsewhere it reads as the nearest double.
+ */
+export class ExactInteger {
+  constructor(readonly digits: string) {}
+
+  toJSON(): number {
+    return Number(this.digits);
+  }
+}
+
+export type JsonPrimitive = string | number | boolean | ExactInteger;
 export type JsonValue = JsonPrimitive | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** A device as ThingsBoard knows it: its name there and its device profile ("type"). */

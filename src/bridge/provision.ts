@@ -8,6 +8,7 @@ import type { ProvisionConfig, ProvisionKey } from '../config/load.js';
 import type { DeviceEnrolment } from '../devices/enrolment.js';
 import { fingerprint } from '../log.js';
 import type { Device, JsonValue } from '../model.js';
+import { writeJson } from '../payload/json-text.js';
 import { isPathSafeToken, parseProvisionAnswer, provisionFailure, type ProvisionAnswer, type ProvisionRequest } from '../payload/provision.js';
 import type { UpstreamProvisionResult } from '../upstream/provision-client.js';
 
@@ -95,7 +96,8 @@ export function createProvisioner(deps: ProvisionerDeps): Provisioner {
       return { status: 'answered', answer: provisionFailure('FAILURE', conflict) };
     }
     const body: Record<string, JsonValue> = { ...request.body, deviceName: name };
-    const result = await deps.askUpstream(JSON.stringify(body));
+    // The device's own fields go on unchanged, large integers to the digit.
+    const result = await deps.askUpstream(writeJson(body));
     switch (result.kind) {
       case 'timeout':
         log.warn({ peer, device: name, timeoutMs: config.timeoutMs }, 'ThingsBoard did not answer the provisioning request in time (5.04)');

@@ -1,5 +1,6 @@
 // What a request handler sees and returns: a request whose options have been checked and read once,
 // and a response described by code and payload, leaving message types, ids and encoding to the layer.
+import { isUtf8 } from 'node:buffer';
 import { ResponseCode, OptionNumber, type CodeByte } from './codes.js';
 import { decodeBlock, type BlockOption } from './block.js';
 import { decodeUint, type CoapOption, type IncomingMessage } from './message.js';
@@ -152,7 +153,15 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
         if (uriBytes > MAX_URI_BYTES) {
           return { kind: 'bad-option', code: ResponseCode.BadRequest, reason: `request URI longer than ${MAX_URI_BYTES} bytes` };
         }
-        (number === OptionNumber.UriPath ? uriPath : uriQuery).push(value.toString('utf8'));
+        if (number === OptionNumber.UriPath) {
+          // Not checked: a segment that is not UTF-8 matches no token or feature (4.01, 4.04), and no path
+          // segment goes upstream.
+          uriPath.push(value.toString('utf8'));
+          break;
+        }
+        // Attribute keys go upstream from here: one read as U+FFFD would ask ThingsBoard for another key.
+        if (!isUtf8(value)) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: `a Uri-Query option is not valid UTF-8 (${value.length} bytes)` };
+        uriQuery.push(value.toString('utf8'));
         break;
       case OptionNumber.ContentFormat:
         contentFormat = decodeUint(value);

@@ -151,6 +151,7 @@ export interface DeviceHttpConfig {
   readonly port: number;
   readonly maxBodyBytes: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerAddress: number;
 }
 
 export interface GatewayConfig {

@@ -637,10 +637,16 @@ export const schema = {
       env: 'COAP2MQTT_DEVICE_HTTP_MAX_BODY_BYTES',
     },
     maxConnections: {
-      doc: 'TCP connections at once (each long-poll holds one); more are refused.',
+      doc: 'TCP connections at once (each long-poll holds one). A connection must send its request within 5 s of opening; at the bound a new connection closes the oldest one without a request in progress, and is refused only when every connection holds one.',
       format: integer(1, 100_000),
       default: 1024,
       env: 'COAP2MQTT_DEVICE_HTTP_MAX_CONNECTIONS',
+    },
+    maxConnectionsPerAddress: {
+      doc: 'TCP connections at once from one IP address, so one client cannot take them all; beyond it the address\'s oldest connection without a request in progress is closed, or the new one refused. Behind a reverse proxy every client has the proxy\'s address: raise it to deviceHttp.maxConnections.',
+      format: integer(1, 100_000),
+      default: 128,
+      env: 'COAP2MQTT_DEVICE_HTTP_MAX_CONNECTIONS_PER_ADDRESS',
     },
   },
   provision: {

@@ -7,6 +7,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } f
 import type { Logger } from 'pino';
 import { encodeJson, keyedRecord } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, JsonValue } from '../model.js';
+import { parseJsonText } from '../payload/json-text.js';
 
 /** Keyed records without prototype: an attribute named "__proto__" is an attribute like any other. */
 interface DeviceAttributes {
@@ -66,7 +67,7 @@ export class AttributeStore {
       return store;
     }
     try {
-      const parsed = JSON.parse(text) as FileFormat;
+      const parsed = parseJsonText(text) as FileFormat;
       if (parsed.version !== 1 || typeof parsed.devices !== 'object' || parsed.devices === null) throw new Error('unknown format');
       for (const [name, entry] of Object.entries(parsed.devices)) {
         store.devices.set(name, deviceAttributes(entry.shared, entry.client));

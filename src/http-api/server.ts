@@ -1,49 +1,73 @@
 // The HTTP transport of the device API (deviceHttp.*): reads a bounded request, hands it to the route table
 // and writes its answer. Long-polls hold their connection; everything else is answered as it comes.
+import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { closeHttp, listenHttp, trackConnections } from '../net/http-listen.js';
+import { LogOncePer } from '../log.js';
+import { ConnectionGuard, type ConnectionGuardStats } from '../net/connection-guard.js';
+import { closeHttp, listenHttp } from '../net/http-listen.js';
 import type { BoundAddress } from '../net/udp-socket.js';
-import { text, type DeviceHttpApi, type HttpAnswer } from './device-api.js';
+import { MAX_POLL_TIMEOUT_MS, text, type DeviceHttpApi, type HttpAnswer } from './device-api.js';
 
 export interface DeviceHttpOptions {
   readonly host: string;
   readonly port: number;
   readonly maxBodyBytes: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerAddress: number;
 }
 
-/** A client has this long to send its request line and headers, and its whole request. */
-const HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * A connection that has not sent a whole request head this long after opening (or after its last answer,
+ * as Node's 5 s keepAliveTimeout) is closed: a device on a LAN sends its head within milliseconds.
+ */
+const REQUEST_WAIT_MS = 5_000;
+/** A client has this long to send its whole request, body included. */
 const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * A connection with nothing sent either way for this long is closed: longer than the longest long-poll,
+ * it ends connections whose client asked and then stopped reading its answer (they are never evicted).
+ */
+const SILENCE_TIMEOUT_MS = MAX_POLL_TIMEOUT_MS + 30_000;
 
 export interface DeviceHttpStats {
   /** Answers sent, by HTTP status. */
   readonly responses: Readonly<Record<string, number>>;
   /** Long-polls waiting now. */
   readonly polls: number;
+  readonly connections: ConnectionGuardStats;
 }
 
 export class DeviceHttpServer {
   private server: http.Server | undefined;
   private readonly responses: Record<string, number> = {};
-  private sockets: ReadonlySet<Socket> = new Set();
+  private readonly guard: ConnectionGuard;
+  private readonly crowdedLog = new LogOncePer(10 * 60_000, 1);
 
   constructor(
     private readonly options: DeviceHttpOptions,
     private readonly api: DeviceHttpApi,
     private readonly log: Logger,
-  ) {}
+  ) {
+    const { maxConnections, maxConnectionsPerAddress } = options;
+    this.guard = new ConnectionGuard({ maxConnections, maxPerAddress: maxConnectionsPerAddress, requestWaitMs: REQUEST_WAIT_MS }, (reason, bound, peer) => {
+      if (!this.crowdedLog.first('crowded')) return;
+      const key = bound === 'total' ? `deviceHttp.maxConnections (${maxConnections})` : `deviceHttp.maxConnectionsPerAddress (${maxConnectionsPerAddress})`;
+      this.log.warn(
+        { peer, reason, closed: this.guard.stats().closed },
+        `HTTP device API connections reached ${key}: idle connections are closed to make room, new ones refused when every connection holds a request (a flood, or the bound set too low?); see coap2mqtt_device_http_connections_closed_total; logged again in 10 minutes at most`,
+      );
+    });
+  }
 
   /** Resolves with the address listened on; rejects with the listen error (see describeDeviceHttpBindError). */
   start(): Promise<BoundAddress> {
     const server = http.createServer(
-      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 },
+      { headersTimeout: REQUEST_WAIT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 },
       (request, response) => this.handle(request, response),
     );
-    server.maxConnections = this.options.maxConnections;
-    this.sockets = trackConnections(server);
+    this.guard.attach(server);
+    server.setTimeout(SILENCE_TIMEOUT_MS);
     const { host, port } = this.options;
     const listen = (on: string): Promise<BoundAddress> => listenHttp(server, on, port, this.log, 'HTTP device API');
     return listen(host)
@@ -52,25 +76,32 @@ export class DeviceHttpServer {
         if (host === '::' && (error.code === 'EAFNOSUPPORT' || error.code === 'EADDRNOTAVAIL')) return listen('0.0.0.0');
         throw error;
       })
-      .then((bound) => {
-        this.server = server;
-        return bound;
-      });
+      .then(
+        (bound) => {
+          this.server = server;
+          return bound;
+        },
+        (error: unknown) => {
+          this.guard.stop();
+          throw error;
+        },
+      );
   }
 
   stats(): DeviceHttpStats {
-    return { responses: { ...this.responses }, polls: this.api.waiting() };
+    return { responses: { ...this.responses }, polls: this.api.waiting(), connections: this.guard.stats() };
   }
 
   /** Ends waiting long-polls (503), closes the listener and every connection. */
   async stop(): Promise<void> {
     this.api.stop();
+    this.guard.stop();
     const server = this.server;
     this.server = undefined;
     if (!server) return;
     // Let the 503s of the long-polls go out first.
     await new Promise((resolve) => setImmediate(resolve));
-    await closeHttp(server, this.sockets);
+    await closeHttp(server, this.guard.sockets());
   }
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
@@ -105,6 +136,11 @@ export class DeviceHttpServer {
       const segments = decodeSegments(url.pathname);
       if (!segments) {
         this.answer(request, response, receivedAt, text(400, 'the path is not valid percent-encoded UTF-8'));
+        return;
+      }
+      // URLSearchParams would turn such bytes into U+FFFD, and an attribute key so read goes upstream.
+      if (!isUtf8Query(url.search)) {
+        this.answer(request, response, receivedAt, text(400, 'the query is not valid percent-encoded UTF-8'));
         return;
       }
       const closeListeners: Array<() => void> = [];
@@ -173,6 +209,12 @@ function decodeSegments(pathname: string): string[] | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The query's bytes once %XX escapes are undone (Node refuses other bytes than ASCII in a request target). */
+function isUtf8Query(search: string): boolean {
+  if (!search.includes('%')) return true;
+  return isUtf8(Buffer.from(search.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))), 'latin1'));
 }
 
 /** /api/v1/TOKEN/telemetry → /api/v1/…/telemetry: paths hold access tokens, which never reach the log. */

@@ -1,5 +1,5 @@
 // What both HTTP servers (health/metrics, the device API) do the same way: listen exclusively and report
-// the address, keep track of connections, and close them all on stop.
+// the address, and close every connection on stop (net/connection-guard.ts keeps track of them).
 import type http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -18,19 +18,9 @@ export function listenHttp(server: http.Server, host: string, port: number, log:
   });
 }
 
-/** The server's open connections, kept up to date. */
-export function trackConnections(server: http.Server): Set<Socket> {
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  return sockets;
-}
-
 /** Stops listening and ends every connection, idle or not. */
-export async function closeHttp(server: http.Server, sockets: ReadonlySet<Socket>): Promise<void> {
+export async function closeHttp(server: http.Server, sockets: Iterable<Socket>): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  for (const socket of sockets) socket.destroy();
+  for (const socket of [...sockets]) socket.destroy();
   await closed;
 }

@@ -2,9 +2,10 @@
 // else. It needs no credentials, so it says nothing secret, reads no request bodies, keeps no connection
 // open after its answer and holds only a few at a time: a scanner on the network cannot tie it up.
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { closeHttp, listenHttp, trackConnections } from '../net/http-listen.js';
+import { LogOncePer } from '../log.js';
+import { ConnectionGuard } from '../net/connection-guard.js';
+import { closeHttp, listenHttp } from '../net/http-listen.js';
 import type { BoundAddress } from '../net/udp-socket.js';
 import { healthReport, type HealthSources } from './health.js';
 import { GatewayMetrics, METRICS_CONTENT_TYPE, type MetricsSources } from './metrics.js';
@@ -16,10 +17,14 @@ export interface OpsHttpOptions {
 
 export type OpsSources = Omit<MetricsSources, 'ready'> & Omit<HealthSources, 'startedAt'>;
 
-/** Connections at once; more are closed as they arrive (Prometheus and a probe or two need a handful). */
+/**
+ * Connections at once (Prometheus and a probe or two need a handful). A newcomer beyond them closes the
+ * oldest one still without a request, so clients that connect and stall cannot lock a scrape out; on the
+ * usual loopback address every client shares one address, so there is no separate bound per address.
+ */
 const MAX_CONNECTIONS = 16;
-/** A client has this long to send its request line and headers, and to finish its request. */
-const HEADERS_TIMEOUT_MS = 5_000;
+/** A client has this long from connecting to send its request line and headers, and to finish its request. */
+const REQUEST_WAIT_MS = 5_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const PATHS = new Set(['/healthz', '/metrics']);
 
@@ -27,7 +32,8 @@ export class OpsHttpServer {
   private readonly metrics: GatewayMetrics;
   private readonly health: HealthSources;
   private server: http.Server | undefined;
-  private sockets: ReadonlySet<Socket> = new Set();
+  private readonly guard: ConnectionGuard;
+  private readonly crowdedLog = new LogOncePer(10 * 60_000, 1);
   private stopping = false;
 
   constructor(
@@ -36,28 +42,40 @@ export class OpsHttpServer {
     private readonly log: Logger,
   ) {
     this.health = { ...sources, startedAt: Date.now() };
-    this.metrics = new GatewayMetrics({ ...sources, ready: () => healthReport(this.health, this.stopping).body.ready });
+    this.guard = new ConnectionGuard({ maxConnections: MAX_CONNECTIONS, maxPerAddress: MAX_CONNECTIONS, requestWaitMs: REQUEST_WAIT_MS }, (reason, _bound, peer) => {
+      if (!this.crowdedLog.first('crowded')) return;
+      this.log.warn(
+        { peer, reason, closed: this.guard.stats().closed },
+        `the health and metrics endpoint reached its ${MAX_CONNECTIONS} connections: stalled ones are closed to make room (is a client flooding ${this.options.host}:${this.options.port}?); see coap2mqtt_http_connections_closed_total; logged again in 10 minutes at most`,
+      );
+    });
+    this.metrics = new GatewayMetrics({ ...sources, opsHttp: this.guard, ready: () => healthReport(this.health, this.stopping).body.ready });
   }
 
   /** Resolves with the address listened on; rejects with the listen error (see describeHttpBindError). */
   start(): Promise<BoundAddress> {
     const server = http.createServer(
       {
-        headersTimeout: HEADERS_TIMEOUT_MS,
+        headersTimeout: REQUEST_WAIT_MS,
         requestTimeout: REQUEST_TIMEOUT_MS,
         // How often Node checks those two timeouts (an interval it clears on close); 30 s by default.
         connectionsCheckingInterval: 1_000,
       },
       (request, response) => this.handle(request, response),
     );
-    server.maxConnections = MAX_CONNECTIONS;
-    // Idle sockets (opened, nothing sent) are closed after this too.
+    this.guard.attach(server);
+    // A client that asks and then never reads its answer holds its connection busy: closed after this.
     server.setTimeout(REQUEST_TIMEOUT_MS);
-    this.sockets = trackConnections(server);
-    return listenHttp(server, this.options.host, this.options.port, this.log, 'health and metrics endpoint').then((bound) => {
-      this.server = server;
-      return bound;
-    });
+    return listenHttp(server, this.options.host, this.options.port, this.log, 'health and metrics endpoint').then(
+      (bound) => {
+        this.server = server;
+        return bound;
+      },
+      (error: unknown) => {
+        this.guard.stop();
+        throw error;
+      },
+    );
   }
 
   /** From now on /healthz answers 503 "stopping", while the rest of the gateway drains and closes. */
@@ -68,10 +86,11 @@ export class OpsHttpServer {
   /** Closes the listener and any connection still open. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.guard.stop();
     const server = this.server;
     this.server = undefined;
     if (!server) return;
-    await closeHttp(server, this.sockets);
+    await closeHttp(server, this.guard.sockets());
   }
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {

@@ -13,6 +13,7 @@ import type { MessageLayerStats } from '../coap/message-layer.js';
 import type { RequestLimitsStats } from '../coap/limits.js';
 import type { ResponseCounts } from '../coap/response-counts.js';
 import type { DtlsStats } from '../dtls/server.js';
+import type { ConnectionGuardStats } from '../net/connection-guard.js';
 import type { FirmwareImageStore } from '../firmware/image-store.js';
 import type { DeviceHttpStats } from '../http-api/server.js';
 import type { OutboxStats } from '../outbox/outbox.js';
@@ -40,6 +41,8 @@ export interface MetricsSources {
   readonly images: { stats(): FirmwareStoreStats };
   /** Absent when deviceHttp.enabled is false. */
   readonly deviceHttp?: { stats(): DeviceHttpStats } | undefined;
+  /** The connections of the health and metrics endpoint itself. */
+  readonly opsHttp?: { stats(): ConnectionGuardStats } | undefined;
   readonly devices: () => number;
   /** Devices are being served (what /healthz answers 200 for). */
   readonly ready: () => boolean;
@@ -232,6 +235,12 @@ export class GatewayMetrics {
     if (deviceHttp) {
       labelledCounter('coap2mqtt_device_http_requests_total', 'Requests to the HTTP device API by the status answered (200, 400, 401, 404, 405, 408: a long-poll without an update, 413, 429, 503, ...).', 'status', () => deviceHttp.stats().responses);
       gauge('coap2mqtt_device_http_polls', 'Long-polls (GET /rpc, /attributes/updates) waiting now on the HTTP device API.', () => deviceHttp.stats().polls);
+      gauge('coap2mqtt_device_http_connections', 'TCP connections open now on the HTTP device API (deviceHttp.maxConnections at most).', () => deviceHttp.stats().connections.open);
+      labelledCounter('coap2mqtt_device_http_connections_closed_total', 'HTTP device API connections the gateway closed by reason: timeout (no whole request head within 5 s of opening or of the last answer), evicted (idle, closed to make room at deviceHttp.maxConnections or maxConnectionsPerAddress), refused (no room: every connection held a request). Evictions and refusals mean a flood or a bound set too low.', 'reason', () => deviceHttp.stats().connections.closed);
+    }
+    const opsHttp = sources.opsHttp;
+    if (opsHttp) {
+      labelledCounter('coap2mqtt_http_connections_closed_total', 'Connections to this health and metrics endpoint it closed by reason: timeout (no request within 5 s), evicted (stalled, closed to make room at its 16 connections), refused (no room).', 'reason', () => opsHttp.stats().closed);
     }
     gauge('coap2mqtt_firmware_memory_bytes', 'Bytes of verified package images held in memory for devices downloading them.', () => images.stats().memoryBytes);
   }

@@ -1,7 +1,8 @@
 // Provisioning and firmware requests as devices send them (device-api.md §6–7), checked once at the edge.
 // Shared by every device-facing front end: the CoAP routes today, the HTTP device API later.
 import type { JsonValue } from '../model.js';
-import type { Parsed } from './thingsboard-json.js';
+import { isJsonObject } from './json-text.js';
+import { parseJson, type Parsed } from './thingsboard-json.js';
 
 export const CREDENTIALS_TYPES = ['ACCESS_TOKEN', 'MQTT_BASIC', 'X509_CERTIFICATE'] as const;
 export type CredentialsType = (typeof CREDENTIALS_TYPES)[number];
@@ -33,13 +34,10 @@ const MAX_NAME_LENGTH = 255;
 
 export function parseProvisionRequest(payload: Buffer): Parsed<ProvisionRequest> {
   if (payload.length === 0) return fail('empty body: send {"deviceName": "...", "provisionDeviceKey": "...", "provisionDeviceSecret": "..."}');
-  let body: unknown;
-  try {
-    body = JSON.parse(payload.toString('utf8'));
-  } catch {
-    return fail('body is not valid JSON');
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return fail('body must be a JSON object');
+  const json = parseJson(payload);
+  if (!json.ok) return fail(json.error.startsWith('malformed JSON') ? 'body is not valid JSON' : json.error);
+  const body = json.value;
+  if (!isJsonObject(body)) return fail('body must be a JSON object');
   const record = body as Record<string, JsonValue>;
   const { deviceName, provisionDeviceKey, provisionDeviceSecret, credentialsType = 'ACCESS_TOKEN', token } = record;
   if (typeof provisionDeviceKey !== 'string' || provisionDeviceKey === '') return fail('provisionDeviceKey must be a non-empty string');

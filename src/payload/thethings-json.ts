@@ -1,16 +1,16 @@
 // thethings.io's CoAP payloads (device-api.md §8), checked once at the edge and turned into the project's
 // records: a write becomes ThingsBoard telemetry and passes the same checks as ThingsBoard JSON.
 import type { JsonValue, TelemetryRecord } from '../model.js';
+import { isJsonObject } from './json-text.js';
 import { parseJson, telemetryFromJson, type Parsed } from './thingsboard-json.js';
 
 const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
-const isPlainObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /** `{"activationCode": ".."}` → the code. */
 export function parseActivation(body: Buffer): Parsed<string> {
   const json = parseJson(body);
   if (!json.ok) return json;
-  const code = isPlainObject(json.value) ? json.value['activationCode'] : undefined;
+  const code = isJsonObject(json.value) ? json.value['activationCode'] : undefined;
   if (typeof code !== 'string' || code === '') return fail('expected {"activationCode": "..."}');
   return { ok: true, value: code };
 }
@@ -22,11 +22,11 @@ export function parseActivation(body: Buffer): Parsed<string> {
 export function parseThingWrite(body: Buffer, receivedAt: number): Parsed<TelemetryRecord[]> {
   const json = parseJson(body);
   if (!json.ok) return json;
-  const values = isPlainObject(json.value) ? json.value['values'] : undefined;
+  const values = isJsonObject(json.value) ? json.value['values'] : undefined;
   if (!Array.isArray(values) || values.length === 0) return fail('expected {"values":[{"key":"...","value":...}]} with at least one value');
   const byTime = new Map<number, Record<string, JsonValue>>();
   for (const [index, entry] of values.entries()) {
-    if (!isPlainObject(entry) || typeof entry['key'] !== 'string' || entry['key'] === '' || !('value' in entry)) {
+    if (!isJsonObject(entry) || typeof entry['key'] !== 'string' || entry['key'] === '' || !('value' in entry)) {
       return fail(`values[${index}]: expected {"key":"...","value":...}`);
     }
     let ts = receivedAt;

@@ -1,29 +1,38 @@
 // ThingsBoard's key-value JSON as devices send it (device-api.md §3), parsed and checked once, at the edge,
 // into typed records. Everything that would make ThingsBoard drop the gateway's whole MQTT session, or
 // silently change a value, is refused here with a message the firmware author can act on.
-import type { AttributeSet, JsonValue, TelemetryRecord } from '../model.js';
+import { ExactInteger, type AttributeSet, type JsonValue, type TelemetryRecord } from '../model.js';
 import type { ClaimRequest } from '../upstream/gateway-api.js';
+import { decodeUtf8, isJsonObject, JsonTooDeepError, parseJsonText } from './json-text.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: string };
 
 const MAX_KEY_LENGTH = 255;
 const MAX_NESTING = 32;
 // ThingsBoard stores integers as Java longs and rejects larger ones (device-api.md §3, JsonConverter).
-const LONG_LIMIT = 2 ** 63;
+const LONG_MIN = -(2n ** 63n);
+const LONG_MAX = 2n ** 63n - 1n;
 
 const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
 
+/**
+ * A device's JSON body. Bytes that are not UTF-8 are refused, not replaced by U+FFFD (which would change
+ * keys and strings on their way upstream); integers beyond ±2^53 keep their digits (ExactInteger).
+ */
 export function parseJson(body: Buffer): Parsed<unknown> {
   if (body.length === 0) return fail('empty payload: expected JSON such as {"temperature":21.5}');
+  const decoded = decodeUtf8(body);
+  if ('invalidAt' in decoded) {
+    const at = decoded.invalidAt;
+    return fail(`payload is not valid UTF-8: byte ${at} (0x${body[at]!.toString(16).padStart(2, '0')}) starts no valid character; JSON must be UTF-8 (send binary data as base64 in a string)`);
+  }
   try {
-    return { ok: true, value: JSON.parse(body.toString('utf8')) as unknown };
+    return { ok: true, value: parseJsonText(decoded.text) };
   } catch (error) {
+    if (error instanceof JsonTooDeepError) return fail(error.message);
     return fail(`malformed JSON: ${(error as Error).message}`);
   }
 }
-
-const isPlainObject = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /**
  * Telemetry: `{"k":v}`, `{"ts":ms,"values":{..}}`, or an array of either. Records without a `ts` get
@@ -37,14 +46,14 @@ export function parseTelemetry(body: Buffer, receivedAt: number): Parsed<Telemet
 /** The same checks on telemetry already parsed from JSON (other dialects build it from their own shape). */
 export function telemetryFromJson(top: unknown, receivedAt: number): Parsed<TelemetryRecord[]> {
   const elements = Array.isArray(top) ? top : [top];
-  if (!Array.isArray(top) && !isPlainObject(top)) {
+  if (!Array.isArray(top) && !isJsonObject(top)) {
     return fail(`telemetry must be a JSON object or an array of objects, not ${describe(top)}`);
   }
   const records: TelemetryRecord[] = [];
   for (let i = 0; i < elements.length; i++) {
     const element = elements[i];
     const where = Array.isArray(top) ? `element ${i}: ` : '';
-    if (!isPlainObject(element)) return fail(`${where}telemetry array elements must be objects, not ${describe(element)}`);
+    if (!isJsonObject(element)) return fail(`${where}telemetry array elements must be objects, not ${describe(element)}`);
     let ts = receivedAt;
     let rawValues: Record<string, unknown> = element;
     // Exactly ThingsBoard's rule: the timestamped form needs both keys; otherwise "ts" is just a key.
@@ -53,7 +62,7 @@ export function telemetryFromJson(top: unknown, receivedAt: number): Parsed<Tele
       if (parsedTs === undefined) {
         return fail(`${where}ts must be an integer number of milliseconds since 1970, not ${describe(element.ts)}`);
       }
-      if (!isPlainObject(element.values)) return fail(`${where}values must be an object, not ${describe(element.values)}`);
+      if (!isJsonObject(element.values)) return fail(`${where}values must be an object, not ${describe(element.values)}`);
       ts = parsedTs;
       rawValues = element.values;
     }
@@ -68,7 +77,7 @@ export function telemetryFromJson(top: unknown, receivedAt: number): Parsed<Tele
 export function parseAttributes(body: Buffer): Parsed<AttributeSet> {
   const json = parseJson(body);
   if (!json.ok) return json;
-  if (!isPlainObject(json.value)) return fail(`attributes must be a JSON object, not ${describe(json.value)}`);
+  if (!isJsonObject(json.value)) return fail(`attributes must be a JSON object, not ${describe(json.value)}`);
   return checkValues(json.value, '');
 }
 
@@ -98,7 +107,7 @@ export function parseClientRpc(body: Buffer): Parsed<ClientRpcRequest> {
   const json = parseJson(body);
   if (!json.ok) return json;
   const value = json.value;
-  if (!isPlainObject(value)) return fail(`a client-side RPC must be a JSON object {"method":"..","params":..}, not ${describe(value)}`);
+  if (!isJsonObject(value)) return fail(`a client-side RPC must be a JSON object {"method":"..","params":..}, not ${describe(value)}`);
   const { method, params } = value;
   if (typeof method !== 'string' || method.trim() === '') return fail('a client-side RPC needs "method", a non-empty string');
   const problem = checkNested(params, 1);
@@ -112,7 +121,7 @@ export function parseClaim(body: Buffer): Parsed<ClaimRequest> {
   const json = parseJson(body);
   if (!json.ok) return json;
   const value = json.value;
-  if (!isPlainObject(value)) return fail(`a claim must be a JSON object {"secretKey":"..","durationMs":..}, not ${describe(value)}`);
+  if (!isJsonObject(value)) return fail(`a claim must be a JSON object {"secretKey":"..","durationMs":..}, not ${describe(value)}`);
   const { secretKey, durationMs } = value;
   if (secretKey !== undefined && typeof secretKey !== 'string') return fail('"secretKey" must be a string');
   if (durationMs !== undefined && (typeof durationMs !== 'number' || !Number.isSafeInteger(durationMs) || durationMs <= 0)) {
@@ -176,9 +185,12 @@ function checkValues(raw: Record<string, unknown>, where: string): Parsed<Record
       continue;
     }
     if (typeof value === 'number') {
-      if (!Number.isFinite(value)) return fail(`${where}value of "${key}" is out of range for a number`);
-      if (Number.isInteger(value) && Math.abs(value) >= LONG_LIMIT) {
-        return fail(`${where}value of "${key}" is an integer beyond the 64-bit range ThingsBoard stores; send it as a string`);
+      // A literal with a fraction or an exponent is a double, however large (integers beyond 2^53 are ExactIntegers).
+      if (!Number.isFinite(value)) return fail(`${where}value of "${key}" is beyond the range of a double (±1.8e308)`);
+    } else if (value instanceof ExactInteger) {
+      const integer = BigInt(value.digits);
+      if (integer < LONG_MIN || integer > LONG_MAX) {
+        return fail(`${where}value of "${key}" is an integer beyond the 64-bit range ThingsBoard stores (${LONG_MIN} to ${LONG_MAX}); send it as a string, or as a double with a decimal point`);
       }
     } else if (typeof value === 'object') {
       const problem = checkNested(value, 1);
@@ -193,6 +205,8 @@ function checkValues(raw: Record<string, unknown>, where: string): Parsed<Record
 function checkNested(value: unknown, depth: number): string | undefined {
   if (depth > MAX_NESTING) return `nests deeper than ${MAX_NESTING} levels`;
   if (typeof value === 'number') return Number.isFinite(value) ? undefined : 'contains a number out of range';
+  // Kept as JSON text upstream, so any size passes that a double could still approximate for other readers.
+  if (value instanceof ExactInteger) return Number.isFinite(Number(value.digits)) ? undefined : 'contains a number out of range';
   if (value === null || typeof value !== 'object') return undefined;
   for (const child of Array.isArray(value) ? value : Object.values(value)) {
     const problem = checkNested(child, depth + 1);
@@ -203,6 +217,7 @@ function checkNested(value: unknown, depth: number): string | undefined {
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (value instanceof ExactInteger) return `number ${value.digits.length > 40 ? `${value.digits.slice(0, 40)}…` : value.digits}`;
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';
   const text = JSON.stringify(value);

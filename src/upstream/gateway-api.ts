@@ -4,6 +4,7 @@
 import { isUtf8 } from 'node:buffer';
 import { keyedRecord, nestsDeeperThan } from '../json-safety.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, TelemetryRecord } from '../model.js';
+import { writeJson } from '../payload/json-text.js';
 
 export const Topic = {
   connect: 'v1/gateway/connect',
@@ -43,26 +44,20 @@ export class MessageTooLargeError extends Error {
 
 /**
  * JSON as ThingsBoard's converter reads it. It takes a number for a double only when its text has a ".", and
- * for a long otherwise, so JavaScript's "1e-7" (any magnitude below 1e-6 with a one-digit mantissa) would
- * fail and close the whole session: such numbers are written "1.0e-7", the same value.
+ * for a long otherwise (Long.parseLong), and a number it cannot read closes the whole session. So:
+ * - JavaScript's "1e-7" (any magnitude below 1e-6 with a one-digit mantissa) is written "1.0e-7";
+ * - a double beyond 2^53 that JavaScript writes as plain digits ("10000000000000000000" for 1e19, beyond
+ *   a long) gets ".0";
+ * - an ExactInteger is written with its digits, so a long arrives as the device sent it.
  */
 export function gatewayJson(value: unknown): string {
-  const text = JSON.stringify(value);
-  // Fast path: no digit followed by an exponent anywhere, so no number needs rewriting.
-  return /\de/.test(text) ? rewriteExponents(value) : text;
+  return writeJson(value, thingsBoardNumber);
 }
 
-function rewriteExponents(value: unknown): string {
-  if (typeof value === 'number') {
-    const text = JSON.stringify(value);
-    return text.includes('e') && !text.includes('.') ? text.replace('e', '.0e') : text;
-  }
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : rewriteExponents(item))).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value).filter(([, item]) => item !== undefined);
-    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${rewriteExponents(item)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
+function thingsBoardNumber(value: number): string {
+  const text = JSON.stringify(value);
+  if (text.includes('e')) return text.includes('.') ? text : text.replace('e', '.0e');
+  return Number.isInteger(value) && !Number.isSafeInteger(value) ? `${text}.0` : text;
 }
 
 function assertDeviceName(name: string): void {
@@ -208,7 +203,7 @@ export function attributeRequestMessage(id: number, deviceName: string, client: 
 /** A child's client-side RPC relayed as the gateway's own (the rule chain contract is in the README). */
 export function ownRpcRequestMessage(deviceName: string, method: string, params: JsonValue, maxBytes: number): string {
   assertDeviceName(deviceName);
-  return measured(JSON.stringify({ method, params: { device: deviceName, params } }), maxBytes);
+  return measured(gatewayJson({ method, params: { device: deviceName, params } }), maxBytes);
 }
 
 function measured(message: string, maxBytes: number): string {

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { gatewayApiViolations } from '../helpers/gateway-api-validator.js';
+import { HeldConnections } from '../helpers/held-connections.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-import { freeTcpPort, sleep } from '../helpers/ports.js';
+import { eventually, freeTcpPort, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 
 const run = promisify(execFile);
@@ -95,6 +97,33 @@ describe('HTTP device API: uplinks', () => {
     expect((await http('/api/v1/boiler-token-7/telemetry')).headers.get('allow')).toBe('POST');
     await sleep(200);
     expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+});
+
+describe('HTTP device API: payload bytes and numbers', () => {
+  it('answers 400 to a body that is not UTF-8, saying at which byte, and publishes nothing', async () => {
+    const body = Buffer.concat([Buffer.from('{"label":"caf'), Buffer.from([0xe9]), Buffer.from('"}')]);
+    const response = await http('/api/v1/boiler-token-7/telemetry', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    expect(response.status).toBe(400);
+    expect(await response.text()).toMatch(/not valid UTF-8: byte 13 \(0xe9\)/);
+    await sleep(200);
+    expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+  });
+
+  it('answers 400 to a query that is not percent-encoded UTF-8 instead of asking ThingsBoard for a key the device never named', async () => {
+    const response = await http('/api/v1/boiler-token-7/attributes?sharedKeys=setpoint%FF');
+    expect(response.status).toBe(400);
+    expect(await response.text()).toMatch(/query is not valid percent-encoded UTF-8/);
+    expect(tb.on('v1/gateway/attributes/request')).toHaveLength(0);
+  });
+
+  it('takes the largest 64-bit integer to ThingsBoard digit for digit', async () => {
+    expect((await post('/api/v1/boiler-token-7/telemetry', '{"max":9223372036854775807,"huge":1.7e308}')).status).toBe(200);
+    const [telemetry] = await tb.waitFor('v1/gateway/telemetry');
+    expect(telemetry!.text).toMatch(/"values":\{"max":9223372036854775807,"huge":1\.7e\+308\}/);
+    expect((await post('/api/v1/boiler-token-7/attributes', '{"serial":9223372036854775807}')).status).toBe(200);
+    expect((await tb.waitFor('v1/gateway/attributes'))[0]!.text).toBe('{"Boiler-7":{"serial":9223372036854775807}}');
+    expect(gatewayApiViolations(tb.received)).toEqual([]);
   });
 });
 
@@ -231,3 +260,81 @@ describe('HTTP device API: limits and metrics', () => {
   });
 });
 
+
+describe('HTTP device API: connection floods', () => {
+  const scrape = async (gateway: TestGateway): Promise<string> => {
+    const address = gateway.gateway.httpAddress!;
+    return (await fetch(`http://${address.address}:${address.port}/metrics`)).text();
+  };
+  const closedFor = (metrics: string, reason: string): number =>
+    Number(new RegExp(`^coap2mqtt_device_http_connections_closed_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  const curlPost = async (url: string, body: string, from?: string): Promise<string> =>
+    (await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', ...(from ? ['--interface', from] : []), '-X', 'POST', '-d', body, url]).catch((error: { stdout: string }) => error)).stdout;
+
+  it('keeps room for a real POST while more idle and slowloris connections than deviceHttp.maxConnections are open', async () => {
+    const flooded = await startTestGateway({
+      upstream: { url: broker.url, accessToken: 'gateway-token' },
+      deviceHttp: { enabled: true, host: '127.0.0.1', port: 0, maxConnections: 20 },
+    });
+    const floods: HeldConnections[] = [];
+    try {
+      await flooded.upstreamConnected();
+      const { address, port } = flooded.gateway.deviceHttpAddress!;
+      floods.push(await HeldConnections.open(port, address, 15, { kind: 'silent' }));
+      floods.push(await HeldConnections.open(port, address, 15, { kind: 'dribble', everyMs: 100 }));
+      expect(await curlPost(`http://${address}:${port}/api/v1/boiler-token-7/telemetry`, '{"flooded":1}')).toBe('200');
+      const [reading] = await tb.waitForReadings('Boiler-7', 1);
+      expect((reading as { values: unknown }).values).toEqual({ flooded: 1 });
+      // The flood made room by closing its own oldest connections, never more than the bound at once.
+      expect(floods.reduce((open, flood) => open + flood.open, 0)).toBeLessThanOrEqual(20);
+      const metrics = await scrape(flooded);
+      expect(closedFor(metrics, 'evicted')).toBeGreaterThanOrEqual(10);
+      expect(metrics).toMatch(/^coap2mqtt_device_http_connections \d+$/m);
+      const warnings = flooded.logs.filter((line) => line.level === 'warn' && line.component === 'device-http');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]!.msg).toMatch(/deviceHttp\.maxConnections/);
+    } finally {
+      for (const flood of floods) flood.close();
+      await flooded.stop();
+    }
+  });
+
+  it('closes connections that have not sent a whole request head within 5 s, silent or dribbling', async () => {
+    const { address, port } = gw.gateway.deviceHttpAddress!;
+    const silent = await HeldConnections.open(port, address, 5, { kind: 'silent' });
+    const dribbling = await HeldConnections.open(port, address, 5, { kind: 'dribble', everyMs: 200 });
+    try {
+      await sleep(3000);
+      expect(silent.open + dribbling.open).toBe(10);
+      await eventually(() => silent.closed === 5 && dribbling.closed === 5, 4000, 'the gateway to close the stalled connections');
+      expect(closedFor(await scrape(gw), 'timeout')).toBeGreaterThanOrEqual(10);
+    } finally {
+      silent.close();
+      dribbling.close();
+    }
+  });
+
+  it('bounds connections per address (deviceHttp.maxConnectionsPerAddress): one address holding requests open cannot keep another out', async () => {
+    const flooded = await startTestGateway({
+      upstream: { url: broker.url, accessToken: 'gateway-token' },
+      deviceHttp: { enabled: true, host: '127.0.0.1', port: 0, maxConnections: 30, maxConnectionsPerAddress: 5 },
+    });
+    let hog: HeldConnections | undefined;
+    try {
+      await flooded.upstreamConnected();
+      const { address, port } = flooded.gateway.deviceHttpAddress!;
+      // Whole request heads announcing a body that never comes: requests in progress, not idle.
+      const head = 'POST /api/v1/boiler-token-7/telemetry HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100\r\n\r\n';
+      hog = await HeldConnections.open(port, address, 40, { kind: 'head', bytes: head });
+      await eventually(() => hog!.open === 5, 3000, 'the connections over the address\'s bound to be refused');
+      expect(await curlPost(`http://${address}:${port}/api/v1/pump-token-2/telemetry`, '{"other":1}', '127.0.0.2')).toBe('200');
+      await tb.waitForReadings('Pump-2', 1);
+      // Refused, or evicted when a newcomer came before the server had read a held connection's head.
+      const metrics = await scrape(flooded);
+      expect(closedFor(metrics, 'refused') + closedFor(metrics, 'evicted')).toBeGreaterThanOrEqual(35);
+    } finally {
+      hog?.close();
+      await flooded.stop();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
 import { DEVICES, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { HeldConnections } from '../helpers/held-connections.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, freeTcpPort } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
@@ -269,6 +270,19 @@ describe('the HTTP endpoint', () => {
       );
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+
+  it('still answers a scrape while more stalled connections than it holds (16) are open, and closes them within 5 s', async () => {
+    const { address, port } = gw.gateway.httpAddress!;
+    const silent = await HeldConnections.open(port, address, 12, { kind: 'silent' });
+    const dribbling = await HeldConnections.open(port, address, 12, { kind: 'dribble', everyMs: 100 });
+    try {
+      expect((await request(gw, '/healthz')).status).toBe(200);
+      await eventually(() => silent.closed === 12 && dribbling.closed === 12, 8000, 'the endpoint to close the stalled connections');
+    } finally {
+      silent.close();
+      dribbling.close();
     }
   });
 

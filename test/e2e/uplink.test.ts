@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { coapClient } from '../helpers/coap-client.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { gatewayApiViolations } from '../helpers/gateway-api-validator.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 
@@ -95,6 +96,45 @@ describe('telemetry', () => {
     expect(v6.response?.code).toBe('2.01');
     expect(v4.response?.code).toBe('2.01');
     await tb.waitFor('v1/gateway/telemetry', 2);
+  });
+});
+
+describe('payload bytes and numbers', () => {
+  const fileOf = (bytes: Buffer): string => {
+    const file = join(mkdtempSync(join(tmpdir(), 'coap2mqtt-bytes-')), 'body.json');
+    writeFileSync(file, bytes);
+    return file;
+  };
+
+  it('answers 4.00 to a body that is not UTF-8, saying at which byte, and publishes nothing', async () => {
+    const body = Buffer.concat([Buffer.from('{"label":"caf'), Buffer.from([0xe9]), Buffer.from('"}')]); // Latin-1 "é"
+    const result = await coapClient(gw.uri('/api/v1/boiler-token-7/telemetry'), ['-m', 'post', '-f', fileOf(body)]);
+    expect(result.response?.code).toBe('4.00');
+    expect(result.response?.payload).toMatch(/not valid UTF-8: byte 13 \(0xe9\)/);
+    const key = Buffer.concat([Buffer.from('{"k'), Buffer.from([0xff]), Buffer.from('":1}')]);
+    expect((await coapClient(gw.uri('/api/v1/boiler-token-7/attributes'), ['-m', 'post', '-f', fileOf(key)])).response?.code).toBe('4.00');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(tb.on('v1/gateway/telemetry')).toHaveLength(0);
+    expect(tb.on('v1/gateway/attributes')).toHaveLength(0);
+  });
+
+  it('answers 4.02 to a Uri-Query that is not UTF-8 instead of asking ThingsBoard for a key the device never named', async () => {
+    const result = await coapClient(gw.uri('/api/v1/boiler-token-7/attributes?sharedKeys=setpoint%FF'), ['-m', 'get', '-B', '3']);
+    expect(result.response?.code).toBe('4.02');
+    expect(result.response?.payload).toMatch(/Uri-Query .*not valid UTF-8/);
+    expect(tb.on('v1/gateway/attributes/request')).toHaveLength(0);
+  });
+
+  it('takes every 64-bit integer to ThingsBoard digit for digit, and a large double as a double', async () => {
+    const body = '{"max":9223372036854775807,"min":-9223372036854775808,"odd":9007199254740993,"huge":1.7e308}';
+    const result = await coapClient(gw.uri('/api/v1/boiler-token-7/telemetry'), ['-m', 'post', '-e', body]);
+    expect(result.response?.code).toBe('2.01');
+    const [telemetry] = await tb.waitFor('v1/gateway/telemetry');
+    expect(telemetry!.text).toMatch(/"values":\{"max":9223372036854775807,"min":-9223372036854775808,"odd":9007199254740993,"huge":1\.7e\+308\}/);
+    expect(gatewayApiViolations(tb.received)).toEqual([]);
+    const beyond = await coapClient(gw.uri('/api/v1/boiler-token-7/telemetry'), ['-m', 'post', '-e', '{"n":9223372036854775808}']);
+    expect(beyond.response?.code).toBe('4.00');
+    expect(beyond.response?.payload).toMatch(/beyond the 64-bit range/);
   });
 });
 

@@ -43,7 +43,7 @@ export function huge(random: Random): Buffer {
   switch (random.int(0, 3)) {
     case 0:
       return Buffer.from(`{"big":"${'x'.repeat(length)}"}`);
-    case 1: // Invalid UTF-8 in a string: each byte becomes U+FFFD, three bytes upstream.
+    case 1: // Invalid UTF-8 in a string: refused (4.00), never sent upstream as U+FFFD.
       return Buffer.concat([Buffer.from('{"ff":"'), Buffer.alloc(length, 0xff), Buffer.from('"}')]);
     case 2:
       return Buffer.from(`{${Array.from({ length: Math.floor(length / 12) }, (_, i) => `"k${i}":${i}`).join(',')}}`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AttributeStore } from '../../src/devices/attribute-store.js';
 import { createLogger } from '../../src/log.js';
+import { ExactInteger } from '../../src/model.js';
 
 const log = createLogger('silent');
 const file = () => join(mkdtempSync(join(tmpdir(), 'attr-store-')), 'attributes.json');
@@ -21,6 +22,17 @@ describe('attribute cache', () => {
     expect(reopened.shared('B')).toEqual({ setpoint: 22, limit: 5 });
     expect(reopened.client('B')).toEqual({ serial: 'SN-1' });
     expect(reopened.shared('unknown')).toEqual({});
+  });
+
+  it('keeps a device\'s large integers to the digit, in memory and across a restart', () => {
+    const path = file();
+    const store = AttributeStore.open(path, log);
+    store.mergeClient('B', { counter: new ExactInteger('9223372036854775806') });
+    // The same double as the one before: only the digits tell them apart.
+    store.mergeClient('B', { counter: new ExactInteger('9223372036854775807') });
+    expect(store.client('B')).toEqual({ counter: new ExactInteger('9223372036854775807') });
+    store.close();
+    expect(AttributeStore.open(path, log).client('B')).toEqual({ counter: new ExactInteger('9223372036854775807') });
   });
 
   it('forgets a key an answer says no longer exists', () => {

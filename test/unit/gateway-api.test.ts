@@ -7,9 +7,13 @@ import {
   attributesItem,
   connectMessage,
   gatewayJson,
+  ownRpcRequestMessage,
   parseSessionLimits,
+  rpcReplyItem,
   telemetryItems,
 } from '../../src/upstream/gateway-api.js';
+import { ExactInteger } from '../../src/model.js';
+import { gatewayApiProblems } from '../helpers/gateway-api-validator.js';
 
 /** All publishes for `rows`, as the direct path and the outbox build them. */
 function publishAll(rows: readonly UplinkItem[], maxBytes: number, maxPoints?: number): Array<{ topic: string; payload: string; points: number }> {
@@ -161,5 +165,22 @@ describe('numbers as ThingsBoard reads them', () => {
   it('applies to telemetry, attributes and RPC replies', () => {
     expect(telemetryItems('A', [{ ts: 1, values: { v: 1e-8 } }], 65536)[0]!.body).toBe('{"ts":1,"values":{"v":1.0e-8}}');
     expect(attributesItem('A', { v: 3e-10 }, 65536).body).toBe('{"v":3.0e-10}');
+  });
+
+  it('writes an integer kept exact with its own digits, read by ThingsBoard as the same long', () => {
+    const values = { max: new ExactInteger('9223372036854775807'), min: new ExactInteger('-9223372036854775808'), near: new ExactInteger('9007199254740993') };
+    const [item] = telemetryItems('A', [{ ts: 1, values }], 65536);
+    expect(item!.body).toBe('{"ts":1,"values":{"max":9223372036854775807,"min":-9223372036854775808,"near":9007199254740993}}');
+    expect(gatewayApiProblems('v1/gateway/telemetry', `{"A":[${item!.body}]}`)).toEqual([]);
+    expect(attributesItem('A', { serial: new ExactInteger('1234567890123456789') }, 65536).body).toBe('{"serial":1234567890123456789}');
+    expect(rpcReplyItem('A', 1, { n: [new ExactInteger('98765432109876543210')] }, 65536).body).toBe('{"device":"A","id":1,"data":{"n":[98765432109876543210]}}');
+    expect(ownRpcRequestMessage('A', 'm', { id: new ExactInteger('-12345678901234567890') }, 65536)).toBe('{"method":"m","params":{"device":"A","params":{"id":-12345678901234567890}}}');
+  });
+
+  it('writes a double beyond 2^53 with a "." so ThingsBoard reads a double, not a long it cannot hold', () => {
+    const body = telemetryItems('A', [{ ts: 1, values: { d: 1e19, e: 1.7e308, f: -(2 ** 60), g: 1e21, safe: 2 ** 53 - 1 } }], 65536)[0]!.body;
+    expect(body).toBe('{"ts":1,"values":{"d":10000000000000000000.0,"e":1.7e+308,"f":-1152921504606847000.0,"g":1.0e+21,"safe":9007199254740991}}');
+    expect(gatewayApiProblems('v1/gateway/telemetry', `{"A":[${body}]}`)).toEqual([]);
+    expect(JSON.parse(body).values).toEqual({ d: 1e19, e: 1.7e308, f: -(2 ** 60), g: 1e21, safe: 2 ** 53 - 1 });
   });
 });
