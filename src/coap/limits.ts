@@ -10,6 +10,7 @@ import { TokenBucket } from '../net/token-bucket.js';
 import { Method, ResponseCode } from './codes.js';
 import type { CoapRequest, CoapResponse } from './request.js';
 import { boundedCache } from '../bounded-cache.js';
+import { sourceKey } from '../net/source-key.js';
 
 /** The `limits` configuration slice, as documented in the schema (0 turns a limit off). */
 export type RequestLimitsOptions = LimitsConfig;
@@ -179,33 +180,6 @@ export class RequestLimits {
 export function tooManyRequests(waitMs: number, diagnostic: string): CoapResponse {
   const maxAge = Math.max(1, Math.ceil(waitMs / 1000));
   return { code: ResponseCode.TooManyRequests, payload: `${diagnostic}; retry in ${maxAge} s`, maxAge };
-}
-
-/**
- * What unknown tokens are counted under: the IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the /64
- * prefix of an IPv6 address, since anyone holding one IPv6 address holds its whole /64. Ports never: NAT
- * rebinding changes them.
- */
-export function sourceKey(address: string): string {
-  if (!address.includes(':')) return address;
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  if (mapped) return mapped[1]!;
-  const [host = '', zone] = address.split('%');
-  const [head = '', tail] = host.split('::');
-  const groups = (part: string): string[] => (part === '' ? [] : part.split(':'));
-  const headGroups = groups(head);
-  let expanded = headGroups;
-  if (tail !== undefined) {
-    const tailGroups = groups(tail);
-    // A dotted IPv4 tail ("::1.2.3.4") stands for two groups.
-    const tailWidth = tailGroups.length + (tailGroups.at(-1)?.includes('.') ? 1 : 0);
-    expanded = [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailWidth)).fill('0'), ...tailGroups];
-  }
-  const prefix = expanded
-    .slice(0, 4)
-    .map((group) => (Number.parseInt(group, 16) || 0).toString(16))
-    .join(':');
-  return `${prefix}::/64${zone === undefined ? '' : `%${zone}`}`;
 }
 
 /** A cheap 32-bit hash: telling tokens apart needs no secrecy, and a collision only undercounts a guesser. */

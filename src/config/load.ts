@@ -32,6 +32,8 @@ export interface DtlsConfig {
   readonly handshakeTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly maxSessions: number;
+  readonly maxHandshakes: number;
+  readonly maxHandshakesPerAddress: number;
   readonly sessionTickets: boolean;
 }
 
@@ -514,6 +516,11 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
     return;
   }
   if (dtls.port !== 0 && dtls.port === coap.port) errors.push(`dtls.port: must differ from coap.port (both are ${dtls.port})`);
+  if (dtls.maxHandshakesPerAddress > dtls.maxHandshakes) {
+    warnings.push(
+      `dtls.maxHandshakesPerAddress (${dtls.maxHandshakesPerAddress}) is above dtls.maxHandshakes (${dtls.maxHandshakes}): one address can take every handshake place; keep it well below`,
+    );
+  }
   for (const key of ['cert', 'key', 'ca'] as const) {
     const path = dtls[key];
     if (path === '') continue;

@@ -287,10 +287,29 @@ export const schema = {
       env: 'COAP2MQTT_DTLS_IDLE_TIMEOUT_MS',
     },
     maxSessions: {
-      doc: 'Most DTLS sessions at once (about 50-65 KB of memory each). When full, the session idle longest (at least a minute) makes room; otherwise new handshakes are refused.',
+      doc: 'Most established DTLS sessions at once (about 50-65 KB of memory each; handshakes still under way are bounded apart, by dtls.maxHandshakes). When full, the session idle longest (at least a minute) makes room for a new one; otherwise new handshakes are refused.',
       format: integer(1, 1_000_000),
       default: 10_000,
       env: 'COAP2MQTT_DTLS_MAX_SESSIONS',
+    },
+    // The defaults, from the figures: a half-open handshake holds ~55 KB (10,000 of them took RSS from 78 to
+    // 623 MB). On loopback or a LAN a PSK handshake lasts ~1 ms after the cookie, so hundreds per second need
+    // only a few places; over a 6LoWPAN mesh it lasts up to 1-3 s (a round trip, one retransmission), so 512
+    // places let ~170-500 slow devices a second start: a 10,000-device fleet (dtls.maxSessions) reconnecting
+    // within a minute. 512 x 55 KB = 28 MB at most. Per address, 64: a mesh behind one border router carries a
+    // few dozen handshakes a second (shared 250 kbit/s radio, ~6 fragmented datagrams each) lasting ~1-2 s;
+    // and one host alone takes at most 1/8 of the pool.
+    maxHandshakes: {
+      doc: 'Most DTLS handshakes in progress at once: a device has echoed its cookie (proving its address) and not finished yet; about 55 KB of memory each. They are kept apart from dtls.maxSessions, so they never push out or keep out established sessions. When full, the handshake silent longest gives way to a new one; above half full, handshakes silent for 3 s are dropped. The default holds a fleet of thousands reconnecting over slow links within a minute; raise it only if the log says handshakes pile up while devices are reconnecting, not under a flood.',
+      format: integer(16, 100_000),
+      default: 512,
+      env: 'COAP2MQTT_DTLS_MAX_HANDSHAKES',
+    },
+    maxHandshakesPerAddress: {
+      doc: 'Most DTLS handshakes in progress at once from one IPv4 address or IPv6 /64, so one host cannot take all of dtls.maxHandshakes. Beyond it a new handshake from that address waits (its device sends its ClientHello again) until one of them finishes or is silent for 3 s. Raise it when many devices share one address and reconnect together: behind a NAT, a mobile carrier\'s NAT, or a 6LoWPAN/Thread border router (one /64).',
+      format: integer(1, 100_000),
+      default: 64,
+      env: 'COAP2MQTT_DTLS_MAX_HANDSHAKES_PER_ADDRESS',
     },
     sessionTickets: {
       doc: 'Issue RFC 5077 session tickets so devices can resume without a full handshake. Off by default: a ticket costs a constrained device ~0.7 KB of memory, and a resumed session is not re-checked against its PSK or certificate (removing a device from the list still refuses its requests).',

@@ -84,6 +84,8 @@ export interface DtlsBinding {
   shutdown(session: NativeSession): Buffer[];
   info(session: NativeSession): SessionInfo;
   free(session: NativeSession): void;
+  /** glibc: hands memory freed meanwhile back to the system (malloc_trim); true if any went. */
+  releaseFreedMemory(): boolean;
 }
 
 /** The binding could not be loaded; the message says how to build it. */

@@ -8,7 +8,9 @@ import { boundedCache } from '../bounded-cache.js';
 import type { DtlsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import type { PeerCredential } from '../model.js';
+import { sourceKey } from '../net/source-key.js';
 import { bindUdpSocket, formatAddress, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
+import { HalfOpenPool, type DropReason } from './half-open-pool.js';
 import {
   clientHelloRandom,
   isClientHello,
@@ -25,7 +27,16 @@ export interface DtlsServerOptions
   extends UdpSocketOptions,
     Pick<
       DtlsConfig,
-      'requireClientCert' | 'ciphers' | 'securityLevel' | 'mtu' | 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'sessionTickets'
+      | 'requireClientCert'
+      | 'ciphers'
+      | 'securityLevel'
+      | 'mtu'
+      | 'handshakeTimeoutMs'
+      | 'idleTimeoutMs'
+      | 'maxSessions'
+      | 'maxHandshakes'
+      | 'maxHandshakesPerAddress'
+      | 'sessionTickets'
     > {
   /** PEM texts. */
   readonly cert: string | undefined;
@@ -35,6 +46,8 @@ export interface DtlsServerOptions
   readonly requestClientCert: boolean;
   /** Sessions idle for less than this are never evicted to make room (default one minute; tests shorten it). */
   readonly evictableAfterIdleMs?: number;
+  /** A handshake whose peer is silent this long is stalled (default STALLED_HANDSHAKE_MS; tests shorten it). */
+  readonly stalledHandshakeMs?: number;
 }
 
 /** Who may connect: asked synchronously during handshakes. */
@@ -55,7 +68,10 @@ export interface DtlsHandlers {
 }
 
 export interface DtlsStats {
+  /** Established sessions now. */
   sessions: number;
+  /** Half-open handshakes now: the peer echoed its cookie and has not finished (dtls.maxHandshakes). */
+  handshakesInProgress: number;
   handshakes: number;
   /** Handshakes that ended in an error (timeouts are counted apart), of which the two below. */
   handshakeFailures: number;
@@ -68,7 +84,10 @@ export interface DtlsStats {
   /** Datagrams from unknown peers that were not a ClientHello (a ClientHello with a bad cookie just gets a new one). */
   droppedDatagrams: number;
   evictions: number;
+  /** Handshakes refused (before or at their end) because dtls.maxSessions established sessions leave no room. */
   refusedTableFull: number;
+  /** Half-open handshakes dropped or refused by their pool, by reason (none of them counts as a failure above). */
+  handshakesDropped: Record<DropReason, number>;
 }
 
 /** A session, from the verified ClientHello to close. */
@@ -117,11 +136,27 @@ export class DtlsConnection {
 
 /** Sessions idle for less than this are never evicted to make room: a full table refuses newcomers instead. */
 const EVICTABLE_AFTER_IDLE_MS = 60_000;
+/**
+ * A handshake whose peer has said nothing for this long is stalled, and gives way when handshakes pile up.
+ * After the cookie, a PSK handshake needs one round trip: ~1 ms on loopback or a LAN, up to ~1 s over a
+ * multi-hop 6LoWPAN mesh; one lost flight adds RFC 6347's initial retransmission timer of 1 s (ours too).
+ * 3 s covers both with a margin. Slower handshakes (ECDHE on a class-1 device) lose out only under
+ * pressure, and start again.
+ */
+const STALLED_HANDSHAKE_MS = 3000;
 const COOKIE_SECRET_ROTATION_MS = 5 * 60_000;
+/**
+ * Sessions freed in a burst after which memory goes back to the system once the burst is over. glibc keeps
+ * what OpenSSL frees for reuse: after a flood that churned through a full pool of half-open handshakes,
+ * measured here ~40 MB stayed with the process; malloc_trim gave it back in ~5 ms (~20 ms with 2,000
+ * sessions still open). 256 sessions are ~14 MB: less is not worth a trim.
+ */
+const RELEASE_MEMORY_AFTER_FREED = 256;
 
 export class DtlsServer {
   readonly stats: DtlsStats = {
     sessions: 0,
+    handshakesInProgress: 0,
     handshakes: 0,
     handshakeFailures: 0,
     handshakesRefusedIdentity: 0,
@@ -131,15 +166,21 @@ export class DtlsServer {
     droppedDatagrams: 0,
     evictions: 0,
     refusedTableFull: 0,
+    handshakesDropped: { pool_full: 0, address_limit: 0, stalled: 0 },
   };
   private readonly binding: DtlsBinding;
   private context: NativeContext;
-  /** By "address:port"; recency is updated by every datagram, so the least recently used is the idlest. */
+  /** Established sessions by "address:port"; every datagram updates recency, so the least recent is the idlest. */
   private readonly connections: LRUCache<string, DtlsConnection>;
+  /** Sessions from the verified ClientHello until established, apart so a flood of them cannot crowd out the above. */
+  private readonly handshakes: HalfOpenPool<DtlsConnection>;
   private socket: dgram.Socket | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private rotationTimer: NodeJS.Timeout | undefined;
   private readonly failureLog = new LogOncePer(10 * 60_000);
+  /** Sessions freed since memory last went back to the system, and as of the sweep before. */
+  private freedSinceRelease = 0;
+  private freedAtLastSweep = 0;
   /** Datagrams handed to the socket whose send has not completed, and who waits for them to reach zero. */
   private sending = 0;
   private sendsDone: Array<() => void> = [];
@@ -153,6 +194,11 @@ export class DtlsServer {
   ) {
     this.binding = loadDtlsBinding();
     this.connections = boundedCache(options.maxSessions);
+    this.handshakes = new HalfOpenPool({
+      capacity: options.maxHandshakes,
+      perAddress: options.maxHandshakesPerAddress,
+      stalledAfterMs: options.stalledHandshakeMs ?? STALLED_HANDSHAKE_MS,
+    });
     this.context = this.createContext(options);
   }
 
@@ -168,7 +214,7 @@ export class DtlsServer {
   closeWhere(shouldClose: (connection: DtlsConnection) => boolean): number {
     let closed = 0;
     for (const connection of [...this.connections.values()]) {
-      if (connection.established && shouldClose(connection)) {
+      if (shouldClose(connection)) {
         this.close(connection, 'revoked', true);
         closed++;
       }
@@ -198,8 +244,9 @@ export class DtlsServer {
     const bound = await bindUdpSocket(this.options, (datagram, remote) => this.receive(datagram, remote), 'DTLS', this.log);
     this.socket = bound.socket;
     const { handshakeTimeoutMs, idleTimeoutMs } = this.options;
-    // Timeouts need no precision: a quarter of the shorter one, between 50 ms and 1 s.
-    const sweepMs = Math.min(1000, Math.max(50, Math.floor(Math.min(handshakeTimeoutMs, idleTimeoutMs || Infinity) / 4)));
+    // Timeouts need no precision: a quarter of the shortest, between 50 ms and 1 s.
+    const shortest = Math.min(handshakeTimeoutMs, idleTimeoutMs || Infinity, this.handshakes.limits.stalledAfterMs);
+    const sweepMs = Math.min(1000, Math.max(50, Math.floor(shortest / 4)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref();
     this.rotationTimer = setInterval(() => this.binding.rotateCookieSecret(this.context), COOKIE_SECRET_ROTATION_MS);
@@ -212,7 +259,7 @@ export class DtlsServer {
     clearInterval(this.sweepTimer);
     clearInterval(this.rotationTimer);
     this.sweepTimer = this.rotationTimer = undefined;
-    for (const connection of [...this.connections.values()]) this.close(connection, 'stopped', true);
+    for (const connection of [...this.connections.values(), ...this.handshakes.values()]) this.close(connection, 'stopped', true);
     const socket = this.socket;
     this.socket = undefined;
     // dgram sends on the next tick: closing the socket now would silently drop the close_notify alerts.
@@ -222,13 +269,12 @@ export class DtlsServer {
 
   /** The established session of a peer, if any. */
   connection(key: string): DtlsConnection | undefined {
-    const connection = this.connections.peek(key);
-    return connection?.established ? connection : undefined;
+    return this.connections.peek(key);
   }
 
   private receive(datagram: Buffer, remote: dgram.RemoteInfo): void {
     const key = formatAddress(remote);
-    const connection = this.connections.get(key);
+    const connection = this.connections.get(key) ?? this.handshakes.get(key);
     const hello = isClientHello(datagram);
     if (connection && !(hello && startsAnotherHandshake(connection, datagram))) {
       this.feed(connection, datagram);
@@ -246,25 +292,53 @@ export class DtlsServer {
     this.transmit(remote.address, remote.port, datagrams);
     if (!session) return;
     if (connection) this.close(connection, 'replaced', false);
-    if (!this.makeRoom(key)) {
-      this.binding.free(session);
+    // No handshake that could only end refused; the room itself is made when one is established.
+    if (!this.sessionTableHasRoom()) {
+      this.refuseTableFull(key);
+      this.freeSession(session);
       return;
     }
+    const admission = this.handshakes.admit(remote.address, Date.now());
+    if (!admission.admitted) {
+      this.handshakeDropped(admission.reason, remote.address);
+      this.freeSession(session);
+      return;
+    }
+    if (admission.givesWay) {
+      this.handshakeDropped(admission.givesWay.reason, admission.givesWay.entry.address);
+      this.close(admission.givesWay.entry, 'failed', false);
+    }
     const fresh = new DtlsConnection(this, key, remote.address, remote.port, session, Buffer.from(clientHelloRandom(datagram) ?? []), this.context);
-    this.connections.set(key, fresh);
-    this.stats.sessions = this.connections.size;
+    this.handshakes.add(fresh);
+    this.stats.handshakesInProgress = this.handshakes.size;
     this.feed(fresh, null);
   }
 
+  private sessionTableHasRoom(): boolean {
+    return this.connections.size < this.options.maxSessions || this.evictableSession() !== undefined;
+  }
+
+  private evictableSession(): DtlsConnection | undefined {
+    const idlest = this.connections.rvalues().next().value;
+    const evictableAfterMs = this.options.evictableAfterIdleMs ?? EVICTABLE_AFTER_IDLE_MS;
+    return idlest && Date.now() - idlest.lastActivity >= evictableAfterMs ? idlest : undefined;
+  }
+
+  /** Room in the session table for one more, evicting the idlest if it has been idle long enough. */
   private makeRoom(key: string): boolean {
     if (this.connections.size < this.options.maxSessions) return true;
-    const idlest = this.connections.rvalues().next().value;
-    if (idlest && Date.now() - idlest.lastActivity >= (this.options.evictableAfterIdleMs ?? EVICTABLE_AFTER_IDLE_MS)) {
+    const idlest = this.evictableSession();
+    if (idlest) {
       this.stats.evictions++;
       this.log.debug({ peer: idlest.key }, 'DTLS session evicted to make room for a new one');
       this.close(idlest, 'evicted', true);
       return true;
     }
+    this.refuseTableFull(key);
+    return false;
+  }
+
+  private refuseTableFull(key: string): void {
     this.stats.refusedTableFull++;
     if (this.failureLog.first('table-full')) {
       this.log.warn(
@@ -272,7 +346,38 @@ export class DtlsServer {
         'DTLS session table full and no session idle for a minute: new handshakes are refused; raise dtls.maxSessions if this many devices are expected',
       );
     }
-    return false;
+  }
+
+  /**
+   * Counts a half-open handshake the pool dropped or refused, and says once per 10 minutes (per kind) what
+   * is happening: the flood shows, with its busiest address, and the technician learns that established
+   * sessions are safe and when a limit is worth raising.
+   */
+  private handshakeDropped(reason: DropReason, address: string): void {
+    this.stats.handshakesDropped[reason]++;
+    const { maxHandshakes, maxHandshakesPerAddress } = this.options;
+    const stalledAfterS = this.handshakes.limits.stalledAfterMs / 1000;
+    if (reason === 'address_limit') {
+      if (!this.failureLog.first('handshakes address limit')) return;
+      this.log.warn(
+        { address: sourceKey(address), maxHandshakesPerAddress },
+        `DTLS handshakes from one address pile up unfinished: it has dtls.maxHandshakesPerAddress open, so a new one from there waits until one of them ` +
+          `finishes or is silent for ${stalledAfterS} s; other addresses and established sessions are not affected. One host flooding ClientHellos ` +
+          'does this; so do many devices behind one NAT or border router reconnecting at once: then raise dtls.maxHandshakesPerAddress',
+      );
+      return;
+    }
+    if (!this.failureLog.first('handshakes pool')) return;
+    const busiest = this.handshakes.busiestAddress();
+    const what =
+      reason === 'pool_full'
+        ? 'all dtls.maxHandshakes places are taken, so the one silent longest gives way to each new one'
+        : `more than half of dtls.maxHandshakes places are taken, so those silent for ${stalledAfterS} s are dropped`;
+    this.log.warn(
+      { reason, inProgress: this.handshakes.size, maxHandshakes, busiestAddress: busiest?.address, itsHandshakes: busiest?.handshakes },
+      `DTLS handshakes pile up unfinished: ${what}; established sessions are not affected. Usually a flood of ClientHellos that echo ` +
+        'their cookie and fall silent (busiestAddress may name its source); if a whole fleet is reconnecting over slow links, raise dtls.maxHandshakes',
+    );
   }
 
   private feed(connection: DtlsConnection, datagram: Buffer | null): void {
@@ -284,7 +389,8 @@ export class DtlsServer {
       this.close(connection, 'failed', false);
       return;
     }
-    connection.lastActivity = Date.now();
+    if (connection.established) connection.lastActivity = Date.now();
+    else this.handshakes.touch(connection, Date.now());
     this.transmit(connection.address, connection.port, outcome.datagrams);
     if (outcome.error !== null) {
       this.handshakeOrSessionFailed(connection, outcome);
@@ -307,6 +413,17 @@ export class DtlsServer {
   private established(connection: DtlsConnection): void {
     clearTimeout(connection.retransmitTimer);
     connection.retransmitTimer = undefined;
+    this.handshakes.delete(connection);
+    this.stats.handshakesInProgress = this.handshakes.size;
+    // Established sessions filled the table while this one was handshaking: tell the device now
+    // (close_notify) rather than let it find out by timeouts.
+    if (!this.makeRoom(connection.key)) {
+      this.transmit(connection.address, connection.port, this.binding.shutdown(connection.session));
+      this.close(connection, 'failed', false);
+      return;
+    }
+    this.connections.set(connection.key, connection);
+    this.stats.sessions = this.connections.size;
     const info = this.binding.info(connection.session);
     connection.established = true;
     connection.cipher = info.cipher ?? '';
@@ -389,23 +506,48 @@ export class DtlsServer {
     clearTimeout(connection.retransmitTimer);
     connection.retransmitTimer = undefined;
     if (notify && connection.established) this.transmit(connection.address, connection.port, this.binding.shutdown(connection.session));
-    this.binding.free(connection.session);
+    this.freeSession(connection.session);
     if (this.connections.peek(connection.key) === connection) this.connections.delete(connection.key);
+    this.handshakes.delete(connection);
     this.stats.sessions = this.connections.size;
+    this.stats.handshakesInProgress = this.handshakes.size;
     if (connection.established) this.handlers.closed?.(connection, reason);
   }
 
   private sweep(): void {
     const now = Date.now();
     const { handshakeTimeoutMs, idleTimeoutMs } = this.options;
-    for (const connection of [...this.connections.values()]) {
-      if (!connection.established) {
-        if (now - connection.startedAt >= handshakeTimeoutMs) this.handshakeTimedOut(connection);
-      } else if (idleTimeoutMs > 0 && now - connection.lastActivity >= idleTimeoutMs) {
-        this.log.debug({ peer: connection.key }, 'DTLS session closed after dtls.idleTimeoutMs without traffic');
-        this.close(connection, 'idle', true);
+    for (const connection of this.handshakes.stalled(now)) {
+      this.handshakeDropped('stalled', connection.address);
+      this.close(connection, 'failed', false);
+    }
+    for (const connection of [...this.handshakes.values()]) {
+      if (now - connection.startedAt >= handshakeTimeoutMs) this.handshakeTimedOut(connection);
+    }
+    if (idleTimeoutMs > 0) {
+      for (const connection of [...this.connections.values()]) {
+        if (now - connection.lastActivity >= idleTimeoutMs) {
+          this.log.debug({ peer: connection.key }, 'DTLS session closed after dtls.idleTimeoutMs without traffic');
+          this.close(connection, 'idle', true);
+        }
       }
     }
+    this.releaseMemoryAfterBurst();
+  }
+
+  private freeSession(session: NativeSession): void {
+    this.binding.free(session);
+    this.freedSinceRelease++;
+  }
+
+  /** After a burst of freed sessions, once a whole sweep interval has passed without one: not during a flood. */
+  private releaseMemoryAfterBurst(): void {
+    const quiet = this.freedSinceRelease === this.freedAtLastSweep;
+    this.freedAtLastSweep = this.freedSinceRelease;
+    if (!quiet || this.freedSinceRelease < RELEASE_MEMORY_AFTER_FREED) return;
+    const released = this.binding.releaseFreedMemory();
+    this.log.debug({ sessionsFreed: this.freedSinceRelease, released }, 'DTLS: memory of freed sessions handed back to the system');
+    this.freedSinceRelease = this.freedAtLastSweep = 0;
   }
 
   private handshakeTimedOut(connection: DtlsConnection): void {
@@ -426,7 +568,7 @@ export class DtlsServer {
 
   private lookUpPsk(identity: string, peerKey: string): Buffer | undefined {
     const key = this.policy.pskKey(identity);
-    const connection = this.connections.peek(peerKey);
+    const connection = this.handshakes.get(peerKey);
     if (connection) {
       connection.offeredIdentity = identity;
       connection.identityKnown = key !== undefined;
@@ -437,7 +579,7 @@ export class DtlsServer {
   private checkCertificate(certificate: PresentedCertificate, peerKey: string): boolean {
     const verdict = this.policy.checkCertificate(certificate);
     if (!verdict.accepted) {
-      const connection = this.connections.peek(peerKey);
+      const connection = this.handshakes.get(peerKey);
       if (connection) connection.refusedCertificate = { certificate, reason: verdict.reason };
     }
     return verdict.accepted;

@@ -147,7 +147,8 @@ export class GatewayMetrics {
     const dtls = sources.dtls;
     if (dtls) {
       const s = dtls.stats;
-      gauge('coap2mqtt_dtls_sessions', 'DTLS sessions now, established or handshaking.', () => s.sessions);
+      gauge('coap2mqtt_dtls_sessions', 'DTLS sessions established now.', () => s.sessions);
+      gauge('coap2mqtt_dtls_handshakes_in_progress', 'DTLS handshakes in progress now: the device echoed its cookie and has not finished (at most dtls.maxHandshakes).', () => s.handshakesInProgress);
       counter('coap2mqtt_dtls_handshakes_total', 'DTLS handshakes completed.', () => s.handshakes);
       labelledCounter('coap2mqtt_dtls_handshake_failures_total', 'DTLS handshakes that failed, by reason (unknown_psk_identity, certificate_refused, timeout: often a wrong PSK, table_full: dtls.maxSessions reached, other).', 'reason', () => ({
         unknown_psk_identity: s.handshakesRefusedIdentity,
@@ -159,6 +160,7 @@ export class GatewayMetrics {
       counter('coap2mqtt_dtls_hello_verify_requests_total', 'Stateless cookie challenges (HelloVerifyRequest) sent to ClientHellos.', () => s.helloVerifyRequests);
       counter('coap2mqtt_dtls_dropped_datagrams_total', 'Datagrams from peers without a session that were not a ClientHello.', () => s.droppedDatagrams);
       counter('coap2mqtt_dtls_evictions_total', 'Idle DTLS sessions closed to make room when dtls.maxSessions was reached.', () => s.evictions);
+      labelledCounter('coap2mqtt_dtls_handshakes_dropped_total', 'Unfinished DTLS handshakes dropped or refused to keep them bounded, by reason (pool_full: the stalest gave way to a new one at dtls.maxHandshakes, address_limit: dtls.maxHandshakesPerAddress, stalled: silent 3 s while more than half of dtls.maxHandshakes were open). Many of them: a flood of ClientHellos that echo their cookie, or a fleet reconnecting over slow links.', 'reason', () => s.handshakesDropped);
     }
 
     // Upstream MQTT.

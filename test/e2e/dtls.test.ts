@@ -8,6 +8,7 @@ import coapPacket from 'coap-packet';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
 import { DtlsClient } from '../helpers/dtls-client.js';
+import { clientHello } from '../helpers/dtls-flooder.js';
 import { DEVICES, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
@@ -250,7 +251,7 @@ describe('the plain-CoAP behaviour over DTLS', () => {
     const verifyRequestsBefore = stats.helloVerifyRequests;
     // An initial ClientHello (no cookie) from a real socket; the gateway answers each with a 44-byte
     // HelloVerifyRequest and remembers nothing.
-    const hello = initialClientHello();
+    const hello = clientHello();
     const socket = dgram.createSocket('udp4');
     let answers = 0;
     socket.on('message', () => answers++);
@@ -264,29 +265,6 @@ describe('the plain-CoAP behaviour over DTLS', () => {
     expect(result.response?.code).toBe('2.01');
   });
 });
-
-/** A minimal DTLS 1.2 ClientHello without cookie (RFC 6347 §4.2.2), offering PSK-AES128-CCM8 (0xC0A8). */
-function initialClientHello(): Buffer {
-  const body = Buffer.concat([
-    Buffer.from([0xfe, 0xfd]), // client_version
-    Buffer.alloc(32, 7), // random
-    Buffer.from([0]), // session_id
-    Buffer.from([0]), // cookie
-    Buffer.from([0x00, 0x02, 0xc0, 0xa8]), // cipher_suites
-    Buffer.from([1, 0]), // compression: null
-  ]);
-  const handshake = Buffer.alloc(12);
-  handshake[0] = 1; // client_hello
-  handshake.writeUIntBE(body.length, 1, 3);
-  handshake.writeUInt16BE(0, 4); // message_seq
-  handshake.writeUIntBE(0, 6, 3); // fragment_offset
-  handshake.writeUIntBE(body.length, 9, 3); // fragment_length
-  const record = Buffer.alloc(13);
-  record[0] = 22;
-  record.writeUInt16BE(0xfefd, 1);
-  record.writeUInt16BE(12 + body.length, 11);
-  return Buffer.concat([record, handshake, body]);
-}
 
 describe('dtls.requireClientCert', () => {
   it('refuses a certificate handshake without a client certificate, logging why, and still serves PSK devices', async () => {

@@ -231,6 +231,11 @@ describe('/metrics with DTLS', () => {
       expect(valueOf(samples, 'coap2mqtt_dtls_handshake_failures_total', { reason: 'timeout' })).toBe(0);
       expect(valueOf(samples, 'coap2mqtt_dtls_hello_verify_requests_total')).toBeGreaterThanOrEqual(2);
       expect(valueOf(samples, 'coap2mqtt_dtls_sessions')).toBeGreaterThanOrEqual(0);
+      // Both handshakes are over: none under way, none dropped by the half-open pool.
+      expect(valueOf(samples, 'coap2mqtt_dtls_handshakes_in_progress')).toBe(0);
+      for (const reason of ['pool_full', 'address_limit', 'stalled']) {
+        expect(valueOf(samples, 'coap2mqtt_dtls_handshakes_dropped_total', { reason })).toBe(0);
+      }
       expect(valueOf(samples, 'coap2mqtt_coap_requests_total', { transport: 'dtls', route: 'telemetry', code: '2.01' })).toBe(1);
       expect((await health(secure)).body['coap']).toHaveProperty('dtlsSessions');
     } finally {

@@ -232,6 +232,17 @@ describe('DTLS devices and settings', () => {
       expect.stringMatching(/^dtls\.port: must differ from coap\.port/),
     ]);
   });
+
+  it('bounds unfinished handshakes in total and per address, and warns when one address could take them all', () => {
+    const device = { name: 'A', psk: { identity: 'a', key: 'sixteen-byte-key' } };
+    const defaults = load({ dtls: { enabled: true }, devices: [device] });
+    expect(defaults.ok && defaults.config.dtls).toMatchObject({ maxHandshakes: 512, maxHandshakesPerAddress: 64 });
+    const lopsided = load({ dtls: { enabled: true, maxHandshakes: 100, maxHandshakesPerAddress: 200 }, devices: [device] });
+    expect(lopsided.ok && lopsided.warnings).toEqual([
+      expect.stringMatching(/^dtls\.maxHandshakesPerAddress \(200\) is above dtls\.maxHandshakes \(100\): one address can take every/),
+    ]);
+    expect(errorsOf({ dtls: { enabled: true, maxHandshakes: 4 }, devices: [device] })).toEqual([expect.stringMatching(/^dtls\.maxHandshakes: /)]);
+  });
 });
 
 describe('the shipped example, key by key', () => {

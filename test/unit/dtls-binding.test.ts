@@ -15,6 +15,7 @@ import {
   type PresentedCertificate,
   type PskLookup,
 } from '../../src/dtls/native.js';
+import { clientHello, helloVerifyCookie } from '../helpers/dtls-flooder.js';
 import { sleep } from '../helpers/ports.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 
@@ -404,6 +405,26 @@ describe('DTLS binding, retransmission', () => {
     expect(wire.serverDone).toBe(true);
     expect(wire.clientDone).toBe(true);
     expect(binding.timeout(wire.server!)).toBe(-1);
+  });
+});
+
+describe('DTLS binding, memory', () => {
+  it('hands the memory of freed sessions back to the system (glibc) after a burst of half-open handshakes', () => {
+    const server = serverContext();
+    const sessions: NativeSession[] = [];
+    for (let i = 0; i < 300; i++) {
+      const peer = `10.9.${i >> 8}.${i & 255}:5000`;
+      const random = Buffer.alloc(32, i & 255);
+      const cookie = helloVerifyCookie(binding.listen(server, clientHello({ random }), peer).datagrams[0]!);
+      const { session } = binding.listen(server, clientHello({ random, cookie, messageSeq: 1, recordSeq: 1 }), peer);
+      expect(session).not.toBeNull();
+      // The server's first flight: the session now holds its buffers and handshake state.
+      expect(binding.feed(session!, null).datagrams.length).toBeGreaterThan(0);
+      sessions.push(session!);
+    }
+    for (const session of sessions) binding.free(session);
+    const glibc = (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime !== undefined;
+    expect(binding.releaseFreedMemory()).toBe(glibc);
   });
 });
 

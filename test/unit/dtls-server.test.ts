@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { isClientHello } from '../../src/dtls/native.js';
 import { DtlsServer, type CloseReason, type DtlsConnection, type DtlsServerOptions } from '../../src/dtls/server.js';
 import { DtlsClient } from '../helpers/dtls-client.js';
+import { HalfOpenFlood } from '../helpers/dtls-flooder.js';
 import { eventually, freeUdpPort, sleep } from '../helpers/ports.js';
 
 const KEYS = new Map([
@@ -46,6 +47,8 @@ class Harness {
         handshakeTimeoutMs: 1500,
         idleTimeoutMs: 0,
         maxSessions: 100,
+        maxHandshakes: 512,
+        maxHandshakesPerAddress: 64,
         sessionTickets: false,
         ...options,
       },
@@ -87,6 +90,17 @@ class Harness {
 
 let harness: Harness | undefined;
 
+/** `count` handshakes that echo their cookie and go silent, from `addresses` in turn; resolves when all are sent. */
+async function flood(port: number, count: number, addresses: readonly string[]): Promise<void> {
+  const half = new HalfOpenFlood({ host: '127.0.0.1', port, count, concurrency: 8, localAddresses: addresses, maxDurationMs: 5000 });
+  const progress = await half.done;
+  expect(progress.echoed).toBe(count);
+  // Closed by the test's end only: a closed socket would still be a silent peer, but keep it simple.
+  floods.push(half);
+}
+const floods: HalfOpenFlood[] = [];
+const MANY_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.1.${i + 1}`);
+
 async function startServer(options: Partial<DtlsServerOptions> = {}): Promise<Harness> {
   harness = await new Harness(options).start();
   return harness;
@@ -95,6 +109,7 @@ async function startServer(options: Partial<DtlsServerOptions> = {}): Promise<Ha
 afterEach(async () => {
   await harness?.dispose();
   harness = undefined;
+  await Promise.all(floods.splice(0).map((f) => f.close()));
 });
 
 /** Sends raw bytes from a throw-away socket: a stranger the server has never heard from. */
@@ -156,9 +171,9 @@ describe('DTLS server', () => {
   it('abandons a handshake that does not finish in time and hints at a wrong key', async () => {
     const h = await startServer({ handshakeTimeoutMs: 1000 });
     const attempt = h.connect('sensor-1', { pskKey: Buffer.alloc(16, 7), timeoutMs: 1200 }).catch((error: Error) => error);
-    await eventually(() => h.server.stats.sessions === 1, 2000, 'a session in handshake');
+    await eventually(() => h.server.stats.handshakesInProgress === 1, 2000, 'a handshake in progress');
     await eventually(() => h.server.stats.handshakeTimeouts === 1, 3000, 'the handshake timeout');
-    expect(h.server.stats).toMatchObject({ sessions: 0, handshakes: 0, handshakeFailures: 0 });
+    expect(h.server.stats).toMatchObject({ sessions: 0, handshakesInProgress: 0, handshakes: 0, handshakeFailures: 0 });
     const warning = h.logs.find((line) => line.level === 40 && line.msg.startsWith('DTLS handshake timed out'));
     expect(warning?.msg).toMatch(/different key/);
     expect(warning).toMatchObject({ identity: 'sensor-1', timeoutMs: 1000 });
@@ -257,11 +272,11 @@ describe('DTLS server', () => {
     const localPort = await freeUdpPort();
     // A wrong key leaves the server's side of the handshake waiting; then the device reboots.
     await expect(h.connect('sensor-1', { pskKey: Buffer.alloc(16, 9), localPort, timeoutMs: 400 })).rejects.toThrow(/timed out/);
-    expect(h.server.stats.sessions).toBe(1);
+    expect(h.server.stats).toMatchObject({ sessions: 0, handshakesInProgress: 1 });
     // Well within handshakeTimeoutMs, the new handshake (a new client random) replaces the stuck one.
     const client = await h.connect('sensor-1', { localPort, timeoutMs: 2000 });
     expect(client.info?.pskIdentity).toBe('sensor-1');
-    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 1 });
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakesInProgress: 0, handshakes: 1 });
   });
 
   it('sends close_notify to every established client when it stops', async () => {
@@ -271,5 +286,69 @@ describe('DTLS server', () => {
     await eventually(() => clients.every((c) => c.closedBy === 'peer'), 2000, 'close_notify at both clients');
     expect(h.closed.map((c) => c.reason)).toEqual(['stopped', 'stopped']);
     expect(h.server.stats.sessions).toBe(0);
+  });
+});
+
+describe('half-open handshakes (cookie echoed, then silent)', () => {
+  it('never push out an established session, even one idle long enough to be evicted for a new session', async () => {
+    const h = await startServer({ maxSessions: 1, evictableAfterIdleMs: 0, maxHandshakes: 4, maxHandshakesPerAddress: 4 });
+    const device = await h.connect('sensor-1');
+    await flood(h.port, 12, MANY_ADDRESSES);
+    await eventually(() => h.server.stats.handshakesDropped.pool_full === 8, 2000, 'a full pool, given way 8 times');
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakesInProgress: 4, evictions: 0, refusedTableFull: 0 });
+    device.send(Buffer.from('still here'));
+    await eventually(() => h.received[0], 2000, 'data on the established session');
+    expect(h.closed).toEqual([]);
+  });
+
+  it('give way, the stalest first, to a device that finishes its handshake when the pool is full', async () => {
+    const h = await startServer({ maxHandshakes: 4, maxHandshakesPerAddress: 4 });
+    await flood(h.port, 20, MANY_ADDRESSES);
+    await eventually(() => h.server.stats.handshakesDropped.pool_full === 16, 2000, 'a full pool, given way 16 times');
+    const device = await h.connect('sensor-2');
+    expect(device.info?.pskIdentity).toBe('sensor-2');
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakes: 1, handshakesInProgress: 3 });
+    expect(h.server.stats.handshakesDropped).toEqual({ pool_full: 17, address_limit: 0, stalled: 0 });
+    const warning = h.logs.filter((line) => line.level === 40 && line.msg.startsWith('DTLS handshakes pile up unfinished'));
+    expect(warning).toHaveLength(1);
+    expect(warning[0]).toMatchObject({ reason: 'pool_full', maxHandshakes: 4, inProgress: 4 });
+  });
+
+  it('from one address are held to dtls.maxHandshakesPerAddress; a device at another address is not held up', async () => {
+    const h = await startServer({ maxHandshakes: 16, maxHandshakesPerAddress: 3 });
+    await flood(h.port, 10, ['127.0.1.1']);
+    await eventually(() => h.server.stats.handshakesDropped.address_limit === 7, 2000, '7 handshakes refused');
+    expect(h.server.stats.handshakesInProgress).toBe(3);
+    await h.connect('sensor-1');
+    expect(h.server.stats).toMatchObject({ sessions: 1, handshakesInProgress: 3 });
+    const warnings = h.logs.filter((line) => line.level === 40 && line.msg.startsWith('DTLS handshakes from one address'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ address: '127.0.1.1', maxHandshakesPerAddress: 3 });
+  });
+
+  it('are dropped once stalled while more than half the pool is taken, and left to dtls.handshakeTimeoutMs otherwise', async () => {
+    const h = await startServer({ maxHandshakes: 4, maxHandshakesPerAddress: 4, stalledHandshakeMs: 300, handshakeTimeoutMs: 30_000 });
+    await flood(h.port, 2, MANY_ADDRESSES);
+    await sleep(700);
+    // Half the pool: no pressure, stalled or not.
+    expect(h.server.stats).toMatchObject({ handshakesInProgress: 2, handshakeTimeouts: 0 });
+    await flood(h.port, 1, MANY_ADDRESSES);
+    await eventually(() => h.server.stats.handshakesDropped.stalled === 2, 2000, 'the two stalled handshakes dropped');
+    await sleep(700);
+    // The newest has stalled meanwhile too, but alone it is no pressure.
+    expect(h.server.stats).toMatchObject({ handshakesInProgress: 1, handshakeTimeouts: 0 });
+    expect(h.server.stats.handshakesDropped).toEqual({ pool_full: 0, address_limit: 0, stalled: 2 });
+  });
+
+  it('hand the memory of a burst of freed sessions back to the system once the burst is over', async () => {
+    const h = await startServer({ maxHandshakes: 16, maxHandshakesPerAddress: 1, handshakeTimeoutMs: 1000 });
+    const released = () => h.logs.filter((line) => line.msg.startsWith('DTLS: memory of freed sessions handed back'));
+    // 300 handshakes from one address: 299 refused and freed at once.
+    await flood(h.port, 300, ['127.0.1.1']);
+    await eventually(() => h.server.stats.handshakesDropped.address_limit === 299, 2000, '299 handshakes refused');
+    const line = await eventually(() => released()[0], 3000, 'the memory handed back');
+    expect(line.sessionsFreed).toBeGreaterThanOrEqual(299);
+    await sleep(600);
+    expect(released()).toHaveLength(1);
   });
 });
