@@ -14,9 +14,10 @@ import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { ObserveRegistry, type Relation } from './observe.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
-import { continuesOrEnds, sourceKey, type RequestLimits } from './limits.js';
+import { continuesOrEnds, type RequestLimits } from './limits.js';
 import { ResponseCounts } from './response-counts.js';
 import { LogOncePer } from '../log.js';
+import { sourceKey } from '../net/source-key.js';
 import { formatPeer, type Peer } from './transport.js';
 
 export interface MessageLayerOptions {
