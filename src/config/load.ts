@@ -6,8 +6,10 @@ import { dirname, resolve } from 'node:path';
 import convict from 'convict';
 import JSON5 from 'json5';
 import { redactUrl } from '../log.js';
+import { duplicateKeys } from './duplicate-keys.js';
 import { migrateEnv, migrateObject, renameWarning } from './migrations.js';
-import { LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
+import { formatComplaint, LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
+import { checkShape, dropPrototypeKeys, isPlainObject, isSetting, MAX_DEPTH, shorten, showValue, tooDeep } from './shape.js';
 
 export interface DeviceEntry {
   readonly name: string;
@@ -216,6 +218,9 @@ const PSK_EXAMPLE = '{"identity": "boiler-7", "key": "..."} or {"identity": "boi
 const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
+/** Unknown keys named one by one; beyond that, a count (each is a line at every start). */
+const MAX_UNKNOWN_KEYS_SHOWN = 20;
+
 export function loadConfig(options: LoadOptions = {}): LoadResult {
   const warnings: string[] = [];
   const errors: string[] = [];
@@ -227,9 +232,9 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   let fileValues: Record<string, unknown> = {};
 
   if (options.file !== undefined) {
-    let text: string;
+    let read: string;
     try {
-      text = readFileSync(options.file, 'utf8');
+      read = readFileSync(options.file, 'utf8');
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
@@ -237,25 +242,43 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
     }
     let parsed: unknown;
     try {
-      parsed = JSON5.parse(text);
+      parsed = JSON5.parse(read);
     } catch (error) {
       return {
         ok: false,
         errors: [`config file ${options.file} is not valid JSON5: ${describeSyntaxError(error)}`],
       };
     }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    if (!isPlainObject(parsed)) {
       return { ok: false, errors: [`config file ${options.file} must hold one object, e.g. { coap: { port: 5683 } }`] };
     }
-    const migrated = migrateObject(parsed as Record<string, unknown>);
+    // Before anything walks it recursively (structuredClone in the migration, error messages).
+    const deep = tooDeep(parsed);
+    if (deep !== undefined) {
+      return { ok: false, errors: [`${deep}: nested more than ${MAX_DEPTH} levels deep; no setting goes deeper than 4 (devices[].psk.identity)`] };
+    }
+    for (const key of dropPrototypeKeys(parsed)) warnings.push(`${shorten(key)}: ignored; "__proto__" cannot be a key`);
+    for (const { key, line } of duplicateKeys(read)) warnings.push(`${shorten(key)}: given twice in the file; only the last one (line ${line}) counts`);
+    const migrated = migrateObject(parsed);
     for (const applied of migrated.applied) warnings.push(renameWarning(applied, options.file));
     fileValues = migrated.value;
-    config.load(migrated.value);
+    const shaped = checkShape(fileValues, schema, (key, value) => formatComplaint(settingAt(key)?.format, value));
+    for (const { key, message } of shaped.errors) {
+      // As before: a file value that an environment variable overrides is never used, nor checked.
+      const envName = envNames.get(key);
+      if (!envName || env[envName] === undefined) errors.push(`${key}: ${message}`);
+    }
+    warnings.push(...unknownKeyWarnings(shaped.unknownKeys, [...envNames.keys()]));
+    // Each known setting whole: convict's load() would walk into object values (see shape.ts).
+    for (const { key, value } of shaped.settings) config.set(key, value);
+    // Environment variables win over the file: load() imports them again, after the sets.
+    config.load({});
   }
 
   try {
     config.validate({
       allowed: 'warn',
+      // Unknown keys never reach convict now (see checkShape); kept so that one slipping through warns.
       output: (message: string) => {
         for (const line of message.replace(/^\S*Warning:\S*\s*/, '').split('\n')) {
           const key = /configuration param '([^']+)'/.exec(line)?.[1];
@@ -264,11 +287,9 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
       },
     });
   } catch (error) {
-    for (const line of (error as Error).message.split('\n')) {
-      errors.push(describeConvictError(line, { env, file: fileValues }, envNames, sensitive));
-    }
+    errors.push(...(error as Error).message.split('\n'));
   }
-  if (errors.length > 0) return { ok: false, errors, warnings };
+  if (errors.length > 0) return { ok: false, errors: errors.map((line) => describeConvictError(line, { env, file: fileValues }, envNames, sensitive)), warnings };
 
   const raw = config.getProperties() as unknown as GatewayConfig;
   const devicesFile = resolve(options.file === undefined ? '.' : dirname(options.file), raw.devicesFile);
@@ -310,6 +331,12 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   };
 }
 
+function unknownKeyWarnings(keys: readonly string[], known: string[]): string[] {
+  const shown = keys.slice(0, MAX_UNKNOWN_KEYS_SHOWN).map((key) => unknownKeyWarning(key, known));
+  const more = keys.length - shown.length;
+  return more > 0 ? [...shown, `${more} more unknown keys, ignored`] : shown;
+}
+
 function checkThings(config: GatewayConfig, devices: readonly DeviceEntry[], errors: string[], warnings: string[]): ThingEntry[] {
   const { enabled, provisionKey, provisionSecret } = config.thethings;
   const list = config.thethings.things as unknown[];
@@ -332,9 +359,9 @@ function checkThings(config: GatewayConfig, devices: readonly DeviceEntry[], err
     if (activationCode !== undefined && codes.has(activationCode)) errors.push(`${at}.activationCode: the same activation code appears twice`);
     tokens.add(thingToken);
     if (activationCode !== undefined) codes.add(activationCode);
-    if (!devices.some((known) => known.name === device)) warnings.push(`${at}.device: "${device}" is not in devices; its thing token is refused until it is`);
+    if (!devices.some((known) => known.name === device)) warnings.push(`${at}.device: ${showValue(device)} is not in devices; its thing token is refused until it is`);
     for (const field of Object.keys(record)) {
-      if (!['thingToken', 'device', 'activationCode'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: thingToken, device, activationCode)`);
+      if (!['thingToken', 'device', 'activationCode'].includes(field)) warnings.push(`${at}.${shorten(field)}: unknown field, ignored (known: thingToken, device, activationCode)`);
     }
     things.push({ thingToken, device, activationCode });
   });
@@ -378,6 +405,11 @@ export function readDevicesFile(path: string, errors: string[]): unknown[] {
     errors.push(`devicesFile: ${path} must hold a JSON array of devices, e.g. [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]`);
     return [];
   }
+  const deep = tooDeep(parsed);
+  if (deep !== undefined) {
+    errors.push(`devicesFile: ${path} is nested more than ${MAX_DEPTH} levels deep, at ${deep}; a device entry is at most 3 deep`);
+    return [];
+  }
   return parsed;
 }
 
@@ -394,24 +426,24 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[], whe
       return;
     }
     const record = entry as Record<string, unknown>;
-    const label = typeof record.name === 'string' && record.name !== '' ? ` ("${record.name}")` : '';
+    const label = typeof record.name === 'string' && record.name !== '' ? ` (${showValue(record.name)})` : '';
     for (const field of Object.keys(record)) {
-      if (!DEVICE_FIELDS.includes(field)) warnings.push(`${at}.${field}${label}: unknown field, ignored (known: ${DEVICE_FIELDS.join(', ')})`);
+      if (!DEVICE_FIELDS.includes(field)) warnings.push(`${at}.${shorten(field)}${label}: unknown field, ignored (known: ${DEVICE_FIELDS.join(', ')})`);
     }
     const { name, token } = record;
     const type = record.type ?? 'default';
     let valid = true;
     if (typeof name !== 'string' || name.trim() === '' || name.length > 255) {
-      errors.push(`${at}.name: must be the device name as ThingsBoard shows it, 1 to 255 characters (got ${JSON.stringify(name)})`);
+      errors.push(`${at}.name: must be the device name as ThingsBoard shows it, 1 to 255 characters (got ${showValue(name)})`);
       valid = false;
     } else if (byName.has(name)) {
-      errors.push(`${at}.name: "${name}" is also the name of ${where(byName.get(name)!)}; names must be unique`);
+      errors.push(`${at}.name: ${showValue(name)} is also the name of ${where(byName.get(name)!)}; names must be unique`);
       valid = false;
     } else {
       byName.set(name, index);
     }
     if (typeof type !== 'string' || type.trim() === '' || type.length > 255) {
-      errors.push(`${at}.type${label}: must be a device profile name, 1 to 255 characters (got ${JSON.stringify(type)})`);
+      errors.push(`${at}.type${label}: must be a device profile name, 1 to 255 characters (got ${showValue(type)})`);
       valid = false;
     }
     // Tokens and keys are never echoed back, not even in errors: config errors end up in logs and support tickets.
@@ -455,7 +487,7 @@ function checkPsk(value: unknown, at: string, label: string, errors: string[], w
   }
   const { identity, key, keyHex } = value as Record<string, unknown>;
   if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > 128) {
-    errors.push(`${at}.identity${label}: must be the PSK identity the device sends, 1 to 128 bytes (got ${JSON.stringify(identity)})`);
+    errors.push(`${at}.identity${label}: must be the PSK identity the device sends, 1 to 128 bytes (got ${showValue(identity)})`);
     return undefined;
   }
   let bytes: Buffer | undefined;
@@ -487,13 +519,13 @@ function checkCert(value: unknown, at: string, label: string, errors: string[]):
   }
   if (cn !== undefined) {
     if (typeof cn === 'string' && cn.trim() !== '') return { cn };
-    errors.push(`${at}.cn${label}: must be the certificate subject's common name (got ${JSON.stringify(cn)})`);
+    errors.push(`${at}.cn${label}: must be the certificate subject's common name (got ${showValue(cn)})`);
     return undefined;
   }
   const hex = typeof fingerprint256 === 'string' ? fingerprint256.replace(/[:\s]/g, '').toLowerCase() : '';
   if (/^[0-9a-f]{64}$/.test(hex)) return { fingerprint256: hex };
   errors.push(
-    `${at}.fingerprint256${label}: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${JSON.stringify(fingerprint256)})`,
+    `${at}.fingerprint256${label}: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${showValue(fingerprint256)})`,
   );
   return undefined;
 }
@@ -559,7 +591,7 @@ function checkProvision(config: GatewayConfig, errors: string[], warnings: strin
       return;
     }
     if (typeof type !== 'string' || type.trim() === '') {
-      errors.push(`${at}.type: must be a device profile name (got ${JSON.stringify(type)})`);
+      errors.push(`${at}.type: must be a device profile name (got ${showValue(type)})`);
       return;
     }
     if (seen.has(key)) {
@@ -568,7 +600,7 @@ function checkProvision(config: GatewayConfig, errors: string[], warnings: strin
     }
     seen.add(key);
     for (const field of Object.keys(record)) {
-      if (!['key', 'secret', 'type'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: key, secret, type)`);
+      if (!['key', 'secret', 'type'].includes(field)) warnings.push(`${at}.${shorten(field)}: unknown field, ignored (known: key, secret, type)`);
     }
     keys.push({ key, secret, type });
   });
@@ -646,8 +678,8 @@ function describeConvictError(
   const fromEnv = envName ? sources.env[envName] : undefined;
   let shown: string;
   if (sensitive.has(key)) shown = fromEnv === undefined ? '(hidden)' : `(hidden) from ${envName}`;
-  else if (fromEnv !== undefined) shown = `${JSON.stringify(fromEnv)} from ${envName}`;
-  else shown = JSON.stringify(valueAt(sources.file, key)) ?? 'nothing';
+  else if (fromEnv !== undefined) shown = `${showValue(fromEnv)} from ${envName}`;
+  else shown = showValue(valueAt(sources.file, key));
   const expected = message
     .replace(/^\s*should be of type/, 'must be of type')
     .replace(/^ports must be within range 0 - 65535/, 'must be a port number from 0 to 65535')
@@ -662,15 +694,21 @@ function describeConvictError(
 function valueAt(tree: Record<string, unknown>, key: string): unknown {
   let node: unknown = tree;
   for (const segment of key.split('.')) {
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<string, unknown>)[segment];
+    // Own keys only: "constructor" must not find Object.prototype's.
+    if (!isPlainObject(node) || !Object.hasOwn(node, segment)) return undefined;
+    node = node[segment];
   }
   return node;
 }
 
+/** The schema's setting at a dotted key, if there is one there. */
+function settingAt(key: string): { format?: unknown; default?: unknown } | undefined {
+  const node = valueAt(schema as unknown as Record<string, unknown>, key);
+  return isPlainObject(node) && isSetting(node) ? node : undefined;
+}
+
 function defaultOf(key: string): unknown {
-  const leaf = valueAt(schema as unknown as Record<string, unknown>, key) as { default?: unknown } | undefined;
-  const value = leaf?.default;
+  const value = settingAt(key)?.default;
   return Array.isArray(value) || (value !== null && typeof value === 'object' && Object.keys(value).length === 0) ? undefined : value;
 }
 
@@ -702,11 +740,15 @@ function collectSensitive(node: SchemaNode, prefix = '', into = new Set<string>(
 }
 
 function unknownKeyWarning(key: string, known: string[]): string {
-  const guess = known
-    .map((candidate) => ({ candidate, distance: editDistance(key.toLowerCase(), candidate.toLowerCase()) }))
-    .sort((a, b) => a.distance - b.distance)[0];
+  // A guess is worth it for typos, not for a 100,000-character key (edit distance is quadratic).
+  const guess =
+    key.length > 64
+      ? undefined
+      : known
+          .map((candidate) => ({ candidate, distance: editDistance(key.toLowerCase(), candidate.toLowerCase()) }))
+          .sort((a, b) => a.distance - b.distance)[0];
   const hint = guess && guess.distance <= Math.max(2, Math.floor(key.length / 4)) ? ` (did you mean ${guess.candidate}?)` : '';
-  return `${key}: unknown key, ignored${hint}`;
+  return `${shorten(key)}: unknown key, ignored${hint}`;
 }
 
 function editDistance(a: string, b: string): number {
