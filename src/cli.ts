@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { checkConfig, printConfigErrors, type Output } from './config/check-config.js';
-import { loadConfig } from './config/load.js';
+import { loadConfig, type LoadResult } from './config/load.js';
+import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
 import { StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
@@ -81,7 +82,8 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const file = parsed.values.config ?? (process.env.COAP2MQTT_CONFIG || undefined);
-  const result = loadConfig({ file });
+  // doctor looks at state.dir itself, for the service's user, with the commands that fix it.
+  const result = command === 'doctor' ? loadConfig({ file }) : withStartPaths(loadConfig({ file }));
   if (command === 'check-config') return checkConfig(file, result, { migrate: parsed.values.migrate === true }, output);
   if (!result.ok) {
     printConfigErrors(file, result, output);
@@ -167,6 +169,14 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+}
+
+/** The configuration, refused also for what the start would refuse (state.dir), so that exits 2, not 1. */
+function withStartPaths(result: LoadResult): LoadResult {
+  if (!result.ok) return result;
+  const { errors, warnings } = checkStartPaths(result.config);
+  if (errors.length > 0) return { ok: false, errors, warnings: [...result.warnings, ...warnings] };
+  return { ...result, warnings: [...result.warnings, ...warnings] };
 }
 
 // `coap2mqtt devices list | head`: a reader that leaves early is not a failure worth a stack trace.

@@ -1,7 +1,7 @@
 // Composition root: builds every part from its slice of the configuration and gives the whole a
 // start/stop lifecycle. Data flows datagram → message layer → route → bridge → upstream.
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -18,6 +18,7 @@ import { formatPeer, type DatagramSink } from './coap/transport.js';
 import { DtlsTransport } from './coap/dtls-transport.js';
 import { UdpTransport } from './coap/udp-transport.js';
 import type { DtlsConfig, GatewayConfig } from './config/load.js';
+import { createDirectories } from './config/paths.js';
 import { DtlsBindingError } from './dtls/native.js';
 import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
@@ -370,7 +371,7 @@ function openOutboxStore(stateDir: string, synchronous: 'full' | 'normal', log: 
 function prepareStateDir(dir: string): string {
   const absolute = resolve(dir);
   try {
-    mkdirSync(absolute, { recursive: true });
+    createDirectories(absolute);
     accessSync(absolute, constants.W_OK);
   } catch (error) {
     throw new StartupError(`state.dir "${absolute}" cannot be created or is not writable: ${(error as Error).message}`);

@@ -1,13 +1,14 @@
 // Loading and checking the configuration: defaults, then the file (JSON or JSON5), then COAP2MQTT_*
 // environment variables. Every problem is reported with the key, the offending value and what is expected,
 // all at once, so a technician can fix the file in one go.
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import convict from 'convict';
 import JSON5 from 'json5';
 import { redactUrl } from '../log.js';
 import { duplicateKeys } from './duplicate-keys.js';
 import { migrateEnv, migrateObject, renameWarning } from './migrations.js';
+import { describeFsError, readableFileProblem } from './paths.js';
 import { formatComplaint, LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
 import { checkShape, dropPrototypeKeys, isPlainObject, isSetting, MAX_DEPTH, shorten, showValue, tooDeep } from './shape.js';
 
@@ -218,6 +219,11 @@ const PSK_EXAMPLE = '{"identity": "boiler-7", "key": "..."} or {"identity": "boi
 const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
+/**
+ * A configuration file is a few KiB; JSON5 parses ~1 MB/s on a Pi-class CPU, so a runaway file (a log
+ * written over it, a 100 MB string) is refused at once instead of stalling the start.
+ */
+const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 /** Unknown keys named one by one; beyond that, a count (each is a line at every start). */
 const MAX_UNKNOWN_KEYS_SHOWN = 20;
 
@@ -232,14 +238,8 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   let fileValues: Record<string, unknown> = {};
 
   if (options.file !== undefined) {
-    let read: string;
-    try {
-      read = readFileSync(options.file, 'utf8');
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-      return { ok: false, errors: [`cannot read config file ${options.file}: ${why}`] };
-    }
+    const read = readConfigFile(options.file);
+    if (typeof read !== 'string') return { ok: false, errors: [`cannot read config file ${options.file}: ${read.problem}`] };
     let parsed: unknown;
     try {
       parsed = JSON5.parse(read);
@@ -331,6 +331,21 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   };
 }
 
+/** The config file's text, or why it cannot be read: a FIFO or a device would block or never end. */
+function readConfigFile(path: string): string | { problem: string } {
+  try {
+    const stats = statSync(path);
+    if (!stats.isFile()) return { problem: 'not a regular file' };
+    if (stats.size > MAX_CONFIG_BYTES) {
+      return { problem: `${stats.size} bytes, more than a configuration may have (${MAX_CONFIG_BYTES}); long device lists belong in devicesFile` };
+    }
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { problem: code === 'ENOENT' ? 'no such file' : describeFsError(error) };
+  }
+}
+
 function unknownKeyWarnings(keys: readonly string[], known: string[]): string[] {
   const shown = keys.slice(0, MAX_UNKNOWN_KEYS_SHOWN).map((key) => unknownKeyWarning(key, known));
   const more = keys.length - shown.length;
@@ -386,11 +401,16 @@ function describeSyntaxError(error: unknown): string {
 export function readDevicesFile(path: string, errors: string[]): unknown[] {
   let text: string;
   try {
+    // A FIFO would block the read until a writer comes, and a device may never end.
+    if (!statSync(path).isFile()) {
+      errors.push(`devicesFile: ${path} is not a regular file; it must be a JSON file of devices`);
+      return [];
+    }
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return [];
-    errors.push(`devicesFile: cannot read ${path}: ${code === 'EACCES' ? 'permission denied' : (error as Error).message}`);
+    errors.push(`devicesFile: cannot read ${path}: ${describeFsError(error)}`);
     return [];
   }
   if (text.trim() === '') return [];
@@ -545,11 +565,8 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
   for (const key of ['cert', 'key', 'ca'] as const) {
     const path = dtls[key];
     if (path === '') continue;
-    try {
-      accessSync(path, constants.R_OK);
-    } catch {
-      errors.push(`dtls.${key}: cannot read file "${path}"`);
-    }
+    const problem = readableFileProblem(path);
+    if (problem) errors.push(`dtls.${key}: ${problem}`);
   }
   if ((dtls.cert === '') !== (dtls.key === '')) {
     errors.push('dtls.cert / dtls.key: the gateway\'s certificate needs both the certificate file and its private key file');
@@ -644,11 +661,8 @@ function checkUpstream(config: GatewayConfig, errors: string[], warnings: string
       const path = upstream[key];
       if (path === '') continue;
       if (!tls) errors.push(`upstream.${key}: only used with mqtts://, but upstream.url is "${redactUrl(upstream.url)}"`);
-      try {
-        accessSync(path, constants.R_OK);
-      } catch {
-        errors.push(`upstream.${key}: cannot read file "${path}"`);
-      }
+      const problem = readableFileProblem(path);
+      if (problem) errors.push(`upstream.${key}: ${problem}`);
     }
     if ((upstream.cert === '') !== (upstream.key === '')) {
       errors.push('upstream.cert / upstream.key: an X.509 client certificate needs both the certificate and its private key');
