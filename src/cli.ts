@@ -7,7 +7,7 @@ import { checkConfig, printConfigErrors, type Output } from './config/check-conf
 import { loadConfig, type LoadResult } from './config/load.js';
 import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
-import { StartupError, startGateway, type Gateway } from './gateway.js';
+import { ConfigurationError, StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { runDoctor } from './ops/doctor.js';
 import { reloadConfiguration } from './ops/reload.js';
@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     if (error instanceof StartupError) {
       log.fatal(error.message);
       process.stderr.write(`coap2mqtt: ${error.message}\n`);
-      return 1;
+      return error instanceof ConfigurationError ? 2 : 1;
     }
     throw error;
   }

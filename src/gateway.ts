@@ -42,6 +42,12 @@ import type { EmbeddedBroker } from './upstream/embedded-broker.js';
 /** A start-up failure the technician can act on; the CLI prints its message and exits 1. */
 export class StartupError extends Error {}
 
+/**
+ * A start refused for what the configuration says, found only at start (OpenSSL refusing dtls.ciphers or
+ * a PEM file): like check-config's refusals it exits 2, which the systemd unit does not restart.
+ */
+export class ConfigurationError extends StartupError {}
+
 export interface Gateway {
   /** state.dir, absolute. */
   readonly stateDir: string;
@@ -438,7 +444,9 @@ function createDtlsTransport(
     );
   } catch (error) {
     if (error instanceof DtlsBindingError) throw new StartupError(error.message);
-    throw new StartupError(describeDtlsError(error as Error, config));
+    const message = describeDtlsError(error as Error, config);
+    // "dtls.<key> ...": OpenSSL named the setting it refused.
+    throw message.startsWith('dtls.') ? new ConfigurationError(message) : new StartupError(message);
   }
 }
 

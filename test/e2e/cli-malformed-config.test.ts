@@ -132,6 +132,20 @@ describe.each(Object.keys(COMMANDS) as Command[])('%s refuses, with exit 2 and o
   });
 });
 
+describe('a start with DTLS material that OpenSSL refuses', () => {
+  // check-config does not ask OpenSSL; the start does, and what it refuses is no reason to restart.
+  const pskDevice = { name: 'A', psk: { identity: 'a', key: 'sixteen-byte-key' } };
+  it.each([
+    { key: 'dtls.ciphers', dtls: () => ({ ciphers: 'no-such-cipher' }), expected: /^coap2mqtt: dtls\.ciphers no-such-cipher: no cipher match/m },
+    { key: 'dtls.cert', dtls: () => ({ cert: pem(), key: pem() }), expected: /^coap2mqtt: dtls\.cert ".*x\.pem": /m },
+  ])('$key: exit 2, which the unit does not restart', async ({ dtls, expected }) => {
+    const outcome = await run('start', writeConfig({ ...baseConfig(), dtls: { enabled: true, port: 0, ...dtls() }, devices: [pskDevice] }));
+    expect(outcome.code).toBe(2);
+    expect(outcome.stderr).toMatch(expected);
+    expect(outcome.stderr).not.toMatch(/unexpected failure|^\s+at /m);
+  });
+});
+
 describe('the sweep through the CLI: a wrong-typed value in every key, one at a time', () => {
   // Every (key, wrong value) pair runs through the loader in test/unit/config-malformed.test.ts; here each
   // key gets one of its wrong values (rotating through the kinds) and one of the two commands, alternately,
