@@ -8,7 +8,7 @@ import JSON5 from 'json5';
 import { redactUrl } from '../log.js';
 import { duplicateKeys } from './duplicate-keys.js';
 import { migrateEnv, migrateObject, renameWarning } from './migrations.js';
-import { describeFsError, readableFileProblem } from './paths.js';
+import { describeFsError, notAFile, readableFileProblem } from './paths.js';
 import { formatComplaint, LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
 import { checkShape, dropPrototypeKeys, isPlainObject, isSetting, MAX_DEPTH, shorten, showValue, tooDeep } from './shape.js';
 
@@ -335,7 +335,8 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
 function readConfigFile(path: string): string | { problem: string } {
   try {
     const stats = statSync(path);
-    if (!stats.isFile()) return { problem: 'not a regular file' };
+    const notReadable = notAFile(path, stats);
+    if (notReadable) return { problem: `it is ${notReadable}` };
     if (stats.size > MAX_CONFIG_BYTES) {
       return { problem: `${stats.size} bytes, more than a configuration may have (${MAX_CONFIG_BYTES}); long device lists belong in devicesFile` };
     }
@@ -401,9 +402,9 @@ function describeSyntaxError(error: unknown): string {
 export function readDevicesFile(path: string, errors: string[]): unknown[] {
   let text: string;
   try {
-    // A FIFO would block the read until a writer comes, and a device may never end.
-    if (!statSync(path).isFile()) {
-      errors.push(`devicesFile: ${path} is not a regular file; it must be a JSON file of devices`);
+    const notReadable = notAFile(path, statSync(path));
+    if (notReadable) {
+      errors.push(`devicesFile: ${path} is ${notReadable}; it must be a JSON file of devices`);
       return [];
     }
     text = readFileSync(path, 'utf8');

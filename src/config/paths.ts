@@ -109,11 +109,22 @@ export function directoryProblem(dir: string): string | undefined {
   }
 }
 
-/** Why `path` cannot be read as a file at start, or undefined: a FIFO or a device would block or never end. */
+/**
+ * Why a file read whole at start is not one to read, or undefined: a FIFO blocks until a writer comes,
+ * /dev/zero never ends, and /proc/kmsg (a "regular file") blocks until the kernel logs something.
+ */
+export function notAFile(path: string, stats: Stats): string | undefined {
+  if (!stats.isFile()) return 'not a regular file';
+  const kind = pseudoFileSystem(path);
+  return kind && `on ${kind}, a kernel pseudo file system, not a file on a disk`;
+}
+
+/** Why `path` cannot be read as a file at start, or undefined. */
 export function readableFileProblem(path: string): string | undefined {
   if (path.includes('\0')) return 'must not contain a NUL character';
   try {
-    if (!statSync(path).isFile()) return `${showValue(path)} is not a regular file`;
+    const problem = notAFile(path, statSync(path));
+    if (problem) return `${showValue(path)} is ${problem}`;
     accessSync(path, constants.R_OK);
     return undefined;
   } catch (error) {

@@ -100,6 +100,11 @@ const TRIGGERS: readonly Trigger[] = [
   },
   { what: 'a FIFO as the devices file (reading it used to hang)', key: 'devicesFile: ', expected: /is not a regular file/, file: () => writeConfig({ ...baseConfig(), devicesFile: fifo() }) },
   {
+    what: '/proc/kmsg as the devices file (a "regular file" whose read blocks)',
+    key: 'devicesFile: /proc/kmsg is on proc, a kernel pseudo file system',
+    file: () => writeConfig({ ...baseConfig(), devicesFile: '/proc/kmsg' }),
+  },
+  {
     what: 'a FIFO as dtls.cert (reading it used to hang the start)',
     key: 'dtls.cert: ',
     expected: /is not a regular file/,
@@ -115,7 +120,7 @@ describe.each(Object.keys(COMMANDS) as Command[])('%s refuses, with exit 2 and o
   it('a FIFO as the config file (reading it used to hang)', async () => {
     const outcome = await run(command, fifo());
     expect(outcome.code).toBe(2);
-    expect(outcome.stderr).toMatch(/cannot read config file .*fifo: not a regular file/);
+    expect(outcome.stderr).toMatch(/cannot read config file .*fifo: it is not a regular file/);
   });
 
   it('a state.dir the gateway\'s user cannot write', async () => {

@@ -64,6 +64,7 @@ describe('readableFileProblem (certificates, keys)', () => {
     execFileSync('mkfifo', [fifo]);
     expect(readableFileProblem(fifo)).toBe(`"${fifo}" is not a regular file`);
     expect(readableFileProblem('/dev/zero')).toBe('"/dev/zero" is not a regular file');
+    expect(readableFileProblem('/proc/kmsg')).toBe('"/proc/kmsg" is on proc, a kernel pseudo file system, not a file on a disk');
     expect(readableFileProblem('/nope.pem')).toBe('cannot read file "/nope.pem": no such file or directory, stat \'/nope.pem\'');
     const pem = join(dir(), 'x.pem');
     writeFileSync(pem, '');
