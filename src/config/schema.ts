@@ -2,7 +2,7 @@
 // and the README are generated from nothing else, so keep the docs here complete and plain.
 import { isIP } from 'node:net';
 import convict from 'convict';
-import { fitsShape, isPlainObject, MAX_DEPTH, SETTING_NAME, showValue, tooDeep } from './shape.js';
+import { dropPrototypeKeys, fitsShape, isPlainObject, MAX_DEPTH, SETTING_NAME, showValue, tooDeep } from './shape.js';
 
 const registered = new Set<string>();
 
@@ -74,24 +74,25 @@ urlFormat('http-url', ['http:', 'https:'], 'empty or an http:// or https:// URL,
 function jsonWhen(fits: (parsed: unknown) => boolean): (value: unknown) => unknown {
   return (value) => {
     const parsed = jsonOf(value);
-    return parsed !== value && fits(parsed) && tooDeep(parsed) === undefined ? parsed : value;
+    if (parsed === value || tooDeep(parsed) !== undefined) return value;
+    // convict's copies would make "__proto__" keys prototypes (see dropPrototypeKeys).
+    dropPrototypeKeys(parsed);
+    return fits(parsed) ? parsed : value;
   };
 }
 
-/**
- * The JSON a string holds, or the value itself. "__proto__" keys are left out: convict's copies would make
- * them prototypes (see dropPrototypeKeys).
- */
+/** The JSON a string holds, or the value itself. */
 function jsonOf(value: unknown): unknown {
   if (typeof value !== 'string') return value;
   try {
-    return JSON.parse(value, (key, child: unknown) => (key === '__proto__' ? undefined : child)) as unknown;
+    // No reviver: JSON.parse walks a reviver recursively, which a 20,000-deep list overflows.
+    return JSON.parse(value) as unknown;
   } catch {
     return value;
   }
 }
 
-const DEEP = `is nested more than ${MAX_DEPTH} levels deep`;
+const DEEP = `must not be nested more than ${MAX_DEPTH} levels deep`;
 
 /** A list of objects, like devices, with an example of one entry for the error message. */
 function objectList(name: string, example: string): string {

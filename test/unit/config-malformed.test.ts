@@ -150,6 +150,17 @@ describe('an attacker with the environment', () => {
         .map((value) => ({ key, value, env: envOf(key) })),
     );
 
+  it.each([
+    { env: 'COAP2MQTT_DEVICES', key: 'devices', value: `${'['.repeat(20_000)}${']'.repeat(20_000)}` },
+    { env: 'COAP2MQTT_DEVICES', key: 'devices', value: `[{"name": ${'['.repeat(20_000)}${']'.repeat(20_000)}}]` },
+    { env: 'COAP2MQTT_LOG_COMPONENTS', key: 'log.components', value: deepObject(20_000) },
+    { env: 'COAP2MQTT_FIRMWARE_SOURCES', key: 'firmware.sources', value: `${'['.repeat(20_000)}${']'.repeat(20_000)}` },
+  ])('$env holding JSON nested 20,000 deep: one error naming $key (it overflowed the stack)', ({ env, key, value }) => {
+    const errors = errorsOf(loadConfig({ env: { [env]: value } }));
+    expect(errors).toEqual([expect.stringMatching(new RegExp(`^${key.replace('.', '\\.')}: must not be nested more than 32 levels deep \\(got .* from ${env}\\)$`))]);
+    expect(errors[0]!.length).toBeLessThan(300);
+  });
+
   it.each(cases)('$env=$value: one error naming $key and the variable', ({ key, value, env }) => {
     const result = loadConfig({ env: { [env]: value } });
     const errors = errorsOf(result);
