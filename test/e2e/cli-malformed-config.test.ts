@@ -8,8 +8,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { killLeftoverCliRuns, runCli, type CliOutcome } from '../helpers/cli-process.js';
 import { schemaKeys, WRONG_VALUES, withValueAt, wrongKindsFor } from '../helpers/config-sweep.js';
+import { GatewayProcess, killAllGatewayProcesses } from '../helpers/gateway-process.js';
 
-afterEach(killLeftoverCliRuns);
+afterEach(async () => {
+  killLeftoverCliRuns();
+  await killAllGatewayProcesses();
+});
 
 /** A directory every user may read, so a run as another user can read the config in it. */
 function openDir(): string {
@@ -134,6 +138,21 @@ describe.each(Object.keys(COMMANDS) as Command[])('%s refuses, with exit 2 and o
     expectRefusal(existing, `state.dir: "${readOnly}" is not writable${user ? ` by user ${user}` : ''}`);
     const below = await run(command, writeConfig(withValueAt(baseConfig(), 'state.dir', join(readOnly, 'state'))), asOther);
     expectRefusal(below, `state.dir: "${join(readOnly, 'state')}" cannot be created: ${readOnly} is not writable`);
+  });
+});
+
+describe('a running gateway, reloaded (SIGHUP) with a malformed configuration', () => {
+  it('keeps running on the previous one and names the key (the TypeError used to end it)', async () => {
+    const file = writeConfig(baseConfig());
+    const gateway = GatewayProcess.start(file);
+    await gateway.waitForLog(/upstream broker connected/);
+    writeFileSync(file, JSON.stringify({ ...baseConfig(), devices: NESTED }));
+    process.kill(gateway.pid!, 'SIGHUP');
+    await gateway.waitForLog(/^reload refused/);
+    const refusal = gateway.logs().find((entry) => String(entry.msg).startsWith('reload refused'))!;
+    expect(refusal.errors).toEqual([expect.stringMatching(/^devices: must be a JSON array/)]);
+    expect(gateway.running).toBe(true);
+    expect((await gateway.kill('SIGTERM')).code).toBe(0);
   });
 });
 
