@@ -3,7 +3,7 @@
 //   0 clean stop · 1 start-up or runtime failure · 2 invalid configuration or usage
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { checkConfig, printConfigErrors, type Output } from './config/check-config.js';
+import { atMost, checkConfig, printConfigErrors, type Output } from './config/check-config.js';
 import { loadConfig, type LoadResult } from './config/load.js';
 import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
@@ -87,13 +87,13 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'check-config') return checkConfig(file, result, { migrate: parsed.values.migrate === true }, output);
   if (!result.ok) {
     printConfigErrors(file, result, output);
-    if (command === 'run') notifyStatusOnce(`invalid configuration: ${result.errors.join('; ')}`);
+    if (command === 'run') notifyStatusOnce(`invalid configuration: ${atMost(result.errors, 'errors', 3).join('; ')}`);
     return 2;
   }
   if (command === 'doctor') return runDoctor(file, result, { json: parsed.values.json === true }, output);
 
   const log = createLogger({ level: result.config.log.level, pretty: result.config.log.pretty });
-  for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
+  for (const warning of atMost(result.warnings, 'warnings')) log.warn({ config: file }, `configuration: ${warning}`);
   for (const notice of result.notices) log.info(notice);
 
   // Under systemd (Type=notify): READY=1 once serving, STATUS for `systemctl status`, watchdog pings.

@@ -141,6 +141,17 @@ describe.each(Object.keys(COMMANDS) as Command[])('%s refuses, with exit 2 and o
   });
 });
 
+describe('a flood of errors', () => {
+  it('prints 50 of 100,000 broken devices, then how many more, all of it (a pipe used to cut it off)', async () => {
+    const outcome = await run('check-config', writeConfig({ ...baseConfig(), devices: Array.from({ length: 100_000 }, () => 1) }));
+    const errorLines = outcome.stderr.split('\n').filter((line) => line.startsWith('  - '));
+    expect(outcome.code).toBe(2);
+    expect(errorLines).toHaveLength(51);
+    expect(errorLines[49]).toMatch(/^  - devices\[49\]: must be an object/);
+    expect(errorLines[50]).toBe('  - … and 99950 more errors');
+  });
+});
+
 describe('a running gateway, reloaded (SIGHUP) with a malformed configuration', () => {
   it('keeps running on the previous one and names the key (the TypeError used to end it)', async () => {
     const file = writeConfig(baseConfig());
