@@ -51,11 +51,11 @@ export function showValue(value: unknown): string {
  * The path of the first value nested deeper than `maxDepth` (e.g. "a.a.a…"), or undefined. Iterative, so
  * a document nested 20,000 deep is measured without overflowing the stack that JSON5 did not need.
  */
-export function tooDeep(value: unknown, maxDepth = MAX_DEPTH, prefix = ''): string | undefined {
+export function tooDeep(value: unknown, maxDepth = MAX_DEPTH): string | undefined {
   const stack: Array<{ value: unknown; depth: number; path: readonly string[] }> = [{ value, depth: 0, path: [] }];
   for (let next = stack.pop(); next; next = stack.pop()) {
     if (next.value === null || typeof next.value !== 'object') continue;
-    if (next.depth >= maxDepth) return showPath(prefix, next.path);
+    if (next.depth >= maxDepth) return showPath(next.path);
     const children = Array.isArray(next.value) ? next.value.map((child, index) => [`[${index}]`, child] as const) : Object.entries(next.value);
     for (const [name, child] of children) {
       // Paths are kept only as far as they are shown.
@@ -66,8 +66,8 @@ export function tooDeep(value: unknown, maxDepth = MAX_DEPTH, prefix = ''): stri
   return undefined;
 }
 
-function showPath(prefix: string, segments: readonly string[]): string {
-  let path = prefix;
+function showPath(segments: readonly string[]): string {
+  let path = '';
   for (const segment of segments) path += segment.startsWith('[') ? segment : `${path === '' ? '' : '.'}${shorten(segment)}`;
   return `${path}…`;
 }
@@ -78,15 +78,15 @@ function showPath(prefix: string, segments: readonly string[]): string {
  * a device {"name": "A", "__proto__": {"token": "x"}} would have got the token "x" without saying so.
  * Call it on a document already known not to be too deep.
  */
-export function dropPrototypeKeys(value: unknown, path = ''): string[] {
-  if (value === null || typeof value !== 'object') return [];
-  const found: string[] = [];
+export function dropPrototypeKeys(value: unknown, path = '', found: string[] = []): string[] {
+  if (value === null || typeof value !== 'object') return found;
   if (!Array.isArray(value) && Object.hasOwn(value, '__proto__')) {
     delete (value as Tree)['__proto__'];
     found.push(path === '' ? '__proto__' : `${path}.__proto__`);
   }
-  const entries = Array.isArray(value) ? value.map((child, index) => [`${path}[${index}]`, child] as const) : Object.entries(value).map(([name, child]) => [path === '' ? name : `${path}.${name}`, child] as const);
-  for (const [childPath, child] of entries) found.push(...dropPrototypeKeys(child, childPath));
+  // An accumulator, not push(...list): spreading 300,000 paths overflows the stack.
+  if (Array.isArray(value)) value.forEach((child, index) => dropPrototypeKeys(child, `${path}[${index}]`, found));
+  else for (const [name, child] of Object.entries(value)) dropPrototypeKeys(child, path === '' ? name : `${path}.${name}`, found);
   return found;
 }
 
@@ -112,7 +112,7 @@ export function checkShape(document: Tree, schema: SchemaNode, expected: (key: s
       const key = prefix === '' ? name : `${prefix}.${name}`;
       // Own keys only: "constructor" or "toString" must not find Object.prototype's.
       const child = Object.hasOwn(node, name) ? (node[name] as SchemaNode) : undefined;
-      if (!child) unknownKeys.push(...leavesOf(value, key));
+      if (!child) leavesOf(value, key, unknownKeys);
       else if (!isSetting(child)) {
         if (isPlainObject(value)) walk(value, child, key);
         else errors.push({ key, message: `must be an object of settings, e.g. ${sectionExample(child)}` });
@@ -136,9 +136,9 @@ export function fitsShape(fallback: unknown, value: unknown): boolean {
 }
 
 /** Unknown keys as convict reported them: the leaves of an unknown object, e.g. "upstrem.url". */
-function leavesOf(value: unknown, key: string): string[] {
-  if (!isPlainObject(value) || Object.keys(value).length === 0) return [key];
-  return Object.entries(value).flatMap(([name, child]) => leavesOf(child, `${key}.${name}`));
+function leavesOf(value: unknown, key: string, into: string[]): void {
+  if (!isPlainObject(value) || Object.keys(value).length === 0) into.push(key);
+  else for (const [name, child] of Object.entries(value)) leavesOf(child, `${key}.${name}`, into);
 }
 
 /** {"host": "::", "port": 5683}: a section's first two settings with their defaults. */

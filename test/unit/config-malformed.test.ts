@@ -126,6 +126,14 @@ describe('an attacker with the config file', () => {
     );
   });
 
+  it('takes 300,000 unknown keys or "__proto__" keys without overflowing the stack', () => {
+    const wide = load({ junk: Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`k${i}`, 1])) });
+    expect(wide.ok && wide.warnings.at(-1)).toBe('299980 more unknown keys, ignored');
+    const protos = load(`{ devices: [${'{ "__proto__": 1 },'.repeat(300_000)}] }`);
+    expect(protos.warnings).toHaveLength(300_000);
+    expect(errorsOf(protos)).toHaveLength(600_000);
+  });
+
   it('names at most 20 unknown keys, then how many more', () => {
     const content = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`junk${i}`, { a: i }]));
     const result = load(content);
