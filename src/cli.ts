@@ -3,10 +3,11 @@
 //   0 clean stop · 1 start-up or runtime failure · 2 invalid configuration or usage
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { checkConfig, printConfigErrors, type Output } from './config/check-config.js';
-import { loadConfig } from './config/load.js';
+import { atMost, checkConfig, printConfigErrors, type Output } from './config/check-config.js';
+import { loadConfig, type LoadResult } from './config/load.js';
+import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
-import { StartupError, startGateway, type Gateway } from './gateway.js';
+import { ConfigurationError, StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { runDoctor } from './ops/doctor.js';
 import { reloadConfiguration } from './ops/reload.js';
@@ -81,17 +82,18 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const file = parsed.values.config ?? (process.env.COAP2MQTT_CONFIG || undefined);
-  const result = loadConfig({ file });
+  // doctor looks at state.dir itself, for the service's user, with the commands that fix it.
+  const result = command === 'doctor' ? loadConfig({ file }) : withStartPaths(loadConfig({ file }));
   if (command === 'check-config') return checkConfig(file, result, { migrate: parsed.values.migrate === true }, output);
   if (!result.ok) {
     printConfigErrors(file, result, output);
-    if (command === 'run') notifyStatusOnce(`invalid configuration: ${result.errors.join('; ')}`);
+    if (command === 'run') notifyStatusOnce(`invalid configuration: ${atMost(result.errors, 'errors', 3).join('; ')}`);
     return 2;
   }
   if (command === 'doctor') return runDoctor(file, result, { json: parsed.values.json === true }, output);
 
   const log = createLogger({ level: result.config.log.level, pretty: result.config.log.pretty });
-  for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
+  for (const warning of atMost(result.warnings, 'warnings')) log.warn({ config: file }, `configuration: ${warning}`);
   for (const notice of result.notices) log.info(notice);
 
   // Under systemd (Type=notify): READY=1 once serving, STATUS for `systemctl status`, watchdog pings.
@@ -111,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     if (error instanceof StartupError) {
       log.fatal(error.message);
       process.stderr.write(`coap2mqtt: ${error.message}\n`);
-      return 1;
+      return error instanceof ConfigurationError ? 2 : 1;
     }
     throw error;
   }
@@ -167,6 +169,14 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+}
+
+/** The configuration, refused also for what the start would refuse (state.dir), so that exits 2, not 1. */
+function withStartPaths(result: LoadResult): LoadResult {
+  if (!result.ok) return result;
+  const { errors, warnings } = checkStartPaths(result.config);
+  if (errors.length > 0) return { ok: false, errors, warnings: [...result.warnings, ...warnings] };
+  return { ...result, warnings: [...result.warnings, ...warnings] };
 }
 
 // `coap2mqtt devices list | head`: a reader that leaves early is not a failure worth a stack trace.

@@ -1,7 +1,7 @@
 // Composition root: builds every part from its slice of the configuration and gives the whole a
 // start/stop lifecycle. Data flows datagram → message layer → route → bridge → upstream.
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -18,6 +18,7 @@ import { formatPeer, type DatagramSink } from './coap/transport.js';
 import { DtlsTransport } from './coap/dtls-transport.js';
 import { UdpTransport } from './coap/udp-transport.js';
 import type { DtlsConfig, GatewayConfig } from './config/load.js';
+import { createDirectories } from './config/paths.js';
 import { DtlsBindingError } from './dtls/native.js';
 import type { DtlsPolicy } from './dtls/server.js';
 import { AttributeStore } from './devices/attribute-store.js';
@@ -40,6 +41,12 @@ import type { EmbeddedBroker } from './upstream/embedded-broker.js';
 
 /** A start-up failure the technician can act on; the CLI prints its message and exits 1. */
 export class StartupError extends Error {}
+
+/**
+ * A start refused for what the configuration says, found only at start (OpenSSL refusing dtls.ciphers or
+ * a PEM file): like check-config's refusals it exits 2, which the systemd unit does not restart.
+ */
+export class ConfigurationError extends StartupError {}
 
 export interface Gateway {
   /** state.dir, absolute. */
@@ -373,7 +380,7 @@ function openOutboxStore(stateDir: string, synchronous: 'full' | 'normal', log: 
 function prepareStateDir(dir: string): string {
   const absolute = resolve(dir);
   try {
-    mkdirSync(absolute, { recursive: true });
+    createDirectories(absolute);
     accessSync(absolute, constants.W_OK);
   } catch (error) {
     throw new StartupError(`state.dir "${absolute}" cannot be created or is not writable: ${(error as Error).message}`);
@@ -440,7 +447,9 @@ function createDtlsTransport(
     );
   } catch (error) {
     if (error instanceof DtlsBindingError) throw new StartupError(error.message);
-    throw new StartupError(describeDtlsError(error as Error, config));
+    const message = describeDtlsError(error as Error, config);
+    // "dtls.<key> ...": OpenSSL named the setting it refused.
+    throw message.startsWith('dtls.') ? new ConfigurationError(message) : new StartupError(message);
   }
 }
 

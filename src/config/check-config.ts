@@ -11,11 +11,21 @@ export interface Output {
   err(line: string): void;
 }
 
+/**
+ * Lines printed per kind: a list of 100,000 broken devices is one mistake, and stderr to a pipe is
+ * written asynchronously, so a flood was cut off anyway when the process exited.
+ */
+const MAX_LINES = 50;
+
 /** Prints errors (and any warnings) of a configuration that cannot be used. */
 export function printConfigErrors(file: string | undefined, result: LoadResult & { ok: false }, output: Output): void {
   output.err(`coap2mqtt: invalid configuration${file ? ` in ${file}` : ''}:`);
-  for (const line of result.errors) output.err(`  - ${line}`);
-  for (const warning of result.warnings ?? []) output.err(`  warning: ${warning}`);
+  for (const line of atMost(result.errors, 'errors')) output.err(`  - ${line}`);
+  for (const warning of atMost(result.warnings ?? [], 'warnings')) output.err(`  warning: ${warning}`);
+}
+
+export function atMost(lines: readonly string[], what: string, max = MAX_LINES): string[] {
+  return lines.length <= max ? [...lines] : [...lines.slice(0, max), `… and ${lines.length - max} more ${what}`];
 }
 
 /** Exit status: 0 usable (warnings allowed), 1 the migration could not be written, 2 invalid. */
@@ -48,7 +58,7 @@ export function checkConfig(file: string | undefined, result: LoadResult, option
       }
     }
   }
-  for (const warning of warnings) output.out(`warning: ${warning}`);
+  for (const warning of atMost(warnings, 'warnings')) output.out(`warning: ${warning}`);
   const { config } = result;
   const upstream = config.upstream.url === '' ? 'embedded broker (data stays local)' : redactUrl(config.upstream.url);
   output.out(

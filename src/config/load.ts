@@ -1,13 +1,16 @@
 // Loading and checking the configuration: defaults, then the file (JSON or JSON5), then COAP2MQTT_*
 // environment variables. Every problem is reported with the key, the offending value and what is expected,
 // all at once, so a technician can fix the file in one go.
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import convict from 'convict';
 import JSON5 from 'json5';
 import { redactUrl } from '../log.js';
+import { duplicateKeys } from './duplicate-keys.js';
 import { migrateEnv, migrateObject, renameWarning } from './migrations.js';
-import { LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
+import { describeFsError, notAFile, readableFileProblem } from './paths.js';
+import { formatComplaint, LOG_COMPONENTS, schema, type LOG_LEVELS } from './schema.js';
+import { checkShape, dropPrototypeKeys, isPlainObject, isSetting, MAX_DEPTH, shorten, showValue, tooDeep } from './shape.js';
 
 export interface DeviceEntry {
   readonly name: string;
@@ -222,6 +225,14 @@ const PSK_EXAMPLE = '{"identity": "boiler-7", "key": "..."} or {"identity": "boi
 const CERT_EXAMPLE = '{"fingerprint256": "AB:CD:..."} or {"cn": "boiler-7"}';
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
+/**
+ * A configuration file is a few KiB; JSON5 parses ~1 MB/s on a Pi-class CPU, so a runaway file (a log
+ * written over it, a 100 MB string) is refused at once instead of stalling the start.
+ */
+const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+/** Unknown keys named one by one; beyond that, a count (each is a line at every start). */
+const MAX_UNKNOWN_KEYS_SHOWN = 20;
+
 export function loadConfig(options: LoadOptions = {}): LoadResult {
   const warnings: string[] = [];
   const errors: string[] = [];
@@ -233,35 +244,47 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   let fileValues: Record<string, unknown> = {};
 
   if (options.file !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(options.file, 'utf8');
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-      return { ok: false, errors: [`cannot read config file ${options.file}: ${why}`] };
-    }
+    const read = readConfigFile(options.file);
+    if (typeof read !== 'string') return { ok: false, errors: [`cannot read config file ${options.file}: ${read.problem}`] };
     let parsed: unknown;
     try {
-      parsed = JSON5.parse(text);
+      parsed = JSON5.parse(read);
     } catch (error) {
       return {
         ok: false,
         errors: [`config file ${options.file} is not valid JSON5: ${describeSyntaxError(error)}`],
       };
     }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    if (!isPlainObject(parsed)) {
       return { ok: false, errors: [`config file ${options.file} must hold one object, e.g. { coap: { port: 5683 } }`] };
     }
-    const migrated = migrateObject(parsed as Record<string, unknown>);
+    // Before anything walks it recursively (structuredClone in the migration, error messages).
+    const deep = tooDeep(parsed);
+    if (deep !== undefined) {
+      return { ok: false, errors: [`${deep}: nested more than ${MAX_DEPTH} levels deep; no setting goes deeper than 4 (devices[].psk.identity)`] };
+    }
+    for (const key of dropPrototypeKeys(parsed)) warnings.push(`${shorten(key)}: ignored; "__proto__" cannot be a key`);
+    for (const { key, line } of duplicateKeys(read)) warnings.push(`${shorten(key)}: given twice in the file; only the last one (line ${line}) counts`);
+    const migrated = migrateObject(parsed);
     for (const applied of migrated.applied) warnings.push(renameWarning(applied, options.file));
     fileValues = migrated.value;
-    config.load(migrated.value);
+    const shaped = checkShape(fileValues, schema, (key, value) => formatComplaint(settingAt(key)?.format, value));
+    for (const { key, message } of shaped.errors) {
+      // As before: a file value that an environment variable overrides is never used, nor checked.
+      const envName = envNames.get(key);
+      if (!envName || env[envName] === undefined) errors.push(`${key}: ${message}`);
+    }
+    warnings.push(...unknownKeyWarnings(shaped.unknownKeys, [...envNames.keys()]));
+    // Each known setting whole: convict's load() would walk into object values (see shape.ts).
+    for (const { key, value } of shaped.settings) config.set(key, value);
+    // Environment variables win over the file: load() imports them again, after the sets.
+    config.load({});
   }
 
   try {
     config.validate({
       allowed: 'warn',
+      // Unknown keys never reach convict now (see checkShape); kept so that one slipping through warns.
       output: (message: string) => {
         for (const line of message.replace(/^\S*Warning:\S*\s*/, '').split('\n')) {
           const key = /configuration param '([^']+)'/.exec(line)?.[1];
@@ -270,11 +293,9 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
       },
     });
   } catch (error) {
-    for (const line of (error as Error).message.split('\n')) {
-      errors.push(describeConvictError(line, { env, file: fileValues }, envNames, sensitive));
-    }
+    errors.push(...(error as Error).message.split('\n'));
   }
-  if (errors.length > 0) return { ok: false, errors, warnings };
+  if (errors.length > 0) return { ok: false, errors: errors.map((line) => describeConvictError(line, { env, file: fileValues }, envNames, sensitive)), warnings };
 
   const raw = config.getProperties() as unknown as GatewayConfig;
   const devicesFile = resolve(options.file === undefined ? '.' : dirname(options.file), raw.devicesFile);
@@ -316,6 +337,28 @@ export function loadConfig(options: LoadOptions = {}): LoadResult {
   };
 }
 
+/** The config file's text, or why it cannot be read: a FIFO or a device would block or never end. */
+function readConfigFile(path: string): string | { problem: string } {
+  try {
+    const stats = statSync(path);
+    const notReadable = notAFile(path, stats);
+    if (notReadable) return { problem: `it is ${notReadable}` };
+    if (stats.size > MAX_CONFIG_BYTES) {
+      return { problem: `${stats.size} bytes, more than a configuration may have (${MAX_CONFIG_BYTES}); long device lists belong in devicesFile` };
+    }
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { problem: code === 'ENOENT' ? 'no such file' : describeFsError(error) };
+  }
+}
+
+function unknownKeyWarnings(keys: readonly string[], known: string[]): string[] {
+  const shown = keys.slice(0, MAX_UNKNOWN_KEYS_SHOWN).map((key) => unknownKeyWarning(key, known));
+  const more = keys.length - shown.length;
+  return more > 0 ? [...shown, `${more} more unknown keys, ignored`] : shown;
+}
+
 function checkThings(config: GatewayConfig, devices: readonly DeviceEntry[], errors: string[], warnings: string[]): ThingEntry[] {
   const { enabled, provisionKey, provisionSecret } = config.thethings;
   const list = config.thethings.things as unknown[];
@@ -338,9 +381,9 @@ function checkThings(config: GatewayConfig, devices: readonly DeviceEntry[], err
     if (activationCode !== undefined && codes.has(activationCode)) errors.push(`${at}.activationCode: the same activation code appears twice`);
     tokens.add(thingToken);
     if (activationCode !== undefined) codes.add(activationCode);
-    if (!devices.some((known) => known.name === device)) warnings.push(`${at}.device: "${device}" is not in devices; its thing token is refused until it is`);
+    if (!devices.some((known) => known.name === device)) warnings.push(`${at}.device: ${showValue(device)} is not in devices; its thing token is refused until it is`);
     for (const field of Object.keys(record)) {
-      if (!['thingToken', 'device', 'activationCode'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: thingToken, device, activationCode)`);
+      if (!['thingToken', 'device', 'activationCode'].includes(field)) warnings.push(`${at}.${shorten(field)}: unknown field, ignored (known: thingToken, device, activationCode)`);
     }
     things.push({ thingToken, device, activationCode });
   });
@@ -365,11 +408,16 @@ function describeSyntaxError(error: unknown): string {
 export function readDevicesFile(path: string, errors: string[]): unknown[] {
   let text: string;
   try {
+    const notReadable = notAFile(path, statSync(path));
+    if (notReadable) {
+      errors.push(`devicesFile: ${path} is ${notReadable}; it must be a JSON file of devices`);
+      return [];
+    }
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return [];
-    errors.push(`devicesFile: cannot read ${path}: ${code === 'EACCES' ? 'permission denied' : (error as Error).message}`);
+    errors.push(`devicesFile: cannot read ${path}: ${describeFsError(error)}`);
     return [];
   }
   if (text.trim() === '') return [];
@@ -382,6 +430,11 @@ export function readDevicesFile(path: string, errors: string[]): unknown[] {
   }
   if (!Array.isArray(parsed)) {
     errors.push(`devicesFile: ${path} must hold a JSON array of devices, e.g. [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]`);
+    return [];
+  }
+  const deep = tooDeep(parsed);
+  if (deep !== undefined) {
+    errors.push(`devicesFile: ${path} is nested more than ${MAX_DEPTH} levels deep, at ${deep}; a device entry is at most 3 deep`);
     return [];
   }
   return parsed;
@@ -400,24 +453,24 @@ function checkDevices(list: unknown[], errors: string[], warnings: string[], whe
       return;
     }
     const record = entry as Record<string, unknown>;
-    const label = typeof record.name === 'string' && record.name !== '' ? ` ("${record.name}")` : '';
+    const label = typeof record.name === 'string' && record.name !== '' ? ` (${showValue(record.name)})` : '';
     for (const field of Object.keys(record)) {
-      if (!DEVICE_FIELDS.includes(field)) warnings.push(`${at}.${field}${label}: unknown field, ignored (known: ${DEVICE_FIELDS.join(', ')})`);
+      if (!DEVICE_FIELDS.includes(field)) warnings.push(`${at}.${shorten(field)}${label}: unknown field, ignored (known: ${DEVICE_FIELDS.join(', ')})`);
     }
     const { name, token } = record;
     const type = record.type ?? 'default';
     let valid = true;
     if (typeof name !== 'string' || name.trim() === '' || name.length > 255) {
-      errors.push(`${at}.name: must be the device name as ThingsBoard shows it, 1 to 255 characters (got ${JSON.stringify(name)})`);
+      errors.push(`${at}.name: must be the device name as ThingsBoard shows it, 1 to 255 characters (got ${showValue(name)})`);
       valid = false;
     } else if (byName.has(name)) {
-      errors.push(`${at}.name: "${name}" is also the name of ${where(byName.get(name)!)}; names must be unique`);
+      errors.push(`${at}.name: ${showValue(name)} is also the name of ${where(byName.get(name)!)}; names must be unique`);
       valid = false;
     } else {
       byName.set(name, index);
     }
     if (typeof type !== 'string' || type.trim() === '' || type.length > 255) {
-      errors.push(`${at}.type${label}: must be a device profile name, 1 to 255 characters (got ${JSON.stringify(type)})`);
+      errors.push(`${at}.type${label}: must be a device profile name, 1 to 255 characters (got ${showValue(type)})`);
       valid = false;
     }
     // Tokens and keys are never echoed back, not even in errors: config errors end up in logs and support tickets.
@@ -461,7 +514,7 @@ function checkPsk(value: unknown, at: string, label: string, errors: string[], w
   }
   const { identity, key, keyHex } = value as Record<string, unknown>;
   if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > 128) {
-    errors.push(`${at}.identity${label}: must be the PSK identity the device sends, 1 to 128 bytes (got ${JSON.stringify(identity)})`);
+    errors.push(`${at}.identity${label}: must be the PSK identity the device sends, 1 to 128 bytes (got ${showValue(identity)})`);
     return undefined;
   }
   let bytes: Buffer | undefined;
@@ -493,13 +546,13 @@ function checkCert(value: unknown, at: string, label: string, errors: string[]):
   }
   if (cn !== undefined) {
     if (typeof cn === 'string' && cn.trim() !== '') return { cn };
-    errors.push(`${at}.cn${label}: must be the certificate subject's common name (got ${JSON.stringify(cn)})`);
+    errors.push(`${at}.cn${label}: must be the certificate subject's common name (got ${showValue(cn)})`);
     return undefined;
   }
   const hex = typeof fingerprint256 === 'string' ? fingerprint256.replace(/[:\s]/g, '').toLowerCase() : '';
   if (/^[0-9a-f]{64}$/.test(hex)) return { fingerprint256: hex };
   errors.push(
-    `${at}.fingerprint256${label}: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${JSON.stringify(fingerprint256)})`,
+    `${at}.fingerprint256${label}: must be the certificate's SHA-256 fingerprint, 64 hex digits with or without colons, as "openssl x509 -in device.pem -noout -fingerprint -sha256" prints it (got ${showValue(fingerprint256)})`,
   );
   return undefined;
 }
@@ -524,11 +577,8 @@ function checkDtls(config: GatewayConfig, devices: readonly DeviceEntry[], error
   for (const key of ['cert', 'key', 'ca'] as const) {
     const path = dtls[key];
     if (path === '') continue;
-    try {
-      accessSync(path, constants.R_OK);
-    } catch {
-      errors.push(`dtls.${key}: cannot read file "${path}"`);
-    }
+    const problem = readableFileProblem(path);
+    if (problem) errors.push(`dtls.${key}: ${problem}`);
   }
   if ((dtls.cert === '') !== (dtls.key === '')) {
     errors.push('dtls.cert / dtls.key: the gateway\'s certificate needs both the certificate file and its private key file');
@@ -570,7 +620,7 @@ function checkProvision(config: GatewayConfig, errors: string[], warnings: strin
       return;
     }
     if (typeof type !== 'string' || type.trim() === '') {
-      errors.push(`${at}.type: must be a device profile name (got ${JSON.stringify(type)})`);
+      errors.push(`${at}.type: must be a device profile name (got ${showValue(type)})`);
       return;
     }
     if (seen.has(key)) {
@@ -579,7 +629,7 @@ function checkProvision(config: GatewayConfig, errors: string[], warnings: strin
     }
     seen.add(key);
     for (const field of Object.keys(record)) {
-      if (!['key', 'secret', 'type'].includes(field)) warnings.push(`${at}.${field}: unknown field, ignored (known: key, secret, type)`);
+      if (!['key', 'secret', 'type'].includes(field)) warnings.push(`${at}.${shorten(field)}: unknown field, ignored (known: key, secret, type)`);
     }
     keys.push({ key, secret, type });
   });
@@ -623,11 +673,8 @@ function checkUpstream(config: GatewayConfig, errors: string[], warnings: string
       const path = upstream[key];
       if (path === '') continue;
       if (!tls) errors.push(`upstream.${key}: only used with mqtts://, but upstream.url is "${redactUrl(upstream.url)}"`);
-      try {
-        accessSync(path, constants.R_OK);
-      } catch {
-        errors.push(`upstream.${key}: cannot read file "${path}"`);
-      }
+      const problem = readableFileProblem(path);
+      if (problem) errors.push(`upstream.${key}: ${problem}`);
     }
     if ((upstream.cert === '') !== (upstream.key === '')) {
       errors.push('upstream.cert / upstream.key: an X.509 client certificate needs both the certificate and its private key');
@@ -657,8 +704,8 @@ function describeConvictError(
   const fromEnv = envName ? sources.env[envName] : undefined;
   let shown: string;
   if (sensitive.has(key)) shown = fromEnv === undefined ? '(hidden)' : `(hidden) from ${envName}`;
-  else if (fromEnv !== undefined) shown = `${JSON.stringify(fromEnv)} from ${envName}`;
-  else shown = JSON.stringify(valueAt(sources.file, key)) ?? 'nothing';
+  else if (fromEnv !== undefined) shown = `${showValue(fromEnv)} from ${envName}`;
+  else shown = showValue(valueAt(sources.file, key));
   const expected = message
     .replace(/^\s*should be of type/, 'must be of type')
     .replace(/^ports must be within range 0 - 65535/, 'must be a port number from 0 to 65535')
@@ -673,15 +720,21 @@ function describeConvictError(
 function valueAt(tree: Record<string, unknown>, key: string): unknown {
   let node: unknown = tree;
   for (const segment of key.split('.')) {
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<string, unknown>)[segment];
+    // Own keys only: "constructor" must not find Object.prototype's.
+    if (!isPlainObject(node) || !Object.hasOwn(node, segment)) return undefined;
+    node = node[segment];
   }
   return node;
 }
 
+/** The schema's setting at a dotted key, if there is one there. */
+function settingAt(key: string): { format?: unknown; default?: unknown } | undefined {
+  const node = valueAt(schema as unknown as Record<string, unknown>, key);
+  return isPlainObject(node) && isSetting(node) ? node : undefined;
+}
+
 function defaultOf(key: string): unknown {
-  const leaf = valueAt(schema as unknown as Record<string, unknown>, key) as { default?: unknown } | undefined;
-  const value = leaf?.default;
+  const value = settingAt(key)?.default;
   return Array.isArray(value) || (value !== null && typeof value === 'object' && Object.keys(value).length === 0) ? undefined : value;
 }
 
@@ -713,11 +766,15 @@ function collectSensitive(node: SchemaNode, prefix = '', into = new Set<string>(
 }
 
 function unknownKeyWarning(key: string, known: string[]): string {
-  const guess = known
-    .map((candidate) => ({ candidate, distance: editDistance(key.toLowerCase(), candidate.toLowerCase()) }))
-    .sort((a, b) => a.distance - b.distance)[0];
+  // A guess is worth it for typos, not for a 100,000-character key (edit distance is quadratic).
+  const guess =
+    key.length > 64
+      ? undefined
+      : known
+          .map((candidate) => ({ candidate, distance: editDistance(key.toLowerCase(), candidate.toLowerCase()) }))
+          .sort((a, b) => a.distance - b.distance)[0];
   const hint = guess && guess.distance <= Math.max(2, Math.floor(key.length / 4)) ? ` (did you mean ${guess.candidate}?)` : '';
-  return `${key}: unknown key, ignored${hint}`;
+  return `${shorten(key)}: unknown key, ignored${hint}`;
 }
 
 function editDistance(a: string, b: string): number {

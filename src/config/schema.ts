@@ -1,15 +1,38 @@
 // Every configuration key, with its meaning, default and environment variable. `coap2mqtt check-config`
 // and the README are generated from nothing else, so keep the docs here complete and plain.
+import { isIP } from 'node:net';
 import convict from 'convict';
+import { dropPrototypeKeys, fitsShape, isPlainObject, MAX_DEPTH, SETTING_NAME, showValue, tooDeep } from './shape.js';
 
 const registered = new Set<string>();
+
+/** Our formats' checks by name, to explain a value convict is never handed (see shape.ts). */
+const formatChecks = new Map<string, (value: unknown) => void>();
+
+function addFormat(format: { name: string; validate: (value: unknown) => void; coerce?: (value: unknown) => unknown }): void {
+  convict.addFormat(format);
+  formatChecks.set(format.name, format.validate);
+}
+
+/** What a setting's format says about `value`, in convict's words (load.ts rewords them for technicians). */
+export function formatComplaint(format: unknown, value: unknown): string {
+  if (Array.isArray(format)) return `must be one of the possible values: ${JSON.stringify(format)}`;
+  if (format === String || format === 'string') return 'must be of type String';
+  if (format === 'port') return 'ports must be within range 0 - 65535';
+  try {
+    if (typeof format === 'string') formatChecks.get(format)?.(value);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return 'has the wrong type';
+}
 
 /** A convict format for integers in [min, max]; env strings are coerced like convict's own 'int'. */
 function integer(min: number, max: number): string {
   const name = `integer ${min}..${max}`;
   if (!registered.has(name)) {
     registered.add(name);
-    convict.addFormat({
+    addFormat({
       name,
       coerce: (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value),
       validate: (value: unknown) => {
@@ -24,7 +47,7 @@ function integer(min: number, max: number): string {
 
 /** A format for "empty, or a URL with one of these schemes and a host"; `expected` ends the error message. */
 function urlFormat(name: string, protocols: readonly string[], expected: string): void {
-  convict.addFormat({
+  addFormat({
     name,
     validate: (value: unknown) => {
       if (value === '') return;
@@ -44,27 +67,52 @@ function urlFormat(name: string, protocols: readonly string[], expected: string)
 urlFormat('mqtt-url', ['mqtt:', 'mqtts:'], 'empty (use the embedded broker) or an mqtt:// or mqtts:// URL, e.g. "mqtts://thingsboard.example.com:8883"');
 urlFormat('http-url', ['http:', 'https:'], 'empty or an http:// or https:// URL, e.g. "https://thingsboard.example.com"');
 
-/** Environment variables carry lists and objects as JSON; a string that is not JSON fails validation. */
-function parseJsonString(value: unknown): unknown {
+/**
+ * Environment variables carry lists and objects as JSON. Parsed only when the result is what convict can
+ * take whole (see shape.ts) and not absurdly deep; otherwise the string stays, for the format to explain.
+ */
+function jsonWhen(fits: (parsed: unknown) => boolean): (value: unknown) => unknown {
+  return (value) => {
+    const parsed = jsonOf(value);
+    if (parsed === value || tooDeep(parsed) !== undefined) return value;
+    // convict's copies would make "__proto__" keys prototypes (see dropPrototypeKeys).
+    dropPrototypeKeys(parsed);
+    return fits(parsed) ? parsed : value;
+  };
+}
+
+/** The JSON a string holds, or the value itself. */
+function jsonOf(value: unknown): unknown {
   if (typeof value !== 'string') return value;
   try {
+    // No reviver: JSON.parse walks a reviver recursively, which a 20,000-deep list overflows.
     return JSON.parse(value) as unknown;
   } catch {
     return value;
   }
 }
 
-convict.addFormat({
-  name: 'json-array',
-  // COAP2MQTT_DEVICES carries the list as JSON.
-  coerce: parseJsonString,
-  validate: (value: unknown) => {
-    if (!Array.isArray(value)) throw new Error('must be a JSON array, e.g. [{"name":"Boiler-7","type":"thermostat","token":"..."}]');
-  },
-});
+const DEEP = `must not be nested more than ${MAX_DEPTH} levels deep`;
+
+/** A list of objects, like devices, with an example of one entry for the error message. */
+function objectList(name: string, example: string): string {
+  addFormat({
+    name,
+    coerce: jsonWhen(Array.isArray),
+    validate: (value: unknown) => {
+      if (Array.isArray(value)) return;
+      throw new Error(Array.isArray(jsonOf(value)) ? DEEP : `must be a JSON array, e.g. [${example}]`);
+    },
+  });
+  return name;
+}
+
+const DEVICE_LIST = objectList('device-list', '{"name":"Boiler-7","type":"thermostat","token":"..."}');
+const PROVISION_KEY_LIST = objectList('provision-key-list', '{"key":"...","secret":"...","type":"thermostat"}');
+const THING_LIST = objectList('thing-list', '{"thingToken":"...","device":"Boiler-7","activationCode":"..."}');
 
 // Stricter than convict's Boolean, which takes any string ("no" included) as true.
-convict.addFormat({
+addFormat({
   name: 'boolean',
   coerce: (value: unknown) => (value === 'true' ? true : value === 'false' ? false : value),
   validate: (value: unknown) => {
@@ -72,14 +120,24 @@ convict.addFormat({
   },
 });
 
-convict.addFormat({
+addFormat({
   name: 'non-empty-string',
   validate: (value: unknown) => {
     if (typeof value !== 'string' || value.trim() === '') throw new Error('must be a non-empty string');
   },
 });
 
-convict.addFormat({
+// An address to listen on or connect to: anything else fails only at start (a bind error, exit 1 and a
+// restart every 10 s). Host names as RFC 1123 allows them, at most 253 characters.
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+addFormat({
+  name: 'host',
+  validate: (value: unknown) => {
+    if (typeof value !== 'string' || (isIP(value) === 0 && !HOST_NAME.test(value))) throw new Error('must be an IP address or a host name');
+  },
+});
+
+addFormat({
   name: 'block-size',
   coerce: (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value),
   validate: (value: unknown) => {
@@ -92,12 +150,13 @@ convict.addFormat({
 /** Where firmware images may come from, in the order firmware.sources tries them. */
 export const FIRMWARE_SOURCE_NAMES = ['dir', 'url', 'thingsboard'] as const;
 
-convict.addFormat({
+addFormat({
   name: 'firmware-sources',
   // COAP2MQTT_FIRMWARE_SOURCES carries the list as JSON.
-  coerce: parseJsonString,
+  coerce: jsonWhen(Array.isArray),
   validate: (value: unknown) => {
     if (!Array.isArray(value) || value.some((item) => !(FIRMWARE_SOURCE_NAMES as readonly unknown[]).includes(item))) {
+      if (!Array.isArray(value) && Array.isArray(jsonOf(value))) throw new Error(DEEP);
       throw new Error(`must be a list of ${FIRMWARE_SOURCE_NAMES.map((name) => `"${name}"`).join(', ')}, e.g. ["dir", "url", "thingsboard"]`);
     }
     if (new Set(value).size !== value.length) throw new Error('must name each source once');
@@ -127,17 +186,21 @@ export const LOG_COMPONENTS = [
   'thethings',
 ] as const;
 
-convict.addFormat({
+addFormat({
   name: 'log-levels',
   // COAP2MQTT_LOG_COMPONENTS carries the object as JSON.
-  coerce: parseJsonString,
+  coerce: jsonWhen((parsed) => fitsShape({}, parsed)),
   validate: (value: unknown) => {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    // A string here is JSON that was not taken: say what is wrong inside it.
+    const levels = jsonOf(value);
+    if (!isPlainObject(levels)) {
       throw new Error('must be an object of component → level, e.g. {"dtls": "debug", "upstream": "warn"}');
     }
-    for (const [component, level] of Object.entries(value)) {
+    if (tooDeep(levels) !== undefined) throw new Error(DEEP);
+    for (const [component, level] of Object.entries(levels)) {
+      if (!SETTING_NAME.test(component)) throw new Error(`${showValue(component)} is not a component name; components: ${LOG_COMPONENTS.join(', ')}`);
       if (!(LOG_LEVELS as readonly unknown[]).includes(level)) {
-        throw new Error(`"${component}": ${JSON.stringify(level)} is not a level; use one of ${LOG_LEVELS.join(', ')}`);
+        throw new Error(`"${component}": ${showValue(level)} is not a level; use one of ${LOG_LEVELS.join(', ')}`);
       }
     }
   },
@@ -147,7 +210,7 @@ export const schema = {
   coap: {
     host: {
       doc: 'Address the CoAP UDP socket listens on. "::" accepts IPv6 and IPv4 devices; "0.0.0.0" IPv4 only; a specific address limits it to one interface.',
-      format: 'non-empty-string',
+      format: 'host',
       default: '::',
       env: 'COAP2MQTT_COAP_HOST',
     },
@@ -559,7 +622,7 @@ export const schema = {
   embeddedBroker: {
     host: {
       doc: 'Loopback address of the embedded MQTT broker, used only while upstream.url is empty.',
-      format: 'non-empty-string',
+      format: 'host',
       default: '127.0.0.1',
       env: 'COAP2MQTT_EMBEDDED_BROKER_HOST',
     },
@@ -579,7 +642,7 @@ export const schema = {
     },
     host: {
       doc: 'Address of the health and metrics endpoint. Keep it on loopback (127.0.0.1 or ::1) unless a firewall protects the port: it needs no credentials.',
-      format: 'non-empty-string',
+      format: 'host',
       default: '127.0.0.1',
       env: 'COAP2MQTT_HTTP_HOST',
     },
@@ -599,7 +662,7 @@ export const schema = {
     },
     things: {
       doc: 'Thing tokens of devices, as [{"thingToken": "...", "device": "Boiler-7", "activationCode": "..."}]: device is a name in devices; activationCode (optional) is what POST /v2/things exchanges for the thing token. A registry access token also works as a thing token without an entry here.',
-      format: 'json-array',
+      format: THING_LIST,
       default: [] as unknown[],
       env: 'COAP2MQTT_THETHINGS_THINGS',
       sensitive: true,
@@ -639,7 +702,7 @@ export const schema = {
     },
     host: {
       doc: 'Address of the HTTP device API ("::" also accepts IPv4 where the system allows).',
-      format: 'non-empty-string',
+      format: 'host',
       default: '::',
       env: 'COAP2MQTT_DEVICE_HTTP_HOST',
     },
@@ -677,7 +740,7 @@ export const schema = {
     },
     keys: {
       doc: 'For provision.mode "local": the provision key/secret pairs devices may present, as [{"key": "...", "secret": "...", "type": "thermostat"}]; type is the device profile the new devices get (default "default").',
-      format: 'json-array',
+      format: PROVISION_KEY_LIST,
       default: [] as unknown[],
       env: 'COAP2MQTT_PROVISION_KEYS',
       sensitive: true,
@@ -759,7 +822,7 @@ export const schema = {
   },
   devices: {
     doc: 'The devices allowed to send, as [{"name": "Boiler-7", "type": "thermostat", "token": "..."}]. name is the device name in ThingsBoard, type its device profile (used when ThingsBoard creates the device; default "default"), token the access token the device puts in its CoAP path. Over DTLS a device may instead be identified by "psk": {"identity": "...", "key": "..."} ("keyHex" for binary keys) or "cert": {"fingerprint256": "..."} or {"cn": "..."}; it then uses token-less paths such as /api/v1/telemetry.',
-    format: 'json-array',
+    format: DEVICE_LIST,
     default: [] as unknown[],
     env: 'COAP2MQTT_DEVICES',
     // Holds tokens and PSKs: a malformed list is reported without its content.

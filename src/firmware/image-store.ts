@@ -4,11 +4,12 @@
 // a fleet updating over hours does not download it again. Failures are remembered for a while, so a
 // fleet asking every few seconds does not hammer a source that is down or an image that is wrong.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { FirmwareConfig } from '../config/load.js';
+import { createDirectories } from '../config/paths.js';
 import { fingerprint, redactUrl } from '../log.js';
 import { describePackage, packageKey, type PackageAssignment } from './assignment.js';
 import { CHECKSUM_ALGORITHMS, checksumMatches, parseChecksumAlgorithm, type ChecksumAlgorithm } from './checksum.js';
@@ -349,7 +350,8 @@ export class FirmwareImageStore {
     const path = this.cachePath(key);
     const temporary = `${path}.${process.pid}.tmp`;
     try {
-      await mkdir(cacheDir, { recursive: true });
+      // Not mkdir's recursive option: under /proc it never returns (see config/paths.ts).
+      createDirectories(cacheDir);
       await writeFile(temporary, data);
       await rename(temporary, path);
     } catch (error) {

@@ -2,6 +2,7 @@
 // apply what can change while running. A configuration with errors changes nothing: the gateway carries
 // on with the one it has, and says so.
 import type { Logger } from 'pino';
+import { atMost } from '../config/check-config.js';
 import { loadConfig } from '../config/load.js';
 import type { Gateway } from '../gateway.js';
 import { writeReloadStatus, type ReloadStatus } from './running-gateway.js';
@@ -15,7 +16,7 @@ export function reloadConfiguration(gateway: Gateway, file: string | undefined, 
     lines.push('reload refused: the configuration has errors; still running with the previous one', ...result.errors);
     log.error({ config: file, errors: result.errors }, lines[0]!);
   } else {
-    for (const warning of result.warnings) log.warn({ config: file }, `configuration: ${warning}`);
+    for (const warning of atMost(result.warnings, 'warnings')) log.warn({ config: file }, `configuration: ${warning}`);
     const report = gateway.reload(result.config);
     const { added, removed, changed } = report.devices;
     const summary = `devices: ${added.length} added, ${removed.length} removed, ${changed.length} changed`;
