@@ -1,6 +1,6 @@
 import { LogOncePer } from '../log.js';
 import type { Device } from '../model.js';
-import { parseDownlink, rpcReplyItem, type DownlinkBounds, type DownlinkRefusal } from '../upstream/gateway-api.js';
+import { Topic, parseDownlink, rpcReplyItem, type DownlinkBounds, type DownlinkRefusal } from '../upstream/gateway-api.js';
 import type { BridgeContext } from './context.js';
 import { prefetchAssignedPackages } from './firmware.js';
 import { handleRpcRequest } from './rpc.js';
@@ -67,7 +67,9 @@ export function createDownlinkHandler(
       case 'invalid': {
         refusals[message.refusal]++;
         const device = message.rpc && context.devices.findByName(message.rpc.device);
-        if (refusalLog.first(`${topic} ${message.refusal}`)) {
+        // Answers to the gateway's own RPCs come on a topic per request: logged as one topic.
+        const subscription = topic.startsWith(Topic.ownRpcResponsePrefix) ? `${Topic.ownRpcResponsePrefix}+` : topic;
+        if (refusalLog.first(`${subscription} ${message.refusal}`)) {
           context.log.warn(
             { topic, reason: message.reason, bytes: payload.length, ...(device ? { device: device.name, rpcId: message.rpc!.id } : {}) },
             `refused a message from upstream${device ? ' (the RPC is answered with an error)' : ''}; repeats are not logged for 10 minutes`,

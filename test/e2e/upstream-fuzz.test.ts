@@ -170,6 +170,10 @@ it(`survives ${MESSAGES} random and mutated Gateway-API messages on every subscr
   expect(metrics).toMatch(/^coap2mqtt_coap_handler_errors_total 0$/m);
   for (const device of devices) expect(device.codes).not.toContain('5.00');
   expect(gateway.logs().filter((line) => Number(line.level) >= 50 || line.level === 'error' || line.level === 'fatal')).toEqual([]);
+  // Refusals are logged once per subscribed topic and reason (10 minutes), however many arrive.
+  const refusalLines = gateway.logs().filter((line) => /^(refused|dropped) a message from upstream/.test(String(line.msg)));
+  expect(refusalLines.length).toBeGreaterThan(0);
+  expect(refusalLines.length).toBeLessThanOrEqual(4 * 6);
 
   // And it still does its job.
   const check = await UdpDevice.open(coapPort);
