@@ -43,6 +43,9 @@ const MAX_INTERNED = 1024;
 
 /** One generation: an open-addressing table (linear probing, at most half full) of typed arrays. */
 class Generation<V> {
+  /** `byteCap`: the arena's share of the byte cap, which one answer may overshoot. */
+  constructor(private readonly byteCap: number) {}
+
   entries = 0;
   /** When the youngest entry was added: the whole generation is at least this old. */
   lastAddedAt = 0;
@@ -99,7 +102,7 @@ class Generation<V> {
   setBytesAt(slot: number, bytes: Buffer, source: string): void {
     const needed = this.arenaBytes + 2 + bytes.length;
     if (needed > this.arena.length) {
-      const grown = Buffer.allocUnsafe(Math.max(INITIAL_ARENA_BYTES, this.arena.length * 2, needed));
+      const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(Math.max(INITIAL_ARENA_BYTES, this.arena.length * 2), this.byteCap)));
       this.arena.copy(grown, 0, 0, this.arenaBytes);
       this.arena = grown;
     }
@@ -198,11 +201,11 @@ export class DedupCache<V> {
     const count = Math.max(2, options.generations ?? 4);
     this.now = options.now ?? Date.now;
     this.lastRotation = this.now();
-    this.generations = Array.from({ length: count }, () => new Generation<V>());
     this.rotationPeriodMs = Math.ceil(options.lifetimeMs / (count - 1));
     this.generationCap = Math.max(1, Math.floor(options.maxEntries / count));
     // Arena offsets are 31-bit.
     this.generationByteCap = Math.min(2 ** 30, Math.floor((options.maxBytes ?? Number.MAX_SAFE_INTEGER) / count));
+    this.generations = Array.from({ length: count }, () => new Generation<V>(this.generationByteCap));
     this.maxBytesPerSource = options.maxBytesPerSource ?? options.maxBytes ?? Number.MAX_SAFE_INTEGER;
   }
 
