@@ -70,22 +70,15 @@ export class DeviceHttpServer {
     server.setTimeout(SILENCE_TIMEOUT_MS);
     const { host, port } = this.options;
     const listen = (on: string): Promise<BoundAddress> => listenHttp(server, on, port, this.log, 'HTTP device API');
-    return listen(host)
-      .catch((error: NodeJS.ErrnoException) => {
-        // As the CoAP socket does: "::" on a kernel without IPv6 means IPv4 only.
-        if (host === '::' && (error.code === 'EAFNOSUPPORT' || error.code === 'EADDRNOTAVAIL')) return listen('0.0.0.0');
-        throw error;
-      })
-      .then(
-        (bound) => {
-          this.server = server;
-          return bound;
-        },
-        (error: unknown) => {
-          this.guard.stop();
-          throw error;
-        },
-      );
+    const listened = listen(host).catch((error: NodeJS.ErrnoException) => {
+      // As the CoAP socket does: "::" on a kernel without IPv6 means IPv4 only.
+      if (host === '::' && (error.code === 'EAFNOSUPPORT' || error.code === 'EADDRNOTAVAIL')) return listen('0.0.0.0');
+      throw error;
+    });
+    return this.guard.listening(listened).then((bound) => {
+      this.server = server;
+      return bound;
+    });
   }
 
   stats(): DeviceHttpStats {

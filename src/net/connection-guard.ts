@@ -69,6 +69,14 @@ export class ConnectionGuard {
     this.sweeper = setInterval(() => this.sweep(Date.now()), SWEEP_EVERY_MS);
   }
 
+  /** Passes on the server's listen outcome; if it could not listen, there is nothing to guard: the sweep stops. */
+  listening<T>(listen: Promise<T>): Promise<T> {
+    return listen.catch((error: unknown) => {
+      this.stop();
+      throw error;
+    });
+  }
+
   /** The open connections (for closing them all on stop). */
   sockets(): IterableIterator<Socket> {
     return this.connections.keys();

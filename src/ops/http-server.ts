@@ -66,16 +66,11 @@ export class OpsHttpServer {
     this.guard.attach(server);
     // A client that asks and then never reads its answer holds its connection busy: closed after this.
     server.setTimeout(REQUEST_TIMEOUT_MS);
-    return listenHttp(server, this.options.host, this.options.port, this.log, 'health and metrics endpoint').then(
-      (bound) => {
-        this.server = server;
-        return bound;
-      },
-      (error: unknown) => {
-        this.guard.stop();
-        throw error;
-      },
-    );
+    const listened = listenHttp(server, this.options.host, this.options.port, this.log, 'health and metrics endpoint');
+    return this.guard.listening(listened).then((bound) => {
+      this.server = server;
+      return bound;
+    });
   }
 
   /** From now on /healthz answers 503 "stopping", while the rest of the gateway drains and closes. */
