@@ -100,6 +100,8 @@ export interface UpstreamConfig {
 
 export interface OutboxConfig {
   readonly enabled: boolean;
+  readonly mode: 'spill' | 'always';
+  readonly spillAfterMs: number;
   readonly maxBytes: number;
   readonly maxAgeHours: number;
   readonly minFreeDiskBytes: number;

@@ -550,6 +550,18 @@ export const schema = {
       default: true,
       env: 'COAP2MQTT_OUTBOX_ENABLED',
     },
+    mode: {
+      doc: '"spill": while ThingsBoard is connected, nothing waits in the outbox and the in-flight window has room, a reading goes straight upstream and the device is answered on the PUBACK, with nothing written to disk; when the connection is down, the window full, the PUBACK later than spillAfterMs, or earlier readings still wait, it is stored first (answered once durable) and sent from the outbox in order. "always": every reading is stored before the device is answered and sent from the store, at about 12 KB written per reading at low rates (see docs/outbox.md).',
+      format: ['spill', 'always'],
+      default: 'spill',
+      env: 'COAP2MQTT_OUTBOX_MODE',
+    },
+    spillAfterMs: {
+      doc: 'With mode "spill": how long a reading sent straight upstream may wait for the broker\'s PUBACK before it is stored instead (and the device answered once it is durable). Its publish stays on its way; should the PUBACK come before the stored copy is sent, that copy is dropped, otherwise ThingsBoard may see the reading twice (QoS 1).',
+      format: integer(50, 60_000),
+      default: 2_000,
+      env: 'COAP2MQTT_OUTBOX_SPILL_AFTER_MS',
+    },
     maxBytes: {
       doc: 'Most uplink data the outbox keeps, in bytes (its file on disk is about as large). When a long outage fills it, the oldest readings are dropped first, logged and counted.',
       format: integer(1_048_576, 1_099_511_627_776),

@@ -38,8 +38,12 @@ export interface OutboxStats {
   readonly oldestAgeMs: number | undefined;
   /** Publishes waiting for their PUBACK. */
   readonly inflight: number;
-  /** Rows committed since start (each answered 2.01 to its device). */
+  /** Readings answered 2.01 since start: those that went straight upstream plus those stored first. */
   readonly accepted: number;
+  /** Readings answered on the broker's PUBACK without touching the disk (mode "spill"). */
+  readonly direct: number;
+  /** Readings stored in the outbox before their device was answered. */
+  readonly spilled: number;
   /** Rows acknowledged upstream since start. */
   readonly delivered: number;
   readonly publishes: number;
@@ -113,6 +117,8 @@ export class Outbox implements Uplink {
   private dropReport = { quota: 0, expired: 0, oversized: 0, lastLoggedAt: 0 };
   private readonly counters = {
     accepted: 0,
+    direct: 0,
+    spilled: 0,
     delivered: 0,
     publishes: 0,
     resent: 0,
@@ -337,6 +343,7 @@ export class Outbox implements Uplink {
         } else {
           for (const { waiter, records } of batch) {
             this.counters.accepted += records;
+            this.counters.spilled += records;
             waiter(ACCEPTED);
           }
         }
