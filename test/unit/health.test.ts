@@ -27,6 +27,8 @@ const outboxStats: OutboxStats = {
   oldestAgeMs: 42_345,
   inflight: 0,
   accepted: 12,
+  direct: 0,
+  spilled: 12,
   delivered: 0,
   publishes: 0,
   resent: 0,

@@ -95,7 +95,7 @@ function build(options: Partial<OutboxOptions> = {}, store = openStore()) {
     store,
     upstream,
     (device) => announced.push(device.name),
-    { maxBytes: 1 << 30, maxAgeHours: 0, minFreeDiskBytes: 0, shutdownFlushMs: 200, dir, ...options },
+    { mode: 'always', spillAfterMs: 2000, maxBytes: 1 << 30, maxAgeHours: 0, minFreeDiskBytes: 0, shutdownFlushMs: 200, dir, ...options },
     log(),
   );
   return { outbox, upstream, store, announced };
