@@ -62,7 +62,7 @@ const upstream = new UpstreamConnection(
   },
   log,
 );
-const outbox = new Outbox(store, upstream, () => {}, { maxBytes: 2 ** 40, maxAgeHours: 0, minFreeDiskBytes: 0, shutdownFlushMs: 1000, dir }, log);
+const outbox = new Outbox(store, upstream, () => {}, { mode: 'always', spillAfterMs: 2000, maxBytes: 2 ** 40, maxAgeHours: 0, minFreeDiskBytes: 0, shutdownFlushMs: 1000, dir }, log);
 let peakRss = 0;
 let peakHeap = 0;
 const sampler = setInterval(() => {
