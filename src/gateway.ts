@@ -32,6 +32,7 @@ import { DeviceHttpServer, describeDeviceHttpBindError } from './http-api/server
 import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
+import { SpillingUplink } from './outbox/spilling-uplink.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
 import { UpstreamConnection } from './upstream/connection.js';
@@ -134,11 +135,16 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   );
   const outbox =
     store && new Outbox(store, upstream, (device) => presence.ensureAnnounced(device), { ...config.outbox, dir: stateDir }, logs.for('outbox'));
+  // mode "spill": straight upstream while ThingsBoard keeps up, the outbox only when it does not.
+  const spilling =
+    outbox && config.outbox.mode === 'spill'
+      ? new SpillingUplink(outbox, upstream, presence, config.outbox.spillAfterMs, logs.for('outbox'))
+      : undefined;
   const bridge = createBridge({
     upstream,
     devices: registry,
     downlinkBounds: { maxBytes: config.upstream.maxDownlinkBytes, maxDepth: config.upstream.maxDownlinkDepth },
-    uplink: outbox ?? createDirectUplink(upstream, presence),
+    uplink: spilling ?? outbox ?? createDirectUplink(upstream, presence),
     presence,
     attributes,
     sessions: config.sessions,
@@ -218,6 +224,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     enrolment.stop();
     presence.stop();
     // Before the connection closes: publishes on their way may still be acknowledged.
+    spilling?.stop();
     await outbox?.stop();
     attributes.close();
     await upstream.stop();
@@ -294,7 +301,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       deviceHttp: deviceHttpAddress ? `http://${formatPeer(deviceHttpAddress)}/api/v1/` : 'off',
       devices: registry.size,
       upstream: redactUrl(upstreamUrl),
-      outbox: outbox ? `${config.outbox.synchronous} sync, ${outbox.stats().records} records waiting` : 'off (acknowledge after PUBACK)',
+      outbox: outbox
+        ? `${config.outbox.mode === 'spill' ? 'spill when ThingsBoard is down or slow' : 'every reading'}, ${config.outbox.synchronous} sync, ${outbox.stats().records} records waiting`
+        : 'off (acknowledge after PUBACK)',
     },
     'coap2mqtt started',
   );

@@ -8,49 +8,60 @@ import type { Uplink, Upstream } from './upstream-port.js';
 const ACCEPTED: UplinkOutcome = { status: 'accepted' };
 
 /** One device's uplink waiting for the end of the event-loop turn, then for its publishes' PUBACKs. */
-interface Request {
+export interface BatchedUplink {
   readonly rows: readonly UplinkItem[];
-  readonly answer: (outcome: UplinkOutcome) => void;
   /** Publishes carrying its rows not yet acknowledged. */
   unacknowledged: number;
-  answered: boolean;
 }
 
 /**
- * The direct path (outbox.enabled false): a device is told "created" only once the broker has acknowledged
- * every publish carrying its items. Uplinks arriving in one turn of the event loop go out together, many
- * devices per publish (as the outbox does), so a publish — and a socket write — serves many requests.
- * While the broker is unreachable devices hear 5.03 and keep their readings.
+ * Packs the uplinks that arrive in one turn of the event loop into as few publishes as fit under the broker's
+ * limits, many devices per publish (as the outbox does), so a publish, and a socket write, serves many
+ * requests. `send` gets each publish with the requests it carries, once each request knows how many
+ * publishes it waits for; a request with a row too large for any publish goes to `tooLarge` and is left out.
  */
-export function createDirectUplink(upstream: Upstream, presence: DevicePresence): Uplink {
-  let waiting: Request[] = [];
+export class TurnBatcher<R extends BatchedUplink> {
+  private waiting: R[] = [];
 
-  function answer(request: Request, outcome: UplinkOutcome): void {
-    if (request.answered) return;
-    request.answered = true;
-    request.answer(outcome);
+  constructor(
+    private readonly upstream: Pick<Upstream, 'maxMessageBytes' | 'maxPointsPerPublish'>,
+    private readonly send: (publish: Publish, owners: ReadonlySet<R>) => void,
+    private readonly tooLarge: (request: R, reason: string) => void,
+  ) {}
+
+  add(request: R): void {
+    if (this.waiting.length === 0) setImmediate(() => this.flush());
+    this.waiting.push(request);
   }
 
-  /** The publishes for `requests`, in order; a request with a row too large for any publish is answered and left out. */
-  function plan(requests: Request[]): Array<{ publish: Publish; owners: Set<Request> }> {
+  private flush(): void {
+    const requests = this.waiting;
+    this.waiting = [];
+    const planned = this.plan(requests);
+    for (const { owners } of planned) for (const owner of owners) owner.unacknowledged++;
+    for (const { publish, owners } of planned) this.send(publish, owners);
+  }
+
+  /** The publishes for `requests`, in order. */
+  private plan(requests: R[]): Array<{ publish: Publish; owners: Set<R> }> {
     for (;;) {
       const rows: UplinkItem[] = [];
-      const ownerOf: Request[] = [];
+      const ownerOf: R[] = [];
       for (const request of requests) {
         for (const row of request.rows) {
           rows.push(row);
           ownerOf.push(request);
         }
       }
-      const maxBytes = upstream.maxMessageBytes;
-      const planned: Array<{ publish: Publish; owners: Set<Request> }> = [];
-      let tooLarge: Request | undefined;
+      const maxBytes = this.upstream.maxMessageBytes;
+      const planned: Array<{ publish: Publish; owners: Set<R> }> = [];
+      let tooLarge: R | undefined;
       for (let start = 0; start < rows.length; ) {
-        const publish = nextPublish(rows, start, maxBytes, upstream.maxPointsPerPublish);
+        const publish = nextPublish(rows, start, maxBytes, this.upstream.maxPointsPerPublish);
         if ('oversized' in publish) {
           // Only when ThingsBoard announced a smaller limit after the items were built: rare, so plan again without it.
           tooLarge = ownerOf[start]!;
-          answer(tooLarge, { status: 'too-large', reason: `${publish.bytes} bytes exceed ThingsBoard's limit of ${maxBytes}` });
+          this.tooLarge(tooLarge, `${publish.bytes} bytes exceed ThingsBoard's limit of ${maxBytes}`);
           break;
         }
         planned.push({ publish, owners: new Set(ownerOf.slice(start, start + publish.rows)) });
@@ -60,12 +71,27 @@ export function createDirectUplink(upstream: Upstream, presence: DevicePresence)
       requests = requests.filter((request) => request !== tooLarge);
     }
   }
+}
 
-  function flush(): void {
-    const requests = waiting;
-    waiting = [];
-    for (const { publish, owners } of plan(requests)) {
-      for (const owner of owners) owner.unacknowledged++;
+interface Request extends BatchedUplink {
+  readonly answer: (outcome: UplinkOutcome) => void;
+  answered: boolean;
+}
+
+/**
+ * The direct path (outbox.enabled false): a device is told "created" only once the broker has acknowledged
+ * every publish carrying its items. While the broker is unreachable devices hear 5.03 and keep their readings.
+ */
+export function createDirectUplink(upstream: Upstream, presence: DevicePresence): Uplink {
+  function answer(request: Request, outcome: UplinkOutcome): void {
+    if (request.answered) return;
+    request.answered = true;
+    request.answer(outcome);
+  }
+
+  const batcher = new TurnBatcher<Request>(
+    upstream,
+    (publish, owners) => {
       upstream.publish(publish.topic, publish.payload, { dataPoints: publish.points }).then(
         () => {
           for (const owner of owners) if (--owner.unacknowledged === 0) answer(owner, ACCEPTED);
@@ -78,8 +104,9 @@ export function createDirectUplink(upstream: Upstream, presence: DevicePresence)
           for (const owner of owners) answer(owner, outcome);
         },
       );
-    }
-  }
+    },
+    (request, reason) => answer(request, { status: 'too-large', reason }),
+  );
 
   return {
     send(device: Device, items: readonly UplinkItem[]): Promise<UplinkOutcome> {
@@ -92,10 +119,7 @@ export function createDirectUplink(upstream: Upstream, presence: DevicePresence)
       }
       presence.ensureAnnounced(device);
       if (items.length === 0) return Promise.resolve(ACCEPTED);
-      return new Promise((resolve) => {
-        if (waiting.length === 0) setImmediate(flush);
-        waiting.push({ rows: items, answer: resolve, unacknowledged: 0, answered: false });
-      });
+      return new Promise((resolve) => batcher.add({ rows: items, answer: resolve, unacknowledged: 0, answered: false }));
     },
   };
 }

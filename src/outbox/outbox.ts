@@ -54,6 +54,20 @@ export interface OutboxStats {
   readonly rejected: { readonly storage: number; readonly lowDisk: number; readonly stopping: number };
 }
 
+/**
+ * A reading stored after it was already published straight upstream (its PUBACK was late, see
+ * spilling-uplink.ts), and how that publish went. While it is `waiting`, the stored copy is not sent: on the
+ * same connection the copy could not be acknowledged sooner. `acknowledged`: ThingsBoard has it, the copy is
+ * dropped. `lost`: the connection went before the PUBACK, the copy is sent.
+ */
+export interface DirectDelivery {
+  state: 'waiting' | 'acknowledged' | 'lost';
+}
+
+/** Rows in memory may know of their direct publish; the store never sees that. */
+type Pending = NewRecord & { readonly delivered?: DirectDelivery };
+type Buffered = StoredRecord & { readonly delivered?: DirectDelivery };
+
 interface InFlight {
   readonly rows: readonly StoredRecord[];
   readonly sentAt: number;
@@ -81,7 +95,7 @@ const STOPPING_RETRY_SECONDS = 5;
 const STALL_WARNING_MS = 60_000;
 
 export class Outbox implements Uplink {
-  private pendingRecords: NewRecord[] = [];
+  private pendingRecords: Pending[] = [];
   private pendingWaiters: Array<{ waiter: Waiter; records: number }> = [];
   /** Committed, waiting for the sync that makes them durable before the devices are answered. */
   private awaitingSync: Array<{ waiter: Waiter; records: number }> = [];
@@ -95,7 +109,9 @@ export class Outbox implements Uplink {
   private acknowledged: Acknowledged[] = [];
   private readonly acknowledgedSeqs = new Set<number>();
   /** Rows read ahead, in sequence order; `next` is the first not yet published. */
-  private buffer: StoredRecord[] = [];
+  private buffer: Buffered[] = [];
+  /** Some buffered row may carry a DirectDelivery (rows read back from the store never do). */
+  private mayHoldDirect = false;
   private next = 0;
   /** Highest sequence number taken into the buffer (or published). */
   private cursor = 0;
@@ -153,7 +169,11 @@ export class Outbox implements Uplink {
     this.pump();
   }
 
-  send(device: Device, items: readonly UplinkItem[]): Promise<UplinkOutcome> {
+  /**
+   * Stores the items, answering once they are durable. `delivered`: they were published straight upstream
+   * already and are stored because the PUBACK is late (or the connection was lost before it).
+   */
+  send(device: Device, items: readonly UplinkItem[], delivered?: DirectDelivery): Promise<UplinkOutcome> {
     if (this.stopping) {
       this.counters.rejected.stopping += items.length;
       return Promise.resolve({ status: 'unavailable', reason: 'the gateway is shutting down', retryAfterSeconds: STOPPING_RETRY_SECONDS });
@@ -166,12 +186,42 @@ export class Outbox implements Uplink {
     const createdAt = Date.now();
     for (const item of items) {
       const bytes = recordBytes({ device: device.name, type: device.type, body: item.body });
-      this.pendingRecords.push({ kind: item.kind, device: device.name, type: device.type, body: item.body, points: item.points, createdAt, bytes });
+      this.pendingRecords.push({ kind: item.kind, device: device.name, type: device.type, body: item.body, points: item.points, createdAt, bytes, delivered });
     }
     return new Promise<UplinkOutcome>((resolve) => {
       this.pendingWaiters.push({ waiter: resolve, records: items.length });
       this.scheduleFlush();
     });
+  }
+
+  /**
+   * Nothing is stored, or on its way into the store, that ThingsBoard has not acknowledged: a reading
+   * sent straight upstream now cannot overtake an earlier one of its device.
+   */
+  get drained(): boolean {
+    return this.pendingRecords.length === 0 && this.store.records - this.acknowledgedSeqs.size <= 0 && !this.closed;
+  }
+
+  /** Readings answered on their PUBACK without being stored (counted here so /metrics shows both paths). */
+  countDirect(readings: number): void {
+    this.counters.accepted += readings;
+    this.counters.direct += readings;
+  }
+
+  /**
+   * A direct publish whose readings were stored meanwhile has settled (its DirectDelivery says how): copies
+   * of acknowledged readings are dropped as delivered, those of lost ones go out in their turn.
+   */
+  directSettled(): void {
+    let kept = this.next;
+    for (let i = this.next; i < this.buffer.length; i++) {
+      const row = this.buffer[i]!;
+      if (row.delivered?.state === 'acknowledged') this.forgetDelivered(row);
+      else this.buffer[kept++] = row;
+    }
+    this.buffer.length = kept;
+    this.scheduleDeletes();
+    this.pump();
   }
 
   /**
@@ -311,9 +361,14 @@ export class Outbox implements Uplink {
         this.next = 0;
       }
       for (let i = 0; i < seqs.length; i++) {
-        const record = records[i]!;
-        const { kind, device, type, body, points, createdAt, bytes } = record;
-        this.buffer.push({ kind, device, type, body, points, createdAt, bytes, seq: seqs[i]! });
+        const { kind, device, type, body, points, createdAt, bytes, delivered } = records[i]!;
+        const row: Buffered = { kind, device, type, body, points, createdAt, bytes, seq: seqs[i]!, delivered };
+        // Its direct publish was acknowledged while it was being stored: nothing left to send.
+        if (delivered?.state === 'acknowledged') this.forgetDelivered(row);
+        else {
+          this.buffer.push(row);
+          if (delivered) this.mayHoldDirect = true;
+        }
       }
       this.cursor = seqs[seqs.length - 1]!;
     }
@@ -370,8 +425,10 @@ export class Outbox implements Uplink {
     }
     while (this.inflight.size < this.upstream.inflightLimit) {
       if (this.next >= this.buffer.length && !this.refill()) return;
+      const end = this.sendableEnd();
+      if (end === this.next) return; // the next row waits for its direct publish (directSettled)
       const maxBytes = this.upstream.maxMessageBytes;
-      const publish = nextPublish(this.buffer, this.next, maxBytes, this.upstream.maxPointsPerPublish);
+      const publish = nextPublish(this.buffer, this.next, maxBytes, this.upstream.maxPointsPerPublish, end);
       if ('oversized' in publish) {
         this.dropOversized(this.buffer[this.next++]!, publish.bytes, maxBytes);
         continue;
@@ -382,10 +439,18 @@ export class Outbox implements Uplink {
     }
   }
 
+  /** Where the rows that may be sent now end: at the first one whose direct publish is still waiting. */
+  private sendableEnd(): number {
+    if (!this.mayHoldDirect) return this.buffer.length;
+    for (let i = this.next; i < this.buffer.length; i++) if (this.buffer[i]!.delivered?.state === 'waiting') return i;
+    return this.buffer.length;
+  }
+
   /** Reads the next rows after the cursor; false when there are none. */
   private refill(): boolean {
     this.buffer = [];
     this.next = 0;
+    this.mayHoldDirect = false;
     // Caught up: fresh rows join the buffer as they are committed, nothing to read.
     if (this.cursor >= this.store.lastSeq) return false;
     const rows = this.store.after(this.cursor, READ_ROWS);
@@ -543,6 +608,13 @@ export class Outbox implements Uplink {
     this.next = 0;
     this.cursor = Math.max(this.cursor, remaining.length === 0 ? result.lastSeq : this.cursor);
     this.reportDrops(Date.now());
+  }
+
+  /** A stored row ThingsBoard already has (through its direct publish): deleted with the next commit, never sent. */
+  private forgetDelivered(row: StoredRecord): void {
+    this.acknowledged.push({ seq: row.seq, bytes: row.bytes });
+    this.acknowledgedSeqs.add(row.seq);
+    this.counters.delivered++;
   }
 
   private dropOversized(row: StoredRecord, bytes: number, maxBytes: number): void {

@@ -18,11 +18,11 @@ export interface Oversized {
 }
 
 /**
- * The next publish from `rows[start..]`: as many rows as fit within `maxBytes` and `maxPoints` (the first
+ * The next publish from `rows[start..end)`: as many rows as fit within `maxBytes` and `maxPoints` (the first
  * row always goes, if it fits on its own). Telemetry rows share one `{"<device>":[..],..}`; attributes and
  * claims one `{"<device>":{..},..}` with each device once; an RPC reply goes alone.
  */
-export function nextPublish(rows: readonly UplinkItem[], start: number, maxBytes: number, maxPoints = Infinity): Publish | Oversized {
+export function nextPublish(rows: readonly UplinkItem[], start: number, maxBytes: number, maxPoints = Infinity, end = rows.length): Publish | Oversized {
   const first = rows[start]!;
   const firstBytes = frameBytes(first.kind, first.device) + Buffer.byteLength(first.body);
   if (firstBytes > maxBytes) return { oversized: true, bytes: firstBytes };
@@ -31,11 +31,11 @@ export function nextPublish(rows: readonly UplinkItem[], start: number, maxBytes
   const byDevice = new Map<string, string[]>();
   let size = 2; // {}
   let points = 0;
-  let end = start;
-  for (; end < rows.length; end++) {
-    const row = rows[end]!;
+  let last = start;
+  for (; last < end; last++) {
+    const row = rows[last]!;
     if (row.kind !== first.kind) break;
-    if (end > start && points + row.points > maxPoints) break;
+    if (last > start && points + row.points > maxPoints) break;
     const bodyBytes = Buffer.byteLength(row.body);
     const parts = byDevice.get(row.device);
     let added: number;
@@ -57,5 +57,5 @@ export function nextPublish(rows: readonly UplinkItem[], start: number, maxBytes
   for (const [device, parts] of byDevice) {
     entries.push(first.kind === UplinkKind.telemetry ? `${JSON.stringify(device)}:[${parts.join(',')}]` : `${JSON.stringify(device)}:${parts[0]}`);
   }
-  return { topic: topicOf(first.kind), payload: `{${entries.join(',')}}`, rows: end - start, points };
+  return { topic: topicOf(first.kind), payload: `{${entries.join(',')}}`, rows: last - start, points };
 }

@@ -148,6 +148,11 @@ export class UpstreamConnection {
     return Math.min(this.options.maxInflight, allowed);
   }
 
+  /** Publishes waiting for their PUBACK or for a slot in the window. */
+  get outstanding(): number {
+    return this.inflight + this.queue.length;
+  }
+
   /** Largest payload to publish: the configured limit, or ThingsBoard's if it announced a smaller one. */
   get maxMessageBytes(): number {
     return Math.min(this.options.maxMessageBytes, this.sessionLimits?.maxPayloadSize ?? Infinity);
