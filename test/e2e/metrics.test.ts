@@ -155,13 +155,13 @@ describe('/metrics', () => {
     await tb.waitFor('v1/gateway/telemetry');
     const samples = await eventuallyAsync(async () => {
       const now = await scrape();
-      return valueOf(now, 'coap2mqtt_outbox_records') === 0 && valueOf(now, 'coap2mqtt_outbox_delivered_total')! >= accepted + 3 && now;
-    }, 10_000, 'the outbox to be delivered');
+      return valueOf(now, 'coap2mqtt_outbox_records') === 0 && valueOf(now, 'coap2mqtt_outbox_accepted_total')! >= accepted + 3 && now;
+    }, 10_000, 'the readings to be acknowledged');
+    // With the broker keeping up (outbox.mode "spill"), the readings went straight upstream: nothing stored.
     expect(valueOf(samples, 'coap2mqtt_outbox_accepted_total')).toBe(accepted + 3);
     expect(valueOf(samples, 'coap2mqtt_outbox_bytes')).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_outbox_oldest_age_seconds')).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_outbox_accepting')).toBe(1);
-    expect(valueOf(samples, 'coap2mqtt_outbox_publishes_total')).toBeGreaterThanOrEqual(1);
     expect(valueOf(samples, 'coap2mqtt_outbox_dropped_total', { reason: 'quota' })).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_outbox_rejected_total', { reason: 'low_disk' })).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_upstream_connected')).toBe(1);

@@ -114,12 +114,31 @@ export class GatedTcpProxy {
       const upstream = net.connect(targetPort, '127.0.0.1');
       self.sockets.add(downstream).add(upstream);
       downstream.pipe(upstream);
+      // Held bytes leave in arrival order even when delayMs changes meanwhile (a shorter delay must not let
+      // later bytes overtake earlier ones and corrupt the MQTT stream): one queue, one timer.
+      const held: Array<{ chunk: Buffer; at: number }> = [];
+      let timer: NodeJS.Timeout | undefined;
+      const release = (): void => {
+        timer = undefined;
+        const now = Date.now();
+        while (held.length > 0 && held[0]!.at <= now) {
+          const { chunk } = held.shift()!;
+          if (downstream.writable) downstream.write(chunk);
+        }
+        if (held.length > 0) timer = setTimeout(release, held[0]!.at - now);
+      };
       upstream.on('data', (chunk: Buffer) => {
         const delay = self.delayMs;
-        if (delay === 0) downstream.write(chunk);
-        else setTimeout(() => downstream.writable && downstream.write(chunk), delay);
+        if (delay === 0 && held.length === 0) {
+          downstream.write(chunk);
+          return;
+        }
+        held.push({ chunk, at: Math.max(Date.now() + delay, held.at(-1)?.at ?? 0) });
+        timer ??= setTimeout(release, held[0]!.at - Date.now());
       });
       const close = (): void => {
+        clearTimeout(timer);
+        held.length = 0;
         downstream.destroy();
         upstream.destroy();
         self.sockets.delete(downstream);
