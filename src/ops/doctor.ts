@@ -18,6 +18,7 @@ import type { GatewayConfig, LoadResult, UpstreamConfig } from '../config/load.j
 import { redactUrl } from '../log.js';
 import { mqttClientOptions } from '../upstream/connection.js';
 import { findRunningGateway } from './running-gateway.js';
+import { bytes, days, duration, isoDate, isoMinute } from './words.js';
 
 export type Status = 'ok' | 'warn' | 'FAIL';
 
@@ -1255,33 +1256,4 @@ function describeFsError(error: unknown): string {
   if (code === 'EACCES') return `permission denied for user ${currentUserName()}`;
   if (code === 'EISDIR') return 'a directory, not a file';
   return (error as Error).message;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Words for numbers
-
-function isoDate(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
-}
-
-function isoMinute(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-
-function days(ms: number): string {
-  const count = Math.max(1, Math.round(ms / DAY_MS));
-  return `${count} day${count === 1 ? '' : 's'}`;
-}
-
-function duration(ms: number): string {
-  if (ms < 2 * 3_600_000) return `${Math.round(ms / 60_000)} min`;
-  if (ms < 2 * DAY_MS) return `${Math.round(ms / 3_600_000)} h`;
-  return days(ms);
-}
-
-function bytes(count: number): string {
-  if (count >= 2 ** 30) return `${(count / 2 ** 30).toFixed(1)} GiB`;
-  if (count >= 2 ** 20) return `${(count / 2 ** 20).toFixed(1)} MiB`;
-  if (count >= 2 ** 10) return `${(count / 2 ** 10).toFixed(1)} KiB`;
-  return `${count} bytes`;
 }
