@@ -17,6 +17,7 @@ import type { Output } from '../config/check-config.js';
 import type { GatewayConfig, LoadResult, UpstreamConfig } from '../config/load.js';
 import { redactUrl } from '../log.js';
 import { mqttClientOptions } from '../upstream/connection.js';
+import { startWriteSample, storageFinding, type StorageCheckInput } from './doctor-storage.js';
 import { findRunningGateway } from './running-gateway.js';
 import { bytes, days, duration, isoDate, isoMinute } from './words.js';
 
@@ -57,10 +58,19 @@ export async function runDoctor(
   const report = new Report(options.json ? undefined : (finding) => output.out(formatFinding(finding)));
   const config = result.config;
   const stateDir = resolve(config.state.dir);
+  const runningPid = findRunningGateway(stateDir);
+  const storage: StorageCheckInput = {
+    stateDir,
+    outbox: config.outbox,
+    runningPid,
+    metrics: config.http.enabled ? { host: config.http.host, port: config.http.port } : undefined,
+  };
+  // Sampled while the other checks run: the wait costs no time of its own.
+  const writeSample = startWriteSample(storage);
   const context: Context = {
     config,
     stateDir,
-    runningPid: findRunningGateway(stateDir),
+    runningPid,
     service: serviceUser(),
     outbox: config.outbox.enabled ? await readOutbox(join(stateDir, 'outbox.sqlite')) : undefined,
   };
@@ -70,6 +80,8 @@ export async function runDoctor(
   checkKeyMaterial(report, context);
   await checkClock(report, context);
   checkStateDir(report, context);
+  const wear = storageFinding(storage, await writeSample);
+  if (wear) report.add(wear.status, 'storage', wear.message);
   await checkPorts(report, context);
 
   const counts = report.counts();
