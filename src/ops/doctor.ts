@@ -17,7 +17,9 @@ import type { Output } from '../config/check-config.js';
 import type { GatewayConfig, LoadResult, UpstreamConfig } from '../config/load.js';
 import { redactUrl } from '../log.js';
 import { mqttClientOptions } from '../upstream/connection.js';
+import { startWriteSample, storageFinding, type StorageCheckInput } from './doctor-storage.js';
 import { findRunningGateway } from './running-gateway.js';
+import { bytes, days, duration, isoDate, isoMinute } from './words.js';
 
 export type Status = 'ok' | 'warn' | 'FAIL';
 
@@ -56,10 +58,19 @@ export async function runDoctor(
   const report = new Report(options.json ? undefined : (finding) => output.out(formatFinding(finding)));
   const config = result.config;
   const stateDir = resolve(config.state.dir);
+  const runningPid = findRunningGateway(stateDir);
+  const storage: StorageCheckInput = {
+    stateDir,
+    outbox: config.outbox,
+    runningPid,
+    metrics: config.http.enabled ? { host: config.http.host, port: config.http.port } : undefined,
+  };
+  // Sampled while the other checks run: the wait costs no time of its own.
+  const writeSample = startWriteSample(storage);
   const context: Context = {
     config,
     stateDir,
-    runningPid: findRunningGateway(stateDir),
+    runningPid,
     service: serviceUser(),
     outbox: config.outbox.enabled ? await readOutbox(join(stateDir, 'outbox.sqlite')) : undefined,
   };
@@ -69,6 +80,8 @@ export async function runDoctor(
   checkKeyMaterial(report, context);
   await checkClock(report, context);
   checkStateDir(report, context);
+  const wear = storageFinding(storage, await writeSample);
+  if (wear) report.add(wear.status, 'storage', wear.message);
   await checkPorts(report, context);
 
   const counts = report.counts();
@@ -1255,33 +1268,4 @@ function describeFsError(error: unknown): string {
   if (code === 'EACCES') return `permission denied for user ${currentUserName()}`;
   if (code === 'EISDIR') return 'a directory, not a file';
   return (error as Error).message;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Words for numbers
-
-function isoDate(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
-}
-
-function isoMinute(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-
-function days(ms: number): string {
-  const count = Math.max(1, Math.round(ms / DAY_MS));
-  return `${count} day${count === 1 ? '' : 's'}`;
-}
-
-function duration(ms: number): string {
-  if (ms < 2 * 3_600_000) return `${Math.round(ms / 60_000)} min`;
-  if (ms < 2 * DAY_MS) return `${Math.round(ms / 3_600_000)} h`;
-  return days(ms);
-}
-
-function bytes(count: number): string {
-  if (count >= 2 ** 30) return `${(count / 2 ** 30).toFixed(1)} GiB`;
-  if (count >= 2 ** 20) return `${(count / 2 ** 20).toFixed(1)} MiB`;
-  if (count >= 2 ** 10) return `${(count / 2 ** 10).toFixed(1)} KiB`;
-  return `${count} bytes`;
 }

@@ -19,6 +19,7 @@ import type { DeviceHttpStats } from '../http-api/server.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import type { UpstreamStats } from '../upstream/connection.js';
 import { VERSION } from './health.js';
+import { readWrittenBytes } from './process-io.js';
 
 export interface MetricsSources {
   readonly messageLayer: {
@@ -54,6 +55,7 @@ export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
 /** PUBACK latency: a LAN broker answers in about a millisecond, a cloud one in tens; 10 s is the publish timeout. */
 const PUBACK_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const PROCESS_IO_FILE = '/proc/self/io';
 /** RPC round trip: an observing device answers within a second; a sleeping one's RPC may wait minutes. */
 const RPC_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
 
@@ -106,6 +108,17 @@ export class GatewayMetrics {
     }).set({ version: VERSION }, 1);
     gauge('coap2mqtt_ready', '1 while devices get their readings accepted (what /healthz answers 200 for), else 0.', () => (sources.ready() ? 1 : 0));
     gauge('coap2mqtt_devices', 'Devices in the device list now.', sources.devices);
+    // Storage wear, only where the kernel accounts it (Linux): a series stuck at 0 elsewhere would read as
+    // "writes nothing". A later failed read (no file descriptor left) repeats the last value.
+    const firstWritten = readWrittenBytes(PROCESS_IO_FILE);
+    if (firstWritten !== undefined) {
+      let lastWritten = firstWritten;
+      counter(
+        'coap2mqtt_process_written_bytes_total',
+        'Bytes this gateway process caused to be written to storage (write_bytes in /proc/self/io): the outbox database, its journal and checkpoints, anything else it writes to files. This is what wears an SD card; rate() of it times 86400 is the bytes written per day.',
+        () => (lastWritten = readWrittenBytes(PROCESS_IO_FILE) ?? lastWritten),
+      );
+    }
 
     // CoAP: the message layer's counters, and its table of answers.
     const layer = sources.messageLayer;
@@ -199,7 +212,11 @@ export class GatewayMetrics {
       gauge('coap2mqtt_outbox_oldest_age_seconds', 'Age of the oldest reading in the outbox; 0 when empty. Grows while the broker is unreachable.', () => (stats().oldestAgeMs ?? 0) / 1000);
       gauge('coap2mqtt_outbox_inflight_publishes', 'Outbox publishes waiting for their PUBACK.', () => stats().inflight);
       gauge('coap2mqtt_outbox_accepting', '1 while the outbox stores new readings; 0 while it answers them 5.03 (disk full, low disk, shutting down).', () => (outbox.refusing === undefined ? 1 : 0));
-      counter('coap2mqtt_outbox_accepted_total', 'Readings stored (each answered 2.01 to its device).', () => stats().accepted);
+      counter('coap2mqtt_outbox_accepted_total', 'Readings answered 2.01 to their device: those that went straight upstream plus those stored first (see coap2mqtt_outbox_readings_total).', () => stats().accepted);
+      labelledCounter('coap2mqtt_outbox_readings_total', 'Readings answered 2.01, by the path they took: direct (sent straight upstream and answered on the broker\'s PUBACK, nothing written to disk) or spilled (stored in the outbox before the answer: the broker was unreachable or slow, the window was full, earlier readings were waiting, or outbox.mode is "always"). Spilled readings are what write to the disk.', 'path', () => {
+        const { direct, spilled } = stats();
+        return { direct, spilled };
+      });
       counter('coap2mqtt_outbox_delivered_total', 'Readings acknowledged upstream and removed from the outbox.', () => stats().delivered);
       counter('coap2mqtt_outbox_publishes_total', 'Publishes sent from the outbox (many readings each).', () => stats().publishes);
       counter('coap2mqtt_outbox_resent_total', 'Readings sent again after the connection was lost before their PUBACK (ThingsBoard may see them twice).', () => stats().resent);

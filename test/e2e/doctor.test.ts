@@ -2,11 +2,13 @@
 // with and without passwords and TLS), certificates made with openssl, and state directories that cannot be.
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseWriteBytes } from '../../src/ops/process-io.js';
+import { coapClient } from '../helpers/coap-client.js';
 import { CLI, GatewayProcess, killAllGatewayProcesses } from '../helpers/gateway-process.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
@@ -38,6 +40,8 @@ function certificate(name: string, days: number): Pair {
   return { cert, key };
 }
 
+/** statfs's f_type of tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
 const isoDate = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 const validTo = (file: string): number => Date.parse(new X509Certificate(readFileSync(file)).validTo);
 
@@ -112,6 +116,8 @@ describe('coap2mqtt doctor', () => {
     );
     for (const check of ['configuration', 'clock', 'state.dir', 'disk', 'outbox', 'coap.port', 'http.port']) expect(line(result, check), check).toMatch(/^ok /);
     expect(result.lines.at(-1)).toMatch(/^(all \d+ checks ok|0 FAIL, \d+ warn, \d+ ok)/);
+    // The gateway is not running: which disk, but no write rate.
+    expect(line(result, 'storage')).toMatch(/^(ok {4}storage: .* is on .*: how much the gateway writes is unknown while it is not running \(run doctor again while it runs\)|warn {2}storage: .* is in memory)/);
     // Nothing was created: doctor only looks.
     expect(existsSync(join(dir, `run-${runs - 1}`, 'state'))).toBe(false);
     expect(result.stdout).not.toContain(TOKEN);
@@ -181,6 +187,54 @@ describe('coap2mqtt doctor', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(gateway.logs().filter((entry) => /connection lost|reconnected/.test(String(entry.msg)))).toEqual([]);
     await gateway.kill('SIGTERM');
+  });
+
+  it('says what the running gateway writes to the state directory\'s disk, now and per day', async () => {
+    // outbox.mode "always": each reading is committed to the outbox on disk before its 2.01.
+    const file = await writeConfig({ upstream: { sessionLimitsTimeoutMs: 0, reconnectMinMs: 200 }, outbox: { mode: 'always' }, limits: { deviceRequestsPerSecond: 0 }, log: { level: 'info' } });
+    const config = JSON.parse(readFileSync(file, 'utf8')) as { coap: { port: number }; http: { port: number }; state: { dir: string } };
+    const gateway = GatewayProcess.start(file, { env: { COAP2MQTT_HTTP_PORT: String(config.http.port) } });
+    await gateway.waitForLog(/^upstream broker connected/);
+    const written = (): number => parseWriteBytes(readFileSync(`/proc/${gateway.pid}/io`, 'utf8'))!;
+    // Readings all through doctor's sample of the write counter.
+    let posting = true;
+    let answered = 0;
+    const device = (async () => {
+      for (let n = 0; posting; n++) {
+        const result = await coapClient(`coap://127.0.0.1:${config.coap.port}/api/v1/device-token-7/telemetry`, ['-m', 'post', '-e', `{"n":${n}}`]);
+        if (result.response?.code === '2.01') answered++;
+      }
+    })();
+    let before: number;
+    let result: Result;
+    let after: number;
+    try {
+      before = written();
+      result = await runDoctor(file);
+      after = written();
+    } finally {
+      posting = false;
+      await device;
+      await gateway.kill('SIGTERM');
+    }
+    expect(answered).toBeGreaterThan(5);
+
+    const units: Record<string, number> = { bytes: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30 };
+    const size = '([\\d.]+) (bytes|KiB|MiB|GiB)';
+    const storage = line(result, 'storage') ?? '';
+    const match = new RegExp(
+      `^(ok|warn) +storage: ${config.state.dir} is on \\S+.*: the running gateway \\(pid ${gateway.pid}\\) writes ${size}/s now, about ${size} a day \\(${size} since it started, under a minute ago\\)`,
+    ).exec(storage);
+    expect(match, result.stdout).not.toBeNull();
+    const [rate, perDay, total] = [2, 4, 6].map((i) => Number(match![i]) * units[match![i + 1]!]!) as [number, number, number];
+    // The total is the gateway's own counter, read between the test's two readings (give or take rounding to 0.1 of its unit).
+    const rounding = 0.05 * units[match![7]!]!;
+    expect(total).toBeGreaterThanOrEqual(before - rounding);
+    expect(total).toBeLessThanOrEqual(after + rounding);
+    // Per day is the rate times 86,400 s (each rounded to 0.1 of its unit for the words).
+    expect(Math.abs(perDay - rate * 86_400)).toBeLessThanOrEqual(0.05 * units[match![5]!]! + 0.05 * units[match![3]!]! * 86_400);
+    // tmpfs does not count writes (nothing reaches a disk); elsewhere stored readings do.
+    if (statfsSync(config.state.dir).type !== TMPFS_MAGIC) expect(rate).toBeGreaterThan(0);
   });
 
   it('fails an expired DTLS certificate and warns about one expiring soon, naming the file and the date', async () => {

@@ -1,11 +1,14 @@
 // /healthz and /metrics over real HTTP, on a gateway with a real mosquitto, libcoap's coap-client as the
 // devices and a ThingsBoard double on the broker.
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
 import { DEVICES, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { HeldConnections } from '../helpers/held-connections.js';
+import { parseWriteBytes } from '../../src/ops/process-io.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, freeTcpPort } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
@@ -61,6 +64,11 @@ function valueOf(samples: readonly Sample[], name: string, labels: Record<string
   const found = samples.filter((sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value));
   if (found.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${found.length} samples`);
   return found[0]?.value;
+}
+
+/** The HELP text of one series in an exposition. */
+function answerHelp(answer: HttpAnswer, name: string): string | undefined {
+  return new RegExp(`^# HELP ${name} (.*)$`, 'm').exec(answer.body)?.[1];
 }
 
 async function scrape(target: TestGateway = gw): Promise<Sample[]> {
@@ -148,6 +156,9 @@ describe('/metrics', () => {
   it('shows the outbox and the upstream connection with plausible values', async () => {
     const before = await scrape();
     const accepted = valueOf(before, 'coap2mqtt_outbox_accepted_total')!;
+    const readings = (samples: readonly Sample[]): number =>
+      valueOf(samples, 'coap2mqtt_outbox_readings_total', { path: 'direct' })! + valueOf(samples, 'coap2mqtt_outbox_readings_total', { path: 'spilled' })!;
+    const readingsBefore = readings(before);
     for (let i = 0; i < 3; i++) {
       const result = await coapClient(gw.uri('/api/v1/pump-token-2/telemetry'), ['-m', 'post', '-e', `{"rpm":${1000 + i}}`]);
       expect(result.response?.code).toBe('2.01');
@@ -159,6 +170,9 @@ describe('/metrics', () => {
     }, 10_000, 'the readings to be acknowledged');
     // With the broker keeping up (outbox.mode "spill"), the readings went straight upstream: nothing stored.
     expect(valueOf(samples, 'coap2mqtt_outbox_accepted_total')).toBe(accepted + 3);
+    // Each answered reading went one way or the other (which depends on outbox.mode and the broker's pace).
+    expect(readings(samples)).toBe(readingsBefore + 3);
+    expect(readings(samples)).toBe(valueOf(samples, 'coap2mqtt_outbox_accepted_total'));
     expect(valueOf(samples, 'coap2mqtt_outbox_bytes')).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_outbox_oldest_age_seconds')).toBe(0);
     expect(valueOf(samples, 'coap2mqtt_outbox_accepting')).toBe(1);
@@ -172,6 +186,25 @@ describe('/metrics', () => {
     expect(pubacks).toBe(valueOf(samples, 'coap2mqtt_upstream_publishes_total', { outcome: 'acknowledged' }));
     expect(valueOf(samples, 'coap2mqtt_upstream_puback_latency_seconds_bucket', { le: '10' })).toBe(pubacks);
     expect(valueOf(samples, 'coap2mqtt_upstream_puback_latency_seconds_sum')).toBeLessThan(pubacks * 10);
+  });
+
+  it('counts the bytes this process caused to be written to storage, as the kernel counts them', async () => {
+    // The gateway runs in this process: its series is this process's write_bytes at the moment of the scrape.
+    const ownCount = (): number => parseWriteBytes(readFileSync('/proc/self/io', 'utf8'))!;
+    const before = ownCount();
+    const samples = await scrape();
+    const after = ownCount();
+    const written = valueOf(samples, 'coap2mqtt_process_written_bytes_total');
+    expect(written).toBeGreaterThanOrEqual(before);
+    expect(written).toBeLessThanOrEqual(after);
+    expect(answerHelp(await request(gw, '/metrics'), 'coap2mqtt_process_written_bytes_total')).toMatch(/write_bytes in \/proc\/self\/io.*wears an SD card/);
+  });
+
+  it('shows only series that the README\'s table documents', async () => {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    const shown = new Set((await scrape()).map((sample) => sample.name.replace(/_(bucket|sum|count)$/, '')).filter((name) => name.startsWith('coap2mqtt_')));
+    expect(shown.size).toBeGreaterThan(40);
+    expect([...shown].filter((name) => !readme.includes(`| \`${name}\` |`))).toEqual([]);
   });
 
   it('times a server-side RPC from ThingsBoard to the observing device\'s reply', async () => {
