@@ -302,6 +302,76 @@ describe('SIGKILL', () => {
   });
 });
 
+describe('withheld PUBACKs (outbox.mode "spill")', () => {
+  it('holds PUBACKs back so readings are in flight both straight upstream and stored; SIGKILL in the middle; every acknowledged reading arrives after a restart', async () => {
+    const random = Random.fromEnv('DURABILITY_SEED');
+    const killAfter = random.int(700, READINGS - 300);
+    report(`withheld PUBACKs: seed ${random.seed}: kill after ${killAfter} acknowledgements (replay: DURABILITY_SEED=${random.seed})`);
+    const spillAfterMs = 150;
+    const rig = await Rig.create({
+      devices: makeDevices(8),
+      brokerUp: true,
+      extra: { outbox: { mode: 'spill', spillAfterMs } },
+    });
+    let gateway = await startConnected(rig);
+    const lanes = 32;
+    const sender = await rig.sender({ lanes, paceMs: 5 });
+
+    // The link turns slow in bursts: for 300 ms publishes take 600 ms to reach the broker and its PUBACKs
+    // 200 ms to come back, then 300 ms on time, and so on. Readings sent in a slow phase outlive
+    // spillAfterMs and are stored while their publish is still on its way; the others are acknowledged
+    // straight from the broker. Whatever the link holds at the kill never reaches the broker, so a reading
+    // answered before it was either acknowledged or stored would be missing.
+    const withhold = setInterval(() => {
+      const slow = rig.gate.delayMs === 0;
+      rig.gate.delayMs = slow ? 200 : 0;
+      rig.gate.uplinkDelayMs = slow ? 600 : 0;
+    }, 300);
+    cleanups.push(() => clearInterval(withhold));
+
+    let restart: Promise<void> | undefined;
+    let paths: { direct: number; spilled: number } | undefined;
+    sender.onAck(() => {
+      if (sender.acked !== killAfter) return;
+      const victim = gateway;
+      restart = (async () => {
+        paths = await readingPaths(victim);
+        victim.child.kill('SIGKILL');
+        const status = await victim.exited;
+        expect(status.signal).toBe('SIGKILL');
+        clearInterval(withhold);
+        rig.gate.delayMs = rig.gate.uplinkDelayMs = 0;
+        gateway = rig.startGateway();
+        await gateway.ready();
+      })();
+    });
+    await sender.send(0, READINGS, { deadlineMs: 90_000 });
+    await restart;
+    const result = await everyAcknowledgedReadingArrives(rig, sender, 15_000);
+    report(
+      `withheld PUBACKs: before the kill ${paths?.direct} readings went straight upstream and ${paths?.spilled} were stored; ` +
+        `${result.records} records upstream, ${result.duplicates} duplicate(s) of ${result.duplicated} reading(s); sender: ${sender.describe()}`,
+    );
+    expect(paths?.direct, 'readings answered on their PUBACK before the kill').toBeGreaterThan(0);
+    expect(paths?.spilled, 'readings stored because their PUBACK was late, before the kill').toBeGreaterThan(0);
+    expectCleanDelivery(rig, sender, result);
+    expect(result.orderViolations).toEqual([]);
+    // Copies come from stored readings sent again after the restart, and from devices retrying.
+    expect(result.duplicates).toBeLessThanOrEqual(paths!.spilled + lanes);
+    expect(gateway.running).toBe(true);
+  });
+});
+
+/** How many readings went straight upstream and how many were stored, from the gateway's /metrics. */
+async function readingPaths(gateway: GatewayProcess): Promise<{ direct: number; spilled: number }> {
+  const started = gateway.logs().find((line) => line.msg === 'coap2mqtt started');
+  const metrics = /^(http:\/\/[^/]+)\/healthz/.exec(String(started?.http))?.[1];
+  if (!metrics) throw new Error(`no metrics endpoint in the start line: ${JSON.stringify(started)}`);
+  const text = await (await fetch(`${metrics}/metrics`)).text();
+  const value = (path: string): number => Number(new RegExp(`^coap2mqtt_outbox_readings_total\\{path="${path}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { direct: value('direct'), spilled: value('spilled') };
+}
+
 describe('broker outage', () => {
   it.each([
     { outbox: true, what: 'readings are stored and acknowledged meanwhile' },

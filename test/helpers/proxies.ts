@@ -94,6 +94,8 @@ export class GatedTcpProxy {
   private readonly sockets = new Set<net.Socket>();
   private isOpen = true;
   delayMs = 0;
+  /** Holds gateway→broker bytes (publishes) back: what is held when a side closes never arrives. */
+  uplinkDelayMs = 0;
   /** Connections accepted and relayed so far. */
   connections = 0;
 
@@ -113,32 +115,11 @@ export class GatedTcpProxy {
       self.connections++;
       const upstream = net.connect(targetPort, '127.0.0.1');
       self.sockets.add(downstream).add(upstream);
-      downstream.pipe(upstream);
-      // Held bytes leave in arrival order even when delayMs changes meanwhile (a shorter delay must not let
-      // later bytes overtake earlier ones and corrupt the MQTT stream): one queue, one timer.
-      const held: Array<{ chunk: Buffer; at: number }> = [];
-      let timer: NodeJS.Timeout | undefined;
-      const release = (): void => {
-        timer = undefined;
-        const now = Date.now();
-        while (held.length > 0 && held[0]!.at <= now) {
-          const { chunk } = held.shift()!;
-          if (downstream.writable) downstream.write(chunk);
-        }
-        if (held.length > 0) timer = setTimeout(release, held[0]!.at - now);
-      };
-      upstream.on('data', (chunk: Buffer) => {
-        const delay = self.delayMs;
-        if (delay === 0 && held.length === 0) {
-          downstream.write(chunk);
-          return;
-        }
-        held.push({ chunk, at: Math.max(Date.now() + delay, held.at(-1)?.at ?? 0) });
-        timer ??= setTimeout(release, held[0]!.at - Date.now());
-      });
+      const toBroker = delayedRelay(downstream, upstream, () => self.uplinkDelayMs);
+      const toGateway = delayedRelay(upstream, downstream, () => self.delayMs);
       const close = (): void => {
-        clearTimeout(timer);
-        held.length = 0;
+        toBroker.drop();
+        toGateway.drop();
         downstream.destroy();
         upstream.destroy();
         self.sockets.delete(downstream);
@@ -172,4 +153,38 @@ export class GatedTcpProxy {
     this.shut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * Copies `from` to `to`, holding each chunk for the delay current when it arrived. Held bytes leave in
+ * arrival order even when the delay changes meanwhile (a shorter delay must not let later bytes overtake
+ * earlier ones and corrupt the MQTT stream): one queue, one timer.
+ */
+function delayedRelay(from: net.Socket, to: net.Socket, delayMs: () => number): { drop(): void } {
+  const held: Array<{ chunk: Buffer; at: number }> = [];
+  let timer: NodeJS.Timeout | undefined;
+  const release = (): void => {
+    timer = undefined;
+    const now = Date.now();
+    while (held.length > 0 && held[0]!.at <= now) {
+      const { chunk } = held.shift()!;
+      if (to.writable) to.write(chunk);
+    }
+    if (held.length > 0) timer = setTimeout(release, held[0]!.at - now);
+  };
+  from.on('data', (chunk: Buffer) => {
+    const delay = delayMs();
+    if (delay === 0 && held.length === 0) {
+      to.write(chunk);
+      return;
+    }
+    held.push({ chunk, at: Math.max(Date.now() + delay, held.at(-1)?.at ?? 0) });
+    timer ??= setTimeout(release, held[0]!.at - Date.now());
+  });
+  return {
+    drop(): void {
+      clearTimeout(timer);
+      held.length = 0;
+    },
+  };
 }
