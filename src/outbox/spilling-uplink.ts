@@ -12,6 +12,7 @@ import { TurnBatcher, type BatchedUplink } from '../bridge/deliver.js';
 import type { DevicePresence } from '../bridge/presence.js';
 import type { Uplink } from '../bridge/upstream-port.js';
 import { FixedDelayDeadlines, type Deadline } from '../coap/deadlines.js';
+import { LogOncePer } from '../log.js';
 import type { Device, UplinkOutcome } from '../model.js';
 import type { PublishOptions } from '../upstream/connection.js';
 import type { UplinkItem } from '../upstream/gateway-api.js';
@@ -56,12 +57,13 @@ export class SpillingUplink implements Uplink {
   private readonly deadlines: FixedDelayDeadlines;
   private readonly batcher: TurnBatcher<DirectRequest>;
   private spills = 0;
+  private readonly spillLog = new LogOncePer(10 * 60_000);
 
   constructor(
     private readonly outbox: SpillTarget,
     private readonly upstream: SpillUpstream,
     private readonly presence: Pick<DevicePresence, 'ensureAnnounced'>,
-    spillAfterMs: number,
+    private readonly spillAfterMs: number,
     private readonly log: Logger,
   ) {
     this.deadlines = new FixedDelayDeadlines(spillAfterMs);
@@ -75,7 +77,7 @@ export class SpillingUplink implements Uplink {
             for (const owner of owners) if (--owner.unacknowledged === 0) this.acknowledged(owner);
           },
           () => {
-            this.spillAll('the connection was lost before the PUBACK');
+            this.spillAll('lost');
             // Their stored copies need not wait for this publish any longer.
             for (const owner of owners) owner.delivered.state = 'lost';
             this.outbox.directSettled();
@@ -103,7 +105,7 @@ export class SpillingUplink implements Uplink {
       };
       request.deadline = this.deadlines.add(() => {
         request.deadline = undefined;
-        this.spillAll(`no PUBACK within outbox.spillAfterMs`);
+        this.spillAll('late');
       });
       this.unsettled.add(request);
       this.batcher.add(request);
@@ -139,7 +141,7 @@ export class SpillingUplink implements Uplink {
    * Every request still waiting goes to the outbox, oldest first: the one that is late and those sent after
    * it, so nothing of a device can overtake its earlier readings on the way through the outbox.
    */
-  private spillAll(why: string): void {
+  private spillAll(why: 'late' | 'lost'): void {
     if (this.unsettled.size === 0) return;
     let readings = 0;
     for (const request of this.unsettled) {
@@ -151,7 +153,13 @@ export class SpillingUplink implements Uplink {
       void this.outbox.send(request.device, request.rows, request.delivered).then((outcome) => this.answer(request, outcome));
     }
     this.spills += readings;
-    this.log.debug({ readings, why }, 'readings stored in the outbox: ThingsBoard did not acknowledge them in time');
+    // A lost connection is logged by the connection itself; a slow broker only here.
+    if (why === 'late' && this.spillLog.first(why)) {
+      this.log.warn(
+        { readings, spillAfterMs: this.spillAfterMs },
+        `ThingsBoard did not acknowledge within outbox.spillAfterMs (${this.spillAfterMs} ms): readings are stored in the outbox and sent from there until it keeps up again (repeats not logged for 10 minutes)`,
+      );
+    }
   }
 
   private settle(request: DirectRequest, outcome: UplinkOutcome): void {
