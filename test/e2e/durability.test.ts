@@ -192,13 +192,13 @@ function expectCleanDelivery(rig: Rig, sender: ReadingSender, result: Tally): vo
 }
 
 describe('SIGKILL', () => {
-  it('kills the gateway at a random moment under load; after a restart every acknowledged reading arrives, duplicates bounded', async () => {
+  it.each(['spill', 'always'] as const)('kills the gateway at a random moment under load; after a restart every acknowledged reading arrives, duplicates bounded (outbox.mode %s)', async (mode) => {
     const random = Random.fromEnv('DURABILITY_SEED');
     const killAfter = random.int(200, READINGS - 200);
     const downMs = random.int(0, 500);
     report(`SIGKILL: seed ${random.seed}: kill after ${killAfter} acknowledgements, restart ${downMs} ms later (replay: DURABILITY_SEED=${random.seed})`);
     const maxInflight = 8;
-    const rig = await Rig.create({ devices: makeDevices(8), brokerUp: true, extra: { upstream: { maxInflight } } });
+    const rig = await Rig.create({ devices: makeDevices(8), brokerUp: true, extra: { upstream: { maxInflight }, outbox: { mode } } });
     let gateway = await startConnected(rig);
     const lanes = 32;
     const sender = await rig.sender({ lanes });
@@ -229,7 +229,7 @@ describe('SIGKILL', () => {
     const bound = lanes + maxInflight * result.maxRecordsPerMessage;
     const { before, after } = duplicatesAroundKill(result, recordsAtKill);
     report(
-      `SIGKILL: ${READINGS} readings in ${Date.now() - started} ms; ${result.records} records upstream, ${result.duplicates} duplicate(s) ` +
+      `SIGKILL (${mode}): ${READINGS} readings in ${Date.now() - started} ms; ${result.records} records upstream, ${result.duplicates} duplicate(s) ` +
         `of ${result.duplicated} reading(s): ${before} first seen before the kill, ${after} after (bound ${bound} = ${lanes} in flight + ` +
         `${maxInflight} publishes × ${result.maxRecordsPerMessage} records); ${recordsAtKill} records upstream at the kill; sender: ${sender.describe()}`,
     );
