@@ -80,7 +80,13 @@ afterEach(() => {
   for (const store of opened.splice(0)) store.close();
   rmSync(dir, { recursive: true, force: true });
   vi.restoreAllMocks();
+  vi.useRealTimers();
 });
+
+/** Timers and performance.now() under the test's control; setImmediate (tick) stays real. */
+const controlTime = () => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+/** The outbox's least time between two group commits (COMMIT_SPACING_MS). */
+const COMMIT_SPACING_MS = 20;
 
 function openStore(): OutboxStore {
   const { store } = OutboxStore.open(join(dir, 'outbox.sqlite'), 'full');
@@ -103,6 +109,7 @@ function build(options: Partial<OutboxOptions> = {}, store = openStore()) {
 
 describe('accepting', () => {
   it('answers a device only once its rows are on disk, committing what arrives during a sync when it is back', async () => {
+    controlTime();
     const store = openStore();
     expect(store.syncsSeparately).toBe(true);
     const syncs: Array<(error: Error | null) => void> = [];
@@ -124,6 +131,7 @@ describe('accepting', () => {
     syncs[0]!(null);
     await tick();
     expect(first).toEqual({ status: 'accepted' });
+    await vi.advanceTimersByTimeAsync(COMMIT_SPACING_MS);
     expect(store.records).toBe(2);
     expect(second).toBeUndefined();
     expect(syncs).toHaveLength(2);
@@ -142,6 +150,49 @@ describe('accepting', () => {
     expect(commit).toHaveBeenCalledTimes(1);
     expect(store.records).toBe(50);
     expect(outbox.stats()).toMatchObject({ records: 50, accepted: 50, delivered: 0 });
+  });
+
+  it('lets readings that come within the commit spacing share the next commit, and commits at once after a pause', async () => {
+    controlTime();
+    const { outbox, store } = build();
+    const commit = vi.spyOn(store, 'commit');
+    const first = outbox.send(BOILER, reading(BOILER, 1));
+    await tick();
+    expect(commit).toHaveBeenCalledTimes(1); // nothing committed lately: no wait
+    expect(await first).toEqual({ status: 'accepted' });
+    // Three readings in three turns of the event loop, all within the spacing: one commit for them.
+    const next = [];
+    for (const n of [2, 3, 4]) {
+      next.push(outbox.send(BOILER, reading(BOILER, n)));
+      await tick();
+    }
+    expect(commit).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(COMMIT_SPACING_MS);
+    expect(commit).toHaveBeenCalledTimes(2);
+    expect(commit.mock.calls[1]![0]).toHaveLength(3);
+    expect((await Promise.all(next)).every((outcome) => outcome.status === 'accepted')).toBe(true);
+    vi.advanceTimersByTime(COMMIT_SPACING_MS);
+    void outbox.send(BOILER, reading(BOILER, 5));
+    await tick();
+    expect(commit).toHaveBeenCalledTimes(3);
+    await outbox.stop();
+    expect(store.records).toBe(5);
+  });
+
+  it('commits the deletion of delivered rows without a sync of its own', async () => {
+    controlTime();
+    const { outbox, upstream, store } = build();
+    const sync = vi.spyOn(store, 'sync');
+    await outbox.send(BOILER, reading(BOILER, 1));
+    expect(sync).toHaveBeenCalledTimes(1);
+    upstream.becomeReady();
+    upstream.sent[0]!.ack();
+    await tick();
+    // Alone, the deletion waits a second (DELETE_DELAY_MS) for a commit of new rows to ride along with.
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(store.records).toBe(0);
+    expect(sync).toHaveBeenCalledTimes(1);
+    await outbox.stop();
   });
 
   it('keeps what it accepted across a close and a new open', async () => {
@@ -259,7 +310,8 @@ describe('delivering', () => {
 describe('bounds', () => {
   it('drops the oldest readings beyond maxBytes, counts them and says so once', async () => {
     const { outbox, store } = build({ maxBytes: 10_000 });
-    for (let n = 0; n < 200; n++) await outbox.send(BOILER, reading(BOILER, n));
+    // Ten readings a commit: a commit apiece would wait the commit spacing 200 times.
+    for (let n = 0; n < 200; n += 10) await Promise.all(Array.from({ length: 10 }, (_, i) => outbox.send(BOILER, reading(BOILER, n + i))));
     expect(store.bytes).toBeLessThanOrEqual(10_000);
     const stats = outbox.stats();
     expect(stats.dropped.quota).toBeGreaterThan(0);
