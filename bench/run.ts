@@ -14,6 +14,7 @@ import { DTLS_PSK_CIPHER, LoadGenerator, summarize, type LatencySummary, type Lo
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
 import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
 import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
+import { WEAR_MODES, WEAR_SCENARIOS, runWear, type OutboxMode, type WearHarness, type WearRun } from './wear.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
 const ROOT = resolve(HERE, '../..');
@@ -24,8 +25,11 @@ const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 
   .filter((word) => word.startsWith('--'));
 /** Targets the same request load runs against, side by side. */
 const LOAD_TARGETS = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-dtls'] as const;
-/** Scenarios of their own: devices holding Observe relations with an RPC fan-out; start time and idle memory. */
-const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup'] as const;
+/**
+ * Scenarios of their own: devices holding Observe relations with an RPC fan-out; start time and idle memory;
+ * bytes written to disk per reading (wear).
+ */
+const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup', 'coap2mqtt-wear'] as const;
 const TARGET_NAMES = [...LOAD_TARGETS, ...SCENARIOS] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 type LoadTargetName = (typeof LOAD_TARGETS)[number];
@@ -43,6 +47,9 @@ held open (default 1000, --quick 200).
 coap2mqtt-observe: --observers devices (default 10000, --quick 2000) observe /rpc, --observers-per-socket of them
 on each UDP socket (default 1); a ThingsBoard stand-in then sends each an RPC and each replies.
 coap2mqtt-startup: spawn to ready three times, then RSS after 5 s idle (--quick 2 s).
+coap2mqtt-wear: bytes the gateway writes to disk (/proc/PID/io write_bytes) per reading answered 2.01, one device
+posting 35-byte readings at 10, 100, 1,000/s (broker up) and 500/s (broker down), each in outbox.mode "spill" and
+"always", --duration S each (default 20, --quick 5). Alone: npm run bench -- --targets coap2mqtt-wear
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
 Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.`;
 
@@ -92,6 +99,8 @@ function readCommandLine() {
     devices: count('devices', values.devices, 1000),
     maxInflight: count('max-inflight', values['max-inflight'], 1000),
     durationS: positive('duration', values.duration, soak ? 600 : quick ? 3 : 15),
+    /** The wear scenario's window: 20 s after start-up, as issue 20 measures it. */
+    wearS: positive('duration', values.duration, quick ? 5 : 20),
     warmupS: quick ? 1 : 3,
     timeoutS: positive('timeout', values.timeout, quick ? 2 : 5),
     dtlsSessions: count('dtls-sessions', values['dtls-sessions'], quick ? 200 : 1000),
@@ -159,15 +168,19 @@ async function startNodeTarget(name: TargetName, script: string): Promise<Starte
   return { process: child, port, startMs: performance.now() - spawnedAt };
 }
 
-async function startMosquitto(): Promise<Started> {
-  const port = await freeTcpPort();
+/** On `port` (default: a free one); with `persistenceDir`, sessions and their queued messages survive a restart. */
+async function startMosquitto(options: { port?: number; persistenceDir?: string } = {}): Promise<Started> {
+  const port = options.port ?? (await freeTcpPort());
   const config = join(scratchDir, 'mosquitto.conf');
+  const persistence = options.persistenceDir
+    ? ['persistence true', `persistence_location ${options.persistenceDir}/`, 'max_queued_bytes 0']
+    : ['persistence false'];
   writeFileSync(
     config,
     [
       `listener ${port} ${HOST}`,
       'allow_anonymous true',
-      'persistence false',
+      ...persistence,
       // Nobody subscribes; these only keep the broker from throttling a mosquitto_sub attached to watch.
       'max_inflight_messages 0',
       'max_queued_messages 100000',
@@ -196,11 +209,15 @@ interface GatewayVariant {
   readonly outbox?: boolean;
   /** Token devices dev-i / tok-i in the registry (default --devices). */
   readonly devices?: number;
+  /** outbox.mode; the gateway's default when absent. */
+  readonly outboxMode?: OutboxMode;
+  /** false: the broker is down, ready once listening for devices. */
+  readonly waitForBroker?: boolean;
 }
 
 /** Each start gets a fresh state directory, so no phase inherits another's backlog. */
 async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Promise<Started> {
-  const { dtls = false, outbox = true, devices: tokenDevices = settings.devices } = variant;
+  const { dtls = false, outbox = true, devices: tokenDevices = settings.devices, outboxMode, waitForBroker = true } = variant;
   const port = await freeUdpPort();
   const dtlsPort = dtls ? await freeUdpPort() : 0;
   const config = join(scratchDir, 'coap2mqtt.json');
@@ -212,7 +229,7 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
     ...(dtls && { dtls: { enabled: true, port: dtlsPort } }),
     // mosquitto does not answer getSessionLimits: do not wait for it.
     upstream: { url: `mqtt://${HOST}:${mqttPort}`, accessToken: 'gw', maxInflight: settings.maxInflight, sessionLimitsTimeoutMs: 0 },
-    outbox: { enabled: outbox },
+    outbox: { enabled: outbox, ...(outboxMode && { mode: outboxMode }) },
     // The load generator drives each device far beyond a real one's rate: measure the gateway, not its 4.29s.
     limits: { requestsPerSecond: 0, deviceRequestsPerSecond: 0, unknownTokenFailures: 0 },
     devices,
@@ -227,7 +244,7 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
   const spawnedAt = performance.now();
   const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, join(ROOT, 'dist/cli.js'), '--config', config]);
   // Ready: listening for devices and connected upstream.
-  await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), child.waitForLine(/upstream broker connected/, 15_000)]);
+  await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), waitForBroker && child.waitForLine(/upstream broker connected/, 15_000)]);
   return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt };
 }
 
@@ -324,7 +341,8 @@ async function comparison(): Promise<object> {
   const withDtls = settings.targets.includes(DTLS_TARGET);
   const loadTargets = settings.targets.filter(isLoadTarget);
   const diskSyncMs = loadTargets.includes('coap2mqtt') ? await probeDiskSync() : undefined;
-  const broker = settings.targets.some((name) => name.startsWith('coap2mqtt')) ? await startMosquitto() : undefined;
+  // The wear scenario starts brokers of its own.
+  const broker = settings.targets.some((name) => name.startsWith('coap2mqtt') && name !== 'coap2mqtt-wear') ? await startMosquitto() : undefined;
   const saturation: Phase[] = [];
   for (const name of loadTargets) {
     process.stdout.write(`${name}: saturation, window ${settings.window}, ${settings.durationS} s… `);
@@ -363,6 +381,8 @@ async function comparison(): Promise<object> {
     startup = await startupPhase(broker!);
     process.stdout.write(`${ms(startup.startMs.median)} ms to ready, ${startup.idleRssMB.toFixed(0)} MB idle\n`);
   }
+  let wear: WearRun[] | undefined;
+  if (settings.targets.includes('coap2mqtt-wear')) wear = await runWear(wearHarness, settings.wearS, (line) => process.stdout.write(line));
   if (broker) await shutDown(broker.process);
   if (loadTargets.length > 0) printTable(loadTargets, saturation, fixedRate);
   if (diskSyncMs) {
@@ -373,9 +393,19 @@ async function comparison(): Promise<object> {
   }
   if (dtls) printDtlsTable(dtls, saturation);
   if (observe) printObserve(observe);
+  if (wear) printWear(wear);
   const targets = targetFigures(saturation, fixedRate, observe, startup);
   if (targets.length > 0) printTargets(targets);
-  return { saturation, fixedRate, ...(diskSyncMs && { diskSyncMs }), ...(dtls && { dtls }), ...(observe && { observe }), ...(startup && { startup }), targets };
+  return {
+    saturation,
+    fixedRate,
+    ...(diskSyncMs && { diskSyncMs }),
+    ...(dtls && { dtls }),
+    ...(observe && { observe }),
+    ...(startup && { startup }),
+    ...(wear && { wear }),
+    targets,
+  };
 }
 
 interface ObservePhase {
@@ -458,6 +488,60 @@ function printObserve(observe: ObservePhase): void {
     observe.notableLogLineCount && `${observe.notableLogLineCount} warning/error log line(s), first: ${observe.notableLogLines[0]}`,
   ].filter(Boolean);
   if (notes.length > 0) process.stdout.write(`coap2mqtt-observe: ${notes.join('; ')}\n`);
+}
+
+const wearHarness: WearHarness = {
+  async startBroker(port, persistenceDir) {
+    const broker = await startMosquitto({ port, persistenceDir });
+    return { pid: broker.process.pid, stop: () => shutDown(broker.process) };
+  },
+  async startGateway(mqttPort, outboxMode, waitForBroker) {
+    const gateway = await startGateway(mqttPort, { devices: 1, outboxMode, waitForBroker });
+    const child = gateway.process;
+    return {
+      pid: child.pid,
+      port: gateway.port,
+      notableLines: child.notableLines,
+      get notableCount() {
+        return child.notableCount;
+      },
+      stop: () => shutDown(child),
+    };
+  },
+};
+
+/** One row per scenario, the two outbox modes side by side. */
+function printWear(runs: readonly WearRun[]): void {
+  const find = (rate: number, brokerUp: boolean, mode: OutboxMode): WearRun | undefined =>
+    runs.find((run) => run.rate === rate && run.brokerUp === brokerUp && run.mode === mode);
+  const bytes = (run: WearRun | undefined): string => (run ? Math.round(run.bytesPerReading).toLocaleString('en-US') : '-');
+  const rows = WEAR_SCENARIOS.map(({ rate, brokerUp }) => {
+    const [spill, always] = WEAR_MODES.map((mode) => find(rate, brokerUp, mode));
+    const cells = (run: WearRun | undefined): string[] =>
+      run ? [String(run.acknowledged), `${ms(run.latencyMs.p50)}/${ms(run.latencyMs.p99)}`, String(run.missingUpstream)] : ['-', '-', '-'];
+    return [`${rate.toLocaleString('en-US')}/s, broker ${brokerUp ? 'up' : 'down'}`, bytes(spill), bytes(always), ...cells(spill), ...cells(always)];
+  });
+  const headers = ['wear: 35-byte readings', 'B/reading spill', 'B/reading always', '2.01 spill', 'p50/p99 ms spill', 'lost spill', '2.01 always', 'p50/p99 ms always', 'lost always'];
+  process.stdout.write(`\n${formatTable(headers, rows)}\n`);
+  const startupMB = (mode: OutboxMode): string => {
+    const each = runs.filter((run) => run.mode === mode).map((run) => run.startupWriteBytes / 1e6);
+    return each.length === 0 ? '-' : `${Math.min(...each).toFixed(2)}–${Math.max(...each).toFixed(2)} MB`;
+  };
+  process.stdout.write(
+    `bytes the gateway wrote (/proc/PID/io write_bytes) from the first reading to ${runs[0]?.durationS ?? '-'} s later, per reading answered 2.01 ` +
+      `in that time; one device, CON POSTs retried until 2.01; lost = answered 2.01 but never seen by a subscriber. ` +
+      `Start-up writes (reserve file, new database), not counted above: spill ${startupMB('spill')}, always ${startupMB('always')}\n`,
+  );
+  for (const run of runs) {
+    const notes = [
+      run.unanswered > 0 && `${run.unanswered} readings never answered 2.01`,
+      Object.keys(run.codes).some((code) => code !== '2.01') && `codes ${JSON.stringify(run.codes)}`,
+      run.retransmissions > 0 && `${run.retransmissions} retransmissions`,
+      run.exitCode !== 0 && `exit code ${run.exitCode} when stopped`,
+      run.notableLogLineCount > 0 && `${run.notableLogLineCount} warning/error log line(s), first: ${run.notableLogLines[0]}`,
+    ].filter(Boolean);
+    if (notes.length > 0) process.stdout.write(`wear ${run.rate}/s broker ${run.brokerUp ? 'up' : 'down'} ${run.mode}: ${notes.join('; ')}\n`);
+  }
 }
 
 const STARTS = 3;

@@ -47,7 +47,19 @@ export class StoreUnavailableError extends Error {
 /** The outbox file cannot be used at all (locked by another process, written by a newer version). */
 export class StoreOpenError extends Error {}
 
-const SCHEMA_VERSION = 1;
+/**
+ * 1: seq AUTOINCREMENT, 4 KiB pages. 2: seq numbered by the store (no sqlite_sequence row rewritten by
+ * every commit), 1 KiB pages on new files. A format-1 file still opens and works; once it is empty at
+ * an open it is rebuilt in format 2 (rebuildEmpty).
+ */
+const SCHEMA_VERSION = 2;
+/**
+ * Page size of a new file. A commit writes every page it touches into the WAL whole, and the fdatasync
+ * after it makes the kernel write each 4 KiB block of those frames again: a one-reading commit that
+ * rewrites one 1 KiB page costs one block (sometimes two), where a 4 KiB page (frame 4,120 bytes) always
+ * costs two.
+ */
+const PAGE_BYTES = 1024;
 /** Rows per transaction when deleting on a full disk: a few dozen WAL pages at most. */
 const GENTLE_DELETE_ROWS = 64;
 
@@ -57,17 +69,13 @@ export const recordBytes = (record: Pick<NewRecord, 'device' | 'type' | 'body'>)
 /** Sequence number, kind, counts and timestamps as SQLite stores them, roughly. */
 const ROW_OVERHEAD = 24;
 
-/** For the estimate of WAL pages a commit writes. */
-const WAL_PAGE_BYTES = 4096;
-const ROWS_PER_PAGE = 16;
-
-const INSERT = 'INSERT INTO records (kind, device, type, body, points, bytes, created_at) VALUES';
-const VALUES = '(?, ?, ?, ?, ?, ?, ?)';
-/** Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766). */
+const INSERT = 'INSERT INTO records (seq, kind, device, type, body, points, bytes, created_at) VALUES';
+const VALUES = '(?, ?, ?, ?, ?, ?, ?, ?)';
+/** Rows per multi-row INSERT (8 parameters each, well under SQLite's 32,766). */
 const INSERT_CHUNK = 32;
 
-function pushValues(values: Array<number | string>, r: NewRecord): void {
-  values.push(r.kind, r.device, r.type, r.body, r.points, r.bytes, r.createdAt);
+function pushValues(values: Array<number | string>, seq: number, r: NewRecord): void {
+  values.push(seq, r.kind, r.device, r.type, r.body, r.points, r.bytes, r.createdAt);
 }
 
 export interface OpenedStore {
@@ -84,11 +92,17 @@ export class OutboxStore {
   private readonly readAfter: Statement<[number, number]>;
   private readonly oldestRows: Statement<[number, number]>;
   private readonly oldestCreated: Statement<[]>;
-  private readonly commitTx: (records: readonly NewRecord[], acknowledged: readonly Acknowledged[]) => number[];
+  private readonly commitTx: (records: readonly NewRecord[], acknowledged: readonly Acknowledged[]) => void;
   private count = 0;
   private byteTotal = 0;
   private deletedInTx = { records: 0, bytes: 0 };
+  /**
+   * The last sequence number handed out. Numbers only ever rise while the store is open, even once every
+   * row was deleted, which is all the outbox relies on (its cursor and acknowledgements live in memory);
+   * a new open goes on after the highest row kept.
+   */
   private highestSeq: number;
+  private readonly pageBytes: number;
   /** Sized once from the file system at open: it does not change under a running gateway. */
   readonly reserveSize: number;
   /** The WAL, opened to sync it off the event loop; undefined with synchronous "normal". */
@@ -115,32 +129,35 @@ export class OutboxStore {
     this.oldestCreated = db.prepare('SELECT created_at AS createdAt FROM records ORDER BY seq LIMIT 1');
     this.deleteRange = db.prepare<[number, number], number>('DELETE FROM records WHERE seq BETWEEN ? AND ? RETURNING bytes').pluck();
     this.insertMany = db.prepare(`${INSERT} ${Array.from({ length: INSERT_CHUNK }, () => VALUES).join(', ')}`);
+    // The rows of a commit take the numbers after highestSeq, in order (this connection is the only writer).
     this.commitTx = db.transaction((records: readonly NewRecord[], acknowledged: readonly Acknowledged[]) => {
       // Deletions first, so the new rows can take the pages they free instead of growing the file.
       this.deletedInTx = this.deleteAcknowledged(acknowledged);
       // Many rows per statement: a statement per row cost more than the rest of the commit.
-      let last = 0;
+      const first = this.highestSeq + 1;
       let chunked = 0;
       for (; chunked + INSERT_CHUNK <= records.length; chunked += INSERT_CHUNK) {
         const values: Array<number | string> = [];
-        for (let i = chunked; i < chunked + INSERT_CHUNK; i++) pushValues(values, records[i]!);
-        last = Number(this.insertMany.run(...values).lastInsertRowid);
+        for (let i = chunked; i < chunked + INSERT_CHUNK; i++) pushValues(values, first + i, records[i]!);
+        this.insertMany.run(...values);
       }
       for (let i = chunked; i < records.length; i++) {
         const values: Array<number | string> = [];
-        pushValues(values, records[i]!);
-        last = Number(this.insert.run(...values).lastInsertRowid);
+        pushValues(values, first + i, records[i]!);
+        this.insert.run(...values);
       }
-      // This connection is the only writer: AUTOINCREMENT numbers a transaction's rows consecutively.
-      return records.map((_, i) => last - records.length + 1 + i);
     });
-    const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM records').get() as { n: number; b: number };
+    const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(seq), 0) AS last FROM records').get() as {
+      n: number;
+      b: number;
+      last: number;
+    };
     this.count = totals.n;
     this.byteTotal = totals.b;
-    const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get() as { seq: number } | undefined;
-    this.highestSeq = sequence?.seq ?? 0;
+    this.highestSeq = totals.last;
+    this.pageBytes = db.pragma('page_size', { simple: true }) as number;
     this.reserveSize = reserveBytes(path);
-    this.checkpointPages = checkpointPages(path, db);
+    this.checkpointPages = checkpointPages(path, this.pageBytes);
     this.checkpointer = new Checkpointer(path);
     if (synchronous === 'full') {
       // SQLite keeps one WAL file while any connection is open (a TRUNCATE checkpoint empties it in
@@ -237,20 +254,20 @@ export class OutboxStore {
    */
   commit(records: readonly NewRecord[], acknowledged: readonly Acknowledged[]): number[] {
     if (records.length === 0 && acknowledged.length === 0) return [];
-    let seqs: number[];
     try {
-      seqs = this.commitTx(records, acknowledged);
+      this.commitTx(records, acknowledged);
     } catch (error) {
       throw asUnavailable(error);
     }
+    const seqs = records.map((_, i) => this.highestSeq + 1 + i);
+    this.highestSeq += records.length;
     let insertedBytes = 0;
     for (const r of records) insertedBytes += r.bytes;
     this.byteTotal += insertedBytes;
     this.count += records.length;
     this.forgotten(this.deletedInTx.records, this.deletedInTx.bytes);
-    if (seqs.length > 0) this.highestSeq = seqs[seqs.length - 1]!;
-    // The leaf pages written, the sequence row, the pages rows were deleted from, the pointer map.
-    this.walPages += 2 + Math.ceil(insertedBytes / WAL_PAGE_BYTES) + Math.ceil(this.deletedInTx.records / ROWS_PER_PAGE);
+    // The pages rows went into and were deleted from, the parent page, the header and pointer map.
+    this.walPages += 2 + Math.ceil(insertedBytes / this.pageBytes) + Math.ceil(this.deletedInTx.bytes / this.pageBytes);
     this.checkpointWhenDue();
     return seqs;
   }
@@ -341,7 +358,7 @@ export class OutboxStore {
   /** Bytes of pages inside the file that SQLite will reuse before growing it (left by deleted rows). */
   freeBytes(): number {
     const pages = this.db.pragma('freelist_count', { simple: true }) as number;
-    return pages * (this.db.pragma('page_size', { simple: true }) as number);
+    return pages * this.pageBytes;
   }
 
   /**
@@ -489,10 +506,22 @@ function lockOutbox(path: string): Connection {
 function connect(path: string): Connection {
   const db = new Database(path, { timeout: 5000 });
   try {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    // Freed pages can be handed back to the file system when the disk runs short (reclaim). SQLite takes
-    // this only on a new file, before WAL mode and before the first table.
-    if (version === 0) db.pragma('auto_vacuum = INCREMENTAL');
+    let version = db.pragma('user_version', { simple: true }) as number;
+    // Format 1 set its version only after creating the table: a crash in between left a version 0 with a table.
+    if (version === 0 && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").get() !== undefined) version = 1;
+    if (version > SCHEMA_VERSION) {
+      throw new StoreOpenError(
+        `the outbox ${path} was written by a newer coap2mqtt (format ${version}, this one reads ${SCHEMA_VERSION}); ` +
+          'start the newer version to deliver what it holds, or move the file away',
+      );
+    }
+    if (version === 0) {
+      // Freed pages can be handed back to the file system when the disk runs short (reclaim). SQLite takes
+      // both only on a new file, before WAL mode and before the first table.
+      db.pragma(`page_size = ${PAGE_BYTES}`);
+      db.pragma('auto_vacuum = INCREMENTAL');
+    }
+    if (version === 1 && (db.prepare('SELECT count(*) AS n FROM records').get() as { n: number }).n === 0) rebuildEmpty(db);
     db.pragma('journal_mode = WAL');
     // Checkpoints sync the WAL and the file; commits do not: with "full", OutboxStore.sync() does that.
     db.pragma('synchronous = NORMAL');
@@ -500,25 +529,9 @@ function connect(path: string): Connection {
     db.pragma('journal_size_limit = 16777216');
     // The checkpointer worker checkpoints (OutboxStore.checkpointWhenDue), not the writer.
     db.pragma('wal_autocheckpoint = 0');
-    if (version > SCHEMA_VERSION) {
-      throw new StoreOpenError(
-        `the outbox ${path} was written by a newer coap2mqtt (format ${version}, this one reads ${SCHEMA_VERSION}); ` +
-          'start the newer version to deliver what it holds, or move the file away',
-      );
-    }
-    // AUTOINCREMENT: sequence numbers never go back, even once every row was delivered and deleted, so
-    // "everything after seq N" stays meaningful for the whole life of the file.
-    db.exec(`CREATE TABLE IF NOT EXISTS records (
-      seq INTEGER PRIMARY KEY AUTOINCREMENT,
-      kind INTEGER NOT NULL,
-      device TEXT NOT NULL,
-      type TEXT NOT NULL,
-      body TEXT NOT NULL,
-      points INTEGER NOT NULL,
-      bytes INTEGER NOT NULL,
-      created_at INTEGER NOT NULL
-    )`);
-    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    // A new file gets the table. A format-1 file holding rows keeps its own (seq AUTOINCREMENT, which takes
+    // the store's numbers as well) until an open finds it empty and rebuilds it.
+    if (version === 0) db.exec(`BEGIN; ${CREATE_RECORDS}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
     return db;
   } catch (error) {
     db.close();
@@ -527,12 +540,44 @@ function connect(path: string): Connection {
 }
 
 /**
- * SQLite checkpoints every 1,000 pages (4 MB) by default; on a small file system the WAL must stay a
- * small share of the disk, or a full disk leaves no room to checkpoint it.
+ * seq is the rowid, numbered by the store. Without AUTOINCREMENT no sqlite_sequence page is rewritten
+ * by every commit (a third of what a one-reading commit wrote).
  */
-function checkpointPages(path: string, db: Connection): number {
-  const pageSize = db.pragma('page_size', { simple: true }) as number;
-  return Math.max(16, Math.min(1000, Math.floor(fileSystemBytes(path) / 16 / pageSize)));
+const CREATE_RECORDS = `CREATE TABLE records (
+  seq INTEGER PRIMARY KEY,
+  kind INTEGER NOT NULL,
+  device TEXT NOT NULL,
+  type TEXT NOT NULL,
+  body TEXT NOT NULL,
+  points INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+)`;
+
+/**
+ * Rebuilds an empty format-1 file in format 2: the table without AUTOINCREMENT, smaller pages. It holds no
+ * reading, so nothing can be lost; the table swap is one transaction, and VACUUM (which alone can change
+ * the page size, and only outside WAL mode) is crash-safe with its rollback journal.
+ */
+function rebuildEmpty(db: Connection): void {
+  try {
+    db.pragma('journal_mode = DELETE');
+    db.exec(`BEGIN; DROP TABLE records; ${CREATE_RECORDS}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+    db.pragma(`page_size = ${PAGE_BYTES}`);
+    db.exec('VACUUM');
+  } catch {
+    // No room for it (a full disk), or the like: the file works as it is, and the next open tries again.
+    if (db.inTransaction) db.exec('ROLLBACK');
+  }
+}
+
+/**
+ * SQLite checkpoints every 1,000 pages by default, 4 MB of 4 KiB pages: the same 4 MB whatever the file's
+ * page size. On a small file system the WAL must stay a small share of the disk, or a full disk leaves no
+ * room to checkpoint it.
+ */
+function checkpointPages(path: string, pageBytes: number): number {
+  return Math.max(16, Math.floor(Math.min(4_096_000, fileSystemBytes(path) / 16) / pageBytes));
 }
 
 function fileSystemBytes(path: string): number {

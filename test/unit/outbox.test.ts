@@ -1,6 +1,6 @@
 // The outbox's logic against a real SQLite file and a stand-in for the MQTT connection that the test
 // acknowledges or fails publish by publish. The real broker paths are in test/e2e (upstream, durability).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -80,7 +80,13 @@ afterEach(() => {
   for (const store of opened.splice(0)) store.close();
   rmSync(dir, { recursive: true, force: true });
   vi.restoreAllMocks();
+  vi.useRealTimers();
 });
+
+/** Timers and performance.now() under the test's control; setImmediate (tick) stays real. */
+const controlTime = () => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+/** The outbox's least time between two group commits (COMMIT_SPACING_MS). */
+const COMMIT_SPACING_MS = 20;
 
 function openStore(): OutboxStore {
   const { store } = OutboxStore.open(join(dir, 'outbox.sqlite'), 'full');
@@ -103,6 +109,7 @@ function build(options: Partial<OutboxOptions> = {}, store = openStore()) {
 
 describe('accepting', () => {
   it('answers a device only once its rows are on disk, committing what arrives during a sync when it is back', async () => {
+    controlTime();
     const store = openStore();
     expect(store.syncsSeparately).toBe(true);
     const syncs: Array<(error: Error | null) => void> = [];
@@ -124,6 +131,7 @@ describe('accepting', () => {
     syncs[0]!(null);
     await tick();
     expect(first).toEqual({ status: 'accepted' });
+    await vi.advanceTimersByTimeAsync(COMMIT_SPACING_MS);
     expect(store.records).toBe(2);
     expect(second).toBeUndefined();
     expect(syncs).toHaveLength(2);
@@ -142,6 +150,49 @@ describe('accepting', () => {
     expect(commit).toHaveBeenCalledTimes(1);
     expect(store.records).toBe(50);
     expect(outbox.stats()).toMatchObject({ records: 50, accepted: 50, delivered: 0 });
+  });
+
+  it('lets readings that come within the commit spacing share the next commit, and commits at once after a pause', async () => {
+    controlTime();
+    const { outbox, store } = build();
+    const commit = vi.spyOn(store, 'commit');
+    const first = outbox.send(BOILER, reading(BOILER, 1));
+    await tick();
+    expect(commit).toHaveBeenCalledTimes(1); // nothing committed lately: no wait
+    expect(await first).toEqual({ status: 'accepted' });
+    // Three readings in three turns of the event loop, all within the spacing: one commit for them.
+    const next = [];
+    for (const n of [2, 3, 4]) {
+      next.push(outbox.send(BOILER, reading(BOILER, n)));
+      await tick();
+    }
+    expect(commit).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(COMMIT_SPACING_MS);
+    expect(commit).toHaveBeenCalledTimes(2);
+    expect(commit.mock.calls[1]![0]).toHaveLength(3);
+    expect((await Promise.all(next)).every((outcome) => outcome.status === 'accepted')).toBe(true);
+    vi.advanceTimersByTime(COMMIT_SPACING_MS);
+    void outbox.send(BOILER, reading(BOILER, 5));
+    await tick();
+    expect(commit).toHaveBeenCalledTimes(3);
+    await outbox.stop();
+    expect(store.records).toBe(5);
+  });
+
+  it('commits the deletion of delivered rows without a sync of its own', async () => {
+    controlTime();
+    const { outbox, upstream, store } = build();
+    const sync = vi.spyOn(store, 'sync');
+    await outbox.send(BOILER, reading(BOILER, 1));
+    expect(sync).toHaveBeenCalledTimes(1);
+    upstream.becomeReady();
+    upstream.sent[0]!.ack();
+    await tick();
+    // Alone, the deletion waits a second (DELETE_DELAY_MS) for a commit of new rows to ride along with.
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(store.records).toBe(0);
+    expect(sync).toHaveBeenCalledTimes(1);
+    await outbox.stop();
   });
 
   it('keeps what it accepted across a close and a new open', async () => {
@@ -259,7 +310,8 @@ describe('delivering', () => {
 describe('bounds', () => {
   it('drops the oldest readings beyond maxBytes, counts them and says so once', async () => {
     const { outbox, store } = build({ maxBytes: 10_000 });
-    for (let n = 0; n < 200; n++) await outbox.send(BOILER, reading(BOILER, n));
+    // Ten readings a commit: a commit apiece would wait the commit spacing 200 times.
+    for (let n = 0; n < 200; n += 10) await Promise.all(Array.from({ length: 10 }, (_, i) => outbox.send(BOILER, reading(BOILER, n + i))));
     expect(store.bytes).toBeLessThanOrEqual(10_000);
     const stats = outbox.stats();
     expect(stats.dropped.quota).toBeGreaterThan(0);
@@ -345,15 +397,71 @@ describe('the store file', () => {
     expect(store.after(0, 100).map((row) => row.seq)).toEqual(seqs.filter((_, i) => i >= 20 && i !== 40));
   });
 
-  it('never reuses a sequence number, even after every row was deleted', () => {
+  it('keeps sequence numbers rising once every row was deleted, and a new open numbers after the rows it kept', () => {
     const store = openStore();
     const row = { kind: UplinkKind.telemetry, device: 'A', type: 't', body: '{}', points: 0, createdAt: 1, bytes: 30 };
-    const [first] = store.commit([row], []);
-    store.commit([], [{ seq: first!, bytes: 1 }]);
+    const [first] = store.commit([row, row], []);
+    store.commit([], [{ seq: first!, bytes: 1 }, { seq: first! + 1, bytes: 1 }]);
+    expect(store.records).toBe(0);
+    // SQLite's own rowid would start again from 1 here; the outbox's cursor is past that.
+    const [second] = store.commit([row], []);
+    expect(second).toBe(first! + 2);
+    expect(store.lastSeq).toBe(second);
     store.close();
     const again = openStore();
-    const [second] = again.commit([row], []);
-    expect(second).toBeGreaterThan(first!);
     expect(again.lastSeq).toBe(second);
+    expect(again.commit([row], [])).toEqual([second! + 1]);
+  });
+
+  it('writes one 1 KiB page into the WAL for a one-reading commit: no sequence page, no 4 KiB frames', () => {
+    const store = openStore();
+    const wal = join(dir, 'outbox.sqlite-wal');
+    const row = { kind: UplinkKind.telemetry, device: 'Boiler-7', type: 'thermostat', body: '{"ts":1,"values":{"temperature":21.5}}', points: 1, createdAt: 1, bytes: 80 };
+    const before = statSync(wal).size;
+    store.commit([row], []);
+    // A WAL frame is a 24-byte header and the page.
+    expect(statSync(wal).size - before).toBe(24 + 1024);
+  });
+
+  it.each([
+    { version: 1, what: 'format 1' },
+    { version: 0, what: 'format 1 stopped before it set its version' },
+  ])('opens a file of the first format holding rows ($what), delivers them, and rebuilds it once empty', async ({ version }) => {
+    const path = join(dir, 'outbox.sqlite');
+    const old = new Database(path);
+    old.pragma('auto_vacuum = INCREMENTAL');
+    old.pragma('journal_mode = WAL');
+    old.exec(`CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
+      body TEXT NOT NULL, points INTEGER NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL)`);
+    old.pragma(`user_version = ${version}`);
+    const insert = old.prepare('INSERT INTO records (kind, device, type, body, points, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    for (const n of [1, 2, 3]) insert.run(UplinkKind.telemetry, BOILER.name, BOILER.type, `{"ts":${n},"values":{"n":${n}}}`, 1, 60, Date.now());
+    old.exec('DELETE FROM records WHERE seq = 3'); // delivered: AUTOINCREMENT's counter is ahead of the rows
+    old.close();
+
+    const { outbox, upstream, store } = build();
+    expect(store.records).toBe(2);
+    outbox.start();
+    expect(await outbox.send(BOILER, reading(BOILER, 4))).toEqual({ status: 'accepted' });
+    upstream.becomeReady();
+    expect(upstream.values()).toEqual({ 'Boiler-7': [{ n: 1 }, { n: 2 }, { n: 4 }] });
+    expect(store.after(0, 10).map((row) => row.seq)).toEqual([1, 2, 3]);
+    for (const publish of upstream.sent) publish.ack();
+    await tick();
+    await outbox.stop();
+
+    // Empty at the next open: rebuilt in the new format, and it goes on working.
+    const rebuilt = openStore();
+    const file = new Database(path, { readonly: true });
+    expect(file.pragma('user_version', { simple: true })).toBe(2);
+    expect(file.pragma('page_size', { simple: true })).toBe(1024);
+    expect(file.pragma('auto_vacuum', { simple: true })).toBe(2); // incremental: reclaim() still gives space back
+    expect((file.prepare("SELECT sql FROM sqlite_master WHERE name = 'records'").get() as { sql: string }).sql).not.toMatch(/AUTOINCREMENT/);
+    expect(file.prepare("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").get()).toBeUndefined();
+    file.close();
+    const again = build({}, rebuilt);
+    expect(await again.outbox.send(BOILER, reading(BOILER, 5))).toEqual({ status: 'accepted' });
+    again.upstream.becomeReady();
+    expect(again.upstream.values()).toEqual({ 'Boiler-7': [{ n: 5 }] });
   });
 });
