@@ -545,7 +545,7 @@ export const schema = {
   },
   outbox: {
     enabled: {
-      doc: 'Keep every uplink (telemetry, client attributes, RPC replies, claims) in a durable store before answering the device 2.01, and forward it upstream from there, in order, once ThingsBoard acknowledges. With false, a device is answered only after ThingsBoard\'s PUBACK and gets 5.03 while the broker is unreachable; nothing is written to disk.',
+      doc: 'Keep uplinks (telemetry, client attributes, RPC replies, claims) that ThingsBoard cannot take at once in a durable store, answer the device 2.01 once they are safe there, and forward them upstream from there in order (outbox.mode says when: only when needed, or always). With false, a device is answered only after ThingsBoard\'s PUBACK and gets 5.03 while the broker is unreachable; nothing is written to disk.',
       format: 'boolean',
       default: true,
       env: 'COAP2MQTT_OUTBOX_ENABLED',
@@ -557,7 +557,7 @@ export const schema = {
       env: 'COAP2MQTT_OUTBOX_MODE',
     },
     spillAfterMs: {
-      doc: 'With mode "spill": how long a reading sent straight upstream may wait for the broker\'s PUBACK before it is stored instead (and the device answered once it is durable). Its publish stays on its way; should the PUBACK come before the stored copy is sent, that copy is dropped, otherwise ThingsBoard may see the reading twice (QoS 1).',
+      doc: 'With mode "spill": how long a reading sent straight upstream may wait for the broker\'s PUBACK before it is stored instead (and the device answered once it is durable). Its publish stays on its way and the stored copy waits for it: if the PUBACK comes, the copy is dropped; if the connection is lost first, the copy is sent, and ThingsBoard may see the reading twice (QoS 1).',
       format: integer(50, 60_000),
       default: 2_000,
       env: 'COAP2MQTT_OUTBOX_SPILL_AFTER_MS',
