@@ -38,7 +38,7 @@ const DTLS_TARGET = 'coap2mqtt-dtls';
 
 const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(',')}] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
-                       [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR]
+                       [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR] [--cli PATH]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 3), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
@@ -51,7 +51,8 @@ coap2mqtt-wear: bytes the gateway writes to disk (/proc/PID/io write_bytes) per 
 posting 35-byte readings at 10, 100, 1,000/s (broker up) and 500/s (broker down), each in outbox.mode "spill" and
 "always", --duration S each (default 20, --quick 5). Alone: npm run bench -- --targets coap2mqtt-wear
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
-Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.`;
+Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.
+--cli PATH: the gateway to measure (default dist/cli.js), e.g. an older build, to compare in the same run's conditions.`;
 
 function readCommandLine() {
   const { values } = parseArgs({
@@ -71,6 +72,7 @@ function readCommandLine() {
       observers: { type: 'string' },
       'observers-per-socket': { type: 'string' },
       profile: { type: 'string' },
+      cli: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -109,6 +111,7 @@ function readCommandLine() {
     observersPerSocket: count('observers-per-socket', values['observers-per-socket'], 1),
     idleS: quick ? 2 : 5,
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    cli: resolve(values.cli ?? join(ROOT, 'dist/cli.js')),
   };
 }
 
@@ -242,7 +245,7 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
   writeFileSync(config, JSON.stringify(gatewayConfig));
   const profiling = settings.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}`] : [];
   const spawnedAt = performance.now();
-  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, join(ROOT, 'dist/cli.js'), '--config', config]);
+  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, settings.cli, '--config', config]);
   // Ready: listening for devices and connected upstream.
   await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), waitForBroker && child.waitForLine(/upstream broker connected/, 15_000)]);
   return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt };
