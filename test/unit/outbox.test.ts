@@ -7,55 +7,10 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import type { Device, UplinkOutcome } from '../../src/model.js';
-import { Outbox, type OutboxOptions, type OutboxUpstream } from '../../src/outbox/outbox.js';
+import { Outbox, type OutboxOptions } from '../../src/outbox/outbox.js';
 import { OutboxStore, StoreOpenError, StoreUnavailableError } from '../../src/outbox/store.js';
-import type { PublishOptions } from '../../src/upstream/connection.js';
 import { UplinkKind, telemetryItems } from '../../src/upstream/gateway-api.js';
-
-interface SentPublish {
-  readonly topic: string;
-  readonly payload: string;
-  readonly options: PublishOptions;
-  ack(): void;
-  fail(): void;
-}
-
-/** Stands in for UpstreamConnection: records publishes; the test settles them. */
-class FakeUpstream implements OutboxUpstream {
-  ready = false;
-  inflightLimit = 8;
-  maxMessageBytes = 65536;
-  maxPointsPerPublish = Infinity;
-  readonly sent: SentPublish[] = [];
-  private readonly listeners: Array<() => void> = [];
-
-  onReady(listener: () => void): void {
-    this.listeners.push(listener);
-  }
-
-  becomeReady(): void {
-    this.ready = true;
-    for (const listener of this.listeners) listener();
-  }
-
-  publish(topic: string, payload: string, options: PublishOptions): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.sent.push({ topic, payload, options, ack: resolve, fail: () => reject(new Error('connection lost')) });
-    });
-  }
-
-  /** Every telemetry value per device, in publish order. */
-  values(): Record<string, unknown[]> {
-    const out: Record<string, unknown[]> = {};
-    for (const { topic, payload } of this.sent) {
-      if (topic !== 'v1/gateway/telemetry') continue;
-      for (const [device, records] of Object.entries(JSON.parse(payload) as Record<string, Array<{ values: unknown }>>)) {
-        (out[device] ??= []).push(...records.map((r) => r.values));
-      }
-    }
-    return out;
-  }
-}
+import { FakeUpstream } from '../helpers/fake-upstream.js';
 
 const BOILER: Device = { name: 'Boiler-7', type: 'thermostat' };
 const PUMP: Device = { name: 'Pump-2', type: 'pump' };

@@ -1,6 +1,6 @@
 // outbox.mode "spill": the choice between the direct path and the outbox, against a real outbox on a real
 // SQLite file and a stand-in for the MQTT connection whose publishes the test acknowledges or fails one by
-// one. The real broker paths (withheld PUBACKs, SIGKILL) are in test/e2e/durability.test.ts.
+// one (test/helpers/fake-upstream.ts). The real broker paths (withheld PUBACKs, SIGKILL) are in test/e2e/durability.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,69 +8,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import type { Device, UplinkOutcome } from '../../src/model.js';
 import { Outbox } from '../../src/outbox/outbox.js';
-import { SpillingUplink, type SpillUpstream } from '../../src/outbox/spilling-uplink.js';
+import { SpillingUplink } from '../../src/outbox/spilling-uplink.js';
 import { OutboxStore } from '../../src/outbox/store.js';
-import type { PublishOptions } from '../../src/upstream/connection.js';
 import { telemetryItems } from '../../src/upstream/gateway-api.js';
-
-interface SentPublish {
-  readonly payload: string;
-  readonly options: PublishOptions;
-  settled: boolean;
-  ack(): void;
-  fail(): void;
-}
-
-/** Stands in for UpstreamConnection: records publishes; the test settles them. */
-class FakeUpstream implements SpillUpstream {
-  ready = true;
-  inflightLimit = 8;
-  maxMessageBytes = 65536;
-  maxPointsPerPublish = Infinity;
-  readonly sent: SentPublish[] = [];
-  private readonly listeners: Array<() => void> = [];
-
-  get outstanding(): number {
-    return this.sent.filter((publish) => !publish.settled).length;
-  }
-
-  onReady(listener: () => void): void {
-    this.listeners.push(listener);
-  }
-
-  becomeReady(): void {
-    this.ready = true;
-    for (const listener of this.listeners) listener();
-  }
-
-  publish(_topic: string, payload: string, options: PublishOptions): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const publish: SentPublish = {
-        payload,
-        options,
-        settled: false,
-        ack: () => {
-          publish.settled = true;
-          resolve();
-        },
-        fail: () => {
-          publish.settled = true;
-          reject(new Error('connection lost'));
-        },
-      };
-      this.sent.push(publish);
-    });
-  }
-
-  /** The `n` of every telemetry reading, in publish order. */
-  values(): number[] {
-    return this.sent.flatMap(({ payload }) =>
-      Object.values(JSON.parse(payload) as Record<string, Array<{ values: { n: number } }>>).flatMap((records) => records.map((r) => r.values.n)),
-    );
-  }
-}
+import { FakeUpstream } from '../helpers/fake-upstream.js';
 
 const BOILER: Device = { name: 'Boiler-7', type: 'thermostat' };
+/** The `n` of every reading upstream, in publish order. */
+const sentValues = (upstream: FakeUpstream): number[] => (upstream.values()['Boiler-7'] ?? []).map((value) => (value as { n: number }).n);
 const reading = (n: number) => telemetryItems(BOILER.name, [{ ts: 1_700_000_000_000 + n, values: { n } }], 65536);
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -86,7 +31,7 @@ afterEach(async () => {
 });
 
 function build(spillAfterMs = 60_000) {
-  const upstream = new FakeUpstream();
+  const upstream = new FakeUpstream(true);
   const { store } = OutboxStore.open(join(dir, 'outbox.sqlite'), 'full');
   const log = createLogger('silent');
   const outbox = new Outbox(
@@ -127,7 +72,7 @@ describe('the direct path', () => {
     expect(upstream.sent).toHaveLength(1);
     upstream.sent[0]!.ack();
     expect(await Promise.all(answers)).toEqual(Array(3).fill({ status: 'accepted' }));
-    expect(upstream.values()).toEqual([1, 2, 3]);
+    expect(sentValues(upstream)).toEqual([1, 2, 3]);
   });
 });
 
@@ -139,7 +84,7 @@ describe('spilling', () => {
     expect(store.records).toBe(1);
     expect(upstream.sent).toHaveLength(0);
     upstream.becomeReady();
-    expect(upstream.values()).toEqual([1]);
+    expect(sentValues(upstream)).toEqual([1]);
     expect(outbox.stats()).toMatchObject({ direct: 0, spilled: 1 });
   });
 
@@ -161,7 +106,7 @@ describe('spilling', () => {
     await uplink.send(BOILER, reading(2));
     expect(store.records).toBe(2);
     upstream.becomeReady();
-    expect(upstream.values()).toEqual([1, 2]);
+    expect(sentValues(upstream)).toEqual([1, 2]);
     upstream.sent[0]!.ack();
     await tick();
     expect(outbox.drained).toBe(true);
@@ -170,7 +115,7 @@ describe('spilling', () => {
     expect(upstream.sent).toHaveLength(2);
     upstream.sent[1]!.ack();
     expect(await third).toEqual({ status: 'accepted' });
-    expect(upstream.values()).toEqual([1, 2, 3]);
+    expect(sentValues(upstream)).toEqual([1, 2, 3]);
     expect(outbox.stats()).toMatchObject({ direct: 1, spilled: 2 });
   });
 
@@ -187,7 +132,7 @@ describe('spilling', () => {
     expect(outbox.stats()).toMatchObject({ direct: 0, spilled: 2 });
     expect(uplink.spilledLate).toBe(2);
     await tick();
-    expect(upstream.values()).toEqual([1, 2]); // the copies wait: on one connection they could not be acknowledged sooner
+    expect(sentValues(upstream)).toEqual([1, 2]); // the copies wait: on one connection they could not be acknowledged sooner
     expect(outbox.drained).toBe(false);
     const third = uplink.send(BOILER, reading(3)); // behind them, in the outbox
     expect(await third).toEqual({ status: 'accepted' });
@@ -197,7 +142,7 @@ describe('spilling', () => {
     upstream.sent[1]!.fail();
     await tick();
     upstream.becomeReady();
-    expect(upstream.values()).toEqual([1, 2, 1, 2, 3]);
+    expect(sentValues(upstream)).toEqual([1, 2, 1, 2, 3]);
   });
 
   it('drops the stored copy when the late PUBACK comes before the copy is sent', async () => {
@@ -209,7 +154,7 @@ describe('spilling', () => {
     await tick();
     await sleep(1_200); // deletions ride with the next commit, or go alone after a second
     expect(store.records).toBe(0);
-    expect(upstream.values()).toEqual([1]); // never sent twice
+    expect(sentValues(upstream)).toEqual([1]); // never sent twice
     expect(outbox.stats()).toMatchObject({ delivered: 1, spilled: 1, direct: 0 });
   });
 
@@ -242,7 +187,7 @@ describe('spilling', () => {
     upstream.sent[0]!.fail();
     expect(await Promise.all(answers)).toEqual([{ status: 'accepted' }, { status: 'accepted' }]);
     upstream.becomeReady();
-    expect(upstream.values()).toEqual([1, 2, 1, 2]);
+    expect(sentValues(upstream)).toEqual([1, 2, 1, 2]);
   });
 
   it('answers 5.03 when a reading must be stored and the outbox is stopping', async () => {
