@@ -19,6 +19,13 @@
       "sources": ["native/sd_notify.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    },
+    {
+      # TCP_QUICKACK on the broker connection (src/upstream/quick-ack.ts): libc only, like sd_notify.
+      "target_name": "tcp_quickack",
+      "sources": ["native/tcp_quickack.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
     }
   ]
 }

@@ -39,6 +39,7 @@ const DTLS_TARGET = 'coap2mqtt-dtls';
 const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(',')}] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
                        [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR] [--cli PATH]
+                       [--broker-nagle]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 3), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
@@ -52,7 +53,9 @@ posting 35-byte readings at 10, 100, 1,000/s (broker up) and 500/s (broker down)
 "always", --duration S each (default 20, --quick 5). Alone: npm run bench -- --targets coap2mqtt-wear
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
 Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.
---cli PATH: the gateway to measure (default dist/cli.js), e.g. an older build, to compare in the same run's conditions.`;
+--cli PATH: the gateway to measure (default dist/cli.js), e.g. an older build, to compare in the same run's conditions.
+--broker-nagle: mosquitto keeps Nagle's algorithm on (its default, without set_tcp_nodelay), as a broker or a
+TCP proxy the gateway meets may: PUBACKs then depend on the gateway acknowledging each read at once.`;
 
 function readCommandLine() {
   const { values } = parseArgs({
@@ -73,6 +76,7 @@ function readCommandLine() {
       'observers-per-socket': { type: 'string' },
       profile: { type: 'string' },
       cli: { type: 'string' },
+      'broker-nagle': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -112,6 +116,7 @@ function readCommandLine() {
     idleS: quick ? 2 : 5,
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     cli: resolve(values.cli ?? join(ROOT, 'dist/cli.js')),
+    brokerNagle: values['broker-nagle'],
   };
 }
 
@@ -187,8 +192,9 @@ async function startMosquitto(options: { port?: number; persistenceDir?: string 
       // Nobody subscribes; these only keep the broker from throttling a mosquitto_sub attached to watch.
       'max_inflight_messages 0',
       'max_queued_messages 100000',
-      // PUBACKs go out at once rather than waiting for Nagle: the gateway answers devices on them.
-      'set_tcp_nodelay true',
+      // PUBACKs go out at once rather than waiting for Nagle: the gateway answers devices on them
+      // (ThingsBoard's Netty transport sets TCP_NODELAY too). --broker-nagle leaves mosquitto's default.
+      ...(settings.brokerNagle ? [] : ['set_tcp_nodelay true']),
       'log_dest stderr', // unbuffered, unlike stdout into a pipe
       'log_type error',
       'log_type warning',
@@ -822,7 +828,8 @@ function printTable(loadTargets: readonly LoadTargetName[], saturation: readonly
   }
   process.stdout.write(
     `latency at ${settings.rate} req/s; saturation window ${settings.window}; CPU% 100 = one core; RSS = peak; ` +
-      `coap2mqtt upstream.maxInflight ${settings.maxInflight}; ${settings.sockets} sockets, ${settings.devices} devices\n`,
+      `coap2mqtt upstream.maxInflight ${settings.maxInflight}; ${settings.sockets} sockets, ${settings.devices} devices` +
+      `${settings.brokerNagle ? '; mosquitto with Nagle on (--broker-nagle)' : ''}\n`,
   );
   for (const [kind, phases] of [['saturation', saturation], ['fixed rate', fixedRate]] as const) {
     for (const phase of phases) {

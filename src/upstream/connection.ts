@@ -10,6 +10,7 @@ import type { UpstreamConfig } from '../config/load.js';
 import { redactUrl } from '../log.js';
 import { Topic, type SessionLimits } from './gateway-api.js';
 import { HEADROOM, UpstreamPacer } from './pacer.js';
+import { loadQuickAckBinding, quickAcker, type QuickAckBinding } from './quick-ack.js';
 
 /** The upstream slice of the configuration, with `url` resolved (the embedded broker's when empty). */
 export type UpstreamConnectionOptions = UpstreamConfig;
@@ -121,10 +122,13 @@ export class UpstreamConnection {
   private sessionLimits: SessionLimits | undefined;
   private limitsSettled = false;
   private readonly readyListeners: Array<() => void> = [];
+  /** Set once immediate ACKs turned out impossible (said once in the log, not tried on each reconnection). */
+  private quickAckUnavailable = false;
 
   constructor(
     private readonly options: UpstreamConnectionOptions,
     private readonly log: Logger,
+    private readonly quickAckBinding: () => QuickAckBinding = loadQuickAckBinding,
   ) {}
 
   get connected(): boolean {
@@ -355,8 +359,10 @@ export class UpstreamConnection {
 
   private handleConnect(): void {
     this.isConnected = true;
+    const stream = this.client?.stream;
     // Devices wait for PUBACKs: no Nagle delay on small publishes (TCP and TLS sockets; not WebSockets).
-    (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
+    (stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
+    if (stream) this.acknowledgeReadsAtOnce(stream);
     this.connects++;
     this.since = Date.now();
     // Until this session's limits are known, none apply beyond the configured window; bulk senders wait
@@ -379,6 +385,25 @@ export class UpstreamConnection {
     for (const listener of this.connectedListeners) listener();
     this.pump();
     if (this.limitsSettled) for (const listener of this.readyListeners) listener();
+  }
+
+  /**
+   * A broker that keeps Nagle on holds a PUBACK until its previous one is acknowledged at the TCP level, and
+   * Linux would send that ACK only with the next publish, or after 40 ms (quick-ack.ts). So the ACK goes
+   * at once after each read that leaves publishes in flight, whose PUBACKs may be the ones held; a read
+   * that settles everything needs none. Costs one setsockopt per such read.
+   */
+  private acknowledgeReadsAtOnce(stream: NodeJS.ReadableStream): void {
+    if (this.quickAckUnavailable) return;
+    const acknowledge = quickAcker(stream, this.quickAckBinding, (reason) => {
+      this.quickAckUnavailable = true;
+      this.log.warn({ reason }, 'immediate TCP ACKs are unavailable: with a broker that keeps Nagle on, PUBACKs (and devices\' answers) may wait up to 40 ms');
+    });
+    // Registered after MQTT.js's own listener, which has handled the read's first packet by then.
+    if (!acknowledge) return;
+    stream.on('data', () => {
+      if (this.inflight > 0) acknowledge();
+    });
   }
 
   private subscribeNow(topics: readonly string[]): void {

@@ -12,7 +12,10 @@ export interface MosquittoOptions {
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
-/** A real mosquitto on loopback, on a port of its own; stop() and start() again keep the port. */
+/**
+ * A real mosquitto on loopback, on a port of its own; stop() and start() again keep the port. It keeps its
+ * default Nagle's algorithm (no set_tcp_nodelay), the harder case for PUBACK latency (upstream-acks.test.ts).
+ */
 export class Mosquitto {
   private process: ChildProcess | undefined;
   private readonly dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-mosquitto-'));
