@@ -11,7 +11,6 @@ import type { Logger } from 'pino';
 import { TurnBatcher, type BatchedUplink } from '../bridge/deliver.js';
 import type { DevicePresence } from '../bridge/presence.js';
 import type { Uplink } from '../bridge/upstream-port.js';
-import { FixedDelayDeadlines, type Deadline } from '../coap/deadlines.js';
 import { LogOncePer } from '../log.js';
 import type { Device, UplinkOutcome } from '../model.js';
 import type { PublishOptions } from '../upstream/connection.js';
@@ -39,14 +38,15 @@ export interface SpillTarget {
   directSettled(): void;
 }
 
-interface DirectRequest extends BatchedUplink {
+/** A request on the direct path; once stored, it is also its stored copy's DirectDelivery. */
+interface DirectRequest extends BatchedUplink, DirectDelivery {
   readonly device: Device;
   readonly answer: (outcome: UplinkOutcome) => void;
+  /** When it was sent (performance.now()). */
+  readonly sentAt: number;
   answered: boolean;
   /** Handed to the outbox: the publish is late, the reading is being stored. */
   spilled: boolean;
-  readonly delivered: DirectDelivery;
-  deadline: Deadline | undefined;
 }
 
 const ACCEPTED: UplinkOutcome = { status: 'accepted' };
@@ -54,7 +54,12 @@ const ACCEPTED: UplinkOutcome = { status: 'accepted' };
 export class SpillingUplink implements Uplink {
   /** Requests sent straight upstream and not settled (PUBACK or spilled), oldest first. */
   private readonly unsettled = new Set<DirectRequest>();
-  private readonly deadlines: FixedDelayDeadlines;
+  /**
+   * One timer for the oldest unsettled request (a Set keeps insertion order), rather than one per request:
+   * at 40,000 readings a second the per-request deadline objects were measurable garbage.
+   */
+  private lateTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private readonly batcher: TurnBatcher<DirectRequest>;
   private spills = 0;
   private readonly spillLog = new LogOncePer(10 * 60_000);
@@ -66,11 +71,10 @@ export class SpillingUplink implements Uplink {
     private readonly spillAfterMs: number,
     private readonly log: Logger,
   ) {
-    this.deadlines = new FixedDelayDeadlines(spillAfterMs);
     this.batcher = new TurnBatcher<DirectRequest>(
       upstream,
       (publish, owners) => {
-        // Untimed: the PUBACK is awaited however long it takes (the deadline above spills meanwhile), so a late
+        // Untimed: the PUBACK is awaited however long it takes (the late timer spills meanwhile), so a late
         // one still lets the outbox drop its copy. The window bounds how many are outstanding.
         this.upstream.publish(publish.topic, publish.payload, { dataPoints: publish.points, untimed: true }).then(
           () => {
@@ -79,7 +83,7 @@ export class SpillingUplink implements Uplink {
           () => {
             this.spillAll('lost');
             // Their stored copies need not wait for this publish any longer.
-            for (const owner of owners) owner.delivered.state = 'lost';
+            for (const owner of owners) owner.state = 'lost';
             this.outbox.directSettled();
           },
         );
@@ -97,17 +101,14 @@ export class SpillingUplink implements Uplink {
         rows: items,
         device,
         answer,
+        sentAt: performance.now(),
         answered: false,
         spilled: false,
-        delivered: { state: 'waiting' },
+        state: 'waiting',
         unacknowledged: 0,
-        deadline: undefined,
       };
-      request.deadline = this.deadlines.add(() => {
-        request.deadline = undefined;
-        this.spillAll('late');
-      });
       this.unsettled.add(request);
+      this.lateTimer ??= this.armLateTimer(request.sentAt);
       this.batcher.add(request);
     });
   }
@@ -130,8 +131,8 @@ export class SpillingUplink implements Uplink {
     }
     // Stored already (or being stored): unless a failed publish of the same request lost part of it, the
     // copy need not be sent, and the device may hear now.
-    if (request.delivered.state === 'waiting') {
-      request.delivered.state = 'acknowledged';
+    if (request.state === 'waiting') {
+      request.state = 'acknowledged';
       this.answer(request, ACCEPTED);
     }
     this.outbox.directSettled();
@@ -145,13 +146,11 @@ export class SpillingUplink implements Uplink {
     if (this.unsettled.size === 0) return;
     let readings = 0;
     for (const request of this.unsettled) {
-      this.unsettled.delete(request);
-      if (request.deadline) this.deadlines.cancel(request.deadline);
-      request.deadline = undefined;
       request.spilled = true;
       readings += request.rows.length;
-      void this.outbox.send(request.device, request.rows, request.delivered).then((outcome) => this.answer(request, outcome));
+      void this.outbox.send(request.device, request.rows, request).then((outcome) => this.answer(request, outcome));
     }
+    this.unsettled.clear();
     this.spills += readings;
     // A lost connection is logged by the connection itself; a slow broker only here.
     if (why === 'late' && this.spillLog.first(why)) {
@@ -164,9 +163,21 @@ export class SpillingUplink implements Uplink {
 
   private settle(request: DirectRequest, outcome: UplinkOutcome): void {
     this.unsettled.delete(request);
-    if (request.deadline) this.deadlines.cancel(request.deadline);
-    request.deadline = undefined;
     this.answer(request, outcome);
+  }
+
+  /** Fires when the request sent at `sentAt` turns late; by then it may be settled, and a younger one is the oldest. */
+  private armLateTimer(sentAt: number): NodeJS.Timeout | undefined {
+    if (this.stopped) return undefined;
+    return setTimeout(() => this.checkLate(), Math.max(0, sentAt + this.spillAfterMs - performance.now()));
+  }
+
+  private checkLate(): void {
+    this.lateTimer = undefined;
+    const oldest = this.unsettled.values().next();
+    if (oldest.done) return;
+    if (performance.now() - oldest.value.sentAt >= this.spillAfterMs) this.spillAll('late');
+    else this.lateTimer = this.armLateTimer(oldest.value.sentAt);
   }
 
   private answer(request: DirectRequest, outcome: UplinkOutcome): void {
@@ -180,6 +191,8 @@ export class SpillingUplink implements Uplink {
    * its way is either acknowledged upstream or retried by its device after the restart.
    */
   stop(): void {
-    this.deadlines.clear();
+    this.stopped = true;
+    clearTimeout(this.lateTimer);
+    this.lateTimer = undefined;
   }
 }
