@@ -95,6 +95,12 @@ const DELETE_DELAY_MS = 1_000;
  * 2 s ACK timeout; after a pause (the previous commit longer ago than this) a reading is committed at once.
  */
 const COMMIT_SPACING_MS = 20;
+/**
+ * Rows that fill a commit well enough not to wait out the spacing: 16 readings of ~80 bytes fill a 1 KiB
+ * page, so waiting for more saves little. Without it a busy site's devices, each waiting for its answer
+ * before sending again, were held to one commit per 20 ms: 128 requests in flight gave 6,500 a second.
+ */
+const COMMIT_EARLY_ROWS = 16;
 const AGE_SWEEP_INTERVAL_MS = 60_000;
 const DROP_REPORT_INTERVAL_MS = 60_000;
 /** When a device refused for lack of space should try again. */
@@ -292,9 +298,20 @@ export class Outbox implements Uplink {
     this.log.info({ records, bytes, unacknowledged: this.inflight.size }, records > 0 ? 'outbox closed; its readings wait for the next start' : 'outbox closed, empty');
   }
 
-  /** The next group commit: after this turn of the event loop, and no sooner than COMMIT_SPACING_MS after the last. */
+  /**
+   * The next group commit: after this turn of the event loop, and no sooner than COMMIT_SPACING_MS after the
+   * last unless COMMIT_EARLY_ROWS are waiting.
+   */
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.closed) return;
+    if (this.closed) return;
+    if (this.flushScheduled) {
+      if (this.commitTimer && this.pendingRecords.length >= COMMIT_EARLY_ROWS) {
+        clearTimeout(this.commitTimer);
+        this.commitTimer = undefined;
+        setImmediate(() => this.flush());
+      }
+      return;
+    }
     this.flushScheduled = true;
     const wait = Math.min(COMMIT_SPACING_MS, this.lastCommitAt + COMMIT_SPACING_MS - performance.now());
     if (wait > 0) this.commitTimer = setTimeout(() => this.flush(), wait);

@@ -134,6 +134,20 @@ describe('accepting', () => {
     expect(store.records).toBe(5);
   });
 
+  it('does not wait out the spacing once enough readings for a well-filled commit are waiting', async () => {
+    controlTime();
+    const { outbox, store } = build();
+    const commit = vi.spyOn(store, 'commit');
+    await outbox.send(BOILER, reading(BOILER, 0));
+    expect(commit).toHaveBeenCalledTimes(1);
+    // Devices that each wait for their answer before sending again: 16 in one turn, within the spacing.
+    const answers = Array.from({ length: 16 }, (_, n) => outbox.send(BOILER, reading(BOILER, n + 1)));
+    await tick();
+    expect(commit).toHaveBeenCalledTimes(2);
+    expect(commit.mock.calls[1]![0]).toHaveLength(16);
+    expect((await Promise.all(answers)).every((outcome) => outcome.status === 'accepted')).toBe(true);
+  });
+
   it('commits the deletion of delivered rows without a sync of its own', async () => {
     controlTime();
     const { outbox, upstream, store } = build();
