@@ -35,6 +35,10 @@ import { Outbox } from './outbox/outbox.js';
 import { SpillingUplink } from './outbox/spilling-uplink.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
+import { restoreSessions } from './state/restore.js';
+import { SessionStore } from './state/session-store.js';
+import { ResponseCode } from './coap/codes.js';
+import type { CoapResponse } from './coap/request.js';
 import { UpstreamConnection } from './upstream/connection.js';
 import { DOWNLINK_TOPICS } from './upstream/gateway-api.js';
 import { requestProvisioning } from './upstream/provision-client.js';
@@ -127,6 +131,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await broker?.close();
     throw error;
   }
+  const sessionStore = config.sessions.persist ? openSessionStore(stateDir, logs.for('sessions')) : undefined;
   const presence = new DevicePresence(upstream, config.sessions, logs.for('presence'));
   const registry = new DeviceRegistry(config.devices);
   const images = new FirmwareImageStore(
@@ -148,6 +153,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     presence,
     attributes,
     sessions: config.sessions,
+    ...(sessionStore ? { rpcJournal: sessionStore } : {}),
     sessionLimitsTimeoutMs,
     packages: { store: images, tokenOf: (name) => registry.tokenOf(name) },
     // Only thethings.io's read asks for values back; without it nothing is kept.
@@ -204,6 +210,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     handler,
     logs.for('coap'),
   );
+  if (sessionStore) messageLayer.useJournal(sessionStore);
   const transport = new UdpTransport(
     { host: coap.host, port: coap.port, socketBufferBytes: coap.socketBufferBytes },
     messageLayer.receive,
@@ -220,6 +227,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await transport.stop();
     messageLayer.stop();
     bridge.stop();
+    // After the message layer: relations it ended on the way out stay written, to come back at the next start.
+    sessionStore?.close();
     images.stop();
     enrolment.stop();
     presence.stop();
@@ -288,6 +297,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       httpAddress = await http.start().catch((error: NodeJS.ErrnoException) => {
         throw new StartupError(describeHttpBindError(error, host, port));
       });
+    }
+    if (sessionStore) {
+      const transports = dtls ? [transport, dtls] : [transport];
+      await restoreSessions(sessionStore, sessionStore.restore(coap.maxObservations), bridge, messageLayer, transports, logs.for('sessions'));
     }
   } catch (error) {
     await closeAll();
@@ -366,12 +379,43 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       stopping ??= (async () => {
         http?.beginStopping();
         await messageLayer.drain(drainTimeoutMs);
+        // What is written now comes back at the next start; only the other observers are told to register again.
+        sessionStore?.flush();
+        await messageLayer.endObservations(RESTARTING, FAREWELL_WAIT_MS);
         await closeAll();
         log.info('coap2mqtt stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** What an observer hears at a clean stop when its relation cannot come back (sessions.persist off, a store that failed). */
+const RESTARTING: CoapResponse = {
+  code: ResponseCode.ServiceUnavailable,
+  payload: 'the gateway is stopping and cannot keep this observation; register again',
+  maxAge: 10,
+};
+/** How long a stop waits for those observers to acknowledge that. */
+const FAREWELL_WAIT_MS = 1000;
+
+/**
+ * The session store in the state directory. Without one the gateway still runs: relations then live in
+ * memory only, and a clean stop tells their observers to register again.
+ */
+function openSessionStore(stateDir: string, log: Logger): SessionStore | undefined {
+  const opened = SessionStore.open(join(stateDir, 'sessions.sqlite'), log);
+  if (opened.status === 'unusable') {
+    log.error({ reason: opened.reason }, 'device sessions cannot be kept across restarts this run (Observe relations and queued RPCs live in memory only)');
+    return undefined;
+  }
+  if (opened.movedAside) {
+    log.error(
+      { file: opened.movedAside },
+      'the device sessions file could not be read; it was moved aside and a new one started. Devices that observed before must register again (they will once their relation times out)',
+    );
+  }
+  return opened.store;
 }
 
 /** The outbox file in the state directory; an unreadable one is moved aside (and said so), never deleted. */

@@ -9,6 +9,7 @@ import type { RecentValue, RecentValues, RecentValuesQuery } from '../devices/re
 import { DeviceSessions } from '../devices/sessions.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall, Subscriber, TelemetryRecord, UplinkOutcome } from '../model.js';
 import type { AttributeAnswer, ClaimRequest, DownlinkBounds } from '../upstream/gateway-api.js';
+import type { RestoredSessions, RpcJournal } from '../state/session-store.js';
 import { readAttributes, type AttributeKeys, type AttributeReadOutcome } from './attribute-request.js';
 import { forwardClientAttributes } from './attributes.js';
 import { claimDevice } from './claim.js';
@@ -18,7 +19,7 @@ import { createDownlinkHandler, type DownlinkRefusals } from './downlink.js';
 import { packageDiagnostic, packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
-import { expireQueuedRpcs, observeRpc, replyToRpc } from './rpc.js';
+import { expireQueuedRpcs, observeRpc, replyToRpc, restoreQueuedRpcs } from './rpc.js';
 import { RpcRoundTrips, type RpcEnd, type RpcStats } from './rpc-round-trips.js';
 import { createSessionLimitsAsker } from './session-limits.js';
 import { observeSharedAttributes, refreshSharedAttributes } from './shared-attributes.js';
@@ -49,6 +50,12 @@ export interface Bridge {
   otaPackage(device: Device, kind: PackageKind, title: string | undefined, version: string | undefined, answerWithinMs: number): Promise<PackageOutcome>;
   /** Ends the observations of devices a reload removed or gave new credentials. */
   revokeDevices(names: readonly string[]): void;
+  /**
+   * RPCs an earlier run kept for devices (the session store), back in their queues before any relation is
+   * restored: they follow the devices' RPC observations like any queued RPC. Devices no longer served and
+   * RPCs expired meanwhile are dropped and logged.
+   */
+  restoreQueuedRpcs(restored: Pick<RestoredSessions, 'rpcs' | 'lastRpcSequence'>): void;
   /** Everything arriving on the subscribed upstream topics. */
   handleDownlink(topic: string, payload: Buffer): void;
   /** Messages from upstream refused so far, by why. */
@@ -71,6 +78,8 @@ export interface BridgeDeps {
   readonly presence: DevicePresence;
   readonly attributes: AttributeStore;
   readonly sessions: SessionsConfig;
+  /** Where queued and undelivered RPCs are written down (sessions.persist); absent: memory only. */
+  readonly rpcJournal?: RpcJournal;
   /** How long to wait for ThingsBoard's getSessionLimits answer after connecting; 0: do not ask. */
   readonly sessionLimitsTimeoutMs: number;
   readonly packages: PackageSupply;
@@ -93,7 +102,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     uplink: deps.uplink,
     presence,
     attributes: deps.attributes,
-    sessions: new DeviceSessions({ ttlMs: options.rpcQueueTtlMs, maxPerDevice: options.rpcQueueMax }),
+    sessions: new DeviceSessions({ ttlMs: options.rpcQueueTtlMs, maxPerDevice: options.rpcQueueMax }, deps.rpcJournal),
     attributeReads: new PendingAnswers<AttributeAnswer>(options.attributeRequestTimeoutMs),
     ownRpcs: new PendingAnswers<JsonValue>(options.clientRpcTimeoutMs),
     rpcRoundTrips: new RpcRoundTrips(options.rpcQueueTtlMs + RPC_REPLY_GRACE_MS),
@@ -142,6 +151,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
       }
     },
+    restoreQueuedRpcs: (saved) => restoreQueuedRpcs(context, saved),
     handleDownlink: createDownlinkHandler(context, deps.downlinkBounds, refusals),
     downlinkRefusals: () => refusals,
     onRpcEnd: (listener) => context.rpcRoundTrips.onEnd(listener),

@@ -1,5 +1,6 @@
 import type { Device, JsonValue, RpcCall, Subscriber, UplinkOutcome } from '../model.js';
 import type { Dropped, PendingRpc } from '../devices/sessions.js';
+import type { RestoredSessions } from '../state/session-store.js';
 import { MessageTooLargeError, rpcReplyItem, type UplinkItem } from '../upstream/gateway-api.js';
 import type { BridgeContext } from './context.js';
 import { subscribe, type Subscription } from './subscription.js';
@@ -10,7 +11,7 @@ import { subscribe, type Subscription } from './subscription.js';
  */
 export function handleRpcRequest(context: BridgeContext, deviceName: string, call: RpcCall): void {
   context.rpcRoundTrips.arrived(deviceName, call.id);
-  const pending = context.sessions.pendingRpc(call);
+  const pending = context.sessions.pendingRpc(deviceName, call);
   const subscriber = context.sessions.subscriber(deviceName, 'rpc');
   if (subscriber) {
     deliver(context, deviceName, subscriber, pending);
@@ -43,6 +44,25 @@ export function replyToRpc(context: BridgeContext, device: Device, id: number, d
   return context.uplink.send(device, [item]);
 }
 
+/** RPCs kept by an earlier run, back in their devices' queues; those of devices no longer served are dropped. */
+export function restoreQueuedRpcs(context: BridgeContext, restored: Pick<RestoredSessions, 'rpcs' | 'lastRpcSequence'>): void {
+  context.sessions.continueAfter(restored.lastRpcSequence);
+  const saved = restored.rpcs;
+  const served: RestoredSessions['rpcs'][number][] = [];
+  for (const each of saved) {
+    const { entry, saved: rpc } = each;
+    if (context.devices.findByName(rpc.device) !== undefined) {
+      served.push(each);
+      continue;
+    }
+    context.sessions.settle({ call: rpc.call, sequence: rpc.sequence, expiresAt: rpc.expiresAt, entry });
+    context.log.warn({ device: rpc.device, rpcId: rpc.call.id, method: rpc.call.method }, 'RPC kept from before the restart dropped: the device is no longer in devices or devicesFile');
+  }
+  for (const { saved: rpc } of served) context.rpcRoundTrips.arrived(rpc.device, rpc.call.id);
+  for (const { device, ...dropped } of context.sessions.restoreRpcs(served)) logDropped(context, device, [dropped]);
+  if (served.length > 0) context.log.info({ rpcs: served.length }, 'RPCs kept from before the restart are queued for their devices again');
+}
+
 /** Drops expired RPCs of devices that never came back; run periodically. */
 export function expireQueuedRpcs(context: BridgeContext): void {
   for (const { device, ...dropped } of context.sessions.expireAll()) logDropped(context, device, [dropped]);
@@ -52,12 +72,14 @@ export function expireQueuedRpcs(context: BridgeContext): void {
 function deliver(context: BridgeContext, deviceName: string, subscriber: Subscriber<RpcCall>, pending: PendingRpc): void {
   void subscriber.deliver(pending.call).then((result) => {
     if (result !== 'failed') {
+      context.sessions.settle(pending);
       context.log.debug({ device: deviceName, rpcId: pending.call.id, result }, 'RPC delivered to the device');
       return;
     }
     // Not acknowledged before the observation ended: keep it for the device's next registration (at least
     // once, as with QoS 1), unless it has expired meanwhile.
     if (pending.expiresAt <= Date.now()) {
+      context.sessions.settle(pending);
       logDropped(context, deviceName, [{ call: pending.call, reason: 'expired' }]);
       return;
     }

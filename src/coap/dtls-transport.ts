@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { DtlsServer, type DtlsConnection, type DtlsPolicy, type DtlsServerOptions } from '../dtls/server.js';
 import type { BoundAddress } from '../net/udp-socket.js';
-import type { DatagramSink, DatagramTransport, Peer } from './transport.js';
+import { formatPeer, type DatagramSink, type DatagramTransport, type Peer, type PeerRecord } from './transport.js';
+import type { PeerCredential } from '../model.js';
 
 interface DtlsPeer extends Peer {
   /** The DTLS session table's key. */
@@ -46,16 +47,35 @@ export class DtlsTransport implements DatagramTransport {
     if (connection && this.peerOf(connection).key === peer.key) connection.send(datagram);
   }
 
+  reachable(peer: Peer): boolean {
+    const connection = this.server.connection((peer as DtlsPeer).connectionKey);
+    return connection !== undefined && this.peerOf(connection).key === peer.key;
+  }
+
+  /** Only a peer with an identity can be recognised after a restart: a session without one ends with it. */
+  record(peer: Peer): PeerRecord | undefined {
+    if (!peer.credential) return undefined;
+    return { transport: this.name, address: peer.address, port: peer.port, credential: peer.credential };
+  }
+
+  /** The same key a new session of that identity from that address gets, so the two meet (see reachable()). */
+  restore(record: PeerRecord): Peer {
+    const connectionKey = formatPeer({ address: record.address, port: record.port });
+    return {
+      key: `dtls ${connectionKey} ${principalOf(record.credential)}`,
+      address: record.address,
+      port: record.port,
+      transport: this,
+      credential: record.credential,
+      connectionKey,
+    } as DtlsPeer;
+  }
+
   private peerOf(connection: DtlsConnection): DtlsPeer {
     let peer = this.peers.get(connection);
     if (!peer) {
       const { credential } = connection;
-      const principal =
-        credential === undefined
-          ? `session ${++this.anonymousSessions}`
-          : credential.kind === 'psk'
-            ? `psk ${credential.identity}`
-            : `cert ${credential.fingerprint256}`;
+      const principal = credential === undefined ? `session ${++this.anonymousSessions}` : principalOf(credential);
       peer = {
         key: `dtls ${connection.key} ${principal}`,
         address: connection.address,
@@ -68,6 +88,11 @@ export class DtlsTransport implements DatagramTransport {
     }
     return peer;
   }
+}
+
+function principalOf(credential: PeerCredential | undefined): string {
+  if (credential === undefined) return 'unknown';
+  return credential.kind === 'psk' ? `psk ${credential.identity}` : `cert ${credential.fingerprint256}`;
 }
 
 function largestBlockWithin(bytes: number): number {

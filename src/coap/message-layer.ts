@@ -13,6 +13,7 @@ import { DedupCache } from './dedup.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { ObserveRegistry, type Relation } from './observe.js';
+import type { JournalEntry, ObservationJournal, SavedObservation } from './observe-journal.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { continuesOrEnds, type RequestLimits } from './limits.js';
 import { ResponseCounts } from './response-counts.js';
@@ -99,6 +100,10 @@ export interface MessageLayerStats {
   observationsEnded: number;
   /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
   observationsRefused: number;
+  /** Relations that followed their device to a new address. */
+  observationsMoved: number;
+  /** Relations brought back from the session store at start. */
+  observationsRestored: number;
   /** Responses and notifications sent as one Block2 block of a larger representation. */
   blockResponses: number;
   /** Answers not remembered for retransmissions because their source address held its share of the table. */
@@ -110,6 +115,7 @@ const SHUTTING_DOWN: CoapResponse = {
   payload: 'gateway is shutting down',
   maxAge: 10,
 };
+const EMPTY = Buffer.alloc(0);
 const INTERNAL_ERROR: CoapResponse = { code: ResponseCode.InternalServerError, payload: 'internal gateway error' };
 
 export class CoapMessageLayer {
@@ -125,6 +131,8 @@ export class CoapMessageLayer {
     notifications: 0,
     observationsEnded: 0,
     observationsRefused: 0,
+    observationsMoved: 0,
+    observationsRestored: 0,
     blockResponses: 0,
     answersNotKept: 0,
   };
@@ -319,7 +327,7 @@ export class CoapMessageLayer {
       }
     } else if (request.observe !== undefined && request.method === Method.GET) {
       if (request.observe === 0) {
-        const offer = this.observations.offer(peer, request, blockKey(peer, request), this.blocks2.szxFor(block2, peer.transport.maxBlockSize));
+        const offer = this.observations.offer(peer, request, resourceOf(request), this.blocks2.szxFor(block2, peer.transport.maxBlockSize));
         request = { ...request, observation: offer };
       } else if (request.observe === 1) {
         this.observations.deregister(peer, request.token);
@@ -341,6 +349,8 @@ export class CoapMessageLayer {
       this.handlerFailed(error, request);
       result = INTERNAL_ERROR;
     }
+    // The handler knows by now who sent it (a known token, a DTLS identity): that device's relations follow.
+    if (request.authenticatedAs !== undefined) this.observations.sighted(request.authenticatedAs, peer);
     if (!(result instanceof Promise)) {
       this.respond(message, peer, request, blockEcho, result, false);
       return;
@@ -550,12 +560,87 @@ export class CoapMessageLayer {
     this.drained = undefined;
   }
 
+  /** Relations are written there from now on, and removed when they end (not when the gateway stops). */
+  useJournal(journal: ObservationJournal): void {
+    this.observations.useJournal(journal);
+  }
+
+  /**
+   * Brings back a relation an earlier run wrote down: its registration is replayed through the handler,
+   * which checks it like a new one (the device may be gone, its token changed). Accepted, the observer gets
+   * a CON notification of the current state to confirm it; refused, the answer goes to the observer
+   * without Observe, as a final response (RFC 7641 §3.2), and nothing of it stays written.
+   */
+  restoreObservation(peer: Peer, entry: JournalEntry, saved: SavedObservation): Promise<'restored' | 'refused'> {
+    const registration = {
+      peer,
+      method: Method.GET,
+      confirmable: saved.confirmable,
+      token: saved.token,
+      uriPath: saved.uriPath,
+      uriQuery: saved.uriQuery,
+      contentFormat: undefined,
+      accept: undefined,
+      observe: 0,
+      block1: undefined,
+      block2: undefined,
+      size1: undefined,
+      requestTag: '',
+      payload: EMPTY,
+      receivedAt: Date.now(),
+      restored: true as const,
+    };
+    const offer = this.observations.offerRestored(peer, registration, resourceOf(registration), entry, saved);
+    const request: CoapRequest = { ...registration, observation: offer };
+    const conclude = (response: CoapResponse): 'restored' | 'refused' => {
+      if (this.stopped) return 'refused';
+      const relation = this.observations.conclude(offer, response);
+      if (relation) {
+        this.observations.confirmRestored(relation, response);
+        return 'restored';
+      }
+      this.sendRefusal(peer, saved, response);
+      return 'refused';
+    };
+    let result: CoapResponse | Promise<CoapResponse>;
+    try {
+      result = this.handler(request);
+    } catch (error) {
+      this.handlerFailed(error, request);
+      result = INTERNAL_ERROR;
+    }
+    if (!(result instanceof Promise)) return Promise.resolve(conclude(result));
+    return result.then(conclude, (error: unknown) => {
+      this.handlerFailed(error, request);
+      return conclude(INTERNAL_ERROR);
+    });
+  }
+
+  /** A restored registration the handler refused: the observer hears why, once, and should register again. */
+  private sendRefusal(peer: Peer, saved: SavedObservation, response: CoapResponse): void {
+    if (peer.transport.reachable?.(peer) === false) return;
+    const type = saved.confirmable ? MessageType.Confirmable : MessageType.NonConfirmable;
+    const messageId = this.messageIds.next(peer);
+    const datagram = this.encodeResponse(type, messageId, saved.token, shortDiagnostic(response));
+    if (type === MessageType.Confirmable) this.confirmables.send(peer, messageId, datagram);
+    else peer.transport.send(peer, datagram);
+  }
+
+  /**
+   * Before a clean stop: every relation the session store does not hold gets `final` (5.03 with Max-Age),
+   * so its RFC 7641 observer knows to register again; those it holds are told nothing and come back at the
+   * next start. Waits up to `waitMs` for the finals to be acknowledged. Every relation has ended after it.
+   */
+  endObservations(final: CoapResponse, waitMs: number): Promise<void> {
+    return this.observations.stop(final, waitMs);
+  }
+
   /** Clears every timer and table and ends every Observe relation ('stopped'); nothing is sent afterwards. */
   stop(): void {
     this.draining = true;
     this.stopped = true;
     this.piggybackDeadlines.clear();
-    this.observations.stop();
+    void this.observations.stop();
     this.confirmables.stop();
     this.blocks.clear();
     this.blocks2.clear();
@@ -589,9 +674,11 @@ function shortDiagnostic(response: CoapResponse): CoapResponse {
   return { ...response, payload: `${payload.slice(0, cut)}…` };
 }
 
-/** Where a sliced representation waits for follow-ups: RFC 7959 ties them to the peer, method and URI. */
-const blockKey = (peer: Peer, request: CoapRequest): string =>
-  `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')}`;
+/** A request's method and URI: with the peer, where a sliced representation waits for follow-ups (RFC 7959). */
+const resourceOf = (request: Pick<CoapRequest, 'method' | 'uriPath' | 'uriQuery'>): string =>
+  `${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')}`;
+
+const blockKey = (peer: Peer, request: CoapRequest): string => `${peer.key} ${resourceOf(request)}`;
 
 const withOption = (response: CoapResponse, number: number, value: Buffer): CoapResponse => ({
   ...response,

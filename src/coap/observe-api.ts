@@ -31,6 +31,11 @@ export type NotificationOutcome =
 
 export interface ObservationOptions {
   /**
+   * Who the relation belongs to (the device). A request the handler authenticated as the same owner from
+   * another address of the same transport moves the relation there (CoapRequest.authenticatedAs).
+   */
+  readonly owner?: string;
+  /**
    * The resource's current representation. Sent as a CON notification when the relation has been quiet
    * for the configured check interval, so an observer that vanished is found (RFC 7641 §4.5).
    */

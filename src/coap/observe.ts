@@ -4,7 +4,7 @@
 // and the periodic liveness check all happen here. What a handler sees is in observe-api.ts.
 import type { Logger } from 'pino';
 import type { LRUCache } from 'lru-cache';
-import { MessageType, codeClass, codeToString } from './codes.js';
+import { MessageType, ResponseCode, codeClass, codeToString } from './codes.js';
 import type { ConfirmableSender, DeliveryOutcome } from './confirmable-sender.js';
 import type { MessageIdAllocator } from './message-ids.js';
 import type {
@@ -14,14 +14,21 @@ import type {
   ObservationOptions,
   ObserveRelation,
 } from './observe-api.js';
+import { nextFloorAt, restoredSequence, type JournalEntry, type ObservationJournal, type SavedObservation } from './observe-journal.js';
 import type { CoapRequest, CoapResponse } from './request.js';
 import { formatPeer, type Peer } from './transport.js';
+import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
 import { LogOncePer } from '../log.js';
 import { boundedCache } from '../bounded-cache.js';
 
 export interface ObserveOptions {
   /** A relation quiet this long gets a CON with the current state; a NON one gets CON at least this often. */
   readonly checkIntervalMs: number;
+  /**
+   * How long the old address of a device seen elsewhere has to acknowledge a CON before its relations
+   * move to the new one (see sighted()). Default 4 s: the first transmission and one retransmission.
+   */
+  readonly moveProbeMs?: number;
   readonly maxObservations: number;
   /** Notifications waiting behind an unacknowledged CON, per relation; beyond it the oldest is dropped. */
   readonly maxQueued?: number;
@@ -40,6 +47,10 @@ export interface ObserveStats {
   notifications: number;
   observationsEnded: number;
   observationsRefused: number;
+  /** Relations that followed their device to a new address. */
+  observationsMoved: number;
+  /** Relations brought back from the session store at start. */
+  observationsRestored: number;
 }
 
 // RFC 7252 §4.8.2: how long a NON may still draw a Reset.
@@ -61,8 +72,16 @@ interface Queued {
 interface InFlight {
   readonly messageId: number;
   /** Absent for the registration's own separate response. */
-  readonly resolve: ((outcome: NotificationOutcome) => void) | undefined;
+  readonly item: Queued | undefined;
 }
+
+/**
+ * After an address answered nothing for this long it no longer counts as the device's live endpoint: a
+ * request from another address of the device probes it again. Within it, requests from other addresses
+ * (a second socket of the same device: a one-shot coap-client beside an observing one) move nothing.
+ */
+const CONFIRMED_ENDPOINT_MS = 60_000;
+const DEFAULT_MOVE_PROBE_MS = 4000;
 
 /** A registration's answer is being prepared ('pending'), the relation is live ('active'), or it is over. */
 type State = 'pending' | 'active' | 'ended';
@@ -75,28 +94,47 @@ export class Relation implements ObserveRelation {
   inFlight: InFlight | undefined;
   lastSentAt = 0;
   lastConAt = 0;
+  /** When the peer last acknowledged a CON while its device was seen at another address (see sighted()). */
+  answeredProbeAt = 0;
+  /** Its place in the session store; undefined when nothing is written (store off, or a peer that cannot come back). */
+  entry: JournalEntry | undefined;
+  /** What the store holds for it; its floor is rewritten halfway through each window of Observe numbers. */
+  saved: SavedObservation | undefined;
+  floorAt = 0;
+  /** The device's newest other address, while its current one is probed (see ObserveRegistry.sighted). */
+  candidate: Peer | undefined;
+  probe: Deadline | undefined;
+  /** Restored for a peer that cannot be reached yet (a DTLS device before its new handshake): since when. */
+  dormantSince: number | undefined;
 
   constructor(
     private readonly registry: ObserveRegistry,
     /** peer.key#token: RFC 7641 §4.1 keys observers by endpoint and token. */
-    readonly key: string,
-    readonly peer: Peer,
+    public key: string,
+    public peer: Peer,
     readonly token: Buffer,
     readonly confirmable: boolean,
-    /** Where a large notification is kept for Block2 follow-ups: the registration's peer, method and URI. */
-    readonly blockKey: string,
+    /** The registration's method and URI: with the peer, where a large notification waits for Block2 follow-ups. */
+    readonly resource: string,
     /** Block2 size exponent for this observer (it may have asked for small blocks when registering). */
     readonly szx: number,
     readonly options: ObservationOptions,
     sequence: number,
     /** Accepted while the table was full: answered without Observe, then ended 'refused'. */
     readonly overCapacity: boolean,
+    /** The registration as the handler saw it, to write down once the relation is live. */
+    readonly registration: Pick<CoapRequest, 'uriPath' | 'uriQuery'>,
   ) {
     this.sequence = sequence;
   }
 
   get active(): boolean {
     return this.state !== 'ended';
+  }
+
+  /** Follows the peer: RFC 7959 ties Block2 follow-ups to the endpoint that asks. */
+  get blockKey(): string {
+    return `${this.peer.key} ${this.resource}`;
   }
 
   notify(response: CoapResponse): Promise<NotificationOutcome> {
@@ -111,6 +149,7 @@ export class Relation implements ObserveRelation {
   nextSequence(): number {
     const value = this.sequence;
     this.sequence = (value + 1) & SEQUENCE_MASK;
+    if (this.saved && value === this.floorAt) this.registry.writeFloor(this, value);
     return value;
   }
 }
@@ -123,10 +162,12 @@ class Offer implements ObservationOffer {
     private readonly registry: ObserveRegistry,
     readonly key: string,
     readonly peer: Peer,
-    readonly request: Pick<CoapRequest, 'token' | 'confirmable'>,
-    readonly blockKey: string,
+    readonly request: Pick<CoapRequest, 'token' | 'confirmable' | 'uriPath' | 'uriQuery'>,
+    readonly resource: string,
     readonly szx: number,
     readonly sequence: number,
+    /** Set when the offer replays a relation from the session store. */
+    readonly restored: { readonly entry: JournalEntry; readonly saved: SavedObservation } | undefined,
   ) {}
 
   accept(options: ObservationOptions): ObserveRelation {
@@ -139,6 +180,8 @@ class Offer implements ObservationOffer {
 
 export class ObserveRegistry {
   private readonly relations = new Map<string, Relation>();
+  /** Each owner's relations (a device has one or two), so a request from a new address finds them at once. */
+  private readonly byOwner = new Map<string, Relation | Relation[]>();
   /** Over-capacity relations whose answer is still being prepared: they too must hear onEnd on stop(). */
   private readonly refusing = new Set<Relation>();
   /**
@@ -148,7 +191,9 @@ export class ObserveRegistry {
   private nonNotifications: LRUCache<string, Relation> | undefined;
   private readonly maxQueued: number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly probes: FixedDelayDeadlines;
   private readonly warnings = new LogOncePer(10 * 60_000, 2);
+  private journal: ObservationJournal | undefined;
 
   constructor(
     private readonly options: ObserveOptions,
@@ -157,6 +202,12 @@ export class ObserveRegistry {
     private readonly log: Logger,
   ) {
     this.maxQueued = options.maxQueued ?? 100;
+    this.probes = new FixedDelayDeadlines(options.moveProbeMs ?? DEFAULT_MOVE_PROBE_MS);
+  }
+
+  /** From now on live relations are written down there (and removed when they end). */
+  useJournal(journal: ObservationJournal): void {
+    this.journal = journal;
   }
 
   /**
@@ -164,20 +215,32 @@ export class ObserveRegistry {
    * before the handler runs, and the new one continues its sequence numbers so the observer never sees
    * them go back within 128 s (§3.4).
    */
-  offer(peer: Peer, request: Pick<CoapRequest, 'token' | 'confirmable'>, blockKey: string, szx: number): ObservationOffer {
-    const key = `${peer.key}#${request.token.toString('hex')}`;
+  offer(peer: Peer, request: Pick<CoapRequest, 'token' | 'confirmable' | 'uriPath' | 'uriQuery'>, resource: string, szx: number): ObservationOffer {
+    const key = relationKey(peer, request.token);
     const previous = this.relations.get(key);
     let sequence = 0;
     if (previous) {
       sequence = previous.sequence;
       this.close(previous, 'reregistered');
     }
-    return new Offer(this, key, peer, request, blockKey, szx, sequence);
+    return new Offer(this, key, peer, request, resource, szx, sequence, undefined);
+  }
+
+  /**
+   * A relation written down by an earlier run, replayed as its registration: the handler accepts it like a
+   * new one, and it goes on with Observe numbers fresher than any the observer saw (restoredSequence).
+   */
+  offerRestored(peer: Peer, request: Pick<CoapRequest, 'token' | 'confirmable' | 'uriPath' | 'uriQuery'>, resource: string, entry: JournalEntry, saved: SavedObservation): ObservationOffer {
+    const key = relationKey(peer, request.token);
+    const previous = this.relations.get(key);
+    if (previous) this.close(previous, 'reregistered');
+    const sequence = restoredSequence(saved, this.journal?.generation ?? saved.generation);
+    return new Offer(this, key, peer, request, resource, saved.szx, sequence, { entry, saved });
   }
 
   /** A GET with Observe 1 (RFC 7641 §3.6): the request itself is then handled as a plain GET. */
   deregister(peer: Peer, token: Buffer): void {
-    const relation = this.relations.get(`${peer.key}#${token.toString('hex')}`);
+    const relation = this.relations.get(relationKey(peer, token));
     if (relation) this.close(relation, 'deregistered');
   }
 
@@ -190,12 +253,17 @@ export class ObserveRegistry {
       // A copy: the request's token is a view into its datagram, which a long relation should not keep.
       Buffer.from(offer.request.token),
       offer.request.confirmable,
-      offer.blockKey,
+      offer.resource,
       offer.szx,
       options,
       offer.sequence,
       overCapacity,
+      { uriPath: offer.request.uriPath, uriQuery: offer.request.uriQuery },
     );
+    if (offer.restored) {
+      relation.entry = offer.restored.entry;
+      relation.saved = offer.restored.saved;
+    }
     if (overCapacity) {
       this.refusing.add(relation);
       return relation;
@@ -204,6 +272,7 @@ export class ObserveRegistry {
     const other = this.relations.get(offer.key);
     if (other) this.close(other, 'reregistered');
     this.relations.set(offer.key, relation);
+    if (options.owner !== undefined) this.index(options.owner, relation);
     this.stats.observations = this.relations.size;
     this.sweepTimer ??= this.startSweep();
     return relation;
@@ -219,7 +288,11 @@ export class ObserveRegistry {
     const offer = observation as Offer;
     offer.answered = true;
     const relation = offer.relation;
-    if (!relation || relation.state !== 'pending') return undefined;
+    if (!relation || relation.state !== 'pending') {
+      // A restored registration nobody accepted (its route refused it): nothing of it stays written.
+      if (!relation && offer.restored) this.journal?.remove(offer.restored.entry);
+      return undefined;
+    }
     if (relation.overCapacity) {
       this.refusing.delete(relation);
       if (this.warnings.first('capacity')) {
@@ -251,8 +324,23 @@ export class ObserveRegistry {
   registeredConfirmable(relation: Relation, messageId: number): (outcome: DeliveryOutcome) => void {
     if (relation.state !== 'pending') return ignore;
     this.activate(relation);
-    relation.inFlight = { messageId, resolve: undefined };
+    relation.inFlight = { messageId, item: undefined };
     return (outcome) => this.delivered(relation, messageId, outcome);
+  }
+
+  /**
+   * A restored relation's replayed registration was answered with `current`: it is live again, and the
+   * observer is asked to confirm it with a CON notification of that state (an RST or silence ends it).
+   * A peer that cannot be reached yet (DTLS before the device's new handshake) waits, at most one check
+   * interval, for its device to come back.
+   */
+  confirmRestored(relation: Relation, current: CoapResponse): void {
+    if (relation.state !== 'pending') return;
+    this.activate(relation);
+    this.stats.observationsRestored++;
+    relation.queue.push({ response: current, resolve: ignore, check: true });
+    if (relation.peer.transport.reachable?.(relation.peer) === false) relation.dormantSince = Date.now();
+    else this.pump(relation);
   }
 
   notify(relation: Relation, response: CoapResponse): Promise<NotificationOutcome> {
@@ -278,8 +366,102 @@ export class ObserveRegistry {
   }
 
   /**
+   * A request authenticated as `owner` came from `peer`. Its relations on other addresses of the same
+   * transport follow it there: NAT rebinding, a DHCP renewal or a restarted border router change a
+   * device's address without it knowing that it should register again. A device may also use two sockets
+   * at once (an observer and a one-shot sender), so the old address is asked first, with a CON carrying
+   * the relation's token: acknowledged within moveProbeMs, the relation stays; reset or silent, it moves
+   * with its token, Observe numbers and waiting notifications. An address that acknowledged within the
+   * last minute is not asked again. An unreachable one (DTLS without a session) is not asked at all.
+   */
+  sighted(owner: string, peer: Peer): void {
+    const indexed = this.byOwner.get(owner);
+    if (indexed === undefined) return;
+    if (!Array.isArray(indexed)) this.follow(indexed, peer);
+    else for (const relation of [...indexed]) this.follow(relation, peer);
+  }
+
+  private follow(relation: Relation, peer: Peer): void {
+    if (relation.state !== 'active' || relation.peer.transport !== peer.transport) return;
+    if (relation.peer.key === peer.key) {
+      // The same endpoint: a relation waiting for its device's new DTLS session has it now.
+      if (relation.dormantSince !== undefined && peer.transport.reachable?.(peer) !== false) {
+        relation.peer = peer;
+        relation.dormantSince = undefined;
+        this.pump(relation);
+      }
+      // The old address speaks: it is alive, whatever the probe would have said.
+      relation.candidate = undefined;
+      if (relation.probe) this.probes.cancel(relation.probe);
+      relation.probe = undefined;
+      return;
+    }
+    relation.candidate = peer;
+    if (relation.probe) return; // the running probe moves it to the newest address
+    if (relation.dormantSince !== undefined || relation.peer.transport.reachable?.(relation.peer) === false) {
+      this.move(relation);
+      return;
+    }
+    if (Date.now() - relation.answeredProbeAt < CONFIRMED_ENDPOINT_MS) {
+      relation.candidate = undefined;
+      return;
+    }
+    relation.probe = this.probes.add(() => this.probeExpired(relation));
+    // A CON already in flight asks the question; otherwise a check with the current state does.
+    if (relation.inFlight === undefined) {
+      let current: CoapResponse;
+      try {
+        current = relation.options.current();
+      } catch {
+        current = { code: ResponseCode.Content };
+      }
+      relation.queue.unshift({ response: current, resolve: ignore, check: true });
+      this.pump(relation);
+    }
+  }
+
+  /** The old address said nothing in time: the CON in flight there is withdrawn and the relation moves. */
+  private probeExpired(relation: Relation): void {
+    relation.probe = undefined;
+    if (relation.state !== 'active' || relation.candidate === undefined) return;
+    const inFlight = relation.inFlight;
+    if (inFlight) {
+      relation.inFlight = undefined;
+      this.wire.confirmables.cancel(relation.peer, inFlight.messageId);
+      // A notification goes again to the new address; a check has done its work.
+      if (inFlight.item && !inFlight.item.check) relation.queue.unshift(inFlight.item);
+    }
+    this.move(relation);
+  }
+
+  private move(relation: Relation): void {
+    const to = relation.candidate!;
+    const from = relation.peer;
+    relation.candidate = undefined;
+    if (relation.probe) this.probes.cancel(relation.probe);
+    relation.probe = undefined;
+    relation.dormantSince = undefined;
+    const key = relationKey(to, relation.token);
+    const other = this.relations.get(key);
+    if (other && other !== relation) this.close(other, 'reregistered');
+    if (this.relations.get(relation.key) === relation) this.relations.delete(relation.key);
+    relation.key = key;
+    relation.peer = to;
+    relation.answeredProbeAt = 0;
+    this.relations.set(key, relation);
+    this.stats.observationsMoved++;
+    this.log.info(
+      { device: relation.options.owner, from: formatPeer(from), to: formatPeer(to) },
+      'Observe relation moved to the address the device now uses',
+    );
+    this.save(relation, true);
+    this.pump(relation);
+  }
+
+  /**
    * Ends a relation once: what is in flight stops being retransmitted, what waits resolves 'failed',
-   * `final` (from end()) goes out without Observe, and the owner hears onEnd.
+   * `final` (from end()) goes out without Observe, and the owner hears onEnd. Only 'stopped' keeps what
+   * the session store holds: that relation comes back at the next start.
    */
   close(relation: Relation, reason: ObservationEndReason, final?: CoapResponse): void {
     if (relation.state === 'ended') return;
@@ -289,15 +471,19 @@ export class ObserveRegistry {
       this.relations.delete(relation.key);
       this.stats.observations = this.relations.size;
     }
+    if (relation.options.owner !== undefined) this.unindex(relation.options.owner, relation);
+    if (relation.probe) this.probes.cancel(relation.probe);
+    relation.probe = undefined;
     this.refusing.delete(relation);
     if (reason === 'refused') this.stats.observationsRefused++;
     else this.stats.observationsEnded++;
+    if (reason !== 'stopped' && relation.entry) this.journal?.remove(relation.entry);
 
     const { inFlight, peer } = relation;
     relation.inFlight = undefined;
-    if (inFlight?.resolve) {
+    if (inFlight?.item) {
       this.wire.confirmables.cancel(peer, inFlight.messageId);
-      inFlight.resolve('failed');
+      inFlight.item.resolve('failed');
     }
     // A separate registration answer in flight is left to finish: it still answers the observer's request.
     for (const queued of relation.queue.splice(0)) queued.resolve('failed');
@@ -311,17 +497,96 @@ export class ObserveRegistry {
     }
   }
 
-  /** Ends every relation with 'stopped' and clears the sweep; nothing is sent. */
-  stop(): void {
+  /**
+   * Ends every relation with 'stopped' and clears the timers. A relation the session store holds comes back
+   * at the next start and is told nothing; any other gets `final` (when given), so an RFC 7641 observer
+   * knows to register again. Resolves when those finals are acknowledged, or after `waitMs`.
+   */
+  async stop(final?: CoapResponse, waitMs = 0): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
-    for (const relation of [...this.relations.values(), ...this.refusing]) this.close(relation, 'stopped');
+    this.probes.clear();
+    const farewells: Array<Promise<void>> = [];
+    for (const relation of [...this.relations.values(), ...this.refusing]) {
+      const told = final !== undefined && relation.state === 'active' && relation.entry?.kept !== true && relation.dormantSince === undefined;
+      if (told) farewells.push(new Promise((resolve) => this.sendFinal(relation, final, () => resolve())));
+      this.close(relation, 'stopped');
+    }
     this.nonNotifications?.clear();
+    if (farewells.length === 0 || waitMs <= 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(farewells), new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
+  }
+
+  /** Writes the floor of the relation's Observe numbers again, halfway through its window (see observe-journal.ts). */
+  writeFloor(relation: Relation, sequence: number): void {
+    if (!relation.saved || !relation.entry || !this.journal) return;
+    relation.saved = { ...relation.saved, sequence, generation: this.journal.generation };
+    relation.floorAt = nextFloorAt(sequence);
+    this.journal.update(relation.entry, relation.saved);
   }
 
   private activate(relation: Relation): void {
     relation.state = 'active';
     relation.lastSentAt = relation.lastConAt = Date.now();
+    this.save(relation, false);
+  }
+
+  /**
+   * Writes the relation down when it is new or `moved` (a restored one is written already), when there is a
+   * journal and its peer can come back.
+   */
+  private save(relation: Relation, moved: boolean): void {
+    const journal = this.journal;
+    const owner = relation.options.owner;
+    if (!journal || owner === undefined || relation.state !== 'active') return;
+    const peer = relation.peer.transport.record?.(relation.peer);
+    if (!peer) {
+      // A peer that cannot come back (a DTLS session without identity): nothing of it may stay written.
+      if (relation.entry) journal.remove(relation.entry);
+      relation.entry = undefined;
+      relation.saved = undefined;
+      return;
+    }
+    if (relation.saved && relation.entry) {
+      if (moved) {
+        relation.saved = { ...relation.saved, peer };
+        journal.update(relation.entry, relation.saved);
+      }
+    } else {
+      relation.saved = {
+        peer,
+        owner,
+        token: relation.token,
+        confirmable: relation.confirmable,
+        uriPath: relation.registration.uriPath,
+        uriQuery: relation.registration.uriQuery,
+        szx: relation.szx,
+        sequence: relation.sequence,
+        generation: journal.generation,
+      };
+      relation.entry = journal.add(relation.saved);
+    }
+    // A restored relation's floor is where this run started it.
+    relation.floorAt = nextFloorAt(relation.sequence);
+  }
+
+  private index(owner: string, relation: Relation): void {
+    const indexed = this.byOwner.get(owner);
+    if (indexed === undefined) this.byOwner.set(owner, relation);
+    else if (Array.isArray(indexed)) indexed.push(relation);
+    else this.byOwner.set(owner, [indexed, relation]);
+  }
+
+  private unindex(owner: string, relation: Relation): void {
+    const indexed = this.byOwner.get(owner);
+    if (indexed === relation) this.byOwner.delete(owner);
+    else if (Array.isArray(indexed)) {
+      const rest = indexed.filter((each) => each !== relation);
+      if (rest.length === 0) this.byOwner.delete(owner);
+      else this.byOwner.set(owner, rest.length === 1 ? rest[0]! : rest);
+    }
   }
 
   private enqueue(relation: Relation, item: Queued): void {
@@ -335,7 +600,7 @@ export class ObserveRegistry {
 
   /** Sends what waits, in order, until a CON is in flight (RFC 7641 §4.5.1: one at a time). */
   private pump(relation: Relation): void {
-    while (relation.state === 'active' && relation.inFlight === undefined) {
+    while (relation.state === 'active' && relation.inFlight === undefined && relation.dormantSince === undefined) {
       const item = relation.queue.shift();
       if (!item) return;
       this.transmit(relation, item);
@@ -345,7 +610,7 @@ export class ObserveRegistry {
   private transmit(relation: Relation, item: Queued): void {
     const now = Date.now();
     // RFC 7641 §4.5: even a NON observer gets a CON now and then, so one that went away is noticed.
-    const confirmable = relation.confirmable || item.check || now - relation.lastConAt >= this.options.checkIntervalMs;
+    const confirmable = relation.confirmable || item.check || relation.probe !== undefined || now - relation.lastConAt >= this.options.checkIntervalMs;
     const { peer } = relation;
     const observe = relation.nextSequence();
     const messageId = this.wire.messageIds.next(peer);
@@ -361,7 +626,7 @@ export class ObserveRegistry {
     relation.lastSentAt = now;
     if (confirmable) {
       relation.lastConAt = now;
-      relation.inFlight = { messageId, resolve: item.resolve };
+      relation.inFlight = { messageId, item };
       this.wire.confirmables.send(peer, messageId, datagram, (outcome) => this.delivered(relation, messageId, outcome));
     } else {
       peer.transport.send(peer, datagram);
@@ -376,12 +641,26 @@ export class ObserveRegistry {
     switch (outcome) {
       case 'reset':
       case 'timed-out':
+        if (relation.candidate) {
+          // The old address is gone or no longer knows the relation, and the device spoke from another.
+          relation.inFlight = undefined;
+          if (inFlight.item && !inFlight.item.check) relation.queue.unshift(inFlight.item);
+          this.move(relation);
+          return;
+        }
         this.close(relation, outcome);
         return;
       case 'acknowledged':
       case 'cancelled': // only if the message id was reused for another message: give up on this one
         relation.inFlight = undefined;
-        inFlight.resolve?.(outcome === 'acknowledged' ? 'acknowledged' : 'failed');
+        if (outcome === 'acknowledged' && relation.probe) {
+          // The old address is alive and knows the relation: a second endpoint of the device spoke.
+          relation.answeredProbeAt = Date.now();
+          this.probes.cancel(relation.probe);
+          relation.probe = undefined;
+          relation.candidate = undefined;
+        }
+        inFlight.item?.resolve(outcome === 'acknowledged' ? 'acknowledged' : 'failed');
         this.pump(relation);
         return;
     }
@@ -392,7 +671,7 @@ export class ObserveRegistry {
     this.nonNotifications.set(`${relation.peer.key}#${messageId}`, relation);
   }
 
-  private sendFinal(relation: Relation, final: CoapResponse): void {
+  private sendFinal(relation: Relation, final: CoapResponse, done?: () => void): void {
     const { peer } = relation;
     const type = relation.confirmable ? MessageType.Confirmable : MessageType.NonConfirmable;
     const messageId = this.wire.messageIds.next(peer);
@@ -401,11 +680,15 @@ export class ObserveRegistry {
       datagram = this.wire.encode(relation, type, messageId, final, undefined);
     } catch (error) {
       this.log.error({ err: error, peer: formatPeer(peer) }, 'final Observe response could not be encoded; not sent');
+      done?.();
       return;
     }
     // Retransmitted like any CON, but nobody waits for the outcome: the relation is over either way.
-    if (type === MessageType.Confirmable) this.wire.confirmables.send(peer, messageId, datagram);
-    else peer.transport.send(peer, datagram);
+    if (type === MessageType.Confirmable) this.wire.confirmables.send(peer, messageId, datagram, done && (() => done()));
+    else {
+      peer.transport.send(peer, datagram);
+      done?.();
+    }
   }
 
   /** One timer for all relations; a relation is checked within a tenth of the interval after it falls due. */
@@ -418,7 +701,12 @@ export class ObserveRegistry {
 
   private sweep(): void {
     const now = Date.now();
-    for (const relation of this.relations.values()) {
+    for (const relation of [...this.relations.values()]) {
+      if (relation.dormantSince !== undefined) {
+        // Restored, and its device never came back to a reachable address within a check interval.
+        if (now - relation.dormantSince >= this.options.checkIntervalMs) this.close(relation, 'timed-out');
+        continue;
+      }
       if (relation.state !== 'active' || relation.inFlight || relation.queue.length > 0) continue;
       if (now - relation.lastSentAt < this.options.checkIntervalMs) continue;
       let current: CoapResponse;
@@ -434,4 +722,9 @@ export class ObserveRegistry {
       else this.enqueue(relation, { response: current, resolve: ignore, check: true });
     }
   }
+}
+
+/** RFC 7641 §4.1 keys observers by endpoint and token. */
+function relationKey(peer: Peer, token: Buffer): string {
+  return `${peer.key}#${token.toString('hex')}`;
 }

@@ -34,6 +34,18 @@ export interface CoapRequest {
    * router) once it has read the path, read by the message layer to count the answer. Never the path.
    */
   operation?: number;
+  /**
+   * Set by the handler once it has authenticated the request as a device (a known token, or a DTLS
+   * identity): that device's Observe relations follow the request's peer (NAT rebinding, a new port).
+   * Never set for an unknown token.
+   */
+  authenticatedAs?: string;
+  /**
+   * A registration the gateway replays at start from its session store, not a datagram: the handler
+   * checks it like any other (the token may have changed meanwhile) but counts no refusal against the
+   * address, which did not send it.
+   */
+  readonly restored?: true;
 }
 
 export interface CoapResponse {

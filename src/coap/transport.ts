@@ -18,6 +18,23 @@ export interface DatagramTransport {
   /** Largest Block2 payload that fits one datagram with room for CoAP's header and options; absent: no limit. */
   readonly maxBlockSize?: number;
   send(peer: Peer, datagram: Buffer): void;
+  /**
+   * Whether a datagram sent to `peer` now can reach it; absent: always (plain UDP). A DTLS peer without a
+   * session (after a restart, before the device's new handshake) cannot be reached.
+   */
+  reachable?(peer: Peer): boolean;
+  /** The peer written down so it can come back after a restart; undefined when it cannot (a DTLS session without identity). */
+  record?(peer: Peer): PeerRecord | undefined;
+  /** A peer written down by record(), possibly by an earlier run. */
+  restore?(record: PeerRecord): Peer;
+}
+
+/** What identifies a peer across restarts: its transport, address and port, and the identity DTLS proved. */
+export interface PeerRecord {
+  readonly transport: string;
+  readonly address: string;
+  readonly port: number;
+  readonly credential?: PeerCredential;
 }
 
 /** Where a transport delivers what it receives. */

@@ -1,7 +1,7 @@
 import type dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { bindUdpSocket, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
-import type { DatagramSink, DatagramTransport, Peer } from './transport.js';
+import type { DatagramSink, DatagramTransport, Peer, PeerRecord } from './transport.js';
 
 export type { BoundAddress } from '../net/udp-socket.js';
 
@@ -19,20 +19,24 @@ export class UdpTransport implements DatagramTransport {
   async start(): Promise<BoundAddress> {
     const bound = await bindUdpSocket(
       this.options,
-      (datagram, remote) => {
-        const peer: Peer = {
-          key: `${remote.address}:${remote.port}`,
-          address: remote.address,
-          port: remote.port,
-          transport: this,
-        };
-        this.sink(datagram, peer);
-      },
+      (datagram, remote) => this.sink(datagram, this.peerAt(remote.address, remote.port)),
       'CoAP',
       this.log,
     );
     this.socket = bound.socket;
     return bound.address;
+  }
+
+  record(peer: Peer): PeerRecord {
+    return { transport: this.name, address: peer.address, port: peer.port };
+  }
+
+  restore(record: PeerRecord): Peer {
+    return this.peerAt(record.address, record.port);
+  }
+
+  private peerAt(address: string, port: number): Peer {
+    return { key: `${address}:${port}`, address, port, transport: this };
   }
 
   send(peer: Peer, datagram: Buffer): void {

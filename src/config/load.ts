@@ -67,6 +67,7 @@ export interface LimitsConfig {
 }
 
 export interface SessionsConfig {
+  readonly persist: boolean;
   readonly attributeRequestTimeoutMs: number;
   readonly clientRpcTimeoutMs: number;
   readonly rpcQueueTtlMs: number;

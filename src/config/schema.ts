@@ -594,6 +594,12 @@ export const schema = {
     },
   },
   sessions: {
+    persist: {
+      doc: 'Keep Observe relations and the RPCs waiting for devices in <state.dir>/sessions.sqlite, so a restart, a crash or a power cut leaves no observing device deaf and loses no RPC: after a start each relation is confirmed with a notification of the current state. Written when a relation starts, moves or ends and when an RPC is queued, never per notification. false: kept in memory only; a clean stop then tells each observer 5.03 so it registers again.',
+      format: 'boolean',
+      default: true,
+      env: 'COAP2MQTT_SESSIONS_PERSIST',
+    },
     attributeRequestTimeoutMs: {
       doc: 'How long a device\'s GET /attributes waits for ThingsBoard\'s answer before it is told 5.04 Gateway Timeout (ThingsBoard sends no answer at all when it fails).',
       format: integer(100, 120_000),

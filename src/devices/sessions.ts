@@ -1,6 +1,8 @@
 // Per-device downlink state: who listens for the device's shared-attribute pushes and RPCs, and the RPCs
 // waiting for a sleeping device to listen again.
+import type { JournalEntry } from '../coap/observe-journal.js';
 import type { AttributeUpdate, RpcCall, Subscriber } from '../model.js';
+import type { RpcJournal, SavedRpc } from '../state/session-store.js';
 
 export interface SubscriberKinds {
   readonly attributes: Subscriber<AttributeUpdate>;
@@ -13,6 +15,8 @@ export interface PendingRpc {
   /** Arrival order, so RPCs handed back after a failed delivery keep their place. */
   readonly sequence: number;
   readonly expiresAt: number;
+  /** Its row in the session store, from arrival until it is delivered or dropped (settle()). */
+  entry: JournalEntry | undefined;
 }
 
 export interface RpcQueueOptions {
@@ -31,7 +35,11 @@ export class DeviceSessions {
   private readonly sessions = new Map<string, DeviceSession>();
   private sequence = 0;
 
-  constructor(private readonly rpcQueue: RpcQueueOptions) {}
+  constructor(
+    private readonly rpcQueue: RpcQueueOptions,
+    /** Where RPCs are written down until settled, so a restart or crash loses none; absent: memory only. */
+    private readonly journal?: RpcJournal,
+  ) {}
 
   subscriber<K extends SubscriberKind>(deviceName: string, kind: K): SubscriberKinds[K] | undefined {
     return this.sessions.get(deviceName)?.subscribers[kind] as SubscriberKinds[K] | undefined;
@@ -54,9 +62,44 @@ export class DeviceSessions {
     return true;
   }
 
-  /** An RPC as it arrived: its place in line and its time to live start now. */
-  pendingRpc(call: RpcCall, now = Date.now()): PendingRpc {
-    return { call, sequence: this.sequence++, expiresAt: now + this.rpcQueue.ttlMs };
+  /**
+   * An RPC as it arrived: its place in line and its time to live start now. It is written down (after a
+   * short delay: one the device acknowledges at once never reaches the disk) until settle().
+   */
+  pendingRpc(deviceName: string, call: RpcCall, now = Date.now()): PendingRpc {
+    const pending: PendingRpc = { call, sequence: ++this.sequence, expiresAt: now + this.rpcQueue.ttlMs, entry: undefined };
+    pending.entry = this.journal?.add({ device: deviceName, call, sequence: pending.sequence, expiresAt: pending.expiresAt });
+    return pending;
+  }
+
+  /** The RPC reached the device, or was dropped: nothing of it stays written. */
+  settle(pending: PendingRpc): void {
+    if (pending.entry) this.journal?.remove(pending.entry);
+    pending.entry = undefined;
+  }
+
+  /**
+   * RPCs an earlier run wrote down, back in their devices' queues in arrival order; new ones line up after
+   * them. Returns those that expired meanwhile or no longer fit, settled already.
+   */
+  restoreRpcs(saved: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedRpc }>, now = Date.now()): Array<{ readonly device: string } & Dropped> {
+    const dropped: Array<{ readonly device: string } & Dropped> = [];
+    for (const { entry, saved: rpc } of saved) {
+      this.sequence = Math.max(this.sequence, rpc.sequence);
+      const pending: PendingRpc = { call: rpc.call, sequence: rpc.sequence, expiresAt: rpc.expiresAt, entry };
+      if (rpc.expiresAt <= now) {
+        this.settle(pending);
+        dropped.push({ device: rpc.device, call: rpc.call, reason: 'expired' });
+        continue;
+      }
+      for (const each of this.queueRpc(rpc.device, pending, now)) dropped.push({ device: rpc.device, ...each });
+    }
+    return dropped;
+  }
+
+  /** Numbers new RPCs after `sequence` (the highest the session store holds). */
+  continueAfter(sequence: number): void {
+    this.sequence = Math.max(this.sequence, sequence);
   }
 
   /** Keeps an RPC for a device that is not listening; returns what had to make room. */
@@ -64,7 +107,7 @@ export class DeviceSessions {
     const dropped = this.expire(deviceName, now);
     const queue = this.open(deviceName).pendingRpcs;
     queue.push(pending);
-    while (queue.length > this.rpcQueue.maxPerDevice) dropped.push({ call: queue.shift()!.call, reason: 'queue full' });
+    while (queue.length > this.rpcQueue.maxPerDevice) dropped.push(this.drop(queue.shift()!, 'queue full'));
     return dropped;
   }
 
@@ -100,9 +143,14 @@ export class DeviceSessions {
     if (!session) return [];
     const dropped: Dropped[] = [];
     const queue = session.pendingRpcs;
-    while (queue.length > 0 && queue[0]!.expiresAt <= now) dropped.push({ call: queue.shift()!.call, reason: 'expired' });
+    while (queue.length > 0 && queue[0]!.expiresAt <= now) dropped.push(this.drop(queue.shift()!, 'expired'));
     this.forgetIfEmpty(deviceName, session);
     return dropped;
+  }
+
+  private drop(pending: PendingRpc, reason: Dropped['reason']): Dropped {
+    this.settle(pending);
+    return { call: pending.call, reason };
   }
 
   private open(deviceName: string): DeviceSession {

@@ -21,9 +21,9 @@ describe('device sessions', () => {
 
   it('queues RPCs in order, expires them after their TTL and bounds the queue', () => {
     const sessions = new DeviceSessions({ ttlMs: 1000, maxPerDevice: 2 });
-    expect(sessions.queueRpc('B', sessions.pendingRpc(call(1), 0), 0)).toEqual([]);
-    sessions.queueRpc('B', sessions.pendingRpc(call(2), 500), 500);
-    expect(sessions.queueRpc('B', sessions.pendingRpc(call(3), 600), 600)).toEqual([{ call: call(1), reason: 'queue full' }]);
+    expect(sessions.queueRpc('B', sessions.pendingRpc('X', call(1), 0), 0)).toEqual([]);
+    sessions.queueRpc('B', sessions.pendingRpc('X', call(2), 500), 500);
+    expect(sessions.queueRpc('B', sessions.pendingRpc('X', call(3), 600), 600)).toEqual([{ call: call(1), reason: 'queue full' }]);
     const { live, dropped } = sessions.takeRpcs('B', 1550);
     expect(dropped).toEqual([{ call: call(2), reason: 'expired' }]);
     expect(live.map((p) => p.call.id)).toEqual([3]);
@@ -32,16 +32,16 @@ describe('device sessions', () => {
 
   it('puts a failed delivery back in its original place', () => {
     const sessions = new DeviceSessions({ ttlMs: 1000, maxPerDevice: 10 });
-    const first = sessions.pendingRpc(call(1), 0);
-    sessions.queueRpc('B', sessions.pendingRpc(call(2), 0), 0);
+    const first = sessions.pendingRpc('X', call(1), 0);
+    sessions.queueRpc('B', sessions.pendingRpc('X', call(2), 0), 0);
     sessions.requeueRpc('B', first);
     expect(sessions.takeRpcs('B', 10).live.map((p) => p.call.id)).toEqual([1, 2]);
   });
 
   it('expires queues of devices that never come back', () => {
     const sessions = new DeviceSessions({ ttlMs: 100, maxPerDevice: 10 });
-    sessions.queueRpc('A', sessions.pendingRpc(call(1), 0), 0);
-    sessions.queueRpc('B', sessions.pendingRpc(call(2), 50), 50);
+    sessions.queueRpc('A', sessions.pendingRpc('X', call(1), 0), 0);
+    sessions.queueRpc('B', sessions.pendingRpc('X', call(2), 50), 50);
     expect(sessions.expireAll(120)).toEqual([{ device: 'A', call: call(1), reason: 'expired' }]);
   });
 });

@@ -3,7 +3,7 @@
 import type { Subscription } from '../../bridge/index.js';
 import type { ProvisionOutcome } from '../../bridge/provision.js';
 import { encodeJson } from '../../json-safety.js';
-import type { JsonValue, Subscriber, UplinkOutcome } from '../../model.js';
+import type { Device, JsonValue, Subscriber, UplinkOutcome } from '../../model.js';
 import { ContentFormat, ResponseCode, type CodeByte } from '../codes.js';
 import type { RequestLimits } from '../limits.js';
 import type { ObservationOffer } from '../observe-api.js';
@@ -85,11 +85,12 @@ export interface Notifications {
  */
 export function startObservation(
   offer: ObservationOffer,
+  device: Device,
   current: () => CoapResponse,
   subscribe: (notifications: Notifications) => Subscription | Subscription[],
 ): void {
   let subscriptions: Subscription[] = [];
-  const relation = offer.accept({ current, onEnd: () => subscriptions.forEach((subscription) => subscription.end()) });
+  const relation = offer.accept({ owner: device.name, current, onEnd: () => subscriptions.forEach((subscription) => subscription.end()) });
   const made = subscribe({
     subscriber: (toNotification) => ({
       deliver: (item) => relation.notify(toNotification(item)),

@@ -71,6 +71,7 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
     if (credential && registry.findByCredential(credential)?.name !== device.name) {
       return error(ResponseCode.Unauthorized, 'the thing token belongs to another device than this DTLS identity');
     }
+    request.authenticatedAs = device.name;
     if (!continuesOrEnds(request)) {
       const refused = limits.admitDevice(device.name, request.receivedAt);
       if (refused) return refused;
@@ -89,7 +90,7 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
   /** thethings.things first; otherwise a registry access token serves as the thing token. */
   function thingDevice(request: CoapRequest, thingToken: string): Device | undefined {
     const name = deviceOfThing.get(thingToken);
-    if (name === undefined) return tokens.device(thingToken, request.peer.address, request.receivedAt, !request.peer.credential);
+    if (name === undefined) return tokens.device(thingToken, request.peer.address, request.receivedAt, !request.peer.credential && !request.restored);
     const device = registry.findByName(name);
     if (!device && tokens.firstTime(`thing ${name}`)) log.warn({ device: name }, 'thethings.things names a device that is not in devices; its thing token is refused (4.01)');
     return device;
@@ -163,7 +164,7 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
   function subscribe(request: CoapRequest, device: Device): CoapResponse {
     const current = (): CoapResponse => json(ResponseCode.Content, attributeArray(bridge.sharedAttributes(device)));
     if (request.observation) {
-      startObservation(request.observation, current, (notifications) => [
+      startObservation(request.observation, device, current, (notifications) => [
         bridge.observeSharedAttributes(device, notifications.subscriber((update: AttributeUpdate) => json(ResponseCode.Content, updateArray(update)))),
         bridge.observeRpc(device, notifications.subscriber((call: RpcCall) => json(ResponseCode.Content, rpcArray(call)))),
       ]);

@@ -122,6 +122,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     }
     const device = authenticate(request, target.token);
     if (typeof device === 'string') return error(ResponseCode.Unauthorized, device);
+    request.authenticatedAs = device.name;
     if (!continuesOrEnds(request)) {
       const refused = limits.admitDevice(device.name, request.receivedAt);
       if (refused) return refused;
@@ -160,7 +161,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     if (token === undefined) {
       return byCredential ?? 'no access token in the path: use /api/v1/{token}/..., or DTLS with a PSK identity or client certificate';
     }
-    const byToken = tokens.device(token, request.peer.address, request.receivedAt, !credential);
+    // A registration replayed at start was not sent by that address: a token changed since counts nothing.
+    const byToken = tokens.device(token, request.peer.address, request.receivedAt, !credential && !request.restored);
     if (!byToken) return 'unknown access token';
     if (byCredential && byCredential.name !== byToken.name) {
       if (tokens.firstTime(`mismatch ${request.peer.address}`)) {
@@ -181,7 +183,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   function getAttributes(request: CoapRequest, device: Device): CoapResponse | Promise<CoapResponse> {
     const current = (): CoapResponse => json(ResponseCode.Content, bridge.sharedAttributes(device));
     if (request.observation) {
-      startObservation(request.observation, current, (notifications) =>
+      startObservation(request.observation, device, current, (notifications) =>
         bridge.observeSharedAttributes(device, notifications.subscriber((update: AttributeUpdate) => json(ResponseCode.Content, updatePayload(update)))),
       );
       return current();
@@ -210,7 +212,7 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
   /** GET /rpc: Observe 0 subscribes to server-side RPCs (queued ones follow at once); Observe 1 ends it. */
   function getRpc(request: CoapRequest, device: Device): CoapResponse {
     if (request.observation) {
-      startObservation(request.observation, () => RPC_OBSERVING, (notifications) =>
+      startObservation(request.observation, device, () => RPC_OBSERVING, (notifications) =>
         bridge.observeRpc(device, notifications.subscriber((call: RpcCall) => json(ResponseCode.Content, rpcPayload(call)))),
       );
       return RPC_OBSERVING;
