@@ -14,6 +14,7 @@ import { spawnCoapClient, type DumpedMessage, type RunningCoapClient } from '../
 import { GatewayProcess, gatewayConfig, killAllGatewayProcesses, writeConfigFile, type Device } from '../helpers/gateway-process.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, freeUdpPort, sleep } from '../helpers/ports.js';
+import { DtlsClient } from '../helpers/dtls-client.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 import { UdpDevice, emptyReply, get, observeOf, post } from '../helpers/udp-device.js';
 
@@ -219,6 +220,51 @@ describe('a relation follows its device to a new address', () => {
     expect(payloadOf(first!)).toMatchObject({ id: 31 });
     device.send(emptyReply('ack', first!.messageId));
     expect(await drain(stranger, 300)).toEqual([]);
+  });
+});
+
+describe('a DTLS device across a restart', () => {
+  it('keeps its relation asleep until a new handshake with the same identity, then follows it there', async () => {
+    const psk = { identity: 'valve-psk-1', key: 'valve psk key one' };
+    const dtlsPort = await freeUdpPort();
+    const setup = await rig({ devices: [{ ...DEVICES[0]!, psk } as Device, DEVICES[1]!], extra: { dtls: { enabled: true, port: dtlsPort } } });
+    let gateway = await setup.start();
+    const device = { host: '127.0.0.1', port: dtlsPort, pskIdentity: psk.identity, pskKey: Buffer.from(psk.key) };
+    const before = await DtlsClient.connect(device);
+    cleanups.push(() => before.close(true));
+    before.send(get('/api/v1/rpc', { observe: 0, token: Buffer.from('d1') }));
+    const registered = coapPacket.parse(await before.next());
+    expect(registered.code).toBe('2.03');
+    await sleep(WRITTEN_MS);
+    await gateway.kill('SIGKILL');
+    tb.clear();
+
+    gateway = await setup.start();
+    // Restored, but no session to confirm it on: it waits for the device.
+    expect(await gateway.waitForLog(/device sessions restored/)).toMatchObject({ restored: 1 });
+    await eventually(() => tb.on('v1/gateway/connect').find((m) => (m.json as { device: string }).device === 'Valve-1'));
+    // The device notices (its next request goes unanswered), handshakes again from a new port, and posts.
+    const after = await DtlsClient.connect(device);
+    cleanups.push(() => after.close(true));
+    after.send(post('/api/v1/telemetry', '{"flow":7}'));
+    const seen: coapPacket.ParsedPacket[] = [];
+    const next = async (): Promise<coapPacket.ParsedPacket> => {
+      const packet = coapPacket.parse(await after.next(5000));
+      if (packet.confirmable) after.send(emptyReply('ack', packet.messageId));
+      seen.push(packet);
+      return packet;
+    };
+    while (!seen.some((p) => p.code === '2.01')) await next();
+    await rpc('Valve-1', 51);
+    let notification: coapPacket.ParsedPacket | undefined;
+    for (let i = 0; i < 4 && !notification; i++) {
+      const packet = await next();
+      if (packet.code === '2.05' && packet.token.equals(Buffer.from('d1'))) notification = packet;
+    }
+    expect(notification).toBeDefined();
+    expect(payloadOf(notification!)).toMatchObject({ id: 51 });
+    expect(observeOf(notification!)).toBeGreaterThan(observeOf(registered)!);
+    await gateway.kill('SIGTERM');
   });
 });
 
