@@ -287,6 +287,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
           provisioner,
           images,
           deviceHttp,
+          sessions: sessionStore,
           devices: () => registry.size,
           observations: () => messageLayer.stats.observations,
           dtlsSessions: () => server?.stats.sessions,

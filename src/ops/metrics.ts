@@ -9,6 +9,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DownlinkRefusals, RpcEnd, RpcStats } from '../bridge/index.js';
 import type { ProvisionResult } from '../bridge/provision.js';
+import type { SessionStoreStats } from '../state/session-store.js';
 import type { MessageLayerStats } from '../coap/message-layer.js';
 import type { RequestLimitsStats } from '../coap/limits.js';
 import type { ResponseCounts } from '../coap/response-counts.js';
@@ -44,6 +45,8 @@ export interface MetricsSources {
   readonly deviceHttp?: { stats(): DeviceHttpStats } | undefined;
   /** The connections of the health and metrics endpoint itself. */
   readonly opsHttp?: { stats(): ConnectionGuardStats } | undefined;
+  /** Absent when sessions.persist is false or the store could not be opened. */
+  readonly sessions?: { stats(): SessionStoreStats } | undefined;
   readonly devices: () => number;
   /** Devices are being served (what /healthz answers 200 for). */
   readonly ready: () => boolean;
@@ -155,6 +158,14 @@ export class GatewayMetrics {
     counter('coap2mqtt_observe_notifications_total', 'Observe notifications sent (shared-attribute changes, RPCs, periodic confirmable checks).', () => layer.stats.notifications);
     counter('coap2mqtt_observe_relations_ended_total', 'Observe relations ended (deregistered, reset, unacknowledged, replaced or revoked).', () => layer.stats.observationsEnded);
     counter('coap2mqtt_observe_refused_total', 'Observe registrations answered without Observe (an error answer, or coap.maxObservations reached).', () => layer.stats.observationsRefused);
+    counter('coap2mqtt_observe_relations_moved_total', 'Observe relations that followed their device to a new address (NAT rebinding, a new DTLS session).', () => layer.stats.observationsMoved);
+    counter('coap2mqtt_observe_relations_restored_total', 'Observe relations brought back from state.dir/sessions.sqlite at start and confirmed.', () => layer.stats.observationsRestored);
+    const sessions = sources.sessions;
+    if (sessions) {
+      gauge('coap2mqtt_sessions_stored_relations', 'Observe relations held in state.dir/sessions.sqlite (or about to be written there).', () => sessions.stats().observations);
+      gauge('coap2mqtt_sessions_stored_rpcs', 'RPCs not yet delivered, held in state.dir/sessions.sqlite (or about to be written there).', () => sessions.stats().rpcs);
+      counter('coap2mqtt_sessions_write_failures_total', 'Commits of the session store the disk refused (retried every 10 s; logged once per 10 minutes).', () => sessions.stats().failedCommits);
+    }
 
     // DTLS.
     const dtls = sources.dtls;

@@ -22,8 +22,8 @@ const DEVICES: Device[] = [
   { name: 'Valve-1', type: 'valve', token: 'valve-token-1' },
   { name: 'Valve-2', type: 'valve', token: 'valve-token-2' },
 ];
-/** Longer than the session store's commit delay (50 ms): what the device was told is on disk. */
-const WRITTEN_MS = 300;
+/** Longer than the session store's commits take to come (50 ms after a quiet spell, 1 s apart): it is on disk. */
+const WRITTEN_MS = 1300;
 
 let broker: Mosquitto;
 let tb: ThingsBoardDouble;

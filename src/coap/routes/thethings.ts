@@ -72,7 +72,8 @@ export function createThethingsRoute(deps: ThethingsRouteDeps): Route {
       return error(ResponseCode.Unauthorized, 'the thing token belongs to another device than this DTLS identity');
     }
     request.authenticatedAs = device.name;
-    if (!continuesOrEnds(request)) {
+    // A registration replayed at start is no new request of the device's: it uses none of its allowance.
+    if (!continuesOrEnds(request) && !request.restored) {
       const refused = limits.admitDevice(device.name, request.receivedAt);
       if (refused) return refused;
     }

@@ -123,7 +123,8 @@ export function createThingsBoardRoute(deps: ThingsBoardRouteDeps): Route {
     const device = authenticate(request, target.token);
     if (typeof device === 'string') return error(ResponseCode.Unauthorized, device);
     request.authenticatedAs = device.name;
-    if (!continuesOrEnds(request)) {
+    // A registration replayed at start is no new request of the device's: it uses none of its allowance.
+    if (!continuesOrEnds(request) && !request.restored) {
       const refused = limits.admitDevice(device.name, request.receivedAt);
       if (refused) return refused;
     }
