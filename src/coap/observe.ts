@@ -16,7 +16,7 @@ import type {
 } from './observe-api.js';
 import { nextFloorAt, restoredSequence, type JournalEntry, type ObservationJournal, type SavedObservation } from './observe-journal.js';
 import type { CoapRequest, CoapResponse } from './request.js';
-import { formatPeer, type Peer } from './transport.js';
+import { formatPeer, type Peer, type PeerRecord } from './transport.js';
 import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
 import { LogOncePer } from '../log.js';
 import { boundedCache } from '../bounded-cache.js';
@@ -98,8 +98,10 @@ export class Relation implements ObserveRelation {
   answeredProbeAt = 0;
   /** Its place in the session store; undefined when nothing is written (store off, or a peer that cannot come back). */
   entry: JournalEntry | undefined;
-  /** What the store holds for it; its floor is rewritten halfway through each window of Observe numbers. */
-  saved: SavedObservation | undefined;
+  /** The floor of its Observe numbers as written, and the generation it was written in (observe-journal.ts). */
+  floor = 0;
+  floorGeneration = 0;
+  /** The Observe number at which the floor is written again: halfway through its window. */
   floorAt = 0;
   /** The device's newest other address, while its current one is probed (see ObserveRegistry.sighted). */
   candidate: Peer | undefined;
@@ -149,7 +151,7 @@ export class Relation implements ObserveRelation {
   nextSequence(): number {
     const value = this.sequence;
     this.sequence = (value + 1) & SEQUENCE_MASK;
-    if (this.saved && value === this.floorAt) this.registry.writeFloor(this, value);
+    if (this.entry && value === this.floorAt) this.registry.writeFloor(this, value);
     return value;
   }
 }
@@ -262,7 +264,8 @@ export class ObserveRegistry {
     );
     if (offer.restored) {
       relation.entry = offer.restored.entry;
-      relation.saved = offer.restored.saved;
+      relation.floor = offer.restored.saved.sequence;
+      relation.floorGeneration = offer.restored.saved.generation;
     }
     if (overCapacity) {
       this.refusing.add(relation);
@@ -521,10 +524,12 @@ export class ObserveRegistry {
 
   /** Writes the floor of the relation's Observe numbers again, halfway through its window (see observe-journal.ts). */
   writeFloor(relation: Relation, sequence: number): void {
-    if (!relation.saved || !relation.entry || !this.journal) return;
-    relation.saved = { ...relation.saved, sequence, generation: this.journal.generation };
+    const peer = relation.peer.transport.record?.(relation.peer);
+    if (!relation.entry || !this.journal || !peer) return;
+    relation.floor = sequence;
+    relation.floorGeneration = this.journal.generation;
     relation.floorAt = nextFloorAt(sequence);
-    this.journal.update(relation.entry, relation.saved);
+    this.journal.update(relation.entry, this.snapshot(relation, peer));
   }
 
   private activate(relation: Relation): void {
@@ -546,30 +551,32 @@ export class ObserveRegistry {
       // A peer that cannot come back (a DTLS session without identity): nothing of it may stay written.
       if (relation.entry) journal.remove(relation.entry);
       relation.entry = undefined;
-      relation.saved = undefined;
       return;
     }
-    if (relation.saved && relation.entry) {
-      if (moved) {
-        relation.saved = { ...relation.saved, peer };
-        journal.update(relation.entry, relation.saved);
-      }
+    if (relation.entry) {
+      if (moved) journal.update(relation.entry, this.snapshot(relation, peer));
     } else {
-      relation.saved = {
-        peer,
-        owner,
-        token: relation.token,
-        confirmable: relation.confirmable,
-        uriPath: relation.registration.uriPath,
-        uriQuery: relation.registration.uriQuery,
-        szx: relation.szx,
-        sequence: relation.sequence,
-        generation: journal.generation,
-      };
-      relation.entry = journal.add(relation.saved);
+      relation.floor = relation.sequence;
+      relation.floorGeneration = journal.generation;
+      relation.entry = journal.add(this.snapshot(relation, peer));
     }
-    // A restored relation's floor is where this run started it.
+    // A restored relation's window starts where this run started it.
     relation.floorAt = nextFloorAt(relation.sequence);
+  }
+
+  /** What the store keeps of a relation, made only when it is written (relations do not carry a copy). */
+  private snapshot(relation: Relation, peer: PeerRecord): SavedObservation {
+    return {
+      peer,
+      owner: relation.options.owner ?? '',
+      token: relation.token,
+      confirmable: relation.confirmable,
+      uriPath: relation.registration.uriPath,
+      uriQuery: relation.registration.uriQuery,
+      szx: relation.szx,
+      sequence: relation.floor,
+      generation: relation.floorGeneration,
+    };
   }
 
   private index(owner: string, relation: Relation): void {
