@@ -342,13 +342,7 @@ export class CoapMessageLayer {
     request: CoapRequest,
     blockEcho: CoapOption[] | undefined,
   ): void {
-    let result: CoapResponse | Promise<CoapResponse>;
-    try {
-      result = this.handler(request);
-    } catch (error) {
-      this.handlerFailed(error, request);
-      result = INTERNAL_ERROR;
-    }
+    const result = this.handle(request);
     // The handler knows by now who sent it (a known token, a DTLS identity): that device's relations follow.
     if (request.authenticatedAs !== undefined) this.observations.sighted(request.authenticatedAs, peer);
     if (!(result instanceof Promise)) {
@@ -538,6 +532,16 @@ export class CoapMessageLayer {
     peer.transport.send(peer, encodeEmpty(MessageType.Reset, messageId));
   }
 
+  /** The handler's answer; one that throws is answered 5.00 (and logged), never the process's end. */
+  private handle(request: CoapRequest): CoapResponse | Promise<CoapResponse> {
+    try {
+      return this.handler(request);
+    } catch (error) {
+      this.handlerFailed(error, request);
+      return INTERNAL_ERROR;
+    }
+  }
+
   private handlerFailed(error: unknown, request: CoapRequest): void {
     this.stats.handlerErrors++;
     this.log.error({ err: error, peer: formatPeer(request.peer) }, 'request handler failed; answered 5.00');
@@ -602,13 +606,7 @@ export class CoapMessageLayer {
       this.sendRefusal(peer, saved, response);
       return 'refused';
     };
-    let result: CoapResponse | Promise<CoapResponse>;
-    try {
-      result = this.handler(request);
-    } catch (error) {
-      this.handlerFailed(error, request);
-      result = INTERNAL_ERROR;
-    }
+    const result = this.handle(request);
     if (!(result instanceof Promise)) return Promise.resolve(conclude(result));
     return result.then(conclude, (error: unknown) => {
       this.handlerFailed(error, request);
