@@ -1,0 +1,457 @@
+// The devices' sessions on disk: Observe relations and the RPCs waiting for them, so a restart, a crash or a
+// power cut leaves no device deaf and loses no RPC ThingsBoard handed over. One SQLite file in state.dir
+// (atomic commits, a damaged file set aside); written when a relation starts, moves or ends and when an RPC
+// arrives or is settled, never per notification. Changes are grouped (COMMIT_DELAY_MS after a quiet spell,
+// COMMIT_SPACING_MS between commits), so a registration storm costs one commit per group, and an RPC the
+// device acknowledges within that time never reaches the disk at all.
+import { existsSync, renameSync } from 'node:fs';
+import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { JournalEntry, ObservationJournal, SavedObservation } from '../coap/observe-journal.js';
+import type { PeerRecord } from '../coap/transport.js';
+import { encodeJson } from '../json-safety.js';
+import { LogOncePer } from '../log.js';
+import type { JsonValue, PeerCredential, RpcCall } from '../model.js';
+
+/** 1: observations, rpcs and meta tables. */
+const SCHEMA_VERSION = 1;
+/** Rows are small (~150 bytes): a commit rewriting one 1 KiB page writes one 4 KiB block of the card, not two. */
+const PAGE_BYTES = 1024;
+/** How long changes gather before a commit after a quiet spell. */
+export const COMMIT_DELAY_MS = 50;
+/**
+ * Commits are at least this far apart: a registration storm after a power cut, a fleet re-registering
+ * every few seconds, or a device churning registrations with its valid token cost the card at most one
+ * small commit a second (a few KiB), not twenty.
+ */
+export const COMMIT_SPACING_MS = 1000;
+/** After a failed commit (a full disk), how long until the next try; nothing is dropped meanwhile. */
+const RETRY_DELAY_MS = 10_000;
+
+/** A queued RPC as written down: its place in line and its absolute expiry carry over a restart. */
+export interface SavedRpc {
+  readonly device: string;
+  readonly sequence: number;
+  readonly call: RpcCall;
+  readonly expiresAt: number;
+}
+
+/** The journal's handle on one written-down row. */
+class Entry<Row> implements JournalEntry {
+  /** Whether the row exists on disk. */
+  onDisk = false;
+  /** What the next commit writes: a row, null to delete it, undefined when the disk is up to date. */
+  pending: Row | null | undefined;
+
+  constructor(
+    readonly table: 'observations' | 'rpcs',
+    readonly id: number,
+  ) {}
+
+  get kept(): boolean {
+    return this.onDisk && this.pending === undefined;
+  }
+}
+
+export interface RpcJournal {
+  add(saved: SavedRpc): JournalEntry;
+  remove(entry: JournalEntry): void;
+}
+
+export interface RestoredSessions {
+  readonly observations: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedObservation }>;
+  readonly rpcs: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedRpc }>;
+  /** Rows that could not be read back (and were deleted). */
+  readonly unreadable: number;
+  /** The highest RPC sequence number the file holds: new RPCs are numbered after it. */
+  readonly lastRpcSequence: number;
+}
+
+export interface SessionStoreStats {
+  readonly observations: number;
+  readonly rpcs: number;
+  readonly commits: number;
+  readonly failedCommits: number;
+}
+
+export type OpenedSessionStore =
+  | { readonly status: 'open'; readonly store: SessionStore; readonly movedAside: string | undefined }
+  /** Written by a newer version, or unusable: the gateway runs without keeping sessions, and says why. */
+  | { readonly status: 'unusable'; readonly reason: string };
+
+export class SessionStore implements ObservationJournal, RpcJournal {
+  readonly generation: number;
+  private readonly dirty = new Set<Entry<SavedObservation> | Entry<SavedRpc>>();
+  private nextObservationId: number;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly warnings = new LogOncePer(10 * 60_000);
+  private readonly insertObservation: Statement;
+  private readonly insertRpc: Statement;
+  private readonly deleteObservation: Statement<[number]>;
+  private readonly deleteRpc: Statement<[number]>;
+  private readonly commitTx: (entries: ReadonlyArray<Entry<SavedObservation> | Entry<SavedRpc>>) => void;
+  private counts = { observations: 0, rpcs: 0, commits: 0, failedCommits: 0 };
+  private lastCommitAt = 0;
+
+  private constructor(
+    private readonly db: Connection,
+    private readonly log: Logger,
+  ) {
+    const meta = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'generation'").get();
+    this.generation = ((meta?.value ?? 0) + 1) & 0x7fff_ffff;
+    // Before any relation is restored: a crash right after still counts this start.
+    db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)").run(this.generation);
+    this.nextObservationId = ((db.prepare('SELECT max(id) AS id FROM observations').get() as { id: number | null }).id ?? 0) + 1;
+    this.insertObservation = db.prepare(
+      'INSERT OR REPLACE INTO observations (id, owner, transport, address, port, credential, token, confirmable, uri_path, uri_query, szx, sequence, generation) ' +
+        'VALUES (@id, @owner, @transport, @address, @port, @credential, @token, @confirmable, @uriPath, @uriQuery, @szx, @sequence, @generation)',
+    );
+    this.insertRpc = db.prepare('INSERT OR REPLACE INTO rpcs (id, device, call, expires_at) VALUES (@id, @device, @call, @expiresAt)');
+    this.deleteObservation = db.prepare('DELETE FROM observations WHERE id = ?');
+    this.deleteRpc = db.prepare('DELETE FROM rpcs WHERE id = ?');
+    this.commitTx = db.transaction((entries: ReadonlyArray<Entry<SavedObservation> | Entry<SavedRpc>>) => {
+      for (const entry of entries) this.write(entry);
+    });
+  }
+
+  /**
+   * Opens (or creates) the store at `path`. A file SQLite cannot read is moved aside, never deleted; one
+   * written by a newer version is left alone and the gateway keeps no sessions this run.
+   */
+  static open(path: string, log: Logger): OpenedSessionStore {
+    try {
+      return { status: 'open', store: new SessionStore(connect(path), log), movedAside: undefined };
+    } catch (error) {
+      if (error instanceof NewerFormatError) return { status: 'unusable', reason: error.message };
+      const code = (error as { code?: string }).code ?? '';
+      if (!['SQLITE_CORRUPT', 'SQLITE_NOTADB'].includes(code) || !existsSync(path)) {
+        return { status: 'unusable', reason: `cannot open ${path}: ${(error as Error).message}` };
+      }
+      const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      try {
+        renameSync(path, aside);
+        for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+        return { status: 'open', store: new SessionStore(connect(path), log), movedAside: aside };
+      } catch (again) {
+        return { status: 'unusable', reason: `cannot set aside the unreadable ${path}: ${(again as Error).message}` };
+      }
+    }
+  }
+
+  /** Everything an earlier run left, oldest first; rows that cannot be read back are deleted and counted. */
+  restore(maxObservations: number): RestoredSessions {
+    let unreadable = 0;
+    const observations: Array<{ entry: JournalEntry; saved: SavedObservation }> = [];
+    const rows = this.db.prepare('SELECT * FROM observations ORDER BY id DESC LIMIT ?').all(maxObservations) as ObservationRow[];
+    for (const row of rows.reverse()) {
+      const saved = readObservation(row);
+      const entry = new Entry<SavedObservation>('observations', row.id);
+      entry.onDisk = true;
+      if (saved) observations.push({ entry, saved });
+      else {
+        unreadable++;
+        this.remove(entry);
+      }
+    }
+    // Beyond coap.maxObservations (lowered since): the oldest go.
+    const beyond = this.db.prepare('SELECT id FROM observations WHERE id < ?').pluck().all(rows[0]?.id ?? 0) as number[];
+    for (const id of beyond) {
+      const entry = new Entry<SavedObservation>('observations', id);
+      entry.onDisk = true;
+      this.remove(entry);
+    }
+    const rpcs: Array<{ entry: JournalEntry; saved: SavedRpc }> = [];
+    for (const row of this.db.prepare('SELECT * FROM rpcs ORDER BY id').all() as RpcRow[]) {
+      const saved = readRpc(row);
+      const entry = new Entry<SavedRpc>('rpcs', row.id);
+      entry.onDisk = true;
+      if (saved) rpcs.push({ entry, saved });
+      else {
+        unreadable++;
+        this.remove(entry);
+      }
+    }
+    this.counts.observations = observations.length;
+    this.counts.rpcs = rpcs.length;
+    const lastRpcSequence = (this.db.prepare('SELECT max(id) AS id FROM rpcs').get() as { id: number | null }).id ?? 0;
+    return { observations, rpcs, unreadable, lastRpcSequence };
+  }
+
+  add(saved: SavedObservation): JournalEntry;
+  add(saved: SavedRpc): JournalEntry;
+  add(saved: SavedObservation | SavedRpc): JournalEntry {
+    if ('call' in saved) {
+      const entry = new Entry<SavedRpc>('rpcs', saved.sequence);
+      this.counts.rpcs++;
+      this.change(entry, saved);
+      return entry;
+    }
+    const entry = new Entry<SavedObservation>('observations', this.nextObservationId++);
+    this.counts.observations++;
+    this.change(entry, saved);
+    return entry;
+  }
+
+  update(entry: JournalEntry, saved: SavedObservation): void {
+    const own = entry as Entry<SavedObservation>;
+    if (own.pending === null) return; // removed already
+    this.change(own, saved);
+  }
+
+  remove(entry: JournalEntry): void {
+    const own = entry as Entry<SavedObservation> | Entry<SavedRpc>;
+    if (own.pending === null) return;
+    if (own.table === 'observations') this.counts.observations--;
+    else this.counts.rpcs--;
+    if (!own.onDisk) {
+      // Never written: nothing to do on disk (an RPC acknowledged before the commit, a short relation).
+      own.pending = null;
+      this.dirty.delete(own);
+      return;
+    }
+    this.change(own, null);
+  }
+
+  stats(): SessionStoreStats {
+    return { ...this.counts };
+  }
+
+  /** Writes what waits now, synchronously (a clean stop); false when the disk refused it. */
+  flush(): boolean {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.dirty.size === 0) return true;
+    const entries = [...this.dirty];
+    try {
+      this.commitTx(entries);
+    } catch (error) {
+      this.counts.failedCommits++;
+      if (this.warnings.first('commit')) {
+        this.log.warn(
+          { reason: (error as Error).message, waiting: entries.length },
+          'cannot write the device sessions (Observe relations, queued RPCs) to state.dir; they are kept in memory and written when the disk allows. Until then a crash loses them, and a stop tells their observers to register again',
+        );
+      }
+      this.timer = setTimeout(() => this.flush(), RETRY_DELAY_MS);
+      this.timer.unref();
+      return false;
+    }
+    this.counts.commits++;
+    this.lastCommitAt = Date.now();
+    for (const entry of entries) {
+      entry.onDisk = entry.pending !== null;
+      entry.pending = undefined;
+    }
+    this.dirty.clear();
+    return true;
+  }
+
+  /** Writes what waits, checkpoints and closes; the next start finds every relation that was kept. */
+  close(): void {
+    if (!this.db.open) return;
+    this.flush();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    try {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      // A full disk can refuse it; SQLite replays the WAL at the next open.
+    }
+    this.db.close();
+  }
+
+  private change(entry: Entry<SavedObservation> | Entry<SavedRpc>, row: SavedObservation | SavedRpc | null): void {
+    entry.pending = row as never;
+    this.dirty.add(entry);
+    if (!this.timer) {
+      const delay = Math.max(COMMIT_DELAY_MS, this.lastCommitAt + COMMIT_SPACING_MS - Date.now());
+      this.timer = setTimeout(() => this.flush(), delay);
+      this.timer.unref();
+    }
+  }
+
+  private write(entry: Entry<SavedObservation> | Entry<SavedRpc>): void {
+    const row = entry.pending;
+    if (row === null) {
+      (entry.table === 'observations' ? this.deleteObservation : this.deleteRpc).run(entry.id);
+      return;
+    }
+    if (row === undefined) return;
+    if (entry.table === 'rpcs') {
+      const rpc = row as SavedRpc;
+      this.insertRpc.run({ id: entry.id, device: rpc.device, call: encodeJson(rpc.call as unknown as JsonValue) ?? 'null', expiresAt: rpc.expiresAt });
+      return;
+    }
+    const saved = row as SavedObservation;
+    this.insertObservation.run({
+      id: entry.id,
+      owner: saved.owner,
+      transport: saved.peer.transport,
+      address: saved.peer.address,
+      port: saved.peer.port,
+      credential: saved.peer.credential ? JSON.stringify(saved.peer.credential) : null,
+      token: saved.token,
+      confirmable: saved.confirmable ? 1 : 0,
+      uriPath: JSON.stringify(saved.uriPath),
+      uriQuery: JSON.stringify(saved.uriQuery),
+      szx: saved.szx,
+      sequence: saved.sequence,
+      generation: saved.generation,
+    });
+  }
+}
+
+class NewerFormatError extends Error {}
+
+interface ObservationRow {
+  id: number;
+  owner: unknown;
+  transport: unknown;
+  address: unknown;
+  port: unknown;
+  credential: unknown;
+  token: unknown;
+  confirmable: unknown;
+  uri_path: unknown;
+  uri_query: unknown;
+  szx: unknown;
+  sequence: unknown;
+  generation: unknown;
+}
+
+interface RpcRow {
+  id: number;
+  device: unknown;
+  call: unknown;
+  expires_at: unknown;
+}
+
+const isInteger = (value: unknown, min: number, max: number): value is number =>
+  typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
+
+const stringList = (text: unknown): string[] | undefined => {
+  if (typeof text !== 'string') return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    return Array.isArray(value) && value.every((each) => typeof each === 'string') ? value : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** A row as written by write(), or undefined for anything else (a hand edit, a bit flipped on the card). */
+function readObservation(row: ObservationRow): SavedObservation | undefined {
+  const uriPath = stringList(row.uri_path);
+  const uriQuery = stringList(row.uri_query);
+  if (
+    typeof row.owner !== 'string' ||
+    typeof row.transport !== 'string' ||
+    typeof row.address !== 'string' ||
+    !isInteger(row.port, 1, 65_535) ||
+    !Buffer.isBuffer(row.token) ||
+    row.token.length > 8 ||
+    !isInteger(row.confirmable, 0, 1) ||
+    !isInteger(row.szx, 0, 6) ||
+    !isInteger(row.sequence, 0, 0xff_ffff) ||
+    !isInteger(row.generation, 0, 0x7fff_ffff) ||
+    !uriPath ||
+    !uriQuery
+  ) {
+    return undefined;
+  }
+  let credential: PeerCredential | undefined;
+  if (row.credential !== null) {
+    credential = readCredential(row.credential);
+    if (!credential) return undefined;
+  }
+  const peer: PeerRecord = { transport: row.transport, address: row.address, port: row.port, ...(credential ? { credential } : {}) };
+  return {
+    peer,
+    owner: row.owner,
+    token: row.token,
+    confirmable: row.confirmable === 1,
+    uriPath,
+    uriQuery,
+    szx: row.szx,
+    sequence: row.sequence,
+    generation: row.generation,
+  };
+}
+
+function readCredential(text: unknown): PeerCredential | undefined {
+  if (typeof text !== 'string') return undefined;
+  try {
+    const value = JSON.parse(text) as Record<string, unknown>;
+    if (value['kind'] === 'psk' && typeof value['identity'] === 'string') return { kind: 'psk', identity: value['identity'] };
+    if (value['kind'] === 'certificate' && typeof value['fingerprint256'] === 'string' && typeof value['subject'] === 'string') {
+      const commonName = value['commonName'];
+      return {
+        kind: 'certificate',
+        fingerprint256: value['fingerprint256'],
+        commonName: typeof commonName === 'string' ? commonName : undefined,
+        subject: value['subject'],
+      };
+    }
+  } catch {
+    // Falls through: unreadable.
+  }
+  return undefined;
+}
+
+function readRpc(row: RpcRow): SavedRpc | undefined {
+  if (typeof row.device !== 'string' || !isInteger(row.expires_at, 0, Number.MAX_SAFE_INTEGER) || typeof row.call !== 'string') return undefined;
+  try {
+    const call = JSON.parse(row.call) as Record<string, unknown>;
+    if (!isInteger(call['id'], 0, Number.MAX_SAFE_INTEGER) || typeof call['method'] !== 'string' || !('params' in call)) return undefined;
+    return { device: row.device, sequence: row.id, call: { id: call['id'], method: call['method'], params: call['params'] as JsonValue }, expiresAt: row.expires_at };
+  } catch {
+    return undefined;
+  }
+}
+
+const CREATE = `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE observations (
+  id INTEGER PRIMARY KEY,
+  owner TEXT NOT NULL,
+  transport TEXT NOT NULL,
+  address TEXT NOT NULL,
+  port INTEGER NOT NULL,
+  credential TEXT,
+  token BLOB NOT NULL,
+  confirmable INTEGER NOT NULL,
+  uri_path TEXT NOT NULL,
+  uri_query TEXT NOT NULL,
+  szx INTEGER NOT NULL,
+  sequence INTEGER NOT NULL,
+  generation INTEGER NOT NULL
+);
+CREATE TABLE rpcs (id INTEGER PRIMARY KEY, device TEXT NOT NULL, call TEXT NOT NULL, expires_at INTEGER NOT NULL);
+`;
+
+function connect(path: string): Connection {
+  const db = new Database(path, { timeout: 5000 });
+  try {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new NewerFormatError(
+        `${path} was written by a newer coap2mqtt (format ${version}, this one reads ${SCHEMA_VERSION}); it is left as it is, and this run keeps no sessions across restarts`,
+      );
+    }
+    if (version === 0) db.pragma(`page_size = ${PAGE_BYTES}`);
+    db.pragma('journal_mode = WAL');
+    // Commits are rare (a registration, an RPC not acknowledged at once) and small: each is synced, so a
+    // relation the device was told about survives a power cut too.
+    db.pragma('synchronous = FULL');
+    db.pragma('journal_size_limit = 1048576');
+    if (version === 0) db.exec(`BEGIN; ${CREATE}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+    // Reading every table once finds a damaged file now, where it can be set aside, not mid-run.
+    db.prepare('SELECT count(*) FROM observations').get();
+    db.prepare('SELECT count(*) FROM rpcs').get();
+    db.prepare('SELECT count(*) FROM meta').get();
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
