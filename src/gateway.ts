@@ -35,7 +35,7 @@ import { Outbox } from './outbox/outbox.js';
 import { SpillingUplink } from './outbox/spilling-uplink.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
-import { restoreSessions } from './state/restore.js';
+import { restoreSessions, type RestoreSummary } from './state/restore.js';
 import { SessionStore } from './state/session-store.js';
 import { ResponseCode } from './coap/codes.js';
 import type { CoapResponse } from './coap/request.js';
@@ -227,8 +227,6 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await transport.stop();
     messageLayer.stop();
     bridge.stop();
-    // After the message layer: relations it ended on the way out stay written, to come back at the next start.
-    sessionStore?.close();
     images.stop();
     enrolment.stop();
     presence.stop();
@@ -237,6 +235,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await outbox?.stop();
     attributes.close();
     await upstream.stop();
+    // After the message layer (relations it ended on the way out stay written, to come back at the next
+    // start) and after upstream (an RPC arriving until then is kept too).
+    sessionStore?.close();
     await broker?.close();
     // Last: /healthz says "stopping" while the rest drains.
     await http?.stop();
@@ -246,10 +247,18 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   let dtlsAddress: BoundAddress | undefined;
   let httpAddress: BoundAddress | undefined;
   let deviceHttpAddress: BoundAddress | undefined;
+  let restored: RestoreSummary | undefined;
+  const restoreStarted = performance.now();
   try {
     if (config.dtls.enabled) {
       dtlsMaterial = readDtlsMaterial(config.dtls, registry);
       dtls = createDtlsTransport(config.dtls, dtlsMaterial, coap.host, coap.socketBufferBytes, registry, messageLayer.receive, logs.for('dtls'));
+    }
+    // Before ThingsBoard or any device can speak: a new RPC must line up after the kept ones, and a device
+    // registering now must not be replaced by its own stale relation.
+    if (sessionStore) {
+      const transports = dtls ? [transport, dtls] : [transport];
+      restored = await restoreSessions(sessionStore, sessionStore.restore(coap.maxObservations), bridge, messageLayer, transports);
     }
     try {
       upstream.start();
@@ -299,9 +308,14 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
         throw new StartupError(describeHttpBindError(error, host, port));
       });
     }
-    if (sessionStore) {
-      const transports = dtls ? [transport, dtls] : [transport];
-      await restoreSessions(sessionStore, sessionStore.restore(coap.maxObservations), bridge, messageLayer, transports, logs.for('sessions'));
+    if (restored) {
+      const confirming = await messageLayer.wakeRestored();
+      if (restored.restored + restored.refused + restored.dropped + restored.rpcs > 0) {
+        logs.for('sessions').info(
+          { ...restored, confirming, ms: Math.round(performance.now() - restoreStarted) },
+          'device sessions restored from before the restart: each Observe relation is confirmed with a notification of the current state (DTLS ones once their device handshakes again); refused ones belong to devices removed or given new credentials meanwhile',
+        );
+      }
     }
   } catch (error) {
     await closeAll();

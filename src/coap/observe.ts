@@ -266,6 +266,8 @@ export class ObserveRegistry {
       relation.entry = offer.restored.entry;
       relation.floor = offer.restored.saved.sequence;
       relation.floorGeneration = offer.restored.saved.generation;
+      // This run's window starts where the restore put its numbers.
+      relation.floorAt = nextFloorAt(offer.sequence);
     }
     if (overCapacity) {
       this.refusing.add(relation);
@@ -337,13 +339,30 @@ export class ObserveRegistry {
    * A peer that cannot be reached yet (DTLS before the device's new handshake) waits, at most one check
    * interval, for its device to come back.
    */
-  confirmRestored(relation: Relation, current: CoapResponse): void {
+  confirmRestored(relation: Relation, current: CoapResponse, hold: boolean): void {
     if (relation.state !== 'pending') return;
     this.activate(relation);
     this.stats.observationsRestored++;
     relation.queue.push({ response: current, resolve: ignore, check: true });
-    if (relation.peer.transport.reachable?.(relation.peer) === false) relation.dormantSince = Date.now();
+    if (hold || relation.peer.transport.reachable?.(relation.peer) === false) relation.dormantSince = Date.now();
     else this.pump(relation);
+  }
+
+  /** Restored relations held back (their transports were not listening yet) whose peers can be reached now. */
+  wakeable(): Relation[] {
+    const found: Relation[] = [];
+    for (const relation of this.relations.values()) {
+      if (relation.dormantSince !== undefined && relation.peer.transport.reachable?.(relation.peer) !== false) found.push(relation);
+    }
+    return found;
+  }
+
+  /** Sends what a held-back relation has waiting (its confirmation first), unless it ended or moved meanwhile. */
+  wake(relation: Relation): void {
+    if (relation.state !== 'active' || relation.dormantSince === undefined) return;
+    if (relation.peer.transport.reachable?.(relation.peer) === false) return;
+    relation.dormantSince = undefined;
+    this.pump(relation);
   }
 
   notify(relation: Relation, response: CoapResponse): Promise<NotificationOutcome> {
@@ -554,14 +573,14 @@ export class ObserveRegistry {
       return;
     }
     if (relation.entry) {
+      // The floor stays: a move must not put off its next write (numbers would outrun what is written).
       if (moved) journal.update(relation.entry, this.snapshot(relation, peer));
     } else {
       relation.floor = relation.sequence;
       relation.floorGeneration = journal.generation;
+      relation.floorAt = nextFloorAt(relation.sequence);
       relation.entry = journal.add(this.snapshot(relation, peer));
     }
-    // A restored relation's window starts where this run started it.
-    relation.floorAt = nextFloorAt(relation.sequence);
   }
 
   /** What the store keeps of a relation, made only when it is written (relations do not carry a copy). */
