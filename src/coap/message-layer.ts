@@ -349,10 +349,9 @@ export class CoapMessageLayer {
     blockEcho: CoapOption[] | undefined,
   ): void {
     const result = this.handle(request);
-    // The handler knows by now who sent it (a known token, a DTLS identity): that device's relations follow.
-    if (request.authenticatedAs !== undefined) this.observations.sighted(request.authenticatedAs, peer);
     if (!(result instanceof Promise)) {
       this.respond(message, peer, request, blockEcho, result, false);
+      this.follow(request, peer);
       return;
     }
 
@@ -371,12 +370,23 @@ export class CoapMessageLayer {
     const complete = (response: CoapResponse): void => {
       if (deadline) this.piggybackDeadlines.cancel(deadline);
       this.respond(message, peer, request, blockEcho, response, separate);
+      this.follow(request, peer);
       if (--this.inFlight === 0 && this.drained) this.drained();
     };
     result.then(complete, (error: unknown) => {
       this.handlerFailed(error, request);
       complete(INTERNAL_ERROR);
     });
+  }
+
+  /**
+   * The handler authenticated the request as a device (a known token, a DTLS identity): that device's
+   * relations follow it to this peer. Only once the request is answered: a client that reuses its tokens
+   * (libcoap starts every process at 0x01) would otherwise take a moved relation's notification, sent
+   * first, for the answer to its request.
+   */
+  private follow(request: CoapRequest, peer: Peer): void {
+    if (request.authenticatedAs !== undefined && !this.stopped) this.observations.sighted(request.authenticatedAs, peer);
   }
 
   /** A handler's answer: Block1 echo, the Observe registration's outcome, Block2 slicing, then the wire. */

@@ -584,12 +584,13 @@ describe('a relation restored at start (restoreObservation)', () => {
     udp.unreachable.delete(peer.key);
     layer.receive(telemetry('T1'), udp.peer(OLD));
     const sent = udp.take();
+    // The request's own answer first: a client reusing tokens must not take the confirmation for it.
     expect(sent.map((each) => [each.port, each.packet.code, each.packet.confirmable])).toEqual([
-      [OLD, '2.05', true], // the confirmation, before the request's own answer
       [OLD, '2.04', false],
+      [OLD, '2.05', true],
     ]);
-    expect(observeOf(sent[0]!.packet)).toBe(1234 + 2 * 0x1_0000);
-    layer.receive(ack(sent[0]!.packet.messageId), udp.peer(OLD));
+    expect(observeOf(sent[1]!.packet)).toBe(1234 + 2 * 0x1_0000);
+    layer.receive(ack(sent[1]!.packet.messageId), udp.peer(OLD));
     const [notification] = udp.take();
     expect(notification).toMatchObject({ port: OLD, packet: { payload: Buffer.from('rpc 1') } });
   });
