@@ -97,6 +97,8 @@ export interface ConfirmationResult {
   readonly latencyMs: LatencySummary;
   /** From the origin to the last confirmation; null unless every expected device got one. */
   readonly allWithinMs: number | null;
+  /** Confirmed within the caller's target time from the origin. */
+  readonly withinTarget: number;
   /** By response code and type, e.g. {"2.05 CON": 10000}. */
   readonly kinds: Record<string, number>;
   /** Confirmations whose Observe number is not fresher than the last before (RFC 7641 §4.4, 128 s aside). */
@@ -185,6 +187,7 @@ export class ObserverFleet {
   private confirmable = 0;
   private nonConfirmable = 0;
   private duplicates = 0;
+  private closed = false;
 
   private constructor(
     private readonly options: FleetOptions,
@@ -244,7 +247,10 @@ export class ObserverFleet {
     return this.devices.length;
   }
 
+  /** Idempotent: a scenario closes its fleet early to free the sockets, and again on the way out. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     for (const tally of [this.delivered, this.published, this.repliesUpstream, this.confirmations]) tally.stop();
     await Promise.all(this.links.map((link) => link.close()));
     await this.client?.endAsync(true);
@@ -308,7 +314,7 @@ export class ObserverFleet {
   }
 
   /** Waits until every observing device in `range` has its confirmation, or `timeoutMs`; times from `origin` (performance.now()). */
-  async awaitConfirmations(range: DeviceRange, timeoutMs: number, origin: number): Promise<ConfirmationResult> {
+  async awaitConfirmations(range: DeviceRange, timeoutMs: number, origin: number, targetMs: number): Promise<ConfirmationResult> {
     const observing = this.slice(range).filter((device) => device.observing);
     const all = await this.confirmations.reached(observing.length, timeoutMs);
     const confirmed = observing.filter((device) => !Number.isNaN(device.confirmedAt));
@@ -318,6 +324,7 @@ export class ObserverFleet {
       confirmed: confirmed.length,
       latencyMs,
       allWithinMs: all && observing.length > 0 ? latencyMs.max : null,
+      withinTarget: confirmed.filter((device) => device.confirmedAt - origin <= targetMs).length,
       kinds: { ...this.confirmationKinds },
       notFresher: this.notFresher,
     };

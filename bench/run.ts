@@ -4,7 +4,7 @@
 // memory. Results go to the terminal and to bench/results/<timestamp>.json.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { DTLS_PSK_CIPHER, LoadGenerator, summarize, type LatencySummary, type Lo
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
 import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
 import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
+import { RESTORE_LOG_LINE, TARGET_MS as RESTORE_TARGET_MS, runRestore, type RestoreHarness, type RestoreResult } from './restore.js';
 import { WEAR_MODES, WEAR_SCENARIOS, runWear, type OutboxMode, type WearHarness, type WearRun } from './wear.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
@@ -28,9 +29,9 @@ const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 
 const LOAD_TARGETS = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-always', 'coap2mqtt-dtls'] as const;
 /**
  * Scenarios of their own: devices holding Observe relations with an RPC fan-out; start time and idle memory;
- * bytes written to disk per reading (wear).
+ * bytes written to disk per reading (wear); Observe relations kept across a restart (restore).
  */
-const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup', 'coap2mqtt-wear'] as const;
+const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup', 'coap2mqtt-wear', 'coap2mqtt-restore'] as const;
 const TARGET_NAMES = [...LOAD_TARGETS, ...SCENARIOS] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 type LoadTargetName = (typeof LOAD_TARGETS)[number];
@@ -40,7 +41,7 @@ const DTLS_TARGET = 'coap2mqtt-dtls';
 const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(',')}] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
                        [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR] [--cli PATH]
-                       [--broker-nagle]
+                       [--baseline-cli PATH] [--broker-nagle]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 3), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
@@ -52,6 +53,11 @@ coap2mqtt-startup: spawn to ready three times, then RSS after 5 s idle (--quick 
 coap2mqtt-wear: bytes the gateway writes to disk (/proc/PID/io write_bytes) per reading answered 2.01, one device
 posting 35-byte readings at 10, 100, 1,000/s (broker up) and 500/s (broker down), each in outbox.mode "spill" and
 "always", --duration S each (default 20, --quick 5). Alone: npm run bench -- --targets coap2mqtt-wear
+coap2mqtt-restore: --observers devices observe /rpc; bytes written (write_bytes) per registration, all at once and
+200 one at a time 100 ms apart (--quick 50), and per deregistration; RSS; then SIGTERM and SIGKILL, each followed
+by a start on the same state.dir: spawn to ready, to every device's confirmation, RSS, and an RPC to each.
+--baseline-cli PATH (e.g. the build before issue 21) adds that build's RSS and writes with the same relations.
+Alone: npm run bench -- --targets coap2mqtt-restore --baseline-cli ../pre21/dist/cli.js
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
 Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.
 --cli PATH: the gateway to measure (default dist/cli.js), e.g. an older build, to compare in the same run's conditions.
@@ -77,6 +83,7 @@ function readCommandLine() {
       'observers-per-socket': { type: 'string' },
       profile: { type: 'string' },
       cli: { type: 'string' },
+      'baseline-cli': { type: 'string' },
       'broker-nagle': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -95,6 +102,8 @@ function readCommandLine() {
   const unknown = targets.filter((name) => !(TARGET_NAMES as readonly string[]).includes(name));
   if (unknown.length > 0) throw new Error(`unknown target(s) ${unknown.join(', ')}; known: ${TARGET_NAMES.join(', ')}`);
   const { quick, soak } = values;
+  const baselineCli = values['baseline-cli'] === undefined ? undefined : resolve(values['baseline-cli']);
+  if (baselineCli && !existsSync(baselineCli)) throw new Error(`--baseline-cli: no such file ${baselineCli} (build that checkout first)`);
   return {
     help: values.help,
     quick,
@@ -117,6 +126,9 @@ function readCommandLine() {
     idleS: quick ? 2 : 5,
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     cli: resolve(values.cli ?? join(ROOT, 'dist/cli.js')),
+    baselineCli,
+    /** coap2mqtt-restore: registrations one at a time, each its own commit. */
+    trickle: quick ? 50 : 200,
     brokerNagle: values['broker-nagle'],
   };
 }
@@ -223,12 +235,27 @@ interface GatewayVariant {
   readonly outboxMode?: OutboxMode;
   /** false: the broker is down, ready once listening for devices. */
   readonly waitForBroker?: boolean;
+  /** CoAP port (default: a free one) and state.dir (default: a fresh one): a restart keeps both. */
+  readonly port?: number;
+  readonly stateDir?: string;
+  /** Another build than --cli's. */
+  readonly cli?: string;
+  /** A log line to catch from the first moment (GatewayStarted.watched). */
+  readonly watch?: RegExp;
 }
 
-/** Each start gets a fresh state directory, so no phase inherits another's backlog. */
-async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Promise<Started> {
+interface GatewayStarted extends Started {
+  /** performance.now() at spawn, and when its "coap2mqtt started" line was read. */
+  readonly spawnedAt: number;
+  readonly startedAt: number;
+  /** The first line matching GatewayVariant.watch; undefined if none came before it exited (or within 60 s). */
+  readonly watched: Promise<string | undefined>;
+}
+
+/** Each start gets a fresh state directory unless told otherwise, so no phase inherits another's backlog. */
+async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Promise<GatewayStarted> {
   const { dtls = false, outbox = true, devices: tokenDevices = settings.devices, outboxMode, waitForBroker = true } = variant;
-  const port = await freeUdpPort();
+  const port = variant.port ?? (await freeUdpPort());
   const dtlsPort = dtls ? await freeUdpPort() : 0;
   const config = join(scratchDir, 'coap2mqtt.json');
   const devices = dtls
@@ -243,7 +270,7 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
     // The load generator drives each device far beyond a real one's rate: measure the gateway, not its 4.29s.
     limits: { requestsPerSecond: 0, deviceRequestsPerSecond: 0, unknownTokenFailures: 0 },
     devices,
-    state: { dir: join(scratchDir, `state-${++gatewayStarts}`) },
+    state: { dir: variant.stateDir ?? join(scratchDir, `state-${++gatewayStarts}`) },
     // On, as by default (its counters are part of what is measured), on any free port.
     http: { port: 0 },
     // info logs state changes only, including the two lines that say it is ready.
@@ -252,10 +279,16 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
   writeFileSync(config, JSON.stringify(gatewayConfig));
   const profiling = settings.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}`] : [];
   const spawnedAt = performance.now();
-  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, settings.cli, '--config', config]);
-  // Ready: listening for devices and connected upstream.
-  await Promise.all([child.waitForLine(/coap2mqtt started/, 15_000), waitForBroker && child.waitForLine(/upstream broker connected/, 15_000)]);
-  return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt };
+  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, variant.cli ?? settings.cli, '--config', config]);
+  // Before the first line can arrive.
+  const watched = variant.watch ? child.waitForLine(variant.watch, 60_000).catch(() => undefined) : Promise.resolve(undefined);
+  // Ready: listening for devices and connected upstream. A restore of many relations comes first, so more time.
+  const readyMs = variant.watch ? 60_000 : 15_000;
+  const [startedAt] = await Promise.all([
+    child.waitForLine(/coap2mqtt started/, readyMs).then(() => performance.now()),
+    waitForBroker && child.waitForLine(/upstream broker connected/, readyMs),
+  ]);
+  return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt, spawnedAt, startedAt, watched };
 }
 
 interface Phase {
@@ -395,6 +428,10 @@ async function comparison(): Promise<object> {
   }
   let wear: WearRun[] | undefined;
   if (settings.targets.includes('coap2mqtt-wear')) wear = await runWear(wearHarness, settings.wearS, (line) => process.stdout.write(line));
+  let restore: RestoreResult | undefined;
+  if (settings.targets.includes('coap2mqtt-restore')) {
+    restore = await runRestore(restoreHarness(broker!), restoreSettings(), (line) => process.stdout.write(line));
+  }
   if (broker) await shutDown(broker.process);
   if (loadTargets.length > 0) printTable(loadTargets, saturation, fixedRate);
   if (diskSyncMs) {
@@ -406,7 +443,8 @@ async function comparison(): Promise<object> {
   if (dtls) printDtlsTable(dtls, saturation);
   if (observe) printObserve(observe);
   if (wear) printWear(wear);
-  const targets = targetFigures(saturation, fixedRate, observe, startup);
+  if (restore) printRestore(restore);
+  const targets = targetFigures(saturation, fixedRate, observe, startup, restore);
   if (targets.length > 0) printTargets(targets);
   return {
     saturation,
@@ -416,6 +454,7 @@ async function comparison(): Promise<object> {
     ...(observe && { observe }),
     ...(startup && { startup }),
     ...(wear && { wear }),
+    ...(restore && { restore }),
     targets,
   };
 }
@@ -556,6 +595,94 @@ function printWear(runs: readonly WearRun[]): void {
   }
 }
 
+function restoreSettings() {
+  return {
+    observers: settings.observers,
+    observersPerSocket: settings.observersPerSocket,
+    trickle: settings.trickle,
+    trickleSpacingMs: 100,
+    timeoutMs: settings.timeoutS * 1000,
+    baselineCli: settings.baselineCli,
+  };
+}
+
+function restoreHarness(broker: Started): RestoreHarness {
+  return {
+    host: HOST,
+    scratchDir,
+    mqttUrl: `mqtt://${HOST}:${broker.port}`,
+    async startGateway({ devices, port, stateDir, cli }) {
+      const gateway = await startGateway(broker.port, { devices, port, stateDir, cli, watch: RESTORE_LOG_LINE });
+      const child = gateway.process;
+      return {
+        pid: child.pid,
+        spawnedAt: gateway.spawnedAt,
+        startedAt: gateway.startedAt,
+        restoreLine: gateway.watched,
+        notableLines: child.notableLines,
+        get notableCount() {
+          return child.notableCount;
+        },
+        async stop(signal) {
+          if (signal === 'SIGKILL') await child.kill();
+          return shutDown(child);
+        },
+      };
+    },
+  };
+}
+
+function printRestore(restore: RestoreResult): void {
+  const { batchWrites, trickleWrites, deregistrationWrites, baseline } = restore;
+  const bytes = (value: number): string => Math.round(value).toLocaleString('en-US');
+  const mb = (value: number): string => value.toFixed(0);
+  const lines = [
+    `\ncoap2mqtt-restore: ${restore.registration.registered}/${restore.observers} devices observing /rpc (${restore.observersPerSocket} per socket), ` +
+      `kept in state.dir/sessions.sqlite (${(restore.sessionsFileBytes / 2 ** 20).toFixed(2)} MB after the last clean stop)`,
+    `  bytes written per registration: ${bytes(batchWrites.bytesEach)} B with ${batchWrites.count} at once (${bytes(batchWrites.writeBytes)} B in all, ` +
+      `quiet ${ms(batchWrites.settledMs)} ms after the last answer); ${bytes(trickleWrites.bytesEach)} B one at a time ` +
+      `(${trickleWrites.count}, 100 ms apart: each its own commit); per deregistration ${bytes(deregistrationWrites.bytesEach)} B (${deregistrationWrites.count})`,
+    `  RSS: ${mb(restore.rssStartedMB)} MB started → ${mb(restore.rssObservingMB)} MB with ${batchWrites.count} relations → ` +
+      `${mb(restore.rssBeforeRestartMB)} MB before the restart`,
+  ];
+  for (const run of restore.restarts) {
+    const { confirmations: c, restoreLog: log, fanout } = run;
+    lines.push(
+      `  after ${run.signal} (gone in ${ms(run.stopMs)} ms, exit ${run.exitCode}): spawn → started ${ms(run.startedMs)} ms` +
+        (log ? ` (restore log: ${log.restored} restored, ${log.refused} refused, ${log.dropped} dropped, ${log.rpcs} RPCs, ${log.ms} ms)` : ' (no restore log line)') +
+        `; confirmations ${c.confirmed}/${c.expected}, ${c.withinTarget} within ${RESTORE_TARGET_MS} ms of spawn, ` +
+        `${c.allWithinMs === null ? 'not all' : `the last at ${ms(c.allWithinMs)} ms`} (p50 ${ms(c.latencyMs.p50)} ms; ` +
+        `${JSON.stringify(c.kinds)}; Observe not fresher: ${c.notFresher})`,
+      `    RSS ${mb(run.rssRestoredMB)} MB once restored (${(run.rssRestoredMB / restore.rssBeforeRestartMB).toFixed(2)}× before the restart); ` +
+        `written from spawn ${bytes(run.startWriteBytes)} B; an RPC to each: ${fanout.delivered}/${fanout.rpcsPublished} delivered ` +
+        `${fanout.deliveredWithinMs === null ? '(not all)' : `within ${ms(fanout.deliveredWithinMs)} ms`}, replies upstream ${fanout.repliesUpstream}` +
+        `${fanout.repliesWithinMs === null ? ' (not all)' : ` within ${ms(fanout.repliesWithinMs)} ms`}`,
+    );
+  }
+  if (baseline) {
+    lines.push(
+      `  baseline ${baseline.cli}: RSS ${mb(baseline.rssStartedMB)} MB started → ${mb(baseline.rssObservingMB)} MB with ` +
+        `${baseline.registration.registered} relations; this build ${mb(restore.rssObservingMB)} MB: ` +
+        `${(restore.rssObservingMB / baseline.rssObservingMB).toFixed(2)}× (started: ${(restore.rssStartedMB / baseline.rssStartedMB).toFixed(2)}×); ` +
+        `it wrote ${bytes(baseline.writes.bytesEach)} B per registration`,
+    );
+  }
+  const failures = {
+    registrations: restore.registration.registrationFailures,
+    'registrations one at a time': restore.trickleRegistration.registrationFailures,
+    deregistrations: restore.deregistration.failures,
+  };
+  const notes = [
+    ...Object.entries(failures).map(([what, byReason]) => Object.keys(byReason).length > 0 && `${what} failed: ${JSON.stringify(byReason)}`),
+    restore.finalExitCode !== 0 && `exit code ${restore.finalExitCode} at the last stop`,
+    ...[...restore.logs, ...(baseline ? [baseline.log] : [])].map(
+      (log) => log.notableLogLineCount > 0 && `${log.run}: ${log.notableLogLineCount} warning/error log line(s), first: ${log.notableLogLines[0]}`,
+    ),
+  ].filter(Boolean);
+  if (notes.length > 0) lines.push(`coap2mqtt-restore: ${notes.join('; ')}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 const STARTS = 3;
 
 interface StartupPhase {
@@ -589,7 +716,13 @@ interface TargetFigure {
   readonly met: boolean;
 }
 
-function targetFigures(saturation: readonly Phase[], fixedRate: readonly Phase[], observe?: ObservePhase, startup?: StartupPhase): TargetFigure[] {
+function targetFigures(
+  saturation: readonly Phase[],
+  fixedRate: readonly Phase[],
+  observe?: ObservePhase,
+  startup?: StartupPhase,
+  restore?: RestoreResult,
+): TargetFigure[] {
   const sat = (name: LoadTargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
   const p99 = (name: LoadTargetName): number | undefined => fixedRate.find((phase) => phase.target === name)?.load.latencyMs.p99;
   const figures: TargetFigure[] = [];
@@ -618,6 +751,14 @@ function targetFigures(saturation: readonly Phase[], fixedRate: readonly Phase[]
   if (startup) {
     atMost('idle RSS', startup.idleRssMB, 80, 'MB');
     atMost('start to ready (median)', startup.startMs.median, 1000, 'ms');
+  }
+  // Issue 21's: every relation restored and confirmed within 2 s, memory as today (read here as within 10%).
+  for (const { signal, confirmations } of restore?.restarts ?? []) {
+    atMost(`${confirmations.expected} relations confirmed after ${signal}, from spawn`, confirmations.allWithinMs ?? Infinity, RESTORE_TARGET_MS, 'ms');
+  }
+  if (restore?.baseline) {
+    const ratio = restore.rssObservingMB / restore.baseline.rssObservingMB;
+    figures.push({ target: `RSS with ${restore.registration.registered} relations / pre-issue build`, required: '≤ 1.10×', measured: `${ratio.toFixed(2)}×`, met: ratio <= 1.1 });
   }
   return figures;
 }
