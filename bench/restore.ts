@@ -48,6 +48,8 @@ export interface RestoreGateway {
   /** performance.now() at spawn, and when its "coap2mqtt started" line was read (restore is over by then). */
   readonly spawnedAt: number;
   readonly startedAt: number;
+  /** Its /metrics (V8 heap figures), if the HTTP server is on. */
+  readonly metricsUrl: string | undefined;
   /** Its "device sessions restored" log line, or undefined if it never printed one. */
   readonly restoreLine: Promise<string | undefined>;
   readonly notableLines: readonly string[];
@@ -76,6 +78,14 @@ export interface WriteFigure {
   readonly settledMs: number;
 }
 
+/** The gateway's memory at one moment: RSS from /proc, the V8 heap and Buffers' memory from its /metrics. */
+export interface Memory {
+  readonly rssMB: number;
+  /** NaN without /metrics. */
+  readonly heapUsedMB: number;
+  readonly externalMB: number;
+}
+
 /** The fields of the gateway's "device sessions restored" line. */
 export interface RestoreLog {
   readonly restored: number;
@@ -95,7 +105,8 @@ export interface RestartResult {
   readonly restoreLog: RestoreLog | undefined;
   /** Times from spawn. */
   readonly confirmations: ConfirmationResult;
-  readonly rssRestoredMB: number;
+  /** Once every confirmation is in and the disk is quiet (at least a second later). */
+  readonly memoryRestored: Memory;
   /** write_bytes from spawn until the confirmations are over and the disk quiet (the start's own files included). */
   readonly startWriteBytes: number;
   /** RPCs to every device after the restart, and their replies upstream. */
@@ -106,8 +117,8 @@ export interface BaselineResult {
   readonly cli: string;
   readonly registration: RegistrationResult;
   readonly writes: WriteFigure;
-  readonly rssStartedMB: number;
-  readonly rssObservingMB: number;
+  readonly memoryStarted: Memory;
+  readonly memoryObserving: Memory;
   readonly exitCode: number | null;
   readonly log: GatewayLog;
 }
@@ -130,11 +141,13 @@ export interface RestoreResult {
   readonly trickleWrites: WriteFigure;
   readonly deregistration: DeregistrationResult;
   readonly deregistrationWrites: WriteFigure;
-  readonly rssStartedMB: number;
+  /** Spawn → "coap2mqtt started" with nothing to restore (a fresh state.dir): what a restart costs anyway. */
+  readonly firstStartedMs: number;
+  readonly memoryStarted: Memory;
   /** Once the N registrations are written and the gateway quiet. */
-  readonly rssObservingMB: number;
+  readonly memoryObserving: Memory;
   /** Just before the SIGTERM (the trickle came and went meanwhile). */
-  readonly rssBeforeRestartMB: number;
+  readonly memoryBeforeRestart: Memory;
   readonly restarts: readonly RestartResult[];
   /** sessions.sqlite (and its WAL) after the last clean stop, with the N relations. */
   readonly sessionsFileBytes: number;
@@ -170,12 +183,12 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
   let finalExitCode: number | null = null;
   try {
     await sleep(500);
-    const rssStartedMB = rssOf(gateway.pid);
+    const memoryStarted = await memoryOf(gateway);
     progress(`coap2mqtt-restore: ${observers} devices register Observe on /rpc… `);
     const ioBefore = readIo(gateway.pid);
     const registration = await fleet.register(observing);
     const batchWrites = await writesSince(gateway.pid, ioBefore, registration.registered);
-    const rssObservingMB = rssOf(gateway.pid);
+    const memoryObserving = await memoryOf(gateway);
     progress(`${Math.round(batchWrites.bytesEach)} B each; ${trickle} one at a time, ${settings.trickleSpacingMs} ms apart… `);
     const ioBeforeTrickle = readIo(gateway.pid);
     const trickleRegistration = await fleet.register(trickling, settings.trickleSpacingMs);
@@ -185,7 +198,8 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
     const deregistrationWrites = await writesSince(gateway.pid, ioBeforeDeregistration, deregistration.deregistered);
     progress(`${Math.round(trickleWrites.bytesEach)} B each, ${Math.round(deregistrationWrites.bytesEach)} B per deregistration\n`);
     await sleep(SETTLE_MS);
-    const rssBeforeRestartMB = rssOf(gateway.pid);
+    const memoryBeforeRestart = await memoryOf(gateway);
+    const firstStartedMs = gateway.startedAt - gateway.spawnedAt;
     const restarts: RestartResult[] = [];
     const runs: Array<[string, RestoreGateway]> = [['first start', gateway]];
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
@@ -213,9 +227,10 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
       trickleWrites,
       deregistration,
       deregistrationWrites,
-      rssStartedMB,
-      rssObservingMB,
-      rssBeforeRestartMB,
+      firstStartedMs,
+      memoryStarted,
+      memoryObserving,
+      memoryBeforeRestart,
       restarts,
       sessionsFileBytes,
       finalExitCode,
@@ -245,7 +260,7 @@ async function restart(
   const restoreLog = parseRestoreLog(await next.restoreLine);
   await quietWrites(next.pid);
   const startWriteBytes = readIo(next.pid).writeBytes;
-  const rssRestoredMB = rssOf(next.pid);
+  const memoryRestored = await memoryOf(next);
   const round = await fleet.fanOut(observing);
   const replies = await fleet.replyAll(observing);
   return {
@@ -257,7 +272,7 @@ async function restart(
       startedMs: next.startedAt - next.spawnedAt,
       restoreLog,
       confirmations,
-      rssRestoredMB,
+      memoryRestored,
       startWriteBytes,
       fanout: { ...round, ...replies },
     },
@@ -280,15 +295,15 @@ async function measureBaseline(
   try {
     fleet = await ObserverFleet.open({ ...fleetOptions(harness, settings, port), devices: settings.observers });
     await sleep(500);
-    const rssStartedMB = rssOf(gateway.pid);
+    const memoryStarted = await memoryOf(gateway);
     const ioBefore = readIo(gateway.pid);
     const registration = await fleet.register();
     const writes = await writesSince(gateway.pid, ioBefore, registration.registered);
-    const rssObservingMB = rssOf(gateway.pid);
-    progress(`${rssObservingMB.toFixed(0)} MB\n`);
+    const memoryObserving = await memoryOf(gateway);
+    progress(`${memoryObserving.rssMB.toFixed(0)} MB\n`);
     await fleet.close();
     exitCode = await gateway.stop('SIGTERM');
-    return { cli, registration, writes, rssStartedMB, rssObservingMB, exitCode, log: logOf('baseline', gateway) };
+    return { cli, registration, writes, memoryStarted, memoryObserving, exitCode, log: logOf('baseline', gateway) };
   } finally {
     await fleet?.close();
     await gateway.stop('SIGTERM');
@@ -345,7 +360,17 @@ const logOf = (run: string, gateway: RestoreGateway): GatewayLog => ({
   notableLogLineCount: gateway.notableCount,
 });
 
-const rssOf = (pid: number): number => (sampleProcess(pid)?.rssBytes ?? NaN) / 2 ** 20;
+async function memoryOf(gateway: RestoreGateway): Promise<Memory> {
+  const rssMB = (sampleProcess(gateway.pid)?.rssBytes ?? NaN) / 2 ** 20;
+  let metrics = '';
+  try {
+    if (gateway.metricsUrl) metrics = await (await fetch(gateway.metricsUrl)).text();
+  } catch {
+    // Reported as NaN.
+  }
+  const megabytes = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN) / 2 ** 20;
+  return { rssMB, heapUsedMB: megabytes('nodejs_heap_size_used_bytes'), externalMB: megabytes('nodejs_external_memory_bytes') };
+}
 
 function fileBytes(path: string): number {
   try {

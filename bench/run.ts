@@ -14,7 +14,7 @@ import { DTLS_PSK_CIPHER, LoadGenerator, summarize, type LatencySummary, type Lo
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
 import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
 import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
-import { RESTORE_LOG_LINE, TARGET_MS as RESTORE_TARGET_MS, runRestore, type RestoreHarness, type RestoreResult } from './restore.js';
+import { RESTORE_LOG_LINE, TARGET_MS as RESTORE_TARGET_MS, runRestore, type Memory, type RestoreHarness, type RestoreResult } from './restore.js';
 import { WEAR_MODES, WEAR_SCENARIOS, runWear, type OutboxMode, type WearHarness, type WearRun } from './wear.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
@@ -248,6 +248,8 @@ interface GatewayStarted extends Started {
   /** performance.now() at spawn, and when its "coap2mqtt started" line was read. */
   readonly spawnedAt: number;
   readonly startedAt: number;
+  /** Its /metrics, from the "coap2mqtt started" line (undefined with the HTTP server off). */
+  readonly metricsUrl: string | undefined;
   /** The first line matching GatewayVariant.watch; undefined if none came before it exited (or within 60 s). */
   readonly watched: Promise<string | undefined>;
 }
@@ -284,11 +286,23 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
   const watched = variant.watch ? child.waitForLine(variant.watch, 60_000).catch(() => undefined) : Promise.resolve(undefined);
   // Ready: listening for devices and connected upstream. A restore of many relations comes first, so more time.
   const readyMs = variant.watch ? 60_000 : 15_000;
-  const [startedAt] = await Promise.all([
-    child.waitForLine(/coap2mqtt started/, readyMs).then(() => performance.now()),
+  const [[startedLine, startedAt]] = await Promise.all([
+    child.waitForLine(/coap2mqtt started/, readyMs).then((line) => [line, performance.now()] as const),
     waitForBroker && child.waitForLine(/upstream broker connected/, readyMs),
   ]);
-  return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt, spawnedAt, startedAt, watched };
+  const metricsUrl = metricsUrlOf(startedLine);
+  return { process: child, port: dtls ? dtlsPort : port, startMs: performance.now() - spawnedAt, spawnedAt, startedAt, metricsUrl, watched };
+}
+
+/** The started line says `"http":"http://127.0.0.1:PORT/healthz, /metrics"` (or "off"). */
+function metricsUrlOf(startedLine: string): string | undefined {
+  try {
+    const http = (JSON.parse(startedLine) as { http?: unknown }).http;
+    const origin = typeof http === 'string' ? /^(https?:\/\/[^/]+)\//.exec(http)?.[1] : undefined;
+    return origin && `${origin}/metrics`;
+  } catch {
+    return undefined;
+  }
 }
 
 interface Phase {
@@ -618,6 +632,7 @@ function restoreHarness(broker: Started): RestoreHarness {
         pid: child.pid,
         spawnedAt: gateway.spawnedAt,
         startedAt: gateway.startedAt,
+        metricsUrl: gateway.metricsUrl,
         restoreLine: gateway.watched,
         notableLines: child.notableLines,
         get notableCount() {
@@ -635,36 +650,57 @@ function restoreHarness(broker: Started): RestoreHarness {
 function printRestore(restore: RestoreResult): void {
   const { batchWrites, trickleWrites, deregistrationWrites, baseline } = restore;
   const bytes = (value: number): string => Math.round(value).toLocaleString('en-US');
-  const mb = (value: number): string => value.toFixed(0);
-  const lines = [
-    `\ncoap2mqtt-restore: ${restore.registration.registered}/${restore.observers} devices observing /rpc (${restore.observersPerSocket} per socket), ` +
-      `kept in state.dir/sessions.sqlite (${(restore.sessionsFileBytes / 2 ** 20).toFixed(2)} MB after the last clean stop)`,
-    `  bytes written per registration: ${bytes(batchWrites.bytesEach)} B with ${batchWrites.count} at once (${bytes(batchWrites.writeBytes)} B in all, ` +
-      `quiet ${ms(batchWrites.settledMs)} ms after the last answer); ${bytes(trickleWrites.bytesEach)} B one at a time ` +
-      `(${trickleWrites.count}, 100 ms apart: each its own commit); per deregistration ${bytes(deregistrationWrites.bytesEach)} B (${deregistrationWrites.count})`,
-    `  RSS: ${mb(restore.rssStartedMB)} MB started → ${mb(restore.rssObservingMB)} MB with ${batchWrites.count} relations → ` +
-      `${mb(restore.rssBeforeRestartMB)} MB before the restart`,
+  const mb = (value: number): string => (Number.isNaN(value) ? '-' : value.toFixed(0));
+  const memory = (m: Memory): string => `${mb(m.rssMB)} / ${mb(m.heapUsedMB)} MB`;
+  const whole = (value: number | null | undefined): string => (value === null || value === undefined || Number.isNaN(value) ? '-' : value.toFixed(0));
+  const rows = [
+    ['first start, nothing to restore', '-', whole(restore.firstStartedMs), '-', '-', '-', '-', '-', '-', mb(restore.memoryStarted.rssMB), mb(restore.memoryStarted.heapUsedMB), '-', '-', '-'],
+    ...restore.restarts.map((run) => {
+      const { confirmations: c, restoreLog: log, fanout } = run;
+      return [
+        `after ${run.signal} (exit ${run.exitCode})`,
+        whole(run.stopMs),
+        whole(run.startedMs),
+        log ? `${log.ms}` : '-',
+        log ? `${log.restored}/${log.refused}/${log.dropped}` : '-',
+        `${c.confirmed}/${c.expected}`,
+        String(c.withinTarget),
+        whole(c.allWithinMs),
+        whole(c.latencyMs.p50),
+        mb(run.memoryRestored.rssMB),
+        mb(run.memoryRestored.heapUsedMB),
+        `${fanout.delivered}/${fanout.rpcsPublished}`,
+        whole(fanout.deliveredWithinMs),
+        `${fanout.repliesUpstream}`,
+      ];
+    }),
   ];
-  for (const run of restore.restarts) {
-    const { confirmations: c, restoreLog: log, fanout } = run;
-    lines.push(
-      `  after ${run.signal} (gone in ${ms(run.stopMs)} ms, exit ${run.exitCode}): spawn → started ${ms(run.startedMs)} ms` +
-        (log ? ` (restore log: ${log.restored} restored, ${log.refused} refused, ${log.dropped} dropped, ${log.rpcs} RPCs, ${log.ms} ms)` : ' (no restore log line)') +
-        `; confirmations ${c.confirmed}/${c.expected}, ${c.withinTarget} within ${RESTORE_TARGET_MS} ms of spawn, ` +
-        `${c.allWithinMs === null ? 'not all' : `the last at ${ms(c.allWithinMs)} ms`} (p50 ${ms(c.latencyMs.p50)} ms; ` +
-        `${JSON.stringify(c.kinds)}; Observe not fresher: ${c.notFresher})`,
-      `    RSS ${mb(run.rssRestoredMB)} MB once restored (${(run.rssRestoredMB / restore.rssBeforeRestartMB).toFixed(2)}× before the restart); ` +
-        `written from spawn ${bytes(run.startWriteBytes)} B; an RPC to each: ${fanout.delivered}/${fanout.rpcsPublished} delivered ` +
-        `${fanout.deliveredWithinMs === null ? '(not all)' : `within ${ms(fanout.deliveredWithinMs)} ms`}, replies upstream ${fanout.repliesUpstream}` +
-        `${fanout.repliesWithinMs === null ? ' (not all)' : ` within ${ms(fanout.repliesWithinMs)} ms`}`,
-    );
-  }
+  const headers = [
+    'coap2mqtt-restore', 'gone ms', 'spawn→started ms', 'restore ms', 'restored/refused/dropped', 'confirmed',
+    `in ${RESTORE_TARGET_MS} ms`, 'last ms', 'p50 ms', 'RSS MB', 'heap MB', 'RPC delivered', 'all in ms', 'replies',
+  ];
+  const lines = [
+    `\n${formatTable(headers, rows)}`,
+    `${restore.registration.registered}/${restore.observers} devices observing /rpc (${restore.observersPerSocket} per socket); ` +
+      `confirmed and last = the devices' confirmations (CON notifications) from spawn, kinds ${restore.restarts.map((run) => JSON.stringify(run.confirmations.kinds)).join(' / ')}, ` +
+      `Observe not fresher than before: ${restore.restarts.map((run) => run.confirmations.notFresher).join(' / ')}; restore ms from the gateway's log line; ` +
+      `RSS and heap once confirmed and the disk quiet; an RPC to every device after each restart`,
+    `bytes written (write_bytes) per registration: ${bytes(batchWrites.bytesEach)} B with ${batchWrites.count} at once ` +
+      `(${bytes(batchWrites.writeBytes)} B in all); ${bytes(trickleWrites.bytesEach)} B one at a time (${trickleWrites.count}, ` +
+      `100 ms apart: each its own commit); ${bytes(deregistrationWrites.bytesEach)} B per deregistration (${deregistrationWrites.count}); ` +
+      `written by each restart from spawn: ${restore.restarts.map((run) => bytes(run.startWriteBytes)).join(' / ')} B; ` +
+      `sessions.sqlite ${(restore.sessionsFileBytes / 2 ** 20).toFixed(2)} MB after the last clean stop`,
+    `memory (RSS / V8 heap used): started ${memory(restore.memoryStarted)}, with ${batchWrites.count} relations ${memory(restore.memoryObserving)}, ` +
+      `before the restart ${memory(restore.memoryBeforeRestart)}; once restored ${restore.restarts
+        .map((run) => `${memory(run.memoryRestored)} (RSS ${(run.memoryRestored.rssMB / restore.memoryBeforeRestart.rssMB).toFixed(2)}× before, after ${run.signal})`)
+        .join(', ')}`,
+  ];
   if (baseline) {
     lines.push(
-      `  baseline ${baseline.cli}: RSS ${mb(baseline.rssStartedMB)} MB started → ${mb(baseline.rssObservingMB)} MB with ` +
-        `${baseline.registration.registered} relations; this build ${mb(restore.rssObservingMB)} MB: ` +
-        `${(restore.rssObservingMB / baseline.rssObservingMB).toFixed(2)}× (started: ${(restore.rssStartedMB / baseline.rssStartedMB).toFixed(2)}×); ` +
-        `it wrote ${bytes(baseline.writes.bytesEach)} B per registration`,
+      `baseline ${baseline.cli}: started ${memory(baseline.memoryStarted)}, with ${baseline.registration.registered} relations ` +
+        `${memory(baseline.memoryObserving)}; RSS with relations, this build / baseline: ` +
+        `${(restore.memoryObserving.rssMB / baseline.memoryObserving.rssMB).toFixed(2)}× (started: ` +
+        `${(restore.memoryStarted.rssMB / baseline.memoryStarted.rssMB).toFixed(2)}×); it wrote ${bytes(baseline.writes.bytesEach)} B per registration`,
     );
   }
   const failures = {
@@ -757,7 +793,7 @@ function targetFigures(
     atMost(`${confirmations.expected} relations confirmed after ${signal}, from spawn`, confirmations.allWithinMs ?? Infinity, RESTORE_TARGET_MS, 'ms');
   }
   if (restore?.baseline) {
-    const ratio = restore.rssObservingMB / restore.baseline.rssObservingMB;
+    const ratio = restore.memoryObserving.rssMB / restore.baseline.memoryObserving.rssMB;
     figures.push({ target: `RSS with ${restore.registration.registered} relations / pre-issue build`, required: '≤ 1.10×', measured: `${ratio.toFixed(2)}×`, met: ratio <= 1.1 });
   }
   return figures;
