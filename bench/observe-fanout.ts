@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import * as coapPacket from 'coap-packet';
 import mqtt, { type MqttClient } from 'mqtt';
 import { summarize, type LatencySummary } from './loadgen.js';
@@ -261,14 +261,13 @@ export class ObserverFleet {
   }
 
   /**
-   * Each device: CON GET /api/v1/tok-i/rpc with Observe 0, answered 2.03 with Observe. With `spacingMs`,
-   * one at a time, each that long after the previous one's answer; otherwise `concurrency` at once.
+   * Each device: CON GET /api/v1/tok-i/rpc with Observe 0, answered 2.03 with Observe; `concurrency` at once.
    */
-  async register(range: DeviceRange = this.all(), spacingMs = 0): Promise<RegistrationResult> {
+  async register(range: DeviceRange = this.all()): Promise<RegistrationResult> {
     const failures: Record<string, number> = {};
     let registered = 0;
     const startedAt = performance.now();
-    await this.forEach(range, spacingMs, async (device) => {
+    await this.forEach(range, async (device) => {
       const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, device.index, 0));
       const failure = 'failure' in outcome ? outcome.failure : registrationFailure(outcome.answer);
       if (failure === undefined) {
@@ -283,11 +282,11 @@ export class ObserverFleet {
   }
 
   /** Each device: CON GET /api/v1/tok-i/rpc with Observe 1 and the registration's token (RFC 7641 §3.6). */
-  async deregister(range: DeviceRange = this.all(), spacingMs = 0): Promise<DeregistrationResult> {
+  async deregister(range: DeviceRange = this.all()): Promise<DeregistrationResult> {
     const failures: Record<string, number> = {};
     let deregistered = 0;
     const startedAt = performance.now();
-    await this.forEach(range, spacingMs, async (device) => {
+    await this.forEach(range, async (device) => {
       const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, device.index, 1));
       const failure = 'failure' in outcome ? outcome.failure : outcome.answer.code.startsWith('2.') ? undefined : outcome.answer.code;
       if (failure === undefined) {
@@ -442,16 +441,9 @@ export class ObserverFleet {
     return this.devices.slice(start, end);
   }
 
-  private async forEach(range: DeviceRange, spacingMs: number, task: (device: Device) => Promise<void>): Promise<void> {
+  private async forEach(range: DeviceRange, task: (device: Device) => Promise<void>): Promise<void> {
     const devices = this.slice(range);
-    if (spacingMs <= 0) {
-      await forEachBounded(devices.length, this.options.concurrency, (i) => task(devices[i]!));
-      return;
-    }
-    for (const [i, device] of devices.entries()) {
-      if (i > 0) await sleep(spacingMs);
-      await task(device);
-    }
+    await forEachBounded(devices.length, this.options.concurrency, (i) => task(devices[i]!));
   }
 
   private request(device: Device, kind: Kind, build: (messageId: number, token: Buffer) => Buffer): Promise<Outcome> {

@@ -78,6 +78,16 @@ export interface WriteFigure {
   readonly settledMs: number;
 }
 
+/**
+ * Requests one at a time, each its own commit. The median step is one commit's own cost; the mean
+ * (bytesEach) also carries the SQLite checkpoints (WAL pages copied into the database file, every ~1,000
+ * pages) that happened to fall in the window, one of them perhaps still the batch's.
+ */
+export interface TrickleWrites extends WriteFigure {
+  readonly medianStepBytes: number;
+  readonly maxStepBytes: number;
+}
+
 /** The gateway's memory at one moment: RSS from /proc, the V8 heap and Buffers' memory from its /metrics. */
 export interface Memory {
   readonly rssMB: number;
@@ -138,9 +148,9 @@ export interface RestoreResult {
   readonly batchWrites: WriteFigure;
   readonly trickleRegistration: RegistrationResult;
   /** One at a time, trickleSpacingMs after the previous answer: each its own commit. */
-  readonly trickleWrites: WriteFigure;
+  readonly trickleWrites: TrickleWrites;
   readonly deregistration: DeregistrationResult;
-  readonly deregistrationWrites: WriteFigure;
+  readonly deregistrationWrites: TrickleWrites;
   /** Spawn → "coap2mqtt started" with nothing to restore (a fresh state.dir): what a restart costs anyway. */
   readonly firstStartedMs: number;
   readonly memoryStarted: Memory;
@@ -190,12 +200,12 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
     const batchWrites = await writesSince(gateway.pid, ioBefore, registration.registered);
     const memoryObserving = await memoryOf(gateway);
     progress(`${Math.round(batchWrites.bytesEach)} B each; ${trickle} one at a time, ${settings.trickleSpacingMs} ms apart… `);
-    const ioBeforeTrickle = readIo(gateway.pid);
-    const trickleRegistration = await fleet.register(trickling, settings.trickleSpacingMs);
-    const trickleWrites = await writesSince(gateway.pid, ioBeforeTrickle, trickleRegistration.registered);
-    const ioBeforeDeregistration = readIo(gateway.pid);
-    const deregistration = await fleet.deregister(trickling, settings.trickleSpacingMs);
-    const deregistrationWrites = await writesSince(gateway.pid, ioBeforeDeregistration, deregistration.deregistered);
+    const registering = await oneAtATime(gateway.pid, trickling, settings.trickleSpacingMs, async (one) => (await fleet.register(one)).registrationFailures);
+    const trickleRegistration = { registered: registering.succeeded, registrationFailures: registering.failures, registrationSeconds: registering.seconds };
+    const trickleWrites = registering.writes;
+    const deregistering = await oneAtATime(gateway.pid, trickling, settings.trickleSpacingMs, async (one) => (await fleet.deregister(one)).failures);
+    const deregistration = { deregistered: deregistering.succeeded, failures: deregistering.failures, seconds: deregistering.seconds };
+    const deregistrationWrites = deregistering.writes;
     progress(`${Math.round(trickleWrites.bytesEach)} B each, ${Math.round(deregistrationWrites.bytesEach)} B per deregistration\n`);
     await sleep(SETTLE_MS);
     const memoryBeforeRestart = await memoryOf(gateway);
@@ -318,6 +328,40 @@ function fleetOptions(harness: RestoreHarness, settings: RestoreSettings, port: 
     devicesPerSocket: settings.observersPerSocket,
     concurrency: CONCURRENCY,
     timeoutMs: settings.timeoutMs,
+  };
+}
+
+/**
+ * One device's request at a time, each `spacingMs` after the previous answer (the commit, 50 ms later, is
+ * done by then): write_bytes across each step, and in all once the disk has gone quiet.
+ */
+async function oneAtATime(
+  pid: number,
+  range: DeviceRange,
+  spacingMs: number,
+  request: (one: DeviceRange) => Promise<Record<string, number>>,
+): Promise<{ succeeded: number; failures: Record<string, number>; seconds: number; writes: TrickleWrites }> {
+  const failures: Record<string, number> = {};
+  const steps: number[] = [];
+  let succeeded = 0;
+  const startedAt = performance.now();
+  const before = readIo(pid);
+  for (let index = range.start; index < range.end; index++) {
+    const stepBefore = readIo(pid).writeBytes;
+    const failed = Object.entries(await request({ start: index, end: index + 1 }));
+    for (const [reason, count] of failed) failures[reason] = (failures[reason] ?? 0) + count;
+    if (failed.length === 0) succeeded++;
+    await sleep(spacingMs);
+    steps.push(readIo(pid).writeBytes - stepBefore);
+  }
+  const seconds = (performance.now() - startedAt) / 1000;
+  const writes = await writesSince(pid, before, succeeded);
+  steps.sort((a, b) => a - b);
+  return {
+    succeeded,
+    failures,
+    seconds,
+    writes: { ...writes, medianStepBytes: steps[Math.floor(steps.length / 2)] ?? NaN, maxStepBytes: steps.at(-1) ?? NaN },
   };
 }
 

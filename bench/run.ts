@@ -686,8 +686,10 @@ function printRestore(restore: RestoreResult): void {
       `Observe not fresher than before: ${restore.restarts.map((run) => run.confirmations.notFresher).join(' / ')}; restore ms from the gateway's log line; ` +
       `RSS and heap once confirmed and the disk quiet; an RPC to every device after each restart`,
     `bytes written (write_bytes) per registration: ${bytes(batchWrites.bytesEach)} B with ${batchWrites.count} at once ` +
-      `(${bytes(batchWrites.writeBytes)} B in all); ${bytes(trickleWrites.bytesEach)} B one at a time (${trickleWrites.count}, ` +
-      `100 ms apart: each its own commit); ${bytes(deregistrationWrites.bytesEach)} B per deregistration (${deregistrationWrites.count}); ` +
+      `(${bytes(batchWrites.writeBytes)} B in all); one at a time (${trickleWrites.count}, 100 ms apart: each its own commit) ` +
+      `${bytes(trickleWrites.medianStepBytes)} B median, ${bytes(trickleWrites.bytesEach)} B mean (checkpoints included), ` +
+      `${bytes(trickleWrites.maxStepBytes)} B max; per deregistration ${bytes(deregistrationWrites.medianStepBytes)} B median, ` +
+      `${bytes(deregistrationWrites.bytesEach)} B mean (${deregistrationWrites.count}); ` +
       `written by each restart from spawn: ${restore.restarts.map((run) => bytes(run.startWriteBytes)).join(' / ')} B; ` +
       `sessions.sqlite ${(restore.sessionsFileBytes / 2 ** 20).toFixed(2)} MB after the last clean stop`,
     `memory (RSS / V8 heap used): started ${memory(restore.memoryStarted)}, with ${batchWrites.count} relations ${memory(restore.memoryObserving)}, ` +
