@@ -103,6 +103,8 @@ export interface ConfirmationResult {
   readonly kinds: Record<string, number>;
   /** Confirmations whose Observe number is not fresher than the last before (RFC 7641 §4.4, 128 s aside). */
   readonly notFresher: number;
+  /** Confirmations carrying the last fan-out's RPC, which the device had already received (and answered). */
+  readonly repeatedRpcs: number;
 }
 
 const RPC_TOPIC = 'v1/gateway/rpc';
@@ -184,6 +186,7 @@ export class ObserverFleet {
   private confirming = false;
   private confirmationKinds: Record<string, number> = {};
   private notFresher = 0;
+  private repeatedRpcs = 0;
   private confirmable = 0;
   private nonConfirmable = 0;
   private duplicates = 0;
@@ -305,6 +308,7 @@ export class ObserverFleet {
     this.confirmations = new Tally();
     this.confirmationKinds = {};
     this.notFresher = 0;
+    this.repeatedRpcs = 0;
     for (const device of this.slice(range)) {
       device.confirmedAt = NaN;
       device.observeBefore = device.lastObserve;
@@ -326,6 +330,7 @@ export class ObserverFleet {
       withinTarget: confirmed.filter((device) => device.confirmedAt - origin <= targetMs).length,
       kinds: { ...this.confirmationKinds },
       notFresher: this.notFresher,
+      repeatedRpcs: this.repeatedRpcs,
     };
   }
 
@@ -511,6 +516,7 @@ export class ObserverFleet {
     const kind = `${packet.code} ${packet.confirmable ? 'CON' : 'NON'}${observe === undefined ? ' without Observe' : ''}`;
     this.confirmationKinds[kind] = (this.confirmationKinds[kind] ?? 0) + 1;
     if (observe === undefined || (device.observeBefore !== undefined && !isFresher(device.observeBefore, observe))) this.notFresher++;
+    if (!Number.isNaN(device.rpcAt) && carriesRpc(packet, this.rpcIdOf(device.index))) this.repeatedRpcs++;
     this.confirmations.add();
   }
 }

@@ -1,7 +1,8 @@
 // Issue 21's scenario (coap2mqtt-restore): Observe relations kept in state.dir/sessions.sqlite across a restart.
 // N devices observe /rpc, each on its own UDP socket (ObserverFleet). Measured: the bytes the gateway writes
-// (/proc/PID/io write_bytes) per registration, all at once and one at a time (each its own commit, as in the
-// field) and per deregistration; its RSS with N relations; then, after a SIGTERM and after a SIGKILL, the
+// (/proc/PID/io write_bytes) per registration, all at once and one at a time (further apart than the store's
+// commits: each its own, as in the field; and 10 a second, sharing commits), and per deregistration; its RSS
+// with N relations; then, after a SIGTERM and after a SIGKILL, the
 // time from spawning it again to its "coap2mqtt started" line and to the last device hearing its
 // confirmation (the devices' sockets stay open and ACK, as a real device does), and its RSS after the
 // restore; then an RPC to every device, which proves the relations work. With a baseline build (the gateway
@@ -61,9 +62,8 @@ export interface RestoreGateway {
 export interface RestoreSettings {
   readonly observers: number;
   readonly observersPerSocket: number;
-  /** Registrations one at a time, then as many deregistrations. */
-  readonly trickle: number;
-  readonly trickleSpacingMs: number;
+  /** Registrations one at a time, then as many deregistrations, at each pace. */
+  readonly trickles: readonly Pace[];
   /** Per request, and for a fan-out. */
   readonly timeoutMs: number;
   /** The gateway before the issue, for its RSS and writes with the same relations. */
@@ -83,6 +83,19 @@ export interface WriteFigure {
  * (bytesEach) also carries the SQLite checkpoints (WAL pages copied into the database file, every ~1,000
  * pages) that happened to fall in the window, one of them perhaps still the batch's.
  */
+/** Requests one at a time, each `spacingMs` after the previous answer. */
+export interface Pace {
+  readonly count: number;
+  readonly spacingMs: number;
+}
+
+export interface Trickle extends Pace {
+  readonly registration: RegistrationResult;
+  readonly registrationWrites: TrickleWrites;
+  readonly deregistration: DeregistrationResult;
+  readonly deregistrationWrites: TrickleWrites;
+}
+
 export interface TrickleWrites extends WriteFigure {
   readonly medianStepBytes: number;
   readonly maxStepBytes: number;
@@ -105,6 +118,8 @@ export interface RestoreLog {
   readonly dropped: number;
   readonly rpcs: number;
   readonly ms: number;
+  /** Relations whose confirmation went out at start (newer builds log it). */
+  readonly confirming?: number;
 }
 
 export interface RestartResult {
@@ -148,11 +163,8 @@ export interface RestoreResult {
   readonly registration: RegistrationResult;
   /** All N registrations at once. */
   readonly batchWrites: WriteFigure;
-  readonly trickleRegistration: RegistrationResult;
-  /** One at a time, trickleSpacingMs after the previous answer: each its own commit. */
-  readonly trickleWrites: TrickleWrites;
-  readonly deregistration: DeregistrationResult;
-  readonly deregistrationWrites: TrickleWrites;
+  /** Registrations and deregistrations one at a time, at each pace. */
+  readonly trickles: readonly Trickle[];
   /** Spawn → "coap2mqtt started" with nothing to restore (a fresh state.dir): what a restart costs anyway. */
   readonly firstStartedMs: number;
   readonly memoryStarted: Memory;
@@ -185,12 +197,13 @@ const CONCURRENCY = 200;
 export const RESTORE_LOG_LINE = /^\{.*device sessions restored/;
 
 export async function runRestore(harness: RestoreHarness, settings: RestoreSettings, progress: (line: string) => void): Promise<RestoreResult> {
-  const { observers, trickle } = settings;
+  const { observers } = settings;
+  // The devices after the N observers register and deregister one at a time.
+  const extra = Math.max(0, ...settings.trickles.map((pace) => pace.count));
   const port = await freeUdpPort();
   const stateDir = join(harness.scratchDir, 'state-restore');
-  const devices = observers + trickle;
+  const devices = observers + extra;
   const observing: DeviceRange = { start: 0, end: observers };
-  const trickling: DeviceRange = { start: observers, end: devices };
   const start = (): Promise<RestoreGateway> => harness.startGateway({ devices, port, stateDir });
   let gateway = await start();
   const fleet = await ObserverFleet.open({ ...fleetOptions(harness, settings, port), devices });
@@ -203,14 +216,23 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
     const registration = await fleet.register(observing);
     const batchWrites = await writesSince(gateway.pid, ioBefore, registration.registered);
     const memoryObserving = await memoryOf(gateway);
-    progress(`${Math.round(batchWrites.bytesEach)} B each; ${trickle} one at a time, ${settings.trickleSpacingMs} ms apart… `);
-    const registering = await oneAtATime(gateway.pid, trickling, settings.trickleSpacingMs, async (one) => (await fleet.register(one)).registrationFailures);
-    const trickleRegistration = { registered: registering.succeeded, registrationFailures: registering.failures, registrationSeconds: registering.seconds };
-    const trickleWrites = registering.writes;
-    const deregistering = await oneAtATime(gateway.pid, trickling, settings.trickleSpacingMs, async (one) => (await fleet.deregister(one)).failures);
-    const deregistration = { deregistered: deregistering.succeeded, failures: deregistering.failures, seconds: deregistering.seconds };
-    const deregistrationWrites = deregistering.writes;
-    progress(`${Math.round(trickleWrites.bytesEach)} B each, ${Math.round(deregistrationWrites.bytesEach)} B per deregistration\n`);
+    progress(`${Math.round(batchWrites.bytesEach)} B each\n`);
+    const trickles: Trickle[] = [];
+    for (const { count, spacingMs } of settings.trickles) {
+      progress(`coap2mqtt-restore: ${count} register and deregister one at a time, ${spacingMs} ms apart… `);
+      const paced = { start: observers, end: observers + count };
+      const registering = await oneAtATime(gateway.pid, paced, spacingMs, async (single) => (await fleet.register(single)).registrationFailures);
+      const deregistering = await oneAtATime(gateway.pid, paced, spacingMs, async (single) => (await fleet.deregister(single)).failures);
+      trickles.push({
+        count,
+        spacingMs,
+        registration: { registered: registering.succeeded, registrationFailures: registering.failures, registrationSeconds: registering.seconds },
+        registrationWrites: registering.writes,
+        deregistration: { deregistered: deregistering.succeeded, failures: deregistering.failures, seconds: deregistering.seconds },
+        deregistrationWrites: deregistering.writes,
+      });
+      progress(`${Math.round(registering.writes.bytesEach)} B per registration, ${Math.round(deregistering.writes.bytesEach)} B per deregistration\n`);
+    }
     await sleep(SETTLE_MS);
     const memoryBeforeRestart = await memoryOf(gateway);
     const firstStartedMs = gateway.startedAt - gateway.spawnedAt;
@@ -237,10 +259,7 @@ export async function runRestore(harness: RestoreHarness, settings: RestoreSetti
       observersPerSocket: settings.observersPerSocket,
       registration,
       batchWrites,
-      trickleRegistration,
-      trickleWrites,
-      deregistration,
-      deregistrationWrites,
+      trickles,
       firstStartedMs,
       memoryStarted,
       memoryObserving,
@@ -399,9 +418,10 @@ async function quietWrites(pid: number): Promise<Io> {
 function parseRestoreLog(line: string | undefined): RestoreLog | undefined {
   if (line === undefined) return undefined;
   try {
-    const { restored, refused, dropped, rpcs, ms } = JSON.parse(line) as Record<string, unknown>;
+    const { restored, refused, dropped, rpcs, ms, confirming } = JSON.parse(line) as Record<string, unknown>;
     const numbers = { restored, refused, dropped, rpcs, ms };
-    return Object.values(numbers).every((value) => typeof value === 'number') ? (numbers as unknown as RestoreLog) : undefined;
+    if (!Object.values(numbers).every((value) => typeof value === 'number')) return undefined;
+    return { ...(numbers as Omit<RestoreLog, 'confirming'>), ...(typeof confirming === 'number' && { confirming }) };
   } catch {
     return undefined;
   }

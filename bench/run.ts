@@ -53,9 +53,10 @@ coap2mqtt-startup: spawn to ready three times, then RSS after 5 s idle (--quick 
 coap2mqtt-wear: bytes the gateway writes to disk (/proc/PID/io write_bytes) per reading answered 2.01, one device
 posting 35-byte readings at 10, 100, 1,000/s (broker up) and 500/s (broker down), each in outbox.mode "spill" and
 "always", --duration S each (default 20, --quick 5). Alone: npm run bench -- --targets coap2mqtt-wear
-coap2mqtt-restore: --observers devices observe /rpc; bytes written (write_bytes) per registration, all at once and
-200 one at a time 100 ms apart (--quick 50), and per deregistration; RSS; then SIGTERM and SIGKILL, each followed
-by a start on the same state.dir: spawn to ready, to every device's confirmation, RSS, and an RPC to each.
+coap2mqtt-restore: --observers devices observe /rpc; bytes written (write_bytes) per registration, all at once, then
+one at a time 1.1 s apart (30, --quick 10: each its own commit) and 100 ms apart (50, --quick 20), and per
+deregistration; RSS; then SIGTERM and SIGKILL, each followed by a start on the same state.dir: spawn to ready, to
+every device's confirmation, RSS, and an RPC to each.
 --baseline-cli PATH (e.g. the build before issue 21) adds that build's RSS and writes with the same relations.
 Alone: npm run bench -- --targets coap2mqtt-restore --baseline-cli ../pre21/dist/cli.js
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
@@ -127,8 +128,14 @@ function readCommandLine() {
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     cli: resolve(values.cli ?? join(ROOT, 'dist/cli.js')),
     baselineCli,
-    /** coap2mqtt-restore: registrations one at a time, each its own commit. */
-    trickle: quick ? 50 : 200,
+    /**
+     * coap2mqtt-restore: registrations one at a time, further apart than the session store's commits (at
+     * least 1 s apart): each its own, as in the field; and 10 a second, sharing them.
+     */
+    trickles: [
+      { count: quick ? 10 : 30, spacingMs: 1100 },
+      { count: quick ? 20 : 50, spacingMs: 100 },
+    ],
     brokerNagle: values['broker-nagle'],
   };
 }
@@ -613,8 +620,7 @@ function restoreSettings() {
   return {
     observers: settings.observers,
     observersPerSocket: settings.observersPerSocket,
-    trickle: settings.trickle,
-    trickleSpacingMs: 100,
+    trickles: settings.trickles,
     timeoutMs: settings.timeoutS * 1000,
     baselineCli: settings.baselineCli,
   };
@@ -648,13 +654,13 @@ function restoreHarness(broker: Started): RestoreHarness {
 }
 
 function printRestore(restore: RestoreResult): void {
-  const { batchWrites, trickleWrites, deregistrationWrites, baseline } = restore;
+  const { batchWrites, trickles, baseline } = restore;
   const bytes = (value: number): string => Math.round(value).toLocaleString('en-US');
   const mb = (value: number): string => (Number.isNaN(value) ? '-' : value.toFixed(0));
   const memory = (m: Memory): string => `${mb(m.rssMB)} / ${mb(m.heapUsedMB)} MB`;
   const whole = (value: number | null | undefined): string => (value === null || value === undefined || Number.isNaN(value) ? '-' : value.toFixed(0));
   // SQLite copies the WAL into the database file every ~1,000 pages, at a commit: the batch's copy lands in a later window.
-  const checkpoints = trickleWrites.checkpointBytes + deregistrationWrites.checkpointBytes;
+  const checkpoints = trickles.reduce((sum, paced) => sum + paced.registrationWrites.checkpointBytes + paced.deregistrationWrites.checkpointBytes, 0);
   const batchWithCheckpoint = (batchWrites.writeBytes + checkpoints) / Math.max(1, batchWrites.count);
   const rows = [
     ['first start, nothing to restore', '-', whole(restore.firstStartedMs), '-', '-', '-', '-', '-', '-', mb(restore.memoryStarted.rssMB), mb(restore.memoryStarted.heapUsedMB), '-', '-', '-'],
@@ -665,7 +671,7 @@ function printRestore(restore: RestoreResult): void {
         whole(run.stopMs),
         whole(run.startedMs),
         log ? `${log.ms}` : '-',
-        log ? `${log.restored}/${log.refused}/${log.dropped}` : '-',
+        log ? `${log.restored}/${log.refused}/${log.dropped}/${log.rpcs}` : '-',
         `${c.confirmed}/${c.expected}`,
         String(c.withinTarget),
         whole(c.allWithinMs),
@@ -679,21 +685,27 @@ function printRestore(restore: RestoreResult): void {
     }),
   ];
   const headers = [
-    'coap2mqtt-restore', 'gone ms', 'spawn→started ms', 'restore ms', 'restored/refused/dropped', 'confirmed',
+    'coap2mqtt-restore', 'gone ms', 'spawn→started ms', 'restore ms', 'restored/refused/dropped/RPCs', 'confirmed',
     `in ${RESTORE_TARGET_MS} ms`, 'last ms', 'p50 ms', 'RSS MB', 'heap MB', 'RPC delivered', 'all in ms', 'replies',
   ];
   const lines = [
     `\n${formatTable(headers, rows)}`,
     `${restore.registration.registered}/${restore.observers} devices observing /rpc (${restore.observersPerSocket} per socket); ` +
       `confirmed and last = the devices' confirmations (CON notifications) from spawn, kinds ${restore.restarts.map((run) => JSON.stringify(run.confirmations.kinds)).join(' / ')}, ` +
-      `Observe not fresher than before: ${restore.restarts.map((run) => run.confirmations.notFresher).join(' / ')}; restore ms from the gateway's log line; ` +
+      `Observe not fresher than before: ${restore.restarts.map((run) => run.confirmations.notFresher).join(' / ')}; ` +
+      `carrying the previous fan-out's RPC again: ${restore.restarts.map((run) => run.confirmations.repeatedRpcs).join(' / ')}; restore ms from the gateway's log line; ` +
       `RSS and heap once confirmed and the disk quiet; an RPC to every device after each restart`,
     `bytes written (write_bytes) per registration: ${bytes(batchWrites.bytesEach)} B with ${batchWrites.count} at once ` +
       `(${bytes(batchWrites.writeBytes)} B in all; ${bytes(batchWithCheckpoint)} B each counting the checkpoints seen later, ` +
-      `${bytes(checkpoints)} B, as the batch's); one at a time (${trickleWrites.count}, 100 ms apart: each its own commit) ` +
-      `${bytes(trickleWrites.medianStepBytes)} B median, ${bytes(trickleWrites.bytesEach)} B mean (checkpoints included), ` +
-      `${bytes(trickleWrites.maxStepBytes)} B the largest step; per deregistration ${bytes(deregistrationWrites.medianStepBytes)} B median, ` +
-      `${bytes(deregistrationWrites.bytesEach)} B mean (${deregistrationWrites.count}); ` +
+      `${bytes(checkpoints)} B, as the batch's); ` +
+      trickles
+        .map(
+          ({ count, spacingMs, registrationWrites: on, deregistrationWrites: off }) =>
+            `one at a time ${spacingMs} ms apart (${count}): ${bytes(on.bytesEach)} B mean, ${bytes(on.medianStepBytes)} B median step, ` +
+            `largest ${bytes(on.maxStepBytes)} B; per deregistration ${bytes(off.bytesEach)} B mean, ${bytes(off.medianStepBytes)} B median`,
+        )
+        .join('; ') +
+      '; ' +
       `written by each restart from spawn: ${restore.restarts.map((run) => bytes(run.startWriteBytes)).join(' / ')} B; ` +
       `sessions.sqlite ${(restore.sessionsFileBytes / 2 ** 20).toFixed(2)} MB after the last clean stop`,
     `memory (RSS / V8 heap used): started ${memory(restore.memoryStarted)}, with ${batchWrites.count} relations ${memory(restore.memoryObserving)}, ` +
@@ -711,8 +723,12 @@ function printRestore(restore: RestoreResult): void {
   }
   const failures = {
     registrations: restore.registration.registrationFailures,
-    'registrations one at a time': restore.trickleRegistration.registrationFailures,
-    deregistrations: restore.deregistration.failures,
+    ...Object.fromEntries(
+      trickles.flatMap(({ spacingMs, registration, deregistration }) => [
+        [`registrations ${spacingMs} ms apart`, registration.registrationFailures],
+        [`deregistrations ${spacingMs} ms apart`, deregistration.failures],
+      ]),
+    ),
   };
   const notes = [
     ...Object.entries(failures).map(([what, byReason]) => Object.keys(byReason).length > 0 && `${what} failed: ${JSON.stringify(byReason)}`),
