@@ -3,6 +3,8 @@
 // node-coap on the hot path); ThingsBoard is an MQTT.js client on the broker the gateway uses. Measured:
 // how long the registrations take, how long until the last device holds its RPC, and how long until the
 // last reply is upstream. The caller samples the gateway's memory in onRegistered().
+// ObserverFleet is the same devices step by step, for scenarios that do more between the steps (issue 21's
+// restart: registrations one at a time, deregistrations, the confirmations a restarted gateway sends).
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +13,7 @@ import * as coapPacket from 'coap-packet';
 import mqtt, { type MqttClient } from 'mqtt';
 import { summarize, type LatencySummary } from './loadgen.js';
 
-export interface FanoutOptions {
+export interface FleetOptions {
   /** Gateway CoAP host, e.g. 127.0.0.1. */
   readonly host: string;
   /** Gateway CoAP UDP port. */
@@ -26,12 +28,20 @@ export interface FanoutOptions {
   readonly concurrency: number;
   /** Per registration and reply, and for the whole fan-out and the replies' arrival upstream. */
   readonly timeoutMs: number;
+}
+
+export interface FanoutOptions extends FleetOptions {
   /** Called once the registrations are over, before the fan-out (the caller samples gateway RSS here). */
   readonly onRegistered?: () => Promise<void>;
 }
 
-export interface FanoutResult {
-  readonly devices: number;
+/** Devices start … end - 1 (device i has token tok-i). */
+export interface DeviceRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface RegistrationResult {
   readonly registered: number;
   /**
    * By reason: a response code ("4.01"), "2.03 without Observe" (no room for the relation), "timeout",
@@ -39,6 +49,17 @@ export interface FanoutResult {
    */
   readonly registrationFailures: Record<string, number>;
   readonly registrationSeconds: number;
+}
+
+export interface DeregistrationResult {
+  /** Answered 2.xx to GET with Observe 1. */
+  readonly deregistered: number;
+  /** By reason, as for registrations. */
+  readonly failures: Record<string, number>;
+  readonly seconds: number;
+}
+
+export interface RpcRoundResult {
   /** RPCs PUBACKed by the broker. */
   readonly rpcsPublished: number;
   /** From the first publish to the last PUBACK (QoS 1). */
@@ -49,15 +70,41 @@ export interface FanoutResult {
   readonly deliveredWithinMs: number | null;
   /** Per device: first publish → its RPC's notification. */
   readonly latencyMs: LatencySummary;
+}
+
+export interface RepliesResult {
+  /** Replies that reached v1/gateway/rpc; every device that received its RPC replies to it. */
+  readonly repliesUpstream: number;
+  /** From the first reply sent to the last arriving upstream; null unless every reply sent arrived. */
+  readonly repliesWithinMs: number | null;
+}
+
+export interface FanoutResult extends RegistrationResult, RpcRoundResult, RepliesResult {
+  readonly devices: number;
   /** Notifications seen, by type. */
   readonly confirmable: number;
   readonly nonConfirmable: number;
   /** Notifications of an RPC the device already had (retransmissions). */
   readonly duplicates: number;
-  /** Replies that reached v1/gateway/rpc; every device that received its RPC replies to it. */
-  readonly repliesUpstream: number;
-  /** From the first reply sent to the last arriving upstream; null unless every reply sent arrived. */
-  readonly repliesWithinMs: number | null;
+}
+
+/** The first notification each observing device heard after expectConfirmations(): a restored relation's confirmation. */
+export interface ConfirmationResult {
+  /** Observing devices in the range. */
+  readonly expected: number;
+  readonly confirmed: number;
+  /** Per device, from the caller's origin (e.g. the gateway's spawn) to its confirmation. */
+  readonly latencyMs: LatencySummary;
+  /** From the origin to the last confirmation; null unless every expected device got one. */
+  readonly allWithinMs: number | null;
+  /** Confirmed within the caller's target time from the origin. */
+  readonly withinTarget: number;
+  /** By response code and type, e.g. {"2.05 CON": 10000}. */
+  readonly kinds: Record<string, number>;
+  /** Confirmations whose Observe number is not fresher than the last before (RFC 7641 §4.4, 128 s aside). */
+  readonly notFresher: number;
+  /** Confirmations carrying the last fan-out's RPC, which the device had already received (and answered). */
+  readonly repeatedRpcs: number;
 }
 
 const RPC_TOPIC = 'v1/gateway/rpc';
@@ -67,7 +114,9 @@ const JSON_FORMAT = Buffer.from([50]);
 // RFC 7252's ACK_TIMEOUT, without the random factor or back-off: a bench wants predictable retries.
 const RETRANSMIT_AFTER_MS = 2000;
 const MAX_RETRANSMISSIONS = 2;
-// Each device takes two message ids (registration, reply) from its socket's 16-bit space.
+// Each device takes two message ids (registration, reply) from its socket's 16-bit space, more in scenarios
+// of several steps; a socket that runs out throws rather than repeat one (the gateway would take it for a
+// retransmission).
 const MAX_DEVICES_PER_SOCKET = 0x10000 / 2;
 // A socket shared by many devices gets all their notifications in one burst.
 const SHARED_SOCKET_BUFFER_BYTES = 4 << 20;
@@ -93,19 +142,28 @@ interface Device {
   /** performance.now() when its RPC arrived; NaN until then. */
   rpcAt: number;
   replyUpstream: boolean;
+  /** The Observe number of its latest registration answer or notification. */
+  lastObserve: number | undefined;
+  /** lastObserve when expectConfirmations() was called: a confirmation must be fresher. */
+  observeBefore: number | undefined;
+  /** performance.now() when its confirmation arrived; NaN until then. */
+  confirmedAt: number;
 }
 
 export async function runObserveFanout(options: FanoutOptions): Promise<FanoutResult> {
-  checkOptions(options);
-  const run = await FanoutRun.open(options);
+  const fleet = await ObserverFleet.open(options);
   try {
-    return await run.measure();
+    const registration = await fleet.register();
+    await options.onRegistered?.();
+    const round = await fleet.fanOut();
+    const replies = await fleet.replyAll();
+    return { devices: options.devices, ...registration, ...round, ...fleet.notificationCounts(), ...replies };
   } finally {
-    await run.close();
+    await fleet.close();
   }
 }
 
-function checkOptions({ devices, devicesPerSocket, concurrency, timeoutMs }: FanoutOptions): void {
+function checkOptions({ devices, devicesPerSocket, concurrency, timeoutMs }: FleetOptions): void {
   const whole = { devices, devicesPerSocket, concurrency };
   for (const [name, value] of Object.entries(whole)) {
     if (!Number.isInteger(value) || value < 1) throw new Error(`observe fan-out: ${name} must be a whole number ≥ 1, not ${value}`);
@@ -114,34 +172,54 @@ function checkOptions({ devices, devicesPerSocket, concurrency, timeoutMs }: Fan
   if (!(timeoutMs > 0)) throw new Error(`observe fan-out: timeoutMs must be positive, not ${timeoutMs}`);
 }
 
-class FanoutRun {
+/** Devices on their sockets and a ThingsBoard stand-in on the broker; each step acts on a range of devices (default all). */
+export class ObserverFleet {
   private readonly devices: Device[] = [];
   private client: MqttClient | undefined;
-  private readonly delivered = new Tally();
-  private readonly published = new Tally();
-  private readonly repliesUpstream = new Tally();
+  private delivered = new Tally();
+  private published = new Tally();
+  private repliesUpstream = new Tally();
+  private confirmations = new Tally();
+  /** Fan-outs so far: each round's RPCs have ids of their own, so a late one from an earlier round is not counted. */
+  private round = 0;
   private fanoutStartedAt = NaN;
+  private confirming = false;
+  private confirmationKinds: Record<string, number> = {};
+  private notFresher = 0;
+  private repeatedRpcs = 0;
   private confirmable = 0;
   private nonConfirmable = 0;
   private duplicates = 0;
+  private closed = false;
 
   private constructor(
-    private readonly options: FanoutOptions,
+    private readonly options: FleetOptions,
     private readonly links: readonly Link[],
   ) {
     for (let index = 0; index < options.devices; index++) {
       const link = links[Math.floor(index / options.devicesPerSocket)]!;
-      this.devices.push({ index, link, exchange: undefined, observing: false, rpcAt: NaN, replyUpstream: false });
+      this.devices.push({
+        index,
+        link,
+        exchange: undefined,
+        observing: false,
+        rpcAt: NaN,
+        replyUpstream: false,
+        lastObserve: undefined,
+        observeBefore: undefined,
+        confirmedAt: NaN,
+      });
     }
   }
 
-  static async open(options: FanoutOptions): Promise<FanoutRun> {
+  static async open(options: FleetOptions): Promise<ObserverFleet> {
+    checkOptions(options);
     const { host, port, devices, devicesPerSocket } = options;
     const receiveBufferBytes = devicesPerSocket > 1 ? SHARED_SOCKET_BUFFER_BYTES : undefined;
-    let run: FanoutRun | undefined;
+    let fleet: ObserverFleet | undefined;
     const opened = await Promise.allSettled(
       Array.from({ length: Math.ceil(devices / devicesPerSocket) }, () =>
-        Link.open(host, port, receiveBufferBytes, (link, datagram) => run?.receive(link, datagram)),
+        Link.open(host, port, receiveBufferBytes, (link, datagram) => fleet?.receive(link, datagram)),
       ),
     );
     const links = opened.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
@@ -151,55 +229,53 @@ class FanoutRun {
       await Promise.all(links.map((link) => link.close()));
       throw refused.reason;
     }
-    run = new FanoutRun(options, links);
+    fleet = new ObserverFleet(options, links);
     try {
       // No reconnection: a broker that goes away shows up as missing PUBACKs and replies, not as a hang.
-      run.client = await mqtt.connectAsync(options.mqttUrl, {
+      fleet.client = await mqtt.connectAsync(options.mqttUrl, {
         clientId: `fanout-thingsboard-${process.pid}`,
         reconnectPeriod: 0,
         connectTimeout: options.timeoutMs,
       });
-      run.client.on('error', () => {}); // a lost connection is seen in the counts
+      fleet.client.on('error', () => {}); // a lost connection is seen in the counts
+      fleet.client.on('message', (topic, payload) => fleet!.upstream(topic, payload));
     } catch (error) {
-      await run.close();
+      await fleet.close();
       throw error;
     }
-    return run;
+    return fleet;
   }
 
-  async measure(): Promise<FanoutResult> {
-    const registration = await this.registerAll();
-    await this.options.onRegistered?.();
-    const fanout = await this.fanOut();
-    const replies = await this.replyAll();
-    return {
-      devices: this.options.devices,
-      ...registration,
-      ...fanout,
-      confirmable: this.confirmable,
-      nonConfirmable: this.nonConfirmable,
-      duplicates: this.duplicates,
-      ...replies,
-    };
+  get size(): number {
+    return this.devices.length;
   }
 
+  /** Idempotent: a scenario closes its fleet early to free the sockets, and again on the way out. */
   async close(): Promise<void> {
-    for (const tally of [this.delivered, this.published, this.repliesUpstream]) tally.stop();
+    if (this.closed) return;
+    this.closed = true;
+    for (const tally of [this.delivered, this.published, this.repliesUpstream, this.confirmations]) tally.stop();
     await Promise.all(this.links.map((link) => link.close()));
     await this.client?.endAsync(true);
   }
 
-  /** Every device: CON GET /api/v1/tok-i/rpc with Observe 0, answered 2.03 with Observe. */
-  private async registerAll(): Promise<Pick<FanoutResult, 'registered' | 'registrationFailures' | 'registrationSeconds'>> {
+  notificationCounts(): Pick<FanoutResult, 'confirmable' | 'nonConfirmable' | 'duplicates'> {
+    return { confirmable: this.confirmable, nonConfirmable: this.nonConfirmable, duplicates: this.duplicates };
+  }
+
+  /**
+   * Each device: CON GET /api/v1/tok-i/rpc with Observe 0, answered 2.03 with Observe; `concurrency` at once.
+   */
+  async register(range: DeviceRange = this.all()): Promise<RegistrationResult> {
     const failures: Record<string, number> = {};
     let registered = 0;
     const startedAt = performance.now();
-    await forEachBounded(this.devices.length, this.options.concurrency, async (index) => {
-      const device = this.devices[index]!;
-      const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, index));
+    await this.forEach(range, async (device) => {
+      const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, device.index, 0));
       const failure = 'failure' in outcome ? outcome.failure : registrationFailure(outcome.answer);
       if (failure === undefined) {
         device.observing = true;
+        device.lastObserve = 'answer' in outcome ? observeOf(outcome.answer) : undefined;
         registered++;
       } else {
         failures[failure] = (failures[failure] ?? 0) + 1;
@@ -208,10 +284,69 @@ class FanoutRun {
     return { registered, registrationFailures: failures, registrationSeconds: (performance.now() - startedAt) / 1000 };
   }
 
+  /** Each device: CON GET /api/v1/tok-i/rpc with Observe 1 and the registration's token (RFC 7641 §3.6). */
+  async deregister(range: DeviceRange = this.all()): Promise<DeregistrationResult> {
+    const failures: Record<string, number> = {};
+    let deregistered = 0;
+    const startedAt = performance.now();
+    await this.forEach(range, async (device) => {
+      const outcome = await this.request(device, OBSERVE, (messageId, token) => observeRpcRequest(messageId, token, device.index, 1));
+      const failure = 'failure' in outcome ? outcome.failure : outcome.answer.code.startsWith('2.') ? undefined : outcome.answer.code;
+      if (failure === undefined) {
+        device.observing = false;
+        deregistered++;
+      } else {
+        failures[failure] = (failures[failure] ?? 0) + 1;
+      }
+    });
+    return { deregistered, failures, seconds: (performance.now() - startedAt) / 1000 };
+  }
+
+  /** From now on, the first notification each observing device in `range` hears is its confirmation. */
+  expectConfirmations(range: DeviceRange = this.all()): void {
+    this.confirmations.stop();
+    this.confirmations = new Tally();
+    this.confirmationKinds = {};
+    this.notFresher = 0;
+    this.repeatedRpcs = 0;
+    for (const device of this.slice(range)) {
+      device.confirmedAt = NaN;
+      device.observeBefore = device.lastObserve;
+    }
+    this.confirming = true;
+  }
+
+  /** Waits until every observing device in `range` has its confirmation, or `timeoutMs`; times from `origin` (performance.now()). */
+  async awaitConfirmations(range: DeviceRange, timeoutMs: number, origin: number, targetMs: number): Promise<ConfirmationResult> {
+    const observing = this.slice(range).filter((device) => device.observing);
+    const all = await this.confirmations.reached(observing.length, timeoutMs);
+    const confirmed = observing.filter((device) => !Number.isNaN(device.confirmedAt));
+    const latencyMs = summarize(Float64Array.from(confirmed, (device) => device.confirmedAt - origin));
+    return {
+      expected: observing.length,
+      confirmed: confirmed.length,
+      latencyMs,
+      allWithinMs: all && observing.length > 0 ? latencyMs.max : null,
+      withinTarget: confirmed.filter((device) => device.confirmedAt - origin <= targetMs).length,
+      kinds: { ...this.confirmationKinds },
+      notFresher: this.notFresher,
+      repeatedRpcs: this.repeatedRpcs,
+    };
+  }
+
   /** One RPC per device on v1/gateway/rpc, QoS 1; waits for every PUBACK and every device's notification. */
-  private async fanOut(): Promise<Pick<FanoutResult, 'rpcsPublished' | 'publishSeconds' | 'delivered' | 'deliveredWithinMs' | 'latencyMs'>> {
-    const count = this.devices.length;
+  async fanOut(range: DeviceRange = this.all()): Promise<RpcRoundResult> {
+    const targets = this.slice(range);
+    const count = targets.length;
     const { timeoutMs } = this.options;
+    this.round++;
+    for (const device of targets) {
+      device.rpcAt = NaN;
+      device.replyUpstream = false;
+    }
+    for (const tally of [this.delivered, this.published, this.repliesUpstream]) tally.stop();
+    this.delivered = new Tally();
+    this.published = new Tally();
     let lastPubackAt = NaN;
     const onPuback = (): void => {
       lastPubackAt = performance.now();
@@ -219,12 +354,12 @@ class FanoutRun {
     };
     this.fanoutStartedAt = performance.now();
     const [, , allDelivered] = await Promise.all([
-      this.publishRpcs(onPuback),
+      this.publishRpcs(targets, onPuback),
       this.published.reached(count, timeoutMs),
       this.delivered.reached(count, timeoutMs),
     ]);
     const latencies = Float64Array.from(
-      this.devices.filter((device) => !Number.isNaN(device.rpcAt)),
+      targets.filter((device) => !Number.isNaN(device.rpcAt)),
       (device) => device.rpcAt - this.fanoutStartedAt,
     );
     const latencyMs = summarize(latencies);
@@ -237,12 +372,11 @@ class FanoutRun {
     };
   }
 
-  private async publishRpcs(onPuback: () => void): Promise<void> {
+  private async publishRpcs(targets: readonly Device[], onPuback: () => void): Promise<void> {
     const client = this.client!;
-    for (let start = 0; start < this.devices.length; start += PUBLISH_BATCH) {
-      const end = Math.min(this.devices.length, start + PUBLISH_BATCH);
-      for (let index = start; index < end; index++) {
-        client.publish(RPC_TOPIC, rpcRequestMessage(index), { qos: 1 }, (error) => {
+    for (let start = 0; start < targets.length; start += PUBLISH_BATCH) {
+      for (const { index } of targets.slice(start, start + PUBLISH_BATCH)) {
+        client.publish(RPC_TOPIC, rpcRequestMessage(index, this.rpcIdOf(index)), { qos: 1 }, (error) => {
           if (!error) onPuback();
         });
       }
@@ -251,32 +385,37 @@ class FanoutRun {
   }
 
   /**
-   * Every device that received its RPC answers it: CON POST /api/v1/tok-i/rpc/{id}. The gateway publishes
-   * the replies on v1/gateway/rpc as `{"device","id","data"}`, the topic ThingsBoard sends requests on.
+   * Every device in `range` that received this round's RPC answers it: CON POST /api/v1/tok-i/rpc/{id}. The
+   * gateway publishes the replies on v1/gateway/rpc as `{"device","id","data"}`, the topic ThingsBoard sends
+   * requests on.
    */
-  private async replyAll(): Promise<Pick<FanoutResult, 'repliesUpstream' | 'repliesWithinMs'>> {
+  async replyAll(range: DeviceRange = this.all()): Promise<RepliesResult> {
     const client = this.client!;
-    let lastArrivalAt = NaN;
-    client.on('message', (topic, payload) => {
-      const device = this.replyingDevice(topic, payload);
-      if (!device || device.replyUpstream) return;
-      device.replyUpstream = true;
-      lastArrivalAt = performance.now();
-      this.repliesUpstream.add();
-    });
+    this.repliesUpstream.stop();
+    this.repliesUpstream = new Tally();
     // Only now: subscribed during the fan-out, this client would get all its own requests back.
     await client.subscribeAsync(RPC_TOPIC, { qos: 1 });
-    const repliers = this.devices.filter((device) => !Number.isNaN(device.rpcAt));
+    const repliers = this.slice(range).filter((device) => !Number.isNaN(device.rpcAt));
     const firstSentAt = performance.now();
     await forEachBounded(repliers.length, this.options.concurrency, async (i) => {
-      const { index } = repliers[i]!;
-      await this.request(repliers[i]!, REPLY, (messageId, token) => rpcReplyRequest(messageId, token, index));
+      const device = repliers[i]!;
+      const id = this.rpcIdOf(device.index);
+      await this.request(device, REPLY, (messageId, token) => rpcReplyRequest(messageId, token, device.index, id));
     });
     const allArrived = await this.repliesUpstream.reached(repliers.length, this.options.timeoutMs);
+    const lastArrivalAt = this.repliesUpstream.lastAt;
+    await client.unsubscribeAsync(RPC_TOPIC);
     return {
       repliesUpstream: this.repliesUpstream.count,
       repliesWithinMs: allArrived && repliers.length > 0 ? lastArrivalAt - firstSentAt : null,
     };
+  }
+
+  private upstream(topic: string, payload: Buffer): void {
+    const device = this.replyingDevice(topic, payload);
+    if (!device || device.replyUpstream) return;
+    device.replyUpstream = true;
+    this.repliesUpstream.add();
   }
 
   /** The device whose reply this upstream message is, if it is one (requests share the topic). */
@@ -290,8 +429,26 @@ class FanoutRun {
     }
     const index = typeof body.device === 'string' ? /^dev-(\d+)$/.exec(body.device)?.[1] : undefined;
     const device = index === undefined ? undefined : this.devices[Number(index)];
-    if (!device || body.id !== rpcIdOf(device.index) || body.data === undefined) return undefined;
+    if (!device || body.id !== this.rpcIdOf(device.index) || body.data === undefined) return undefined;
     return device;
+  }
+
+  /** Each device gets an RPC id of its own per round, so a notification delivered to the wrong device or late is not counted. */
+  private rpcIdOf(index: number): number {
+    return this.round * this.devices.length + index + 1;
+  }
+
+  private all(): DeviceRange {
+    return { start: 0, end: this.devices.length };
+  }
+
+  private slice({ start, end }: DeviceRange): Device[] {
+    return this.devices.slice(start, end);
+  }
+
+  private async forEach(range: DeviceRange, task: (device: Device) => Promise<void>): Promise<void> {
+    const devices = this.slice(range);
+    await forEachBounded(devices.length, this.options.concurrency, (i) => task(devices[i]!));
   }
 
   private request(device: Device, kind: Kind, build: (messageId: number, token: Buffer) => Buffer): Promise<Outcome> {
@@ -341,14 +498,26 @@ class FanoutRun {
   private notified(device: Device, packet: coapPacket.ParsedPacket): void {
     if (packet.confirmable) this.confirmable++;
     else this.nonConfirmable++;
+    const observe = observeOf(packet);
+    if (this.confirming && Number.isNaN(device.confirmedAt)) this.confirmed(device, packet, observe);
+    if (observe !== undefined) device.lastObserve = observe;
     // Other notifications (the periodic 2.03, a final 2.02) are counted by type only.
-    if (!carriesRpc(packet, rpcIdOf(device.index))) return;
+    if (!carriesRpc(packet, this.rpcIdOf(device.index))) return;
     if (!Number.isNaN(device.rpcAt)) {
       this.duplicates++;
       return;
     }
     device.rpcAt = performance.now();
     this.delivered.add();
+  }
+
+  private confirmed(device: Device, packet: coapPacket.ParsedPacket, observe: number | undefined): void {
+    device.confirmedAt = performance.now();
+    const kind = `${packet.code} ${packet.confirmable ? 'CON' : 'NON'}${observe === undefined ? ' without Observe' : ''}`;
+    this.confirmationKinds[kind] = (this.confirmationKinds[kind] ?? 0) + 1;
+    if (observe === undefined || (device.observeBefore !== undefined && !isFresher(device.observeBefore, observe))) this.notFresher++;
+    if (!Number.isNaN(device.rpcAt) && carriesRpc(packet, this.rpcIdOf(device.index))) this.repeatedRpcs++;
+    this.confirmations.add();
   }
 }
 
@@ -357,6 +526,7 @@ class Link {
   /** CON requests in flight by message id: an empty ACK or a Reset names no token. */
   readonly exchanges = new Map<number, Exchange>();
   private messageId = randomInt(0x10000);
+  private messageIdsTaken = 0;
 
   private constructor(private readonly socket: dgram.Socket) {}
 
@@ -385,6 +555,7 @@ class Link {
   }
 
   nextMessageId(): number {
+    if (++this.messageIdsTaken > 0x10000) throw new Error('observe fan-out: a socket used all 65,536 message ids; use fewer devices per socket');
     const id = this.messageId;
     this.messageId = (id + 1) & 0xffff;
     return id;
@@ -451,10 +622,13 @@ class Exchange {
 /** Counts events; reached() resolves true once `target` have happened, or false at the timeout. */
 class Tally {
   count = 0;
+  /** performance.now() of the latest add(). */
+  lastAt = NaN;
   private waiting: { readonly target: number; readonly finish: () => void } | undefined;
 
   add(): void {
     this.count++;
+    this.lastAt = performance.now();
     if (this.waiting && this.count >= this.waiting.target) this.waiting.finish();
   }
 
@@ -486,12 +660,9 @@ async function forEachBounded(count: number, concurrency: number, task: (index: 
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
 
-// Each device gets an RPC id of its own, so a notification delivered to the wrong device is not counted.
-const rpcIdOf = (index: number): number => index + 1;
-
 /** ThingsBoard's server-side RPC to a gateway child (gateway-mqtt-api.md §6). */
-function rpcRequestMessage(index: number): string {
-  return JSON.stringify({ device: `dev-${index}`, data: { id: rpcIdOf(index), method: RPC_METHOD, params: { on: true } } });
+function rpcRequestMessage(index: number, id: number): string {
+  return JSON.stringify({ device: `dev-${index}`, data: { id, method: RPC_METHOD, params: { on: true } } });
 }
 
 function tokenOf(kind: Kind, index: number): Buffer {
@@ -504,23 +675,24 @@ function tokenOf(kind: Kind, index: number): Buffer {
 const uriPath = (...segments: string[]): coapPacket.NamedOption[] =>
   segments.map((segment) => ({ name: 'Uri-Path', value: Buffer.from(segment) }));
 
-function observeRpcRequest(messageId: number, token: Buffer, index: number): Buffer {
+/** Observe 0 registers, 1 deregisters. */
+function observeRpcRequest(messageId: number, token: Buffer, index: number, observe: 0 | 1): Buffer {
   return coapPacket.generate({
     code: 'GET',
     confirmable: true,
     messageId,
     token,
-    options: [{ name: 'Observe', value: Buffer.alloc(0) }, ...uriPath('api', 'v1', `tok-${index}`, 'rpc')],
+    options: [{ name: 'Observe', value: observe === 0 ? Buffer.alloc(0) : Buffer.from([1]) }, ...uriPath('api', 'v1', `tok-${index}`, 'rpc')],
   });
 }
 
-function rpcReplyRequest(messageId: number, token: Buffer, index: number): Buffer {
+function rpcReplyRequest(messageId: number, token: Buffer, index: number, id: number): Buffer {
   return coapPacket.generate({
     code: 'POST',
     confirmable: true,
     messageId,
     token,
-    options: [...uriPath('api', 'v1', `tok-${index}`, 'rpc', String(rpcIdOf(index))), { name: 'Content-Format', value: JSON_FORMAT }],
+    options: [...uriPath('api', 'v1', `tok-${index}`, 'rpc', String(id)), { name: 'Content-Format', value: JSON_FORMAT }],
     payload: REPLY_BODY,
   });
 }
@@ -529,6 +701,18 @@ function rpcReplyRequest(messageId: number, token: Buffer, index: number): Buffe
 function registrationFailure(answer: coapPacket.ParsedPacket): string | undefined {
   if (!answer.code.startsWith('2.')) return answer.code;
   return answer.options.some((option) => option.name === 'Observe') ? undefined : `${answer.code} without Observe`;
+}
+
+/** The Observe option's value (0 to 3 bytes, big-endian), if the message has one. */
+function observeOf(packet: coapPacket.ParsedPacket): number | undefined {
+  const option = packet.options.find((each) => each.name === 'Observe');
+  return option ? option.value.reduce((value, byte) => value * 256 + byte, 0) : undefined;
+}
+
+/** RFC 7641 §4.4: whether `next` is newer than `before` in 24-bit sequence arithmetic (the 128 s clause aside). */
+function isFresher(before: number, next: number): boolean {
+  const HALF = 1 << 23;
+  return (before < next && next - before < HALF) || (before > next && before - next > HALF);
 }
 
 /** A notification of RPC `id`: 2.05 with `{"id","method","params"}`. */

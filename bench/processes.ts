@@ -76,6 +76,12 @@ export class ManagedProcess {
     return this.exited;
   }
 
+  /** SIGKILL, as a crash or a power cut would end it; resolves once it has gone. */
+  async kill(): Promise<number | null> {
+    if (this.running) this.child.kill('SIGKILL');
+    return this.exited;
+  }
+
   private onLine(line: string, fromStderr: boolean): void {
     for (const listener of this.lineListeners) listener(line);
     if (this.isNotable(line, fromStderr)) this.note(line);

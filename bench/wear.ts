@@ -161,13 +161,13 @@ async function runOne(harness: WearHarness, scenario: WearScenario, mode: Outbox
   }
 }
 
-interface Io {
+export interface Io {
   readonly writeBytes: number;
   readonly cancelledWriteBytes: number;
 }
 
 /** The process's storage writes so far (every thread: the checkpointer and the thread pool included). */
-function readIo(pid: number): Io {
+export function readIo(pid: number): Io {
   const text = readFileSync(`/proc/${pid}/io`, 'utf8');
   const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
   return { writeBytes: field('write_bytes'), cancelledWriteBytes: field('cancelled_write_bytes') };
