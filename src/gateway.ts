@@ -36,7 +36,7 @@ import { SpillingUplink } from './outbox/spilling-uplink.js';
 import { OutboxStore, StoreOpenError } from './outbox/store.js';
 import { OpsHttpServer, describeHttpBindError } from './ops/http-server.js';
 import { restoreSessions, type RestoreSummary } from './state/restore.js';
-import { SessionStore } from './state/session-store.js';
+import { SessionStore, type RestoredSessions } from './state/session-store.js';
 import { ResponseCode } from './coap/codes.js';
 import type { CoapResponse } from './coap/request.js';
 import { UpstreamConnection } from './upstream/connection.js';
@@ -256,9 +256,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     }
     // Before ThingsBoard or any device can speak: a new RPC must line up after the kept ones, and a device
     // registering now must not be replaced by its own stale relation.
-    if (sessionStore) {
+    const kept = sessionStore && readSessions(sessionStore, coap.maxObservations, logs.for('sessions'));
+    if (sessionStore && kept) {
       const transports = dtls ? [transport, dtls] : [transport];
-      restored = await restoreSessions(sessionStore, sessionStore.restore(coap.maxObservations), bridge, messageLayer, transports);
+      restored = await restoreSessions(sessionStore, kept, bridge, messageLayer, transports);
     }
     try {
       upstream.start();
@@ -431,6 +432,16 @@ function openSessionStore(stateDir: string, log: Logger): SessionStore | undefin
     );
   }
   return opened.store;
+}
+
+/** What the session store kept; a read failing past the check at open costs the kept sessions, never the start. */
+function readSessions(store: SessionStore, maxObservations: number, log: Logger): RestoredSessions | undefined {
+  try {
+    return store.restore(maxObservations);
+  } catch (error) {
+    log.error({ reason: (error as Error).message }, 'the device sessions kept from before the restart could not be read back; starting without them (devices register again once their relations time out)');
+    return undefined;
+  }
 }
 
 /** The outbox file in the state directory; an unreadable one is moved aside (and said so), never deleted. */
