@@ -5,6 +5,7 @@ import { coapClient } from '../helpers/coap-client.js';
 import { startTestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, freeTcpPort } from '../helpers/ports.js';
+import { GatedTcpProxy } from '../helpers/proxies.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 import { UdpDevice, post } from '../helpers/udp-device.js';
 
@@ -16,8 +17,12 @@ afterEach(async () => {
 describe('ThingsBoard session limits', () => {
   it('drains a backlog under 80% of the announced message rate, window and payload size', async () => {
     const port = await freeTcpPort();
+    // Shut until the double listens: a gateway reconnecting the moment the broker starts would otherwise ask
+    // for the limits before anyone is subscribed to answer, and go ahead without them after 3 s.
+    const gate = await GatedTcpProxy.start(port, { open: false });
+    cleanups.push(() => gate.close());
     const gw = await startTestGateway({
-      upstream: { url: `mqtt://127.0.0.1:${port}`, accessToken: 'gw', sessionLimitsTimeoutMs: 3000, reconnectMinMs: 300, reconnectMaxMs: 600 },
+      upstream: { url: gate.url, accessToken: 'gw', sessionLimitsTimeoutMs: 3000, reconnectMinMs: 300, reconnectMaxMs: 600 },
       limits: { deviceRequestsPerSecond: 0 },
     });
     cleanups.push(() => gw.stop());
@@ -35,6 +40,8 @@ describe('ThingsBoard session limits', () => {
     cleanups.push(() => tb.close());
     // 10 messages per second, 300-byte payloads: at most 8 per second, each carrying a few readings.
     tb.answerSessionLimits({ maxPayloadSize: 300, maxInflightMessages: 5, gatewayRateLimits: { messages: '10:1' } });
+    await tb.subscribed();
+    gate.open();
 
     await eventually(() => gw.gateway.outbox!.stats().records === 0, 15_000, 'the backlog to drain');
     const telemetry = tb.on('v1/gateway/telemetry');
