@@ -5,44 +5,15 @@ import * as coapPacket from 'coap-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ResponseCode } from '../../src/coap/codes.js';
 import { CoapMessageLayer, type MessageLayerOptions } from '../../src/coap/message-layer.js';
-import { decodeUint, encodeUint } from '../../src/coap/message.js';
-import type { NotificationOutcome, ObservationEndReason, ObserveRelation } from '../../src/coap/observe-api.js';
+import { encodeUint } from '../../src/coap/message.js';
+import type { ObservationEndReason, ObserveRelation } from '../../src/coap/observe-api.js';
 import { restoredSequence, type JournalEntry, type ObservationJournal, type SavedObservation } from '../../src/coap/observe-journal.js';
 import type { CoapResponse, RequestHandler } from '../../src/coap/request.js';
-import type { DatagramTransport, Peer, PeerRecord } from '../../src/coap/transport.js';
 import { createLogger } from '../../src/log.js';
+import { RestorableTransport, ack, observeOf, reset, track } from '../helpers/memory-transport.js';
 
 /** RFC 7641 §3.4 freshness, for numbers that went out within 128 s of each other. */
 const fresher = (v1: number, v2: number): boolean => (v1 < v2 && v2 - v1 < 0x80_0000) || (v1 > v2 && v1 - v2 > 0x80_0000);
-
-/** A transport that keeps what is sent to whom, and can say that a peer cannot be reached (DTLS without session). */
-class FollowTransport implements DatagramTransport {
-  readonly sent: Array<{ peer: Peer; packet: coapPacket.ParsedPacket }> = [];
-  readonly unreachable = new Set<string>();
-  constructor(
-    readonly name: string,
-    private readonly address = '192.0.2.1',
-  ) {}
-  send(peer: Peer, datagram: Buffer): void {
-    this.sent.push({ peer, packet: coapPacket.parse(datagram) });
-  }
-  reachable(peer: Peer): boolean {
-    return !this.unreachable.has(peer.key);
-  }
-  record(peer: Peer): PeerRecord {
-    return { transport: this.name, address: peer.address, port: peer.port };
-  }
-  restore(record: PeerRecord): Peer {
-    return this.peer(record.port);
-  }
-  peer(port: number): Peer {
-    return { key: `${this.name} ${this.address}:${port}`, address: this.address, port, transport: this };
-  }
-  /** Everything sent since the last take(), oldest first, with the port it went to. */
-  take(): Array<{ port: number; packet: coapPacket.ParsedPacket }> {
-    return this.sent.splice(0).map(({ peer, packet }) => ({ port: peer.port, packet }));
-  }
-}
 
 /** A journal that records what the registry tells it; an entry is kept when the test says so. */
 class RecordingJournal implements ObservationJournal {
@@ -92,8 +63,8 @@ const TOKENS = new Map([
   ['T2', 'device-2'],
 ]);
 
-let udp: FollowTransport;
-let other: FollowTransport;
+let udp: RestorableTransport;
+let other: RestorableTransport;
 let layer: CoapMessageLayer;
 let relations: ObserveRelation[];
 let ends: ObservationEndReason[];
@@ -121,8 +92,8 @@ const handler: RequestHandler = (request) => {
 
 beforeEach(() => {
   vi.useFakeTimers();
-  udp = new FollowTransport('udp');
-  other = new FollowTransport('dtls', '192.0.2.1');
+  udp = new RestorableTransport('udp');
+  other = new RestorableTransport('dtls', '192.0.2.1');
   relations = [];
   ends = [];
   refuseRestored = undefined;
@@ -156,17 +127,6 @@ const telemetry = (deviceToken: string): Buffer =>
     options: ['api', 'v1', deviceToken, 'telemetry'].map((segment) => ({ name: 'Uri-Path' as const, value: Buffer.from(segment) })),
     payload: Buffer.from('{"t":21}'),
   });
-const ack = (id: number): Buffer => Buffer.from([0x60, 0x00, id >> 8, id & 0xff]);
-const reset = (id: number): Buffer => Buffer.from([0x70, 0x00, id >> 8, id & 0xff]);
-const observeOf = (packet: coapPacket.ParsedPacket): number | undefined => {
-  const option = packet.options.find((o) => o.name === 'Observe');
-  return option ? decodeUint(option.value) : undefined;
-};
-function track(promise: Promise<NotificationOutcome>): { outcome: NotificationOutcome | undefined } {
-  const holder: { outcome: NotificationOutcome | undefined } = { outcome: undefined };
-  void promise.then((outcome) => (holder.outcome = outcome));
-  return holder;
-}
 
 const OLD = 40000;
 const NEW = 40001;

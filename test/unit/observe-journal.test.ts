@@ -14,8 +14,9 @@ import {
   type SavedObservation,
 } from '../../src/coap/observe-journal.js';
 import type { CoapResponse } from '../../src/coap/request.js';
-import type { DatagramTransport, Peer, PeerRecord } from '../../src/coap/transport.js';
+import type { Peer } from '../../src/coap/transport.js';
 import { createLogger } from '../../src/log.js';
+import { RestorableTransport } from '../helpers/memory-transport.js';
 import { Random } from '../helpers/random.js';
 
 const SEQUENCE_SPACE = 0x100_0000;
@@ -143,23 +144,6 @@ class ModelJournal implements ObservationJournal {
   }
 }
 
-class ModelTransport implements DatagramTransport {
-  readonly name = 'model';
-  readonly unreachable = new Set<string>();
-  send(): void {}
-  reachable(peer: Peer): boolean {
-    return !this.unreachable.has(peer.key);
-  }
-  record(peer: Peer): PeerRecord {
-    return { transport: this.name, address: peer.address, port: peer.port };
-  }
-  restore(record: PeerRecord): Peer {
-    return this.peer(record.port);
-  }
-  peer(port: number): Peer {
-    return { key: `192.0.2.1:${port}`, address: '192.0.2.1', port, transport: this };
-  }
-}
 
 const CONTENT: CoapResponse = { code: ResponseCode.Content, payload: 'state' };
 const OWNER = 'device-1';
@@ -175,7 +159,7 @@ class Run {
 
   constructor(
     readonly journal: ModelJournal,
-    readonly transport: ModelTransport,
+    readonly transport: RestorableTransport,
   ) {
     const stats: ObserveStats = { observations: 0, notifications: 0, observationsEnded: 0, observationsRefused: 0, observationsMoved: 0, observationsRestored: 0 };
     const wire: NotificationWire = {
@@ -264,7 +248,7 @@ function burst(random: Random): number {
 /** Returns the first violation found, or undefined. */
 function play({ seed, moves }: Scenario): string | undefined {
   const random = new Random(seed);
-  const transport = new ModelTransport();
+  const transport = new RestorableTransport('model', '192.0.2.1', false);
   const disk = new Map<number, SavedObservation>();
   let generation = random.int(1, 1000);
   let port = 40000;
@@ -338,7 +322,7 @@ describe('Observe numbers after a restart: the registry against a model of the s
   });
 
   it('survive a device that moves every 30,000 notifications (the smallest case)', () => {
-    const transport = new ModelTransport();
+    const transport = new RestorableTransport('model', '192.0.2.1', false);
     const disk = new Map<number, SavedObservation>();
     const run = new Run(new ModelJournal(1, disk, new Random(1)), transport);
     run.register(transport.peer(40000));

@@ -3,12 +3,12 @@ import * as coapPacket from 'coap-packet';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ResponseCode } from '../../src/coap/codes.js';
 import { CoapMessageLayer, type MessageLayerOptions } from '../../src/coap/message-layer.js';
-import { decodeUint, encodeUint } from '../../src/coap/message.js';
-import type { NotificationOutcome, ObservationEndReason, ObserveRelation } from '../../src/coap/observe-api.js';
+import { encodeUint } from '../../src/coap/message.js';
+import type { ObservationEndReason, ObserveRelation } from '../../src/coap/observe-api.js';
 import type { CoapRequest, CoapResponse, RequestHandler } from '../../src/coap/request.js';
 import type { Peer } from '../../src/coap/transport.js';
 import { createLogger } from '../../src/log.js';
-import { MemoryTransport } from '../helpers/memory-transport.js';
+import { MemoryTransport, ack, observeOf, reset, track } from '../helpers/memory-transport.js';
 
 const CHECK_INTERVAL_MS = 10_000;
 const OPTIONS: MessageLayerOptions = {
@@ -69,19 +69,6 @@ const get = ({ messageId = 1, token = 'obs', observe, confirmable = true }: GetO
       { name: 'Uri-Path', value: Buffer.from('obs') },
     ],
   });
-const ack = (messageId: number): Buffer => Buffer.from([0x60, 0x00, messageId >> 8, messageId & 0xff]);
-const reset = (messageId: number): Buffer => Buffer.from([0x70, 0x00, messageId >> 8, messageId & 0xff]);
-const observeOf = (packet: coapPacket.ParsedPacket): number | undefined => {
-  const option = packet.options.find((o) => o.name === 'Observe');
-  return option ? decodeUint(option.value) : undefined;
-};
-
-/** Records a notification's outcome once it settles, so tests can tell "not yet" from "failed". */
-function track(promise: Promise<NotificationOutcome>): { outcome: NotificationOutcome | undefined } {
-  const holder: { outcome: NotificationOutcome | undefined } = { outcome: undefined };
-  void promise.then((outcome) => (holder.outcome = outcome));
-  return holder;
-}
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Registers with a CON (or NON) GET and returns the relation and the registration's answer. */
