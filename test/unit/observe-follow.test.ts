@@ -47,7 +47,7 @@ interface RecordedEntry extends JournalEntry {
 }
 
 const CHECK_INTERVAL_MS = 3_600_000;
-const MOVE_PROBE_MS = 4000; // the registry's default; MessageLayerOptions has no key for it
+const MOVE_PROBE_MS = 4000; // the registry's default: MessageLayerOptions.moveProbeMs is left unset
 const OPTIONS: MessageLayerOptions = {
   piggybackWindowMs: 500,
   maxBodyBytes: 1024,
