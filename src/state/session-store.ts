@@ -8,6 +8,7 @@ import { existsSync, renameSync } from 'node:fs';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { JournalEntry, ObservationJournal, SavedObservation } from '../coap/observe-journal.js';
+import { MAX_URI_BYTES } from '../coap/request.js';
 import type { PeerRecord } from '../coap/transport.js';
 import { encodeJson } from '../json-safety.js';
 import { LogOncePer } from '../log.js';
@@ -335,7 +336,8 @@ const isInteger = (value: unknown, min: number, max: number): value is number =>
   typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
 
 const stringList = (text: unknown): string[] | undefined => {
-  if (typeof text !== 'string') return undefined;
+  // No registration the gateway accepted had a longer URI: a row beyond it is not one it wrote.
+  if (typeof text !== 'string' || text.length > 2 * MAX_URI_BYTES) return undefined;
   try {
     const value: unknown = JSON.parse(text);
     return Array.isArray(value) && value.every((each) => typeof each === 'string') ? value : undefined;

@@ -387,6 +387,7 @@ describe('session store: files it cannot trust', () => {
       ['d', 'udp', '192.0.2.1', 5683, '{"kind":"psk"', Buffer.from('t'), 1, '["rpc"]', '[]', 6, 1, 1], // credential not JSON
       ['d', 'udp', '192.0.2.1', 5683, '{"kind":"oauth","identity":"x"}', Buffer.from('t'), 1, '["rpc"]', '[]', 6, 1, 1], // unknown kind
       ['d', 'udp', '192.0.2.1', 5683, '{"kind":"certificate","fingerprint256":"AB"}', Buffer.from('t'), 1, '["rpc"]', '[]', 6, 1, 1], // no subject
+      ['d', 'udp', '192.0.2.1', 5683, null, Buffer.from('t'), 1, JSON.stringify(['x'.repeat(1_000_000)]), '[]', 6, 1, 1], // a URI no request could have
     ];
     insert.run(...good);
     for (const row of bad) insert.run(...row);
