@@ -124,14 +124,15 @@ export async function measureWriteRate(counters: readonly WriteCounter[], interv
       reasons.push(first);
       continue;
     }
-    const firstAt = Date.now();
+    // Monotonic: a clock step (NTP on a Pi that booted without one) must not turn into a rate.
+    const firstAt = performance.now();
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
     const second = await counter.read();
     if (typeof second === 'string') {
       reasons.push(second);
       continue;
     }
-    const seconds = (Date.now() - firstAt) / 1000;
+    const seconds = (performance.now() - firstAt) / 1000;
     return {
       source: counter.source,
       // A counter that went back means the gateway restarted between the readings: its new count is all there is.
