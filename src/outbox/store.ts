@@ -4,11 +4,12 @@
 // thread pool after each group commit (sync()): the same guarantee as synchronous=FULL, whose fsync
 // inside COMMIT blocked the event loop for 0.16 ms per commit here and, now and then, for 100 ms.
 // Checkpoints run on a worker thread (checkpointer.ts) for the same reason.
-import { closeSync, existsSync, fdatasync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fsyncSync, openSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
 import type { UplinkKind } from '../upstream/gateway-api.js';
 import { Checkpointer } from './checkpointer.js';
+import { isUnreadableDatabase, moveAside } from '../state/sqlite-file.js';
 
 export interface NewRecord {
   readonly kind: UplinkKind;
@@ -202,13 +203,8 @@ export class OutboxStore {
         return { store: new OutboxStore(connect(path), lock, path, synchronous), movedAside: undefined };
       } catch (error) {
         if (error instanceof StoreOpenError) throw error;
-        const code = (error as { code?: string }).code ?? '';
-        if (!['SQLITE_CORRUPT', 'SQLITE_NOTADB'].includes(code) || !existsSync(path)) {
-          throw new StoreOpenError(`cannot open the outbox ${path}: ${describe(error)}`);
-        }
-        const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-        renameSync(path, aside);
-        for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+        if (!isUnreadableDatabase(error, path)) throw new StoreOpenError(`cannot open the outbox ${path}: ${describe(error)}`);
+        const aside = moveAside(path);
         return { store: new OutboxStore(connect(path), lock, path, synchronous), movedAside: aside };
       }
     } catch (error) {

@@ -4,7 +4,6 @@
 // arrives or is settled, never per notification. Changes are grouped (COMMIT_DELAY_MS after a quiet spell,
 // COMMIT_SPACING_MS between commits), so a registration storm costs one commit per group, and an RPC the
 // device acknowledges within that time never reaches the disk at all.
-import { existsSync, renameSync } from 'node:fs';
 import Database, { type Database as Connection, type Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { JournalEntry, ObservationJournal, SavedObservation } from '../coap/observe-journal.js';
@@ -13,6 +12,7 @@ import type { PeerRecord } from '../coap/transport.js';
 import { encodeJson } from '../json-safety.js';
 import { LogOncePer } from '../log.js';
 import type { JsonValue, PeerCredential, RpcCall } from '../model.js';
+import { isUnreadableDatabase, moveAside } from './sqlite-file.js';
 
 /** 1: observations, rpcs and meta tables. */
 const SCHEMA_VERSION = 1;
@@ -128,14 +128,9 @@ export class SessionStore implements ObservationJournal, RpcJournal {
       return { status: 'open', store: new SessionStore(connect(path), log), movedAside: undefined };
     } catch (error) {
       if (error instanceof NewerFormatError) return { status: 'unusable', reason: error.message };
-      const code = (error as { code?: string }).code ?? '';
-      if (!['SQLITE_CORRUPT', 'SQLITE_NOTADB'].includes(code) || !existsSync(path)) {
-        return { status: 'unusable', reason: `cannot open ${path}: ${(error as Error).message}` };
-      }
-      const aside = `${path}.unreadable-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      if (!isUnreadableDatabase(error, path)) return { status: 'unusable', reason: `cannot open ${path}: ${(error as Error).message}` };
       try {
-        renameSync(path, aside);
-        for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+        const aside = moveAside(path);
         return { status: 'open', store: new SessionStore(connect(path), log), movedAside: aside };
       } catch (again) {
         return { status: 'unusable', reason: `cannot set aside the unreadable ${path}: ${(again as Error).message}` };
