@@ -51,6 +51,13 @@ class Entry<Row> implements JournalEntry {
     readonly id: number,
   ) {}
 
+  /** A row an earlier run wrote. */
+  static written<Row>(table: Entry<Row>['table'], id: number): Entry<Row> {
+    const entry = new Entry<Row>(table, id);
+    entry.onDisk = true;
+    return entry;
+  }
+
   get kept(): boolean {
     return this.onDisk && this.pending === undefined;
   }
@@ -140,41 +147,43 @@ export class SessionStore implements ObservationJournal, RpcJournal {
 
   /** Everything an earlier run left, oldest first; rows that cannot be read back are deleted and counted. */
   restore(maxObservations: number): RestoredSessions {
-    let unreadable = 0;
-    const observations: Array<{ entry: JournalEntry; saved: SavedObservation }> = [];
-    const rows = this.db.prepare('SELECT * FROM observations ORDER BY id DESC LIMIT ?').all(maxObservations) as ObservationRow[];
-    for (const row of rows.reverse()) {
-      const saved = readObservation(row);
-      const entry = new Entry<SavedObservation>('observations', row.id);
-      entry.onDisk = true;
-      if (saved) observations.push({ entry, saved });
-      else {
-        unreadable++;
-        this.remove(entry);
-      }
-    }
+    const newest = this.db.prepare('SELECT * FROM observations ORDER BY id DESC LIMIT ?').all(maxObservations) as ObservationRow[];
+    const observations = this.readBack('observations', newest.reverse(), readObservation);
     // Beyond coap.maxObservations (lowered since): the oldest go.
-    const beyond = this.db.prepare('SELECT id FROM observations WHERE id < ?').pluck().all(rows[0]?.id ?? 0) as number[];
-    for (const id of beyond) {
-      const entry = new Entry<SavedObservation>('observations', id);
-      entry.onDisk = true;
-      this.remove(entry);
-    }
-    const rpcs: Array<{ entry: JournalEntry; saved: SavedRpc }> = [];
-    for (const row of this.db.prepare('SELECT * FROM rpcs ORDER BY id').all() as RpcRow[]) {
-      const saved = readRpc(row);
-      const entry = new Entry<SavedRpc>('rpcs', row.id);
-      entry.onDisk = true;
-      if (saved) rpcs.push({ entry, saved });
+    const beyond = this.db.prepare('SELECT id FROM observations WHERE id < ?').pluck().all(newest[0]?.id ?? 0) as number[];
+    for (const id of beyond) this.remove(Entry.written('observations', id));
+    const rpcRows = this.db.prepare('SELECT * FROM rpcs ORDER BY id').all() as RpcRow[];
+    const rpcs = this.readBack('rpcs', rpcRows, readRpc);
+    this.counts.observations = observations.kept.length;
+    this.counts.rpcs = rpcs.kept.length;
+    return {
+      observations: observations.kept,
+      rpcs: rpcs.kept,
+      unreadable: observations.unreadable + rpcs.unreadable,
+      overLimit: beyond.length,
+      // Unreadable rows count too: their numbers are taken until their deletion is committed.
+      lastRpcSequence: rpcRows.at(-1)?.id ?? 0,
+    };
+  }
+
+  /** Rows as written, each with its entry; a row that cannot be read back is deleted. */
+  private readBack<Row extends { id: number }, Saved>(
+    table: Entry<unknown>['table'],
+    rows: readonly Row[],
+    read: (row: Row) => Saved | undefined,
+  ): { kept: Array<{ entry: JournalEntry; saved: Saved }>; unreadable: number } {
+    const kept: Array<{ entry: JournalEntry; saved: Saved }> = [];
+    let unreadable = 0;
+    for (const row of rows) {
+      const saved = read(row);
+      const entry = Entry.written(table, row.id);
+      if (saved !== undefined) kept.push({ entry, saved });
       else {
         unreadable++;
         this.remove(entry);
       }
     }
-    this.counts.observations = observations.length;
-    this.counts.rpcs = rpcs.length;
-    const lastRpcSequence = (this.db.prepare('SELECT max(id) AS id FROM rpcs').get() as { id: number | null }).id ?? 0;
-    return { observations, rpcs, unreadable, overLimit: beyond.length, lastRpcSequence };
+    return { kept, unreadable };
   }
 
   add(saved: SavedObservation): JournalEntry;
