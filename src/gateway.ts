@@ -9,11 +9,7 @@ import { createBridge } from './bridge/index.js';
 import { createDirectUplink } from './bridge/deliver.js';
 import { createProvisioner } from './bridge/provision.js';
 import { DevicePresence } from './bridge/presence.js';
-import { RequestLimits } from './coap/limits.js';
 import { CoapMessageLayer } from './coap/message-layer.js';
-import { createRouter } from './coap/routes/index.js';
-import { createThethingsRoute } from './coap/routes/thethings.js';
-import { createThingsBoardRoute } from './coap/routes/thingsboard.js';
 import { formatPeer, type DatagramSink } from './coap/transport.js';
 import { DtlsTransport } from './coap/dtls-transport.js';
 import { UdpTransport } from './coap/udp-transport.js';
@@ -27,8 +23,11 @@ import { DeviceRegistry, type RegistryChange } from './devices/registry.js';
 import { RecentValues } from './devices/recent-values.js';
 import { TokenCheck } from './devices/token-check.js';
 import { FirmwareImageStore } from './firmware/image-store.js';
-import { createDeviceHttpApi } from './http-api/device-api.js';
-import { DeviceHttpServer, describeDeviceHttpBindError } from './http-api/server.js';
+import { createDeviceApis } from './device-api/index.js';
+import { RequestLimits } from './device-api/limits.js';
+import { coapAdmission, createCoapFrontEnd } from './front-ends/coap/router.js';
+import { createDeviceHttpApi } from './front-ends/http/device-http.js';
+import { DeviceHttpServer, describeDeviceHttpBindError } from './front-ends/http/server.js';
 import { ComponentLoggers, redactUrl } from './log.js';
 import { describeBindError, type BoundAddress } from './net/udp-socket.js';
 import { Outbox } from './outbox/outbox.js';
@@ -178,21 +177,18 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   const limits = new RequestLimits(config.limits, logs.for('limits'));
   const tokens = new TokenCheck(registry, limits, logs.for('thingsboard-api'));
-  const handler = createRouter({
-    api: createThingsBoardRoute({
-      registry,
-      bridge,
-      provisioner,
-      limits,
-      tokens,
-      // A margin inside the piggyback window: the answer must beat the empty ACK.
-      packageAnswerWithinMs: Math.max(0, config.coap.piggybackWindowMs - PIGGYBACK_MARGIN_MS),
-      log: logs.for('thingsboard-api'),
-    }),
-    ...(config.thethings.enabled
-      ? { thethings: createThethingsRoute({ registry, bridge, provisioner, limits, tokens, config: config.thethings, log: logs.for('thethings') }) }
-      : {}),
+  const deviceApis = createDeviceApis({
+    registry,
+    bridge,
+    provisioner,
+    limits,
+    tokens,
+    thethings: config.thethings.enabled ? config.thethings : undefined,
+    // A margin inside the piggyback window: the answer must beat the empty ACK.
+    coapPackageWaitMs: Math.max(0, config.coap.piggybackWindowMs - PIGGYBACK_MARGIN_MS),
+    log: (component) => logs.for(component),
   });
+  const handler = createCoapFrontEnd(deviceApis.coap);
   const coap = config.coap;
   const messageLayer = new CoapMessageLayer(
     {
@@ -205,7 +201,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       maxBlockSize: coap.maxBlockSize,
       observeCheckIntervalMs: coap.observeCheckIntervalMs,
       maxObservations: coap.maxObservations,
-      limits,
+      limits: coapAdmission(limits),
     },
     handler,
     logs.for('coap'),
@@ -276,7 +272,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     });
     if (config.deviceHttp.enabled) {
       const { host, port } = config.deviceHttp;
-      const api = createDeviceHttpApi({ bridge, provisioner, limits, tokens, log: logs.for('device-http') });
+      const api = createDeviceHttpApi(deviceApis.http);
       deviceHttp = new DeviceHttpServer(config.deviceHttp, api, logs.for('device-http'));
       deviceHttpAddress = await deviceHttp.start().catch((error: NodeJS.ErrnoException) => {
         throw new StartupError(describeDeviceHttpBindError(error, host, port));

@@ -34,7 +34,7 @@ const RETRY_WHILE_FETCHING_SECONDS = 10;
  * The device's package of `kind`, if `title` and `version` name the one assigned to it. An image not
  * ready within `answerWithinMs` (counted from the request) is answered "unavailable" with a retry time
  * while its download goes on for the next try: the front end decides how long a device may be kept
- * waiting (a CoAP answer must fit the piggyback window, see the route).
+ * waiting (a CoAP answer must fit the piggyback window, see src/device-api/dialects/thingsboard.ts).
  */
 export async function packageFor(
   context: BridgeContext,

@@ -14,8 +14,7 @@ import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import { ObserveRegistry, type Relation } from './observe.js';
 import type { JournalEntry, ObservationJournal, SavedObservation } from './observe-journal.js';
-import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
-import { continuesOrEnds, type RequestLimits } from './limits.js';
+import { continuesOrEnds, interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { ResponseCounts } from './response-counts.js';
 import { LogOncePer } from '../log.js';
 import { sourceKey } from '../net/source-key.js';
@@ -47,8 +46,8 @@ export interface MessageLayerOptions {
   readonly maxObservations?: number;
   /** How long a device's old address has to acknowledge before its relations follow it elsewhere. Default 4 s. */
   readonly moveProbeMs?: number;
-  /** The gateway-wide request limit, asked for each new request before its handler runs. Default: none. */
-  readonly limits?: Pick<RequestLimits, 'admitRequest'>;
+  /** The gateway-wide request limit, asked for each new request before its handler runs (a 4.29 refuses it). Default: none. */
+  readonly limits?: { admitRequest(now: number): CoapResponse | undefined };
 }
 
 // Representations kept for Block2 follow-ups: bounded in count and bytes, kept as long as an exchange.

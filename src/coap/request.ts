@@ -1,7 +1,7 @@
 // What a request handler sees and returns: a request whose options have been checked and read once,
 // and a response described by code and payload, leaving message types, ids and encoding to the layer.
 import { isUtf8 } from 'node:buffer';
-import { ResponseCode, OptionNumber, type CodeByte } from './codes.js';
+import { Method, OptionNumber, ResponseCode, type CodeByte } from './codes.js';
 import { decodeBlock, type BlockOption } from './block.js';
 import { decodeUint, type CoapOption, type IncomingMessage } from './message.js';
 import type { ObservationOffer } from './observe-api.js';
@@ -72,6 +72,14 @@ export interface RequestHandler {
   readonly operations?: readonly string[];
   /** The operation of a request answered before the handler saw it (a 4.29, a 4.13, a Block1 2.31). */
   readonly classify?: (request: CoapRequest) => number;
+}
+
+/**
+ * Requests that continue or end what was already admitted: a Block2 follow-up, an Observe deregistration.
+ * Rate limits neither count nor refuse them, so a device is never cut off halfway or kept observing.
+ */
+export function continuesOrEnds(request: CoapRequest): boolean {
+  return (request.method === Method.GET && request.observe === 1) || (request.block2 !== undefined && request.block2.num > 0);
 }
 
 export type Interpreted =

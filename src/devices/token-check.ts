@@ -2,7 +2,7 @@
 // the registry answers; an unknown token counts against its source address (a guesser gets blocked) and is
 // logged once per address and 10 minutes, with a fingerprint, never the token itself.
 import type { Logger } from 'pino';
-import type { RequestLimits } from '../coap/limits.js';
+import type { RequestLimits } from '../device-api/limits.js';
 import { LogOncePer, fingerprint } from '../log.js';
 import type { Device } from '../model.js';
 import type { DeviceRegistry } from './registry.js';

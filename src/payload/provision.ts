@@ -1,5 +1,5 @@
 // Provisioning and firmware requests as devices send them (device-api.md §6–7), checked once at the edge.
-// Shared by every device-facing front end: the CoAP routes today, the HTTP device API later.
+// Shared by every device-facing front end, through the device API (src/device-api/provision.ts).
 import type { JsonValue } from '../model.js';
 import { isJsonObject } from './json-text.js';
 import { parseJson, type Parsed } from './thingsboard-json.js';

@@ -1,6 +1,6 @@
 // At start: what the session store kept goes back where it was, before any device or ThingsBoard can
 // speak. Queued RPCs first, numbered before any new one; then each relation's registration is replayed
-// through the routes and held. Once the transports listen, the held relations are confirmed (wakeRestored).
+// through the device API (the CoAP front end) and held. Once the transports listen, the held relations are confirmed (wakeRestored).
 import type { Bridge } from '../bridge/index.js';
 import type { CoapMessageLayer } from '../coap/message-layer.js';
 import type { DatagramTransport } from '../coap/transport.js';
@@ -8,7 +8,7 @@ import type { RestoredSessions, SessionStore } from './session-store.js';
 
 export interface RestoreSummary {
   readonly restored: number;
-  /** Replayed and refused by the routes: the device is gone, or its token or identity changed. */
+  /** Replayed and refused by the device API: the device is gone, or its token or identity changed. */
   readonly refused: number;
   /** Their transport is not running now (DTLS turned off), they could not be read back, or beyond coap.maxObservations. */
   readonly dropped: number;

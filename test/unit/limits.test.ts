@@ -4,7 +4,9 @@ import * as coapPacket from 'coap-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { encodeBlock } from '../../src/coap/block.js';
 import { ResponseCode } from '../../src/coap/codes.js';
-import { RequestLimits, tooManyRequests, type RequestLimitsOptions } from '../../src/coap/limits.js';
+import { RequestLimits, tooManyRequests, type RequestLimitsOptions } from '../../src/device-api/limits.js';
+import { coapAdmission } from '../../src/front-ends/coap/router.js';
+import { refusal } from '../../src/front-ends/coap/render.js';
 import { sourceKey } from '../../src/net/source-key.js';
 import { CoapMessageLayer } from '../../src/coap/message-layer.js';
 import type { CoapRequest } from '../../src/coap/request.js';
@@ -61,13 +63,14 @@ describe('the limits configuration', () => {
   });
 });
 
-describe('4.29 answers', () => {
-  it('carry Max-Age in whole seconds, at least 1, rounded up', () => {
-    expect(tooManyRequests(0, 'x').maxAge).toBe(1);
-    expect(tooManyRequests(1, 'x').maxAge).toBe(1);
-    expect(tooManyRequests(1000, 'x').maxAge).toBe(1);
-    expect(tooManyRequests(1001, 'x').maxAge).toBe(2);
-    expect(tooManyRequests(299_500, 'x')).toMatchObject({ code: ResponseCode.TooManyRequests, maxAge: 300, payload: 'x; retry in 300 s' });
+describe('too-many-requests refusals', () => {
+  it('say when to retry in whole seconds, at least 1, rounded up; CoAP renders them as 4.29 with Max-Age', () => {
+    expect(tooManyRequests(0, 'x').retryAfterSeconds).toBe(1);
+    expect(tooManyRequests(1, 'x').retryAfterSeconds).toBe(1);
+    expect(tooManyRequests(1000, 'x').retryAfterSeconds).toBe(1);
+    expect(tooManyRequests(1001, 'x').retryAfterSeconds).toBe(2);
+    expect(tooManyRequests(299_500, 'x')).toEqual({ problem: 'too-many-requests', retryAfterSeconds: 300, reason: 'x; retry in 300 s' });
+    expect(refusal(tooManyRequests(299_500, 'x'))).toEqual({ code: ResponseCode.TooManyRequests, maxAge: 300, payload: 'x; retry in 300 s' });
   });
 });
 
@@ -76,8 +79,8 @@ describe('the gateway-wide limit', () => {
     const limits = limitsWith({ requestsPerSecond: 2, burst: 3 });
     expect([1, 2, 3].map(() => limits.admitRequest(T0))).toEqual([undefined, undefined, undefined]);
     const refused = limits.admitRequest(T0);
-    expect(refused).toMatchObject({ code: ResponseCode.TooManyRequests, maxAge: 1 });
-    expect(refused?.payload).toMatch(/too many requests from all devices together/);
+    expect(refused).toMatchObject({ problem: 'too-many-requests', retryAfterSeconds: 1 });
+    expect(refused?.reason).toMatch(/too many requests from all devices together/);
     expect(limits.admitRequest(T0 + 499)).toBeDefined();
     expect(limits.admitRequest(T0 + 500)).toBeUndefined();
     expect(limits.stats(T0)).toMatchObject({ refusedGlobal: 2, refusedDevice: 0 });
@@ -104,8 +107,8 @@ describe('per-device limits', () => {
     expect(limits.admitDevice('Boiler-7', T0)).toBeUndefined();
     expect(limits.admitDevice('Boiler-7', T0)).toBeUndefined();
     const refused = limits.admitDevice('Boiler-7', T0 + 10);
-    expect(refused).toMatchObject({ code: ResponseCode.TooManyRequests, maxAge: 1 });
-    expect(refused?.payload).toMatch(/too many requests from this device \(limit 1\/s, burst 2\)/);
+    expect(refused).toMatchObject({ problem: 'too-many-requests', retryAfterSeconds: 1 });
+    expect(refused?.reason).toMatch(/too many requests from this device \(limit 1\/s, burst 2\)/);
     expect(limits.admitDevice('Pump-2', T0 + 10)).toBeUndefined();
     expect(limits.admitDevice('Boiler-7', T0 + 1000)).toBeUndefined();
     expect(limits.stats(T0)).toMatchObject({ refusedDevice: 1, refusedGlobal: 0 });
@@ -114,8 +117,8 @@ describe('per-device limits', () => {
   it('says in Max-Age how long until the next request would be accepted', () => {
     const limits = limitsWith({ deviceRequestsPerSecond: 1, deviceBurst: 1 });
     limits.admitDevice('Boiler-7', T0);
-    expect(limits.admitDevice('Boiler-7', T0)?.maxAge).toBe(1);
-    expect(limits.admitDevice('Boiler-7', T0 + 999)?.maxAge).toBe(1);
+    expect(limits.admitDevice('Boiler-7', T0)?.retryAfterSeconds).toBe(1);
+    expect(limits.admitDevice('Boiler-7', T0 + 999)?.retryAfterSeconds).toBe(1);
   });
 
   it('warns once per device, naming it, then only at debug', () => {
@@ -137,9 +140,9 @@ describe('unknown-token blocks', () => {
     expect(limits.refuseBlockedSource('192.0.2.7', T0 + 1000)).toBeUndefined();
     limits.unknownToken('192.0.2.7', 'guess-3', T0 + 2000);
     const refused = limits.refuseBlockedSource('192.0.2.7', T0 + 2000);
-    expect(refused).toMatchObject({ code: ResponseCode.TooManyRequests, maxAge: 60 });
-    expect(refused?.payload).toMatch(/too many unknown access tokens from this address/);
-    expect(limits.refuseBlockedSource('192.0.2.7', T0 + 31_500)?.maxAge).toBe(31);
+    expect(refused).toMatchObject({ problem: 'too-many-requests', retryAfterSeconds: 60 });
+    expect(refused?.reason).toMatch(/too many unknown access tokens from this address/);
+    expect(limits.refuseBlockedSource('192.0.2.7', T0 + 31_500)?.retryAfterSeconds).toBe(31);
     expect(limits.refuseBlockedSource('192.0.2.8', T0 + 2000)).toBeUndefined();
     expect(limits.stats(T0 + 2000)).toMatchObject({ refusedBlockedAddress: 2, addressesBlocked: 1, addressBlocks: 1 });
     expect(limits.refuseBlockedSource('192.0.2.7', T0 + 62_000)).toBeUndefined();
@@ -238,7 +241,7 @@ describe('the gateway-wide limit in the message layer', () => {
     handled = [];
     limits = limitsWith({ requestsPerSecond: 1, burst: 2 });
     layer = new CoapMessageLayer(
-      { piggybackWindowMs: 500, maxBodyBytes: 1024, maxBlockTransfers: 10, blockTransferIdleMs: 60_000, dedupMaxEntries: 10_000, limits },
+      { piggybackWindowMs: 500, maxBodyBytes: 1024, maxBlockTransfers: 10, blockTransferIdleMs: 60_000, dedupMaxEntries: 10_000, limits: coapAdmission(limits) },
       (request) => (handled.push(request), { code: ResponseCode.Created }),
       createLogger('silent'),
     );

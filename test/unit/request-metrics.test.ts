@@ -4,12 +4,15 @@ import * as coapPacket from 'coap-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RpcRoundTrips } from '../../src/bridge/rpc-round-trips.js';
 import { ResponseCode } from '../../src/coap/codes.js';
-import { RequestLimits } from '../../src/coap/limits.js';
+import { RequestLimits } from '../../src/device-api/limits.js';
 import { CoapMessageLayer } from '../../src/coap/message-layer.js';
 import type { CoapRequest } from '../../src/coap/request.js';
 import { ResponseCounts } from '../../src/coap/response-counts.js';
-import { Operation, createRouter, type Route } from '../../src/coap/routes/index.js';
-import { operationOf, parseApiPath } from '../../src/coap/routes/thingsboard.js';
+import type { Dialect } from '../../src/device-api/dialect.js';
+import { operationOf, parseApiPath } from '../../src/device-api/dialects/thingsboard.js';
+import { createDeviceApi } from '../../src/device-api/index.js';
+import { Operation } from '../../src/device-api/operations.js';
+import { coapAdmission, createCoapFrontEnd } from '../../src/front-ends/coap/router.js';
 import type { Peer } from '../../src/coap/transport.js';
 import { encodeBlock } from '../../src/coap/block.js';
 import { createLogger } from '../../src/log.js';
@@ -37,21 +40,20 @@ describe('requests by transport, route and code', () => {
     udp = new MemoryTransport();
     dtls = Object.assign(new MemoryTransport(), { name: 'dtls' });
     // A stand-in dialect: everything under /api/v1 is telemetry.
-    const api: Route = Object.assign(
-      (request: CoapRequest) => {
-        request.operation = Operation.telemetry;
-        return { code: ResponseCode.Created };
-      },
-      { operationOf: () => Operation.telemetry },
-    );
+    const api: Dialect = {
+      hint: 'the stand-in lives under /api/v1',
+      claim: (segments) => (segments[0] === 'api' && segments[1] === 'v1' ? segments : undefined),
+      handle: () => ({ operation: Operation.telemetry, outcome: { kind: 'accepted' } }),
+      operationOf: () => Operation.telemetry,
+    };
     const limits = new RequestLimits(
       { requestsPerSecond: 1, burst: 4, deviceRequestsPerSecond: 0, deviceBurst: 0, unknownTokenFailures: 0, unknownTokenWindowMs: 60_000, unknownTokenBlockMs: 60_000 },
       createLogger('silent'),
       T0,
     );
     layer = new CoapMessageLayer(
-      { piggybackWindowMs: 500, maxBodyBytes: 64, maxBlockTransfers: 10, blockTransferIdleMs: 60_000, dedupMaxEntries: 10_000, limits },
-      createRouter({ api }),
+      { piggybackWindowMs: 500, maxBodyBytes: 64, maxBlockTransfers: 10, blockTransferIdleMs: 60_000, dedupMaxEntries: 10_000, limits: coapAdmission(limits) },
+      createCoapFrontEnd(createDeviceApi({ dialects: [api] })),
       createLogger('silent'),
     );
   });
@@ -97,7 +99,7 @@ describe('requests by transport, route and code', () => {
 
   it('labels ThingsBoard paths by operation', () => {
     const of = (method: 'GET' | 'POST', path: string, observe?: number) =>
-      operationOf({ method: method === 'GET' ? 1 : 2, observe } as CoapRequest, parseApiPath(['api', 'v1', ...path.split('/')]));
+      operationOf({ method, updates: observe === 0 ? 'open' : observe === 1 ? 'close' : undefined }, parseApiPath(['api', 'v1', ...path.split('/')]));
     expect(of('POST', 'tok/telemetry')).toBe(Operation.telemetry);
     expect(of('POST', 'tok/attributes')).toBe(Operation.attributes);
     expect(of('GET', 'tok/attributes')).toBe(Operation.attributes_read);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { packageAlias, pathSegments } from '../../src/coap/routes/index.js';
-import { parseApiPath } from '../../src/coap/routes/thingsboard.js';
+import { packageAlias, parseApiPath } from '../../src/device-api/dialects/thingsboard.js';
+import { pathSegments } from '../../src/front-ends/coap/router.js';
 
 describe('device API paths', () => {
   it('splits one Uri-Path holding slashes like separate options', () => {

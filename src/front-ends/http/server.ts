@@ -1,13 +1,13 @@
-// The HTTP transport of the device API (deviceHttp.*): reads a bounded request, hands it to the route table
-// and writes its answer. Long-polls hold their connection; everything else is answered as it comes.
+// The HTTP front end's server (deviceHttp.*): reads a bounded request, hands it to the device API and writes
+// its answer. Long-polls hold their connection; everything else is answered as it comes.
 import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { LogOncePer } from '../log.js';
-import { ConnectionGuard, type ConnectionGuardStats } from '../net/connection-guard.js';
-import { closeHttp, listenHttp } from '../net/http-listen.js';
-import type { BoundAddress } from '../net/udp-socket.js';
-import { MAX_POLL_TIMEOUT_MS, text, type DeviceHttpApi, type HttpAnswer } from './device-api.js';
+import { LogOncePer } from '../../log.js';
+import { ConnectionGuard, type ConnectionGuardStats } from '../../net/connection-guard.js';
+import { closeHttp, listenHttp } from '../../net/http-listen.js';
+import type { BoundAddress } from '../../net/udp-socket.js';
+import { MAX_POLL_TIMEOUT_MS, text, type DeviceHttpApi, type HttpAnswer } from './device-http.js';
 
 export interface DeviceHttpOptions {
   readonly host: string;
@@ -143,7 +143,6 @@ export class DeviceHttpServer {
       this.api
         .handle({
           method: request.method ?? 'GET',
-          path: url.pathname,
           segments,
           query: [...url.searchParams].map(([name, value]) => `${name}=${value}`),
           contentType: request.headers['content-type'],

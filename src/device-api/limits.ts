@@ -1,5 +1,6 @@
-// Device-facing protection: rate limits answered with 4.29 Too Many Requests (RFC 8516) and a Max-Age
-// saying when to come back, and a block on addresses that try many unknown access tokens. No timers: every
+// Device-facing protection: rate limits refused as too-many-requests with the seconds until a retry can
+// succeed (CoAP renders 4.29 with Max-Age, RFC 8516; HTTP 429 with Retry-After), and a block on addresses
+// that try many unknown access tokens. No timers: every
 // decision reads the time its request arrived, and every table is bounded (LRU), so a flood of strangers
 // costs a fixed amount of memory.
 import type { LRUCache } from 'lru-cache';
@@ -7,8 +8,7 @@ import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/load.js';
 import { LogOncePer } from '../log.js';
 import { TokenBucket } from '../net/token-bucket.js';
-import { Method, ResponseCode } from './codes.js';
-import type { CoapRequest, CoapResponse } from './request.js';
+import type { Refusal } from './outcome.js';
 import { boundedCache } from '../bounded-cache.js';
 import { sourceKey } from '../net/source-key.js';
 
@@ -43,14 +43,6 @@ interface Source {
   blockedUntil: number;
 }
 
-/**
- * Requests that continue or end what was already admitted: a Block2 follow-up, an Observe deregistration.
- * Rate limits neither count nor refuse them, so a device is never cut off halfway or kept observing.
- */
-export function continuesOrEnds(request: CoapRequest): boolean {
-  return (request.method === Method.GET && request.observe === 1) || (request.block2 !== undefined && request.block2.num > 0);
-}
-
 export class RequestLimits {
   private readonly counters = { refusedGlobal: 0, refusedDevice: 0, refusedBlockedAddress: 0, addressBlocks: 0 };
   private readonly global: TokenBucket | undefined;
@@ -71,10 +63,10 @@ export class RequestLimits {
   }
 
   /**
-   * The gateway-wide limit, asked by the message layer for each new request before any handler runs
+   * The gateway-wide limit, asked by each front end for each new request before the device API runs (the CoAP message layer, the HTTP server)
    * (never for a retransmission, which the deduplication cache answers). undefined: go ahead.
    */
-  admitRequest(now: number): CoapResponse | undefined {
+  admitRequest(now: number): Refusal | undefined {
     const bucket = this.global;
     if (!bucket || bucket.take(1, now)) return undefined;
     this.counters.refusedGlobal++;
@@ -87,8 +79,8 @@ export class RequestLimits {
     return tooManyRequests(bucket.waitMs(1, now), 'the gateway is busy: too many requests from all devices together');
   }
 
-  /** One device's limit, asked by a route once it knows which device a request speaks for. */
-  admitDevice(device: string, now: number): CoapResponse | undefined {
+  /** One device's limit, asked by the device API once it knows which device a request speaks for. */
+  admitDevice(device: string, now: number): Refusal | undefined {
     const buckets = this.devices;
     if (!buckets) return undefined;
     let bucket = buckets.get(device);
@@ -116,7 +108,7 @@ export class RequestLimits {
    * A 4.29 for a token request from an address blocked for trying unknown tokens, whatever token it
    * carries: a guessed right one too, or guessing would go on. Asked before the token is looked up.
    */
-  refuseBlockedSource(address: string, now: number): CoapResponse | undefined {
+  refuseBlockedSource(address: string, now: number): Refusal | undefined {
     const source = this.sources?.get(sourceKey(address));
     if (!source || source.blockedUntil <= now) return undefined;
     this.counters.refusedBlockedAddress++;
@@ -176,10 +168,10 @@ export class RequestLimits {
   }
 }
 
-/** 4.29 with Max-Age: whole seconds, at least 1, until a request would be accepted (RFC 8516 §3). */
-export function tooManyRequests(waitMs: number, diagnostic: string): CoapResponse {
-  const maxAge = Math.max(1, Math.ceil(waitMs / 1000));
-  return { code: ResponseCode.TooManyRequests, payload: `${diagnostic}; retry in ${maxAge} s`, maxAge };
+/** Too many requests: whole seconds, at least 1, until a request would be accepted (RFC 8516 §3). */
+export function tooManyRequests(waitMs: number, diagnostic: string): Refusal {
+  const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return { problem: 'too-many-requests', reason: `${diagnostic}; retry in ${retryAfterSeconds} s`, retryAfterSeconds };
 }
 
 /** A cheap 32-bit hash: telling tokens apart needs no secrecy, and a collision only undercounts a guesser. */

@@ -1,0 +1,71 @@
+// The CoAP front end: a CoAP request, read into the device API's words; the outcome, rendered as a CoAP
+// answer. It knows CoAP (Uri-Path options, Content-Format numbers, Observe) and nothing of the operations.
+import { ContentFormat, Method } from '../../coap/codes.js';
+import { continuesOrEnds, type CoapRequest, type CoapResponse, type RequestHandler } from '../../coap/request.js';
+import type { DeviceApi } from '../../device-api/index.js';
+import { OPERATIONS } from '../../device-api/operations.js';
+import type { Outcome } from '../../device-api/outcome.js';
+import type { DeviceRequest } from '../../device-api/request.js';
+import type { RequestLimits } from '../../device-api/limits.js';
+import { observe, refusal, render, streamState } from './render.js';
+
+const METHOD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(Method).map(([name, code]) => [code, name]));
+
+export function createCoapFrontEnd(api: DeviceApi): RequestHandler {
+  const handler = (request: CoapRequest): CoapResponse | Promise<CoapResponse> => {
+    const handled = api.handle(deviceRequest(request));
+    request.operation = handled.operation;
+    if (handled.device) request.authenticatedAs = handled.device.name;
+    const answer = (outcome: Outcome): CoapResponse => {
+      if (outcome.kind !== 'updates') return render(outcome);
+      const { observation } = request;
+      if (observation && handled.device) observe(observation, handled.device.name, outcome);
+      return streamState(outcome.current());
+    };
+    const { outcome } = handled;
+    return outcome instanceof Promise ? outcome.then(answer) : answer(outcome);
+  };
+  const classify = (request: CoapRequest): number => api.classify(deviceRequest(request));
+  return Object.assign(handler, { operations: OPERATIONS, classify });
+}
+
+/** A CoAP request in the device API's words. */
+export function deviceRequest(request: CoapRequest): DeviceRequest {
+  const format = request.contentFormat;
+  return {
+    method: METHOD_NAMES.get(request.method) ?? `${request.method >> 5}.${String(request.method & 31).padStart(2, '0')}`,
+    segments: pathSegments(request.uriPath),
+    query: request.uriQuery,
+    body: request.payload,
+    unsupportedFormat:
+      format === undefined || format === ContentFormat.Json || format === ContentFormat.TextPlain ? undefined : `Content-Format ${format} is not supported; send JSON (50)`,
+    peer: request.peer,
+    receivedAt: request.receivedAt,
+    updates: request.observation ? 'open' : request.method === Method.GET && request.observe === 1 ? 'close' : undefined,
+    continuation: continuesOrEnds(request),
+    restored: request.restored === true,
+  };
+}
+
+/** A Uri-Path option may itself hold slashes ("api/v1/TOKEN/telemetry"); both forms split alike. */
+export function pathSegments(uriPath: readonly string[]): string[] {
+  const segments: string[] = [];
+  for (const option of uriPath) {
+    if (!option.includes('/')) {
+      if (option !== '') segments.push(option);
+      continue;
+    }
+    for (const part of option.split('/')) if (part !== '') segments.push(part);
+  }
+  return segments;
+}
+
+/** The gateway-wide limit as the message layer asks it, before Block1 reassembly: a refusal is a 4.29 with Max-Age. */
+export function coapAdmission(limits: Pick<RequestLimits, 'admitRequest'>): { admitRequest(now: number): CoapResponse | undefined } {
+  return {
+    admitRequest(now) {
+      const refused = limits.admitRequest(now);
+      return refused && refusal(refused);
+    },
+  };
+}
