@@ -4,13 +4,13 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { atMost, checkConfig, printConfigErrors, type Output } from './config/check-config.js';
-import { loadConfig, type LoadResult } from './config/load.js';
+import { loadConfig, type GatewayConfig, type LoadResult } from './config/load.js';
 import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
 import { ConfigurationError, StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { runDoctor } from './ops/doctor.js';
-import { reloadConfiguration } from './ops/reload.js';
+import { ReloadSignal, reloadConfiguration } from './ops/reload.js';
 import { removePidFile, writePidFile } from './ops/running-gateway.js';
 import { gatewayStatus, notifyStatusOnce, SystemdNotifier } from './ops/systemd.js';
 
@@ -91,23 +91,24 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (command === 'doctor') return runDoctor(file, result, { json: parsed.values.json === true }, output);
+  return run(file, result.config, result.warnings, result.notices);
+}
 
-  const log = createLogger({ level: result.config.log.level, pretty: result.config.log.pretty });
-  for (const warning of atMost(result.warnings, 'warnings')) log.warn({ config: file }, `configuration: ${warning}`);
-  for (const notice of result.notices) log.info(notice);
+/** Runs the gateway until SIGTERM or SIGINT: systemd notifications, the pid file, SIGHUP reloads. */
+async function run(file: string | undefined, config: GatewayConfig, warnings: readonly string[], notices: readonly string[]): Promise<number> {
+  const log = createLogger({ level: config.log.level, pretty: config.log.pretty });
+  for (const warning of atMost(warnings, 'warnings')) log.warn({ config: file }, `configuration: ${warning}`);
+  for (const notice of notices) log.info(notice);
 
   // Under systemd (Type=notify): READY=1 once serving, STATUS for `systemctl status`, watchdog pings.
-  const { level, components } = result.config.log;
+  const { level, components } = config.log;
   const systemd = new SystemdNotifier(log.child({ component: 'systemd' }, { level: components.systemd ?? level }));
   systemd.status('starting');
 
-  // SIGHUP's default would end the process; one arriving while the gateway starts is applied once it runs.
-  let reloadDuringStart = false;
-  const deferReload = (): void => void (reloadDuringStart = true);
-  process.on('SIGHUP', deferReload);
+  const reloadSignal = new ReloadSignal();
   let gateway: Gateway;
   try {
-    gateway = await startGateway(result.config, log);
+    gateway = await startGateway(config, log);
   } catch (error) {
     systemd.status(`failed to start: ${(error as Error).message}`);
     if (error instanceof StartupError) {
@@ -137,15 +138,13 @@ async function main(argv: string[]): Promise<number> {
     reloadConfiguration(gateway, file, gateway.stateDir, reloadLog);
     systemd.ready(gatewayStatus(started));
   };
-  process.off('SIGHUP', deferReload);
-  process.on('SIGHUP', onReload);
-  if (reloadDuringStart) onReload();
+  reloadSignal.attach(onReload);
 
   return new Promise<number>((resolve) => {
     let signalled = false;
     const finish = (code: number): void => {
       systemd.stop();
-      process.off('SIGHUP', onReload);
+      reloadSignal.detach();
       removePidFile(gateway.stateDir);
       resolve(code);
     };
