@@ -1,4 +1,4 @@
-// ThingsBoard's HTTP device API (device-api.md §8): /api/v1/{token}/{feature} → the same bridge calls the
+// ThingsBoard's HTTP device API (docs/device-api-http.md): /api/v1/{token}/{feature} → the same bridge calls the
 // CoAP route makes. Answers use the status codes devices written for ThingsBoard's HTTP transport know:
 // 200 with an empty body for accepted uplinks, 401 for an unknown token, 408 with an empty body when a
 // long-poll ends without an update. Error answers carry a one-line text diagnostic.

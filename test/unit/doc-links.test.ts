@@ -26,7 +26,8 @@ describe('relative links in README.md and docs/', () => {
   });
 
   it('every one reaches a file, and a heading when it names one', () => {
-    expect(links.map((link) => [named(link), problemWith(link, root)]).filter(([, problem]) => problem !== undefined)).toEqual([]);
+    const broken = links.map((link) => [named(link), problemWith(link, root)]);
+    expect(broken.filter(([, problem]) => problem !== undefined)).toEqual([]);
   });
 
   it('README.md links to the docs index, and the index to every page in docs/', () => {
@@ -35,6 +36,23 @@ describe('relative links in README.md and docs/', () => {
     const indexTargets = new Set(links.filter((link) => link.file === join(root, 'docs/README.md')).map((link) => link.target.split('#')[0]));
     const pages = markdownUnder(join(root, 'docs')).map((file) => relative(join(root, 'docs'), file)).filter((page) => page !== 'README.md');
     expect(pages.filter((page) => !indexTargets.has(page))).toEqual([]);
+  });
+});
+
+describe('pointers into docs/ from comments in src/, test/ and bench/', () => {
+  const sources = ['src', 'test', 'bench'].flatMap((dir) =>
+    readdirSync(join(root, dir), { withFileTypes: true, recursive: true })
+      .filter((entry) => entry.isFile() && entry.name.endsWith('.ts'))
+      .map((entry) => join(entry.parentPath, entry.name)),
+  );
+  const pointers = sources.flatMap((file) =>
+    [...readFileSync(file, 'utf8').matchAll(/\bdocs\/[\w.-]+\.md(?:#[\w-]+)?/g)].map((match) => ({ file, line: 0, target: `/${match[0]}` })),
+  );
+
+  it('each names a page that exists, and a heading in it when it names one', () => {
+    expect(pointers.length).toBeGreaterThan(20);
+    const broken = pointers.map((pointer) => [`${relative(root, pointer.file)} → ${pointer.target}`, problemWith(pointer, root)]);
+    expect(broken.filter(([, problem]) => problem !== undefined)).toEqual([]);
   });
 });
 

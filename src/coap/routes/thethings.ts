@@ -1,4 +1,4 @@
-// thethings.io's CoAP API (device-api.md §8), for devices written for it: /v2/things/... → the same bridge
+// thethings.io's CoAP API (docs/device-api-thethings.md), for devices written for it: /v2/things/... → the same bridge
 // calls as ThingsBoard's paths. A thing token names a registry device through thethings.things, or is a
 // registry access token itself (provisioned devices use their issued token as their thing token).
 import type { Logger } from 'pino';

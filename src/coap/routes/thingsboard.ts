@@ -1,4 +1,4 @@
-// ThingsBoard's CoAP device API (device-api.md §1–3): /api/v1/{token}/{feature}[/{id}] → bridge calls.
+// ThingsBoard's CoAP device API (docs/device-api-coap.md): /api/v1/{token}/{feature}[/{id}] → bridge calls.
 // The status codes and their order follow ThingsBoard's own transport, so firmware written for it keeps
 // working; error answers add a short diagnostic ThingsBoard does not send.
 import type { Logger } from 'pino';
@@ -29,7 +29,7 @@ const FEATURES = ['telemetry', 'attributes', 'rpc', 'claim', 'provision', 'firmw
 type Feature = (typeof FEATURES)[number];
 
 const CREATED: CoapResponse = { code: ResponseCode.Created };
-/** The first answer to an RPC observation (device-api.md §4). */
+/** The first answer to an RPC observation (docs/device-api-coap.md#observing). */
 const RPC_OBSERVING: CoapResponse = { code: ResponseCode.Valid };
 
 export interface ThingsBoardRouteDeps {
