@@ -660,7 +660,7 @@ async function forEachBounded(count: number, concurrency: number, task: (index: 
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
 
-/** ThingsBoard's server-side RPC to a gateway child (gateway-mqtt-api.md §6). */
+/** ThingsBoard's server-side RPC to a gateway child (docs/thingsboard.md). */
 function rpcRequestMessage(index: number, id: number): string {
   return JSON.stringify({ device: `dev-${index}`, data: { id, method: RPC_METHOD, params: { on: true } } });
 }
@@ -697,7 +697,7 @@ function rpcReplyRequest(messageId: number, token: Buffer, index: number, id: nu
   });
 }
 
-/** Undefined when the registration took: a 2.xx carrying Observe (device-api.md §4: 2.03 Valid). */
+/** Undefined when the registration took: a 2.xx carrying Observe (docs/device-api-coap.md#observing: 2.03 Valid). */
 function registrationFailure(answer: coapPacket.ParsedPacket): string | undefined {
   if (!answer.code.startsWith('2.')) return answer.code;
   return answer.options.some((option) => option.name === 'Observe') ? undefined : `${answer.code} without Observe`;

@@ -12,7 +12,7 @@ export type ClientRpcOutcome =
 /**
  * A device's client-side RPC. The Gateway API has none for children, so it goes out as the gateway's own
  * (`v1/devices/me/rpc/request/{n}` with `{"method","params":{"device","params"}}`) and a rule-chain branch
- * answers it on `v1/devices/me/rpc/response/{n}` (the contract is in the README).
+ * answers it on `v1/devices/me/rpc/response/{n}` (the contract is in docs/thingsboard.md).
  */
 export async function callClientRpc(context: BridgeContext, device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome> {
   const { upstream } = context;

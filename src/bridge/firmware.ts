@@ -1,4 +1,4 @@
-// OTA packages for child devices (device-api.md §7). The Gateway MQTT API offers children no download, so
+// OTA packages for child devices (docs/device-api-coap.md). The Gateway MQTT API offers children no download, so
 // the package a device's fw_* / sw_* shared attributes announce is fetched by the image store (once for
 // every device with that package, verified against its checksum) and served from there.
 import type { AttributeUpdate, Device } from '../model.js';

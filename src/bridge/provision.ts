@@ -1,4 +1,4 @@
-// Device provisioning (device-api.md §6): a device with a provision key and secret but no credentials asks
+// Device provisioning (docs/device-api-coap.md): a device with a provision key and secret but no credentials asks
 // for some. Forwarded to ThingsBoard on a short connection of its own (provision.mode "upstream"), or
 // decided here against configured key/secret pairs ("local"); either way the issued token is registered at
 // once, so the device's next request with it works.

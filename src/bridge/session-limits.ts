@@ -2,7 +2,7 @@ import { SESSION_LIMITS_REQUEST, Topic, parseSessionLimits, type SessionLimits }
 import type { BridgeContext } from './context.js';
 
 /**
- * Asks ThingsBoard for the session's limits right after each connection (gateway-mqtt-api.md §1) and hands
+ * Asks ThingsBoard for the session's limits right after each connection (docs/thingsboard.md) and hands
  * them to the upstream connection, which keeps under 80% of them; bulk traffic waits for this. Servers that
  * do not know the request never answer, so the wait ends after `timeoutMs` with no limits beyond the
  * configured ones.

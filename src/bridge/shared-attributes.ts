@@ -27,8 +27,8 @@ export function observeSharedAttributes(context: BridgeContext, device: Device, 
 
 /**
  * Asks ThingsBoard again for the shared attributes the gateway knows of a device and tells its observer what
- * changed. Pushes made while the device was not connected upstream are never replayed (gateway-mqtt-api.md
- * §6), so this runs after every reconnection; as a keep-alive it also counts as the device's activity.
+ * changed. Pushes made while the device was not connected upstream are never replayed (docs/thingsboard.md),
+ * so this runs after every reconnection; as a keep-alive it also counts as the device's activity.
  */
 export async function refreshSharedAttributes(context: BridgeContext, device: Device): Promise<void> {
   const before = context.attributes.shared(device.name);

@@ -555,7 +555,7 @@ export class DtlsServer {
     this.close(connection, 'failed', false);
     if (!this.failureLog.first(`timeout ${connection.address}`)) return;
     const identity = connection.offeredIdentity;
-    // A wrong PSK makes no alert: both sides silently drop each other's Finished (dtls.md).
+    // A wrong PSK makes no alert: both sides silently drop each other's Finished (docs/dtls.md).
     const hint =
       connection.identityKnown
         ? 'the PSK identity is registered, so the device probably uses a different key'

@@ -1,5 +1,5 @@
 // The OTA package ThingsBoard assigned to a device, as its fw_* (firmware) or sw_* (software) shared
-// attributes describe it (device-api.md §7).
+// attributes describe it (docs/device-api-coap.md#firmware-updates).
 import { createHash } from 'node:crypto';
 import type { AttributeSet, JsonValue } from '../model.js';
 

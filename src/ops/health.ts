@@ -1,6 +1,6 @@
 // What /healthz answers: is the gateway serving devices, and if so how well.
 //
-// The rule (also in the README): HTTP 200 while devices get their readings accepted, 503 when they do not.
+// The rule (docs/health-and-metrics.md): HTTP 200 while devices get their readings accepted, 503 when they do not.
 // - The upstream broker down with the outbox on: devices still get 2.01 (readings wait on disk), so 200,
 //   with status "degraded" and the reason in `problems`. A liveness probe must not restart a box because
 //   ThingsBoard is unreachable; a person or an alert reading the body sees it.

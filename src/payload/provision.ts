@@ -1,4 +1,4 @@
-// Provisioning and firmware requests as devices send them (device-api.md §6–7), checked once at the edge.
+// Provisioning and firmware requests as devices send them (docs/device-api-coap.md), checked once at the edge.
 // Shared by every device-facing front end, through the device API (src/device-api/provision.ts).
 import type { JsonValue } from '../model.js';
 import { isJsonObject } from './json-text.js';

@@ -1,4 +1,4 @@
-// thethings.io's CoAP payloads (device-api.md §8), checked once at the edge and turned into the project's
+// thethings.io's CoAP payloads (docs/device-api-thethings.md), checked once at the edge and turned into the project's
 // records: a write becomes ThingsBoard telemetry and passes the same checks as ThingsBoard JSON.
 import type { JsonValue, TelemetryRecord } from '../model.js';
 import { isJsonObject } from './json-text.js';

@@ -1,4 +1,4 @@
-// ThingsBoard's key-value JSON as devices send it (device-api.md §3), parsed and checked once, at the edge,
+// ThingsBoard's key-value JSON as devices send it (docs/device-api-coap.md), parsed and checked once, at the edge,
 // into typed records. Everything that would make ThingsBoard drop the gateway's whole MQTT session, or
 // silently change a value, is refused here with a message the firmware author can act on.
 import { ExactInteger, type AttributeSet, type JsonValue, type TelemetryRecord } from '../model.js';
@@ -9,7 +9,7 @@ export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok
 
 const MAX_KEY_LENGTH = 255;
 const MAX_NESTING = 32;
-// ThingsBoard stores integers as Java longs and rejects larger ones (device-api.md §3, JsonConverter).
+// ThingsBoard stores integers as Java longs and rejects larger ones (JsonConverter; docs/device-api-coap.md).
 const LONG_MIN = -(2n ** 63n);
 const LONG_MAX = 2n ** 63n - 1n;
 

@@ -1,5 +1,5 @@
 // ThingsBoard's Gateway MQTT API: topics and the exact JSON shapes the server accepts
-// (gateway-mqtt-api.md). One malformed message makes ThingsBoard close the whole gateway session, so
+// (docs/thingsboard.md). One malformed message makes ThingsBoard close the whole gateway session, so
 // every builder checks what it is given and every message is measured against the broker's size limit.
 import { isUtf8 } from 'node:buffer';
 import { keyedRecord, nestsDeeperThan } from '../json-safety.js';
@@ -17,7 +17,7 @@ export const Topic = {
   /** Server-side RPC requests down; the devices' replies up. */
   rpc: 'v1/gateway/rpc',
   claim: 'v1/gateway/claim',
-  /** The gateway device's own client-side RPC, which carries the children's (gateway-mqtt-api.md §7). */
+  /** The gateway device's own client-side RPC, which carries the children's (docs/thingsboard.md). */
   ownRpcRequestPrefix: 'v1/devices/me/rpc/request/',
   ownRpcResponsePrefix: 'v1/devices/me/rpc/response/',
 } as const;
@@ -190,7 +190,7 @@ export function disconnectMessage(deviceName: string): string {
 
 /**
  * One scope per request, in the only form the server accepts: `client` a boolean, `key` for one key and
- * `keys` for several (gateway-mqtt-api.md §5).
+ * `keys` for several (docs/thingsboard.md#attribute-requests).
  */
 export function attributeRequestMessage(id: number, deviceName: string, client: boolean, keys: readonly string[]): string {
   assertDeviceName(deviceName);
@@ -200,7 +200,7 @@ export function attributeRequestMessage(id: number, deviceName: string, client: 
     : JSON.stringify({ id, device: deviceName, client, keys });
 }
 
-/** A child's client-side RPC relayed as the gateway's own (the rule chain contract is in the README). */
+/** A child's client-side RPC relayed as the gateway's own (the rule-chain contract: docs/thingsboard.md). */
 export function ownRpcRequestMessage(deviceName: string, method: string, params: JsonValue, maxBytes: number): string {
   assertDeviceName(deviceName);
   return measured(gatewayJson({ method, params: { device: deviceName, params } }), maxBytes);
@@ -240,7 +240,7 @@ export type Downlink =
       readonly rpc?: { readonly device: string; readonly id: number };
     };
 
-/** One key asked → a bare `value`; several → `values`; nothing found → neither (gateway-mqtt-api.md §5). */
+/** One key asked → a bare `value`; several → `values`; nothing found → neither (docs/thingsboard.md). */
 export type AttributeAnswer =
   | { readonly form: 'value'; readonly value: JsonValue }
   | { readonly form: 'values'; readonly values: AttributeSet }

@@ -3,7 +3,7 @@
 import { TokenBucket } from '../net/token-bucket.js';
 import type { RateLimit, SessionLimits } from './gateway-api.js';
 
-/** The share of an announced limit the gateway allows itself (gateway-mqtt-api.md §1). */
+/** The share of an announced limit the gateway allows itself (docs/thingsboard.md, session limits). */
 export const HEADROOM = 0.8;
 
 export interface PublishCost {

@@ -1,4 +1,4 @@
-// ThingsBoard's device provisioning (gateway-mqtt-api.md §8): not on the gateway's connection but on a
+// ThingsBoard's device provisioning (docs/thingsboard.md): not on the gateway's connection but on a
 // separate, short one with the user name "provision", one per request, because ThingsBoard answers on the
 // connection that asked. Closed as soon as the answer is in (ThingsBoard would close it a minute later).
 import { randomBytes } from 'node:crypto';

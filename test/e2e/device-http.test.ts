@@ -185,7 +185,7 @@ describe('HTTP device API: reads and RPC', () => {
   it('answers a client-side RPC with the rule chain\'s reply', async () => {
     const response = await post('/api/v1/boiler-token-7/rpc', '{"method":"getTime","params":{"tz":"UTC"}}');
     expect(response.status).toBe(200);
-    // The gateway asks for the device on its own RPC connection: {"device", "params"} (gateway-mqtt-api.md).
+    // The gateway asks for the device on its own RPC connection: {"device", "params"} (docs/thingsboard.md).
     expect(await response.json()).toEqual({ echoed: { device: 'Boiler-7', params: { tz: 'UTC' } } });
   });
 

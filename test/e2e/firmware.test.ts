@@ -1,4 +1,4 @@
-// OTA packages for CoAP devices (device-api.md §7): ThingsBoard (a double on a real mosquitto) assigns a
+// OTA packages for CoAP devices (docs/device-api-coap.md): ThingsBoard (a double on a real mosquitto) assigns a
 // package by pushing fw_* / sw_* shared attributes; libcoap's coap-client downloads it block-wise from the
 // gateway, which fetched the image once from a real HTTP server (standing in for ThingsBoard's HTTP API
 // and for fw_url hosts) or a local directory, and checked it against fw_checksum first.

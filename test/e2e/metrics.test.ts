@@ -200,11 +200,11 @@ describe('/metrics', () => {
     expect(answerHelp(await request(gw, '/metrics'), 'coap2mqtt_process_written_bytes_total')).toMatch(/write_bytes in \/proc\/self\/io.*wears an SD card/);
   });
 
-  it('shows only series that the README\'s table documents', async () => {
-    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+  it('shows only series that the table in docs/health-and-metrics.md documents', async () => {
+    const doc = readFileSync(join(import.meta.dirname, '../../docs/health-and-metrics.md'), 'utf8');
     const shown = new Set((await scrape()).map((sample) => sample.name.replace(/_(bucket|sum|count)$/, '')).filter((name) => name.startsWith('coap2mqtt_')));
     expect(shown.size).toBeGreaterThan(40);
-    expect([...shown].filter((name) => !readme.includes(`| \`${name}\` |`))).toEqual([]);
+    expect([...shown].filter((name) => !doc.includes(`| \`${name}\` |`))).toEqual([]);
   });
 
   it('times a server-side RPC from ThingsBoard to the observing device\'s reply', async () => {

@@ -1,4 +1,4 @@
-// Device provisioning through CoAP (device-api.md §6): forwarded to a ThingsBoard double on a real
+// Device provisioning through CoAP (docs/device-api-coap.md): forwarded to a ThingsBoard double on a real
 // mosquitto over the separate provisioning connection, or decided by the gateway itself (local mode); the
 // issued token must work on the very next request, and survive a restart through the devices file.
 import { readFileSync } from 'node:fs';

@@ -1,9 +1,9 @@
-// What ThingsBoard's MQTT transport accepts from a gateway (gateway-mqtt-api.md, and the server source it
+// What ThingsBoard's MQTT transport accepts from a gateway (docs/thingsboard.md, and the server source it
 // was read from: GatewaySessionHandler, JsonConverter). A message that fails here would make the real
 // server close the gateway's whole session, so tests check every message the gateway published with it.
 import type { Received } from './thingsboard-double.js';
 
-/** Largest payload the server takes by default (gateway-mqtt-api.md §1). */
+/** Largest payload the server takes by default (docs/thingsboard.md). */
 export const MAX_PAYLOAD_BYTES = 65_536;
 const INT32_MAX = 2 ** 31 - 1;
 const LONG_MAX = 2n ** 63n - 1n;

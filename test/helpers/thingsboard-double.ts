@@ -13,7 +13,7 @@ export interface Received {
 
 const TOPICS = ['v1/gateway/#', 'v1/devices/me/#'];
 
-/** What a ThingsBoard with roomy tenant limits answers to getSessionLimits (gateway-mqtt-api.md §1). */
+/** What a ThingsBoard with roomy tenant limits answers to getSessionLimits (docs/thingsboard.md). */
 export const GENEROUS_SESSION_LIMITS = {
   maxPayloadSize: 65536,
   maxInflightMessages: 1000,
@@ -74,7 +74,7 @@ export class ThingsBoardDouble {
   }
 
   /**
-   * Answers `v1/gateway/attributes/request` as ThingsBoard does (gateway-mqtt-api.md §5): one key → bare
+   * Answers `v1/gateway/attributes/request` as ThingsBoard does (docs/thingsboard.md): one key → bare
    * `value`, several → `values`, unknown keys left out, nothing found → neither. `attributes` is per device.
    */
   answerAttributeRequests(attributes: Record<string, { client?: Record<string, unknown>; shared?: Record<string, unknown> }>): void {
@@ -103,7 +103,7 @@ export class ThingsBoardDouble {
   }
 
   /**
-   * Answers device provisioning (gateway-mqtt-api.md §8): each request on /provision/request gets
+   * Answers device provisioning (docs/thingsboard.md): each request on /provision/request gets
    * `answer(request)` on /provision/response. A real ThingsBoard answers on the asking connection only;
    * on a plain broker every provisioning client hears every answer, so tests provision one at a time.
    */

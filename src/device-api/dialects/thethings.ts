@@ -1,4 +1,4 @@
-// thethings.io's device API, /v2/things/{thingToken}[/resources/{key} | /rpc/{id}] (served over CoAP), for
+// thethings.io's device API (docs/device-api-thethings.md), /v2/things/{thingToken}[/resources/{key} | /rpc/{id}] over CoAP, for
 // devices written for it: the same operations as ThingsBoard's paths. A thing token names a registry device
 // through thethings.things, or is a registry access token itself (provisioned devices use their issued
 // token as their thing token).

@@ -1,5 +1,5 @@
 // ThingsBoard's device API, /api/v1/{token}/{feature}[/{id}], as its CoAP transport and its HTTP transport
-// serve it. The operations are the same; the transports differ in their paths (CoAP: a token-less form for
+// serve it (docs/device-api-coap.md, docs/device-api-http.md). The operations are the same; the transports differ in their paths (CoAP: a token-less form for
 // DTLS devices, /fw and /sw aliases, any-case features; HTTP: exact paths, long-polls) and in how they word
 // a wrong method. The answers and their order follow ThingsBoard's own transports, so firmware written for
 // them keeps working; refusals add a short diagnostic ThingsBoard does not send.

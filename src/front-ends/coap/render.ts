@@ -61,7 +61,7 @@ export function render(outcome: Exclude<Outcome, { kind: 'updates' }>): CoapResp
 
 /**
  * The state of a stream as an answer: 2.05 with the current JSON, or 2.03 Valid when there is none yet
- * (the first answer to an RPC observation, device-api docs).
+ * (the first answer to an RPC observation, docs/device-api-coap.md#observing).
  */
 export function streamState(current: JsonValue | undefined): CoapResponse {
   return current === undefined ? VALID : json(ResponseCode.Content, current);
