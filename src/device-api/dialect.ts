@@ -37,7 +37,7 @@ export interface Gate {
 export function createGate(limits: Pick<RequestLimits, 'admitDevice' | 'refuseBlockedSource'>): Gate {
   return {
     blocked(request) {
-      if (request.peer.credential) return undefined;
+      if (request.peer.credential || request.peer.device) return undefined;
       const refusal = limits.refuseBlockedSource(request.peer.address, request.receivedAt);
       return refusal && { kind: 'refused', refusal };
     },

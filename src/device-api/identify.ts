@@ -1,5 +1,5 @@
-// Who a request speaks for. A DTLS session's credential names a device; a token in the path must then name
-// the same one. Without a credential the token alone decides.
+// Who a request speaks for. A DTLS session's credential, or a connection a front end authenticated, names a
+// device; a token in the path must then name the same one. Without either the token alone decides.
 import type { Logger } from 'pino';
 import type { DeviceRegistry } from '../devices/registry.js';
 import type { TokenCheck } from '../devices/token-check.js';
@@ -14,13 +14,13 @@ export interface Identify {
 export function createIdentify(registry: Pick<DeviceRegistry, 'findByCredential'>, tokens: TokenCheck, log: Logger): Identify {
   return function identify(request, token) {
     const { credential } = request.peer;
-    const byCredential = credential && registry.findByCredential(credential);
+    const byCredential = request.peer.device ?? (credential && registry.findByCredential(credential));
     if (credential && !byCredential) return 'the DTLS identity of this session no longer belongs to a registered device';
     if (token === undefined) {
       return byCredential ?? 'no access token in the path: use /api/v1/{token}/..., or DTLS with a PSK identity or client certificate';
     }
     // A registration replayed at start was not sent by that address: a token changed since counts nothing.
-    const byToken = tokens.device(token, request.peer.address, request.receivedAt, !credential && !request.restored);
+    const byToken = tokens.device(token, request.peer.address, request.receivedAt, !byCredential && !request.restored);
     if (!byToken) return 'unknown access token';
     if (byCredential && byCredential.name !== byToken.name) {
       if (tokens.firstTime(`mismatch ${request.peer.address}`)) {
@@ -29,7 +29,7 @@ export function createIdentify(registry: Pick<DeviceRegistry, 'findByCredential'
           'request over DTLS with the token of another device refused (4.01); repeats from this address are not logged for 10 minutes',
         );
       }
-      return 'the token in the path belongs to another device than this DTLS identity';
+      return credential ? 'the token in the path belongs to another device than this DTLS identity' : 'the token in the path belongs to another device than this connection';
     }
     return byToken;
   };

@@ -1,6 +1,6 @@
 // A device's request as the device API sees it, whatever carried it: a front end fills this in from its
 // protocol (CoAP options, an HTTP request line and headers) and reads back an Outcome.
-import type { PeerCredential } from '../model.js';
+import type { Device, PeerCredential } from '../model.js';
 
 /** The methods the dialects distinguish; others are named as sent and refused. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'FETCH' | 'PATCH' | 'iPATCH' | (string & {});
@@ -21,6 +21,11 @@ export interface DeviceRequest {
     readonly address: string;
     /** A DTLS identity or certificate the transport authenticated: it names the device. */
     readonly credential?: PeerCredential;
+    /**
+     * The device a connection-oriented front end authenticated once for the whole connection (an MQTT
+     * CONNECT's token, checked with identify): its requests carry no token of their own.
+     */
+    readonly device?: Device;
   };
   /** Wall-clock time the request arrived, ms since the epoch. */
   readonly receivedAt: number;
