@@ -76,4 +76,5 @@ export const coap = {
     env: 'COAP2MQTT_COAP_MAX_OBSERVATIONS',
   }),
 };
+
 export type CoapConfig = ConfigOf<typeof coap>;

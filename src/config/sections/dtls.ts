@@ -106,6 +106,7 @@ export const dtls = {
     env: 'COAP2MQTT_DTLS_SESSION_TICKETS',
   }),
 };
+
 export type DtlsConfig = ConfigOf<typeof dtls>;
 
 export function checkDtls(config: { readonly dtls: DtlsConfig; readonly coap: CoapConfig }, devices: readonly DeviceEntry[], errors: string[], warnings: string[]): void {

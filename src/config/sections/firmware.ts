@@ -53,6 +53,7 @@ export const firmware = {
     env: 'COAP2MQTT_FIRMWARE_REQUIRE_CHECKSUM',
   }),
 };
+
 export type FirmwareConfig = ConfigOf<typeof firmware>;
 
 export function checkFirmware(config: { readonly firmware: FirmwareConfig }, warnings: string[]): void {

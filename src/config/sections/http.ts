@@ -61,5 +61,6 @@ export const deviceHttp = {
     env: 'COAP2MQTT_DEVICE_HTTP_MAX_CONNECTIONS_PER_ADDRESS',
   }),
 };
+
 export type HttpConfig = ConfigOf<typeof http>;
 export type DeviceHttpConfig = ConfigOf<typeof deviceHttp>;

@@ -46,4 +46,5 @@ export const limits = {
     env: 'COAP2MQTT_LIMITS_UNKNOWN_TOKEN_BLOCK_MS',
   }),
 };
+
 export type LimitsConfig = ConfigOf<typeof limits>;

@@ -22,4 +22,5 @@ export const log = {
     env: 'COAP2MQTT_LOG_PRETTY',
   }),
 };
+
 export type LogConfig = ConfigOf<typeof log>;

@@ -52,4 +52,5 @@ export const outbox = {
     env: 'COAP2MQTT_OUTBOX_SHUTDOWN_FLUSH_MS',
   }),
 };
+
 export type OutboxConfig = ConfigOf<typeof outbox>;

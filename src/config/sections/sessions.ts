@@ -46,4 +46,5 @@ export const sessions = {
     env: 'COAP2MQTT_SESSIONS_KEEP_ALIVE_INTERVAL_MS',
   }),
 };
+
 export type SessionsConfig = ConfigOf<typeof sessions>;

@@ -10,4 +10,5 @@ export const state = {
     env: 'COAP2MQTT_STATE_DIR',
   }),
 };
+
 export type StateConfig = ConfigOf<typeof state>;

@@ -1,7 +1,7 @@
 // The connection to ThingsBoard's MQTT broker, or the embedded broker that stands in for it, and the
 // checks between their settings.
-import { HOST, integer, MQTT_URL, PORT, TEXT } from '../formats.js';
 import { redactUrl } from '../../log.js';
+import { HOST, integer, MQTT_URL, PORT, TEXT } from '../formats.js';
 import { readableFileProblem } from '../paths.js';
 import { setting, type ConfigOf } from '../setting.js';
 
@@ -138,6 +138,7 @@ export const embeddedBroker = {
     env: 'COAP2MQTT_EMBEDDED_BROKER_PORT',
   }),
 };
+
 export type UpstreamConfig = ConfigOf<typeof upstream>;
 export type EmbeddedBrokerConfig = ConfigOf<typeof embeddedBroker>;
 
