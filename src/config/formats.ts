@@ -35,7 +35,7 @@ export function oneOf<const V extends readonly string[]>(values: V): Format<V[nu
 export const TEXT = typedFormat<string>(String);
 export const PORT = typedFormat<number>('port');
 
-/** What a setting's format says about `value`, in convict's words (load.ts rewords them for technicians). */
+/** What a setting's format says about `value`, in convict's words (convict-errors.ts rewords them for technicians). */
 export function formatComplaint(format: unknown, value: unknown): string {
   if (Array.isArray(format)) return `must be one of the possible values: ${JSON.stringify(format)}`;
   if (format === String || format === 'string') return 'must be of type String';
