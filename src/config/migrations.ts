@@ -5,7 +5,7 @@ import { isDeepStrictEqual } from 'node:util';
 import JSON5 from 'json5';
 
 export interface Rename {
-  /** Dotted paths, as in the README's table. */
+  /** Dotted paths, as in docs/configuration.md. */
   readonly from: string;
   readonly to: string;
   /** The release that renamed it, for the warning. */

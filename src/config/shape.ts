@@ -149,3 +149,10 @@ function sectionExample(node: SchemaNode): string {
     .map(([name, child]) => `${JSON.stringify(name)}: ${JSON.stringify((child as { default: unknown }).default)}`);
   return `{${entries.join(', ')}}`;
 }
+
+/** "line 3, column 7: invalid character ..." from JSON5's parse error. */
+export function describeSyntaxError(error: unknown): string {
+  const { lineNumber, columnNumber, message } = error as SyntaxError & { lineNumber?: number; columnNumber?: number };
+  const where = lineNumber !== undefined ? `line ${lineNumber}, column ${columnNumber}: ` : '';
+  return `${where}${message.replace(/^JSON5: /, '')}`;
+}

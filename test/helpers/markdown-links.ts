@@ -11,6 +11,12 @@ export interface MarkdownLink {
 
 /** The text with code blocks and code spans blanked out, keeping every line break so line numbers hold. */
 export function withoutCode(markdown: string): string {
+  // A code span may not cross a blank line; its text is replaced by spaces of the same length.
+  return withoutFences(markdown).replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (span) => span.replace(/[^\n]/g, ' '));
+}
+
+/** The text with fenced code blocks blanked out (their lines kept, empty), code spans left in place. */
+function withoutFences(markdown: string): string {
   const lines = markdown.split('\n');
   let fence: string | undefined;
   const kept = lines.map((line) => {
@@ -25,8 +31,7 @@ export function withoutCode(markdown: string): string {
     }
     return line;
   });
-  // A code span may not cross a blank line; its text is replaced by spaces of the same length.
-  return kept.join('\n').replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (span) => span.replace(/[^\n]/g, ' '));
+  return kept.join('\n');
 }
 
 /** Inline links and images `[text](target "title")` and reference definitions `[id]: target`. */
@@ -58,7 +63,8 @@ export function slug(heading: string): string {
 export function anchorsIn(markdown: string): Set<string> {
   const anchors = new Set<string>();
   const seen = new Map<string, number>();
-  const text = withoutCode(markdown);
+  // Headings keep their code spans: "### `coap.host`" is #coaphost on GitHub.
+  const text = withoutFences(markdown);
   for (const match of text.matchAll(/^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$/gm)) {
     const base = slug(match[1]!);
     const count = seen.get(base) ?? 0;
