@@ -2,7 +2,6 @@
 // protocol: CoAP response codes and options, HTTP statuses and headers (and next MQTT).
 import type { Subscription } from '../bridge/index.js';
 import type { DeliveryResult, JsonValue, UplinkOutcome } from '../model.js';
-import type { ProvisionAnswer } from '../payload/provision.js';
 import type { Method } from './request.js';
 
 /** Why a request is refused; each front end has one rendering per problem (CoAP 4.00, HTTP 400, ...). */

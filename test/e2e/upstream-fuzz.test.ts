@@ -11,7 +11,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GatewayProcess, gatewayConfig, killAllGatewayProcesses, writeConfigFile } from '../helpers/gateway-process.js';
 import { NUMBER_LITERALS, deepNesting, jsonObject, jsonValue, mutate, stringLiteral } from '../helpers/json-fuzz.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-import { eventually, eventuallyAsync, freeTcpPort, freeUdpPort, sleep } from '../helpers/ports.js';
+import { eventuallyAsync, freeTcpPort, freeUdpPort, sleep } from '../helpers/ports.js';
 import { Random } from '../helpers/random.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 import { UdpDevice, emptyReply, get, post } from '../helpers/udp-device.js';

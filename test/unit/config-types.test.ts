@@ -32,6 +32,7 @@ describe('configuration types come from the schema', () => {
       mode: setting({ doc: 'A mode.', format: oneOf(['spill', 'always']), default: 'spill', env: 'COAP2MQTT_X_MODE' }),
     };
     expect(same<ConfigOf<typeof section>, { readonly port: number; readonly mode: 'spill' | 'always' }>(true)).toBe(true);
+    expect(Object.keys(section)).toEqual(['port', 'mode']);
     const values: ConfigOf<typeof section> = { port: 1, mode: 'always' };
     // @ts-expect-error a key added to the type but not the schema does not exist
     expect(values.host).toBeUndefined();

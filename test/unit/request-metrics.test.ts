@@ -6,7 +6,6 @@ import { RpcRoundTrips } from '../../src/bridge/rpc-round-trips.js';
 import { ResponseCode } from '../../src/coap/codes.js';
 import { RequestLimits } from '../../src/device-api/limits.js';
 import { CoapMessageLayer } from '../../src/coap/message-layer.js';
-import type { CoapRequest } from '../../src/coap/request.js';
 import { ResponseCounts } from '../../src/coap/response-counts.js';
 import type { Dialect } from '../../src/device-api/dialect.js';
 import { operationOf, parseApiPath } from '../../src/device-api/dialects/thingsboard.js';
