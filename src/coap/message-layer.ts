@@ -12,7 +12,8 @@ import { ConfirmableSender, type DeliveryOutcome, type RetransmissionParameters 
 import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
-import { ObserveRegistry, type Relation } from './observe.js';
+import { ObserveRegistry } from './observe.js';
+import type { Relation } from './observe-relation.js';
 import type { JournalEntry, ObservationJournal, SavedObservation } from './observe-journal.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { continuesOrEnds, type RequestLimits } from './limits.js';
