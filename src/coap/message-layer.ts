@@ -12,7 +12,7 @@ import { ConfirmableSender, type DeliveryOutcome, type RetransmissionParameters 
 import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
 import { MessageIdAllocator } from './message-ids.js';
 import { decodeMessage, encodeEmpty, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
-import { ObserveRegistry } from './observe.js';
+import { ObserveRegistry, type ObserveStats } from './observe.js';
 import type { Relation } from './observe-relation.js';
 import type { JournalEntry, ObservationJournal, SavedObservation } from './observe-journal.js';
 import { interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
@@ -20,6 +20,7 @@ import { continuesOrEnds, type RequestLimits } from './limits.js';
 import { ResponseCounts } from './response-counts.js';
 import { blockKey, encodeResponse, resourceOf, shortDiagnostic, withOption } from './response-encoding.js';
 import { sourceKey } from '../net/source-key.js';
+import { calledOrTimedOut } from '../called-or-timed-out.js';
 import { formatPeer, type Peer } from './transport.js';
 
 export interface MessageLayerOptions {
@@ -56,7 +57,7 @@ export interface MessageLayerOptions {
 const BLOCK2_CACHE_ENTRIES = 10_000;
 const BLOCK2_CACHE_BYTES = 16 * 1024 * 1024;
 
-export interface MessageLayerStats {
+export interface MessageLayerStats extends ObserveStats {
   datagrams: number;
   ignored: number;
   malformed: number;
@@ -64,16 +65,6 @@ export interface MessageLayerStats {
   duplicates: number;
   separateResponses: number;
   handlerErrors: number;
-  /** Observe relations held now (including registrations whose answer is being prepared). */
-  observations: number;
-  notifications: number;
-  observationsEnded: number;
-  /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
-  observationsRefused: number;
-  /** Relations that followed their device to a new address. */
-  observationsMoved: number;
-  /** Relations brought back from the session store at start. */
-  observationsRestored: number;
   /** Responses and notifications sent as one Block2 block of a larger representation. */
   blockResponses: number;
   /** Answers not remembered for retransmissions because their source address held its share of the table. */
@@ -465,13 +456,7 @@ export class CoapMessageLayer {
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
     if (this.inFlight === 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.drained = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    await calledOrTimedOut(timeoutMs, (called) => (this.drained = called));
     this.drained = undefined;
   }
 

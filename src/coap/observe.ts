@@ -42,9 +42,11 @@ export interface NotificationWire {
 }
 
 export interface ObserveStats {
+  /** Observe relations held now (including registrations whose answer is being prepared). */
   observations: number;
   notifications: number;
   observationsEnded: number;
+  /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
   observationsRefused: number;
   /** Relations that followed their device to a new address. */
   observationsMoved: number;

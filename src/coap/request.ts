@@ -204,8 +204,21 @@ function unrecognised(number: number, value: Buffer, repeated: boolean): string 
   return undefined;
 }
 
+/** Options whose value is a number, and where it goes. */
+const UINT_OPTIONS: ReadonlyMap<number, 'contentFormat' | 'accept' | 'observe' | 'size1'> = new Map([
+  [OptionNumber.ContentFormat, 'contentFormat'],
+  [OptionNumber.Accept, 'accept'],
+  [OptionNumber.Observe, 'observe'],
+  [OptionNumber.Size1, 'size1'],
+]);
+
 /** Takes one recognised option into `read`; a value the gateway cannot use refuses the request. */
 function readOption(read: RequestOptions, number: number, value: Buffer): BadOption | undefined {
+  const field = UINT_OPTIONS.get(number);
+  if (field !== undefined) {
+    read[field] = decodeUint(value);
+    return undefined;
+  }
   switch (number) {
     case OptionNumber.UriPath:
     case OptionNumber.UriQuery:
@@ -222,18 +235,6 @@ function readOption(read: RequestOptions, number: number, value: Buffer): BadOpt
       // Attribute keys go upstream from here: one read as U+FFFD would ask ThingsBoard for another key.
       if (!isUtf8(value)) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: `a Uri-Query option is not valid UTF-8 (${value.length} bytes)` };
       read.uriQuery.push(value.toString('utf8'));
-      return undefined;
-    case OptionNumber.ContentFormat:
-      read.contentFormat = decodeUint(value);
-      return undefined;
-    case OptionNumber.Accept:
-      read.accept = decodeUint(value);
-      return undefined;
-    case OptionNumber.Observe:
-      read.observe = decodeUint(value);
-      return undefined;
-    case OptionNumber.Size1:
-      read.size1 = decodeUint(value);
       return undefined;
     case OptionNumber.RequestTag:
       read.requestTag += `${value.toString('hex')};`;

@@ -2,6 +2,7 @@
 // flight, and after a lost connection everything unacknowledged again from the oldest. Rows are read ahead
 // from the store into a buffer; fresh rows right behind the reader join it directly.
 import type { Logger } from 'pino';
+import { calledOrTimedOut } from '../called-or-timed-out.js';
 import type { Device } from '../model.js';
 import { nextPublish, type Publish } from '../upstream/batch.js';
 import type { PublishOptions } from '../upstream/connection.js';
@@ -169,13 +170,7 @@ export class Delivery {
   /** Resolves once nothing is in flight, or after `timeoutMs`. */
   async settle(timeoutMs: number): Promise<void> {
     if (this.inflight.size === 0 || timeoutMs <= 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.idle = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    await calledOrTimedOut(timeoutMs, (called) => (this.idle = called));
     this.idle = undefined;
   }
 
