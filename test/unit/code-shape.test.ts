@@ -26,7 +26,6 @@ const KNOWN_OVERSIZE: Record<string, number> = {
   // lead: composition root in phases, cli
   'src/gateway.ts:startGateway': 242,
   'src/cli.ts:main': 106,
-  // shape helper: protocol pieces, outbox, DTLS server
 };
 
 interface Measure {
