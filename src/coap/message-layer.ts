@@ -7,17 +7,19 @@ import { encodeBlock } from './block.js';
 import { Block1Assembler } from './block1.js';
 import { BEYOND_THE_END, Block2Responder, exceedsBlock } from './block2.js';
 import { Method, MessageType, OptionNumber, ResponseCode, Transmission, codeClass, codeToString } from './codes.js';
+import { AnswerMemory, DEDUP_MAX_BYTES } from './answer-memory.js';
 import { ConfirmableSender, type DeliveryOutcome, type RetransmissionParameters } from './confirmable-sender.js';
 import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
-import { DedupCache } from './dedup.js';
 import { MessageIdAllocator } from './message-ids.js';
-import { decodeMessage, encodeEmpty, encodeMessage, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
-import { ObserveRegistry, type Relation } from './observe.js';
+import { decodeMessage, encodeEmpty, encodeUint, type CoapOption, type IncomingMessage } from './message.js';
+import { ObserveRegistry, type ObserveStats } from './observe.js';
+import type { Relation } from './observe-relation.js';
 import type { JournalEntry, ObservationJournal, SavedObservation } from './observe-journal.js';
 import { continuesOrEnds, interpretRequest, type CoapRequest, type CoapResponse, type RequestHandler } from './request.js';
 import { ResponseCounts } from './response-counts.js';
-import { LogOncePer } from '../log.js';
+import { blockKey, encodeResponse, resourceOf, shortDiagnostic, withOption } from './response-encoding.js';
 import { sourceKey } from '../net/source-key.js';
+import { calledOrTimedOut } from '../called-or-timed-out.js';
 import { formatPeer, type Peer } from './transport.js';
 
 export interface MessageLayerOptions {
@@ -53,41 +55,8 @@ export interface MessageLayerOptions {
 // Representations kept for Block2 follow-ups: bounded in count and bytes, kept as long as an exchange.
 const BLOCK2_CACHE_ENTRIES = 10_000;
 const BLOCK2_CACHE_BYTES = 16 * 1024 * 1024;
-const DEDUP_MAX_BYTES = 32 * 1024 * 1024;
-/**
- * One source address may hold this share of the remembered answers: 2 MiB by default, some 10,000 error
- * answers or 2,000 full blocks within the exchange lifetime, far beyond a device's needs, while a flood
- * from one address cannot push out everyone else's.
- */
-const DEDUP_SOURCE_SHARE = 16;
-/**
- * Diagnostic payloads (RFC 7252 §5.5.2: "short") are cut to this many characters, so an error answer
- * never echoes much of a request back, and always fits one block.
- */
-const MAX_DIAGNOSTIC_CHARS = 200;
 
-// Deduplication states besides a finished response (a shared object per code for a bare answer, or the
-// bytes of the datagram that carried it).
-const PROCESSING = Symbol('processing');
-const ANSWERED_SEPARATELY = Symbol('answered separately');
-const REJECTED = Symbol('rejected');
-/**
- * A retransmission of a request whose answer the handler can reproduce (a firmware block): handled again
- * rather than answered from a stored copy, so a fleet downloading costs the table a few bytes per block.
- */
-const HANDLE_AGAIN = Symbol('handle again');
-/**
- * Answered, but the answer was not kept: its source already held its share of the table. A retransmitted
- * GET is handled again (it is safe to); anything else goes unanswered rather than be done twice.
- */
-const NOT_KEPT = Symbol('not kept');
-/**
- * What became of a message. Answers without payload or options are kept as one shared object per code;
- * any other answer as the bytes of the datagram that carried it (in the table's own arena).
- */
-type Seen = CoapResponse | typeof PROCESSING | typeof ANSWERED_SEPARATELY | typeof REJECTED | typeof HANDLE_AGAIN | typeof NOT_KEPT;
-
-export interface MessageLayerStats {
+export interface MessageLayerStats extends ObserveStats {
   datagrams: number;
   ignored: number;
   malformed: number;
@@ -95,16 +64,6 @@ export interface MessageLayerStats {
   duplicates: number;
   separateResponses: number;
   handlerErrors: number;
-  /** Observe relations held now (including registrations whose answer is being prepared). */
-  observations: number;
-  notifications: number;
-  observationsEnded: number;
-  /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
-  observationsRefused: number;
-  /** Relations that followed their device to a new address. */
-  observationsMoved: number;
-  /** Relations brought back from the session store at start. */
-  observationsRestored: number;
   /** Responses and notifications sent as one Block2 block of a larger representation. */
   blockResponses: number;
   /** Answers not remembered for retransmissions because their source address held its share of the table. */
@@ -139,7 +98,7 @@ export class CoapMessageLayer {
   };
   /** Answers to new requests by transport, operation and code (duplicates answered from the cache are not). */
   readonly responses: ResponseCounts;
-  private readonly seen: DedupCache<Seen>;
+  private readonly answers: AnswerMemory;
   private readonly blocks: Block1Assembler;
   private readonly messageIds: MessageIdAllocator;
   private readonly confirmables: ConfirmableSender;
@@ -151,10 +110,6 @@ export class CoapMessageLayer {
   private draining = false;
   private stopped = false;
   private drained: (() => void) | undefined;
-  /** Repeats the "table full" warning at most every 10 minutes while the overload lasts. */
-  private readonly capWarnings = new LogOncePer(10 * 60_000, 1);
-  /** One line per source address holding its share of the table, per 10 minutes. */
-  private readonly shareWarnings = new LogOncePer(10 * 60_000);
 
   constructor(
     private readonly options: MessageLayerOptions,
@@ -164,19 +119,14 @@ export class CoapMessageLayer {
     const lifetimeMs = options.exchangeLifetimeMs ?? Transmission.exchangeLifetimeMs;
     this.responses = new ResponseCounts(handler.operations);
     this.piggybackDeadlines = new FixedDelayDeadlines(options.piggybackWindowMs);
-    const dedupMaxBytes = options.dedupMaxBytes ?? DEDUP_MAX_BYTES;
-    this.seen = new DedupCache({
-      lifetimeMs,
-      maxEntries: options.dedupMaxEntries,
-      maxBytes: dedupMaxBytes,
-      maxBytesPerSource: Math.floor(dedupMaxBytes / DEDUP_SOURCE_SHARE),
-    });
     this.blocks = new Block1Assembler({
       maxBodyBytes: options.maxBodyBytes,
       maxTransfers: options.maxBlockTransfers,
       idleTimeoutMs: options.blockTransferIdleMs,
     });
     this.messageIds = new MessageIdAllocator(options.maxPeers ?? 100_000, lifetimeMs);
+    const answerLimits = { lifetimeMs, maxEntries: options.dedupMaxEntries, maxBytes: options.dedupMaxBytes ?? DEDUP_MAX_BYTES };
+    this.answers = new AnswerMemory(answerLimits, this.messageIds, this.stats, log);
     this.confirmables = new ConfirmableSender(options.retransmission ?? Transmission);
     this.blocks2 = new Block2Responder({
       maxBlockSize: options.maxBlockSize ?? 1024,
@@ -198,7 +148,7 @@ export class CoapMessageLayer {
 
   /** The deduplication table's size: entries, and bytes of answers kept for retransmissions. */
   get remembered(): { readonly entries: number; readonly bytes: number } {
-    return { entries: this.seen.size, bytes: this.seen.bytes };
+    return this.answers.remembered;
   }
 
   /** The transport's sink: every datagram from every transport comes through here. */
@@ -245,19 +195,7 @@ export class CoapMessageLayer {
       return;
     }
 
-    const previous = this.seen.get(peer.key, message.messageId);
-    if (previous !== undefined) this.stats.duplicates++;
-    if (previous === HANDLE_AGAIN || (previous === NOT_KEPT && message.code === Method.GET)) {
-      this.seen.update(peer.key, message.messageId, PROCESSING);
-    } else if (previous !== undefined) {
-      this.replay(previous, message, peer);
-      return;
-    } else if (!this.seen.add(peer.key, message.messageId, PROCESSING) && this.capWarnings.first('dedup')) {
-      this.log.warn(
-        { maxEntries: this.options.dedupMaxEntries, maxBytes: this.options.dedupMaxBytes ?? DEDUP_MAX_BYTES },
-        'deduplication table full (coap.dedupMaxEntries or coap.dedupMaxBytes): the oldest quarter of message ids was forgotten before 247 s; a late retransmission of one of them would be forwarded again. Raise the limits for this request rate',
-      );
-    }
+    if (this.answers.admit(message, peer) === 'answered') return;
     this.stats.requests++;
 
     const receivedAt = Date.now();
@@ -268,7 +206,7 @@ export class CoapMessageLayer {
         this.finish(message, peer, undefined, { code: interpreted.code, payload: interpreted.reason }, false);
       } else {
         // A NON request with an unrecognised critical option is rejected, not answered (RFC 7252 §5.4.1).
-        this.seen.update(peer.key, message.messageId, REJECTED);
+        this.answers.rejected(message, peer);
         this.sendReset(peer, message.messageId);
       }
       return;
@@ -285,36 +223,9 @@ export class CoapMessageLayer {
         return;
       }
     }
-    let blockEcho: CoapOption[] | undefined;
-    if (request.block1) {
-      const block = request.block1;
-      const transferKey = `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')} ${request.requestTag}`;
-      const outcome = this.blocks.accept(transferKey, sourceKey(peer.address), block, request.payload, request.size1);
-      if (outcome.kind === 'reject') {
-        this.finish(message, peer, request, { code: outcome.code, payload: outcome.reason, size1: outcome.size1, maxAge: outcome.maxAge }, false);
-        return;
-      }
-      if (outcome.kind === 'continue') {
-        const echo = [{ number: OptionNumber.Block1, value: encodeBlock(block) }];
-        this.finish(message, peer, request, { code: ResponseCode.Continue, options: echo }, false);
-        return;
-      }
-      request = { ...request, payload: outcome.body };
-      blockEcho = [{ number: OptionNumber.Block1, value: encodeBlock({ ...block, more: false }) }];
-    } else if (request.payload.length > this.options.maxBodyBytes) {
-      this.finish(
-        message,
-        peer,
-        request,
-        {
-          code: ResponseCode.RequestEntityTooLarge,
-          payload: `request body larger than ${this.options.maxBodyBytes} bytes`,
-          size1: this.options.maxBodyBytes,
-        },
-        false,
-      );
-      return;
-    }
+    const whole = this.wholeBody(message, peer, request);
+    if (whole === undefined) return;
+    request = whole.request;
 
     if (this.draining) {
       this.finish(message, peer, request, SHUTTING_DOWN, false);
@@ -338,7 +249,44 @@ export class CoapMessageLayer {
         this.observations.deregister(peer, request.token);
       }
     }
-    this.dispatch(message, peer, request, blockEcho);
+    this.dispatch(message, peer, request, whole.blockEcho);
+  }
+
+  /**
+   * The request with its whole body: a Block1 block is added to its transfer (answered 2.31 Continue until
+   * the last one), a body over maxBodyBytes is answered 4.13. Undefined when the request was answered here.
+   */
+  private wholeBody(
+    message: IncomingMessage,
+    peer: Peer,
+    request: CoapRequest,
+  ): { readonly request: CoapRequest; readonly blockEcho: CoapOption[] | undefined } | undefined {
+    const block = request.block1;
+    if (block) {
+      const transferKey = `${peer.key} ${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')} ${request.requestTag}`;
+      const outcome = this.blocks.accept(transferKey, sourceKey(peer.address), block, request.payload, request.size1);
+      if (outcome.kind === 'reject') {
+        this.finish(message, peer, request, { code: outcome.code, payload: outcome.reason, size1: outcome.size1, maxAge: outcome.maxAge }, false);
+        return undefined;
+      }
+      if (outcome.kind === 'continue') {
+        const echo = [{ number: OptionNumber.Block1, value: encodeBlock(block) }];
+        this.finish(message, peer, request, { code: ResponseCode.Continue, options: echo }, false);
+        return undefined;
+      }
+      const blockEcho = [{ number: OptionNumber.Block1, value: encodeBlock({ ...block, more: false }) }];
+      return { request: { ...request, payload: outcome.body }, blockEcho };
+    }
+    if (request.payload.length > this.options.maxBodyBytes) {
+      const tooLarge = {
+        code: ResponseCode.RequestEntityTooLarge,
+        payload: `request body larger than ${this.options.maxBodyBytes} bytes`,
+        size1: this.options.maxBodyBytes,
+      };
+      this.finish(message, peer, request, tooLarge, false);
+      return undefined;
+    }
+    return { request, blockEcho: undefined };
   }
 
   private dispatch(
@@ -362,7 +310,7 @@ export class CoapMessageLayer {
       // and send the answer later as a CON of its own (RFC 7252 §5.2.2).
       deadline = this.piggybackDeadlines.add(() => {
         separate = true;
-        this.seen.update(peer.key, message.messageId, ANSWERED_SEPARATELY);
+        this.answers.answeredSeparately(message, peer);
         peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
       });
     }
@@ -435,8 +383,8 @@ export class CoapMessageLayer {
     const operation = request === undefined ? 0 : (request.operation ?? this.handler.classify?.(request) ?? 0);
     this.responses.count(peer.transport, operation, response.code);
     if (message.type === MessageType.Confirmable && !separate) {
-      const datagram = this.encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response);
-      this.remember(message, peer, response, datagram, reproducible);
+      const datagram = encodeResponse(MessageType.Acknowledgement, message.messageId, message.token, response);
+      this.answers.remember(message, peer, response, datagram, reproducible);
       peer.transport.send(peer, datagram);
       if (relation) this.observations.registered(relation);
       return;
@@ -445,7 +393,7 @@ export class CoapMessageLayer {
       // The empty ACK went out already; duplicates keep getting that empty ACK.
       this.stats.separateResponses++;
       const messageId = this.messageIds.next(peer);
-      const datagram = this.encodeResponse(MessageType.Confirmable, messageId, message.token, response);
+      const datagram = encodeResponse(MessageType.Confirmable, messageId, message.token, response);
       const onOutcome = relation
         ? this.observations.registeredConfirmable(relation, messageId)
         : (outcome: DeliveryOutcome) => {
@@ -457,36 +405,10 @@ export class CoapMessageLayer {
       return;
     }
     const messageId = this.messageIds.next(peer);
-    const datagram = this.encodeResponse(MessageType.NonConfirmable, messageId, message.token, response);
-    this.remember(message, peer, response, datagram, reproducible);
+    const datagram = encodeResponse(MessageType.NonConfirmable, messageId, message.token, response);
+    this.answers.remember(message, peer, response, datagram, reproducible);
     peer.transport.send(peer, datagram);
     if (relation) this.observations.registered(relation, messageId);
-  }
-
-  /**
-   * What a retransmission of `message` will be answered with: a shared object for a bare answer, otherwise
-   * a compact copy of the datagram that carried it, within the source's share of the table.
-   */
-  private remember(message: IncomingMessage, peer: Peer, response: CoapResponse, datagram: Buffer, reproducible: boolean): void {
-    if (reproducible) {
-      this.seen.update(peer.key, message.messageId, HANDLE_AGAIN);
-      return;
-    }
-    const bare = bareAnswer(response);
-    if (bare) {
-      this.seen.update(peer.key, message.messageId, bare);
-      return;
-    }
-    const source = sourceKey(peer.address);
-    if (this.seen.setBytes(peer.key, message.messageId, datagram, source) === 'stored') return;
-    this.seen.update(peer.key, message.messageId, NOT_KEPT);
-    this.stats.answersNotKept++;
-    if (this.shareWarnings.first(source)) {
-      this.log.warn(
-        { source, bytes: this.seen.bytesOf(source) },
-        'a source address holds its share of the answers remembered for retransmissions (a sixteenth of coap.dedupMaxBytes): further answers to it are not remembered, so its retransmitted GETs are handled again and other retransmissions go unanswered. A flood from that address, or many devices behind one NAT; logged again in 10 minutes at most',
-      );
-    }
   }
 
   /** Notifications and final responses of a relation: sliced at the observer's block size like any answer. */
@@ -504,44 +426,8 @@ export class CoapMessageLayer {
     } else if (observe !== undefined) {
       shaped = withOption(response, OptionNumber.Observe, encodeUint(observe));
     }
-    return this.encodeResponse(type, messageId, relation.token, shaped);
+    return encodeResponse(type, messageId, relation.token, shaped);
   };
-
-  /** Answers a duplicate from what the first copy produced, without handling it again. */
-  private replay(previous: Seen | Buffer, message: IncomingMessage, peer: Peer): void {
-    const confirmable = message.type === MessageType.Confirmable;
-    // HANDLE_AGAIN never gets here: the caller handles such a retransmission as a new request.
-    if (previous === PROCESSING || previous === REJECTED || previous === HANDLE_AGAIN || previous === NOT_KEPT) return;
-    if (Buffer.isBuffer(previous)) {
-      // The datagram that answered the first copy, retyped for this one: a CON gets it as the ACK it was
-      // (same message id), a NON a NON with a fresh id. Copied: the table's arena is not ours to send.
-      const datagram = Buffer.from(previous);
-      const type = confirmable ? MessageType.Acknowledgement : MessageType.NonConfirmable;
-      datagram[0] = (datagram[0]! & 0xcf) | (type << 4);
-      datagram.writeUInt16BE(confirmable ? message.messageId : this.messageIds.next(peer), 2);
-      peer.transport.send(peer, datagram);
-      return;
-    }
-    if (previous === ANSWERED_SEPARATELY) {
-      if (confirmable) peer.transport.send(peer, encodeEmpty(MessageType.Acknowledgement, message.messageId));
-      return;
-    }
-    const type = confirmable ? MessageType.Acknowledgement : MessageType.NonConfirmable;
-    const messageId = confirmable ? message.messageId : this.messageIds.next(peer);
-    peer.transport.send(peer, this.encodeResponse(type, messageId, message.token, previous));
-  }
-
-  private encodeResponse(type: MessageType, messageId: number, token: Buffer, response: CoapResponse): Buffer {
-    const options: CoapOption[] = [];
-    const payload = typeof response.payload === 'string' ? Buffer.from(response.payload, 'utf8') : response.payload;
-    if (response.contentFormat !== undefined && payload && payload.length > 0) {
-      options.push({ number: OptionNumber.ContentFormat, value: encodeUint(response.contentFormat) });
-    }
-    if (response.maxAge !== undefined) options.push({ number: OptionNumber.MaxAge, value: encodeUint(response.maxAge) });
-    if (response.size1 !== undefined) options.push({ number: OptionNumber.Size1, value: encodeUint(response.size1) });
-    if (response.options) options.push(...response.options);
-    return encodeMessage({ type, code: response.code, messageId, token, options, payload });
-  }
 
   private sendReset(peer: Peer, messageId: number): void {
     peer.transport.send(peer, encodeEmpty(MessageType.Reset, messageId));
@@ -569,13 +455,7 @@ export class CoapMessageLayer {
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
     if (this.inFlight === 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.drained = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    await calledOrTimedOut(timeoutMs, (called) => (this.drained = called));
     this.drained = undefined;
   }
 
@@ -634,7 +514,7 @@ export class CoapMessageLayer {
     if (peer.transport.reachable?.(peer) === false) return;
     const type = saved.confirmable ? MessageType.Confirmable : MessageType.NonConfirmable;
     const messageId = this.messageIds.next(peer);
-    const datagram = this.encodeResponse(type, messageId, saved.token, shortDiagnostic(response));
+    const datagram = encodeResponse(type, messageId, saved.token, shortDiagnostic(response));
     if (type === MessageType.Confirmable) this.confirmables.send(peer, messageId, datagram);
     else peer.transport.send(peer, datagram);
   }
@@ -672,43 +552,7 @@ export class CoapMessageLayer {
     this.confirmables.stop();
     this.blocks.clear();
     this.blocks2.clear();
-    this.seen.clear();
+    this.answers.clear();
     this.messageIds.clear();
   }
 }
-
-/** One shared object per response code stands for every answer that is nothing but the code. */
-const BARE_ANSWERS = new Map<number, CoapResponse>();
-
-function bareAnswer(response: CoapResponse): CoapResponse | undefined {
-  const { payload, options } = response;
-  if ((payload !== undefined && payload.length > 0) || (options !== undefined && options.length > 0) || response.maxAge !== undefined || response.size1 !== undefined) {
-    return undefined;
-  }
-  let shared = BARE_ANSWERS.get(response.code);
-  if (!shared) {
-    shared = Object.freeze({ code: response.code });
-    BARE_ANSWERS.set(response.code, shared);
-  }
-  return shared;
-}
-
-/** An error's diagnostic cut to MAX_DIAGNOSTIC_CHARS: whatever a handler echoed, the answer stays small. */
-function shortDiagnostic(response: CoapResponse): CoapResponse {
-  const { payload } = response;
-  if (typeof payload !== 'string' || payload.length <= MAX_DIAGNOSTIC_CHARS || codeClass(response.code) < 4) return response;
-  // Not between the two halves of a surrogate pair, which would encode as U+FFFD.
-  const cut = MAX_DIAGNOSTIC_CHARS - (/[\ud800-\udbff]/.test(payload[MAX_DIAGNOSTIC_CHARS - 2]!) ? 2 : 1);
-  return { ...response, payload: `${payload.slice(0, cut)}…` };
-}
-
-/** A request's method and URI: with the peer, where a sliced representation waits for follow-ups (RFC 7959). */
-const resourceOf = (request: Pick<CoapRequest, 'method' | 'uriPath' | 'uriQuery'>): string =>
-  `${request.method} ${request.uriPath.join('/')}?${request.uriQuery.join('&')}`;
-
-const blockKey = (peer: Peer, request: CoapRequest): string => `${peer.key} ${resourceOf(request)}`;
-
-const withOption = (response: CoapResponse, number: number, value: Buffer): CoapResponse => ({
-  ...response,
-  options: response.options ? [...response.options, { number, value }] : [{ number, value }],
-});

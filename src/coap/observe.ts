@@ -7,19 +7,18 @@ import type { LRUCache } from 'lru-cache';
 import { MessageType, ResponseCode, codeClass, codeToString } from './codes.js';
 import type { ConfirmableSender, DeliveryOutcome } from './confirmable-sender.js';
 import type { MessageIdAllocator } from './message-ids.js';
-import type {
-  NotificationOutcome,
-  ObservationEndReason,
-  ObservationOffer,
-  ObservationOptions,
-  ObserveRelation,
-} from './observe-api.js';
+import type { NotificationOutcome, ObservationEndReason, ObservationOffer, ObservationOptions } from './observe-api.js';
 import { nextFloorAt, restoredSequence, type JournalEntry, type ObservationJournal, type SavedObservation } from './observe-journal.js';
+import { RelationRecorder } from './observe-recorder.js';
+import { RelationsByOwner } from './relations-by-owner.js';
+import { Offer, Relation, type OfferHost, type Queued, type RelationHost } from './observe-relation.js';
 import type { CoapRequest, CoapResponse } from './request.js';
-import { formatPeer, type Peer, type PeerRecord } from './transport.js';
-import { FixedDelayDeadlines, type Deadline } from './deadlines.js';
+import { formatPeer, type Peer } from './transport.js';
+import { FixedDelayDeadlines } from './deadlines.js';
 import { LogOncePer } from '../log.js';
 import { boundedCache } from '../bounded-cache.js';
+
+export { Relation } from './observe-relation.js';
 
 export interface ObserveOptions {
   /** A relation quiet this long gets a CON with the current state; a NON one gets CON at least this often. */
@@ -43,9 +42,11 @@ export interface NotificationWire {
 }
 
 export interface ObserveStats {
+  /** Observe relations held now (including registrations whose answer is being prepared). */
   observations: number;
   notifications: number;
   observationsEnded: number;
+  /** Registrations accepted by a handler but answered without Observe (non-2.xx, or maxObservations). */
   observationsRefused: number;
   /** Relations that followed their device to a new address. */
   observationsMoved: number;
@@ -57,23 +58,8 @@ export interface ObserveStats {
 const NON_LIFETIME_MS = 145_000;
 // Past this many the oldest are forgotten; the periodic CON check still finds an observer that left.
 const MAX_REMEMBERED_NONS = 50_000;
-// RFC 7641 §4.4: Observe carries the 24 low bits of the sequence number.
-const SEQUENCE_MASK = 0xff_ffff;
 const FAILED: Promise<NotificationOutcome> = Promise.resolve('failed');
 const ignore = (): void => {};
-
-interface Queued {
-  readonly response: CoapResponse;
-  readonly resolve: (outcome: NotificationOutcome) => void;
-  /** The periodic liveness check: always CON. */
-  readonly check: boolean;
-}
-
-interface InFlight {
-  readonly messageId: number;
-  /** Absent for the registration's own separate response. */
-  readonly item: Queued | undefined;
-}
 
 /**
  * After an address answered nothing for this long it no longer counts as the device's live endpoint: a
@@ -83,107 +69,9 @@ interface InFlight {
 const CONFIRMED_ENDPOINT_MS = 60_000;
 const DEFAULT_MOVE_PROBE_MS = 4000;
 
-/** A registration's answer is being prepared ('pending'), the relation is live ('active'), or it is over. */
-type State = 'pending' | 'active' | 'ended';
-
-export class Relation implements ObserveRelation {
-  state: State = 'pending';
-  /** Observe value of the next message: the registration's answer, then one per notification. */
-  sequence: number;
-  readonly queue: Queued[] = [];
-  inFlight: InFlight | undefined;
-  lastSentAt = 0;
-  lastConAt = 0;
-  /** When the peer last acknowledged a CON while its device was seen at another address (see sighted()). */
-  answeredProbeAt = 0;
-  /** Its place in the session store; undefined when nothing is written (store off, or a peer that cannot come back). */
-  entry: JournalEntry | undefined;
-  /** The floor of its Observe numbers as written, and the generation it was written in (observe-journal.ts). */
-  floor = 0;
-  floorGeneration = 0;
-  /** The Observe number at which the floor is written again: halfway through its window. */
-  floorAt = 0;
-  /** The device's newest other address, while its current one is probed (see ObserveRegistry.sighted). */
-  candidate: Peer | undefined;
-  probe: Deadline | undefined;
-  /** Restored for a peer that cannot be reached yet (a DTLS device before its new handshake): since when. */
-  dormantSince: number | undefined;
-
-  constructor(
-    private readonly registry: ObserveRegistry,
-    /** peer.key#token: RFC 7641 §4.1 keys observers by endpoint and token. */
-    public key: string,
-    public peer: Peer,
-    readonly token: Buffer,
-    readonly confirmable: boolean,
-    /** The registration's method and URI: with the peer, where a large notification waits for Block2 follow-ups. */
-    readonly resource: string,
-    /** Block2 size exponent for this observer (it may have asked for small blocks when registering). */
-    readonly szx: number,
-    readonly options: ObservationOptions,
-    sequence: number,
-    /** Accepted while the table was full: answered without Observe, then ended 'refused'. */
-    readonly overCapacity: boolean,
-    /** The registration as the handler saw it, to write down once the relation is live. */
-    readonly registration: Pick<CoapRequest, 'uriPath' | 'uriQuery'>,
-  ) {
-    this.sequence = sequence;
-  }
-
-  get active(): boolean {
-    return this.state !== 'ended';
-  }
-
-  /** Follows the peer: RFC 7959 ties Block2 follow-ups to the endpoint that asks. */
-  get blockKey(): string {
-    return `${this.peer.key} ${this.resource}`;
-  }
-
-  notify(response: CoapResponse): Promise<NotificationOutcome> {
-    return this.registry.notify(this, response);
-  }
-
-  end(final?: CoapResponse): void {
-    this.registry.close(this, 'ended', final);
-  }
-
-  /** Takes the Observe value for the next message. */
-  nextSequence(): number {
-    const value = this.sequence;
-    this.sequence = (value + 1) & SEQUENCE_MASK;
-    if (this.entry && value === this.floorAt) this.registry.writeFloor(this, value);
-    return value;
-  }
-}
-
-class Offer implements ObservationOffer {
-  relation: Relation | undefined;
-  answered = false;
-
-  constructor(
-    private readonly registry: ObserveRegistry,
-    readonly key: string,
-    readonly peer: Peer,
-    readonly request: Pick<CoapRequest, 'token' | 'confirmable' | 'uriPath' | 'uriQuery'>,
-    readonly resource: string,
-    readonly szx: number,
-    readonly sequence: number,
-    /** Set when the offer replays a relation from the session store. */
-    readonly restored: { readonly entry: JournalEntry; readonly saved: SavedObservation } | undefined,
-  ) {}
-
-  accept(options: ObservationOptions): ObserveRelation {
-    if (this.answered) throw new Error('Observe registration already answered: accept() before returning the response');
-    // Accepting twice keeps the first relation (and its options): there is one relation per registration.
-    this.relation ??= this.registry.accept(this, options);
-    return this.relation;
-  }
-}
-
-export class ObserveRegistry {
+export class ObserveRegistry implements RelationHost, OfferHost {
   private readonly relations = new Map<string, Relation>();
-  /** Each owner's relations (a device has one or two), so a request from a new address finds them at once. */
-  private readonly byOwner = new Map<string, Relation | Relation[]>();
+  private readonly byOwner = new RelationsByOwner();
   /** Over-capacity relations whose answer is still being prepared: they too must hear onEnd on stop(). */
   private readonly refusing = new Set<Relation>();
   /**
@@ -195,7 +83,7 @@ export class ObserveRegistry {
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly probes: FixedDelayDeadlines;
   private readonly warnings = new LogOncePer(10 * 60_000, 2);
-  private journal: ObservationJournal | undefined;
+  private readonly recorder = new RelationRecorder();
 
   constructor(
     private readonly options: ObserveOptions,
@@ -209,7 +97,7 @@ export class ObserveRegistry {
 
   /** From now on live relations are written down there (and removed when they end). */
   useJournal(journal: ObservationJournal): void {
-    this.journal = journal;
+    this.recorder.use(journal);
   }
 
   /**
@@ -236,7 +124,7 @@ export class ObserveRegistry {
     const key = relationKey(peer, request.token);
     const previous = this.relations.get(key);
     if (previous) this.close(previous, 'reregistered');
-    const sequence = restoredSequence(saved, this.journal?.generation ?? saved.generation);
+    const sequence = restoredSequence(saved, this.recorder.generationOr(saved.generation));
     return new Offer(this, key, peer, request, resource, saved.szx, sequence, { entry, saved });
   }
 
@@ -277,7 +165,7 @@ export class ObserveRegistry {
     const other = this.relations.get(offer.key);
     if (other) this.close(other, 'reregistered');
     this.relations.set(offer.key, relation);
-    if (options.owner !== undefined) this.index(options.owner, relation);
+    if (options.owner !== undefined) this.byOwner.add(options.owner, relation);
     this.stats.observations = this.relations.size;
     this.sweepTimer ??= this.startSweep();
     return relation;
@@ -295,7 +183,7 @@ export class ObserveRegistry {
     const relation = offer.relation;
     if (!relation || relation.state !== 'pending') {
       // A restored registration nobody accepted (its route refused it): nothing of it stays written.
-      if (!relation && offer.restored) this.journal?.remove(offer.restored.entry);
+      if (!relation && offer.restored) this.recorder.remove(offer.restored.entry);
       return undefined;
     }
     if (relation.overCapacity) {
@@ -397,10 +285,7 @@ export class ObserveRegistry {
    * last minute is not asked again. An unreachable one (DTLS without a session) is not asked at all.
    */
   sighted(owner: string, peer: Peer): void {
-    const indexed = this.byOwner.get(owner);
-    if (indexed === undefined) return;
-    if (!Array.isArray(indexed)) this.follow(indexed, peer);
-    else for (const relation of [...indexed]) this.follow(relation, peer);
+    this.byOwner.forEachOf(owner, (relation) => this.follow(relation, peer));
   }
 
   private follow(relation: Relation, peer: Peer): void {
@@ -476,7 +361,7 @@ export class ObserveRegistry {
       { device: relation.options.owner, from: formatPeer(from), to: formatPeer(to) },
       'Observe relation moved to the address the device now uses',
     );
-    this.save(relation, true);
+    this.recorder.save(relation, true);
     this.pump(relation);
   }
 
@@ -493,13 +378,13 @@ export class ObserveRegistry {
       this.relations.delete(relation.key);
       this.stats.observations = this.relations.size;
     }
-    if (relation.options.owner !== undefined) this.unindex(relation.options.owner, relation);
+    if (relation.options.owner !== undefined) this.byOwner.delete(relation.options.owner, relation);
     if (relation.probe) this.probes.cancel(relation.probe);
     relation.probe = undefined;
     this.refusing.delete(relation);
     if (reason === 'refused') this.stats.observationsRefused++;
     else this.stats.observationsEnded++;
-    if (reason !== 'stopped' && relation.entry) this.journal?.remove(relation.entry);
+    if (reason !== 'stopped' && relation.entry) this.recorder.remove(relation.entry);
 
     const { inFlight, peer } = relation;
     relation.inFlight = undefined;
@@ -543,76 +428,13 @@ export class ObserveRegistry {
 
   /** Writes the floor of the relation's Observe numbers again, halfway through its window (see observe-journal.ts). */
   writeFloor(relation: Relation, sequence: number): void {
-    const peer = relation.peer.transport.record?.(relation.peer);
-    if (!relation.entry || !this.journal || !peer) return;
-    relation.floor = sequence;
-    relation.floorGeneration = this.journal.generation;
-    relation.floorAt = nextFloorAt(sequence);
-    this.journal.update(relation.entry, this.snapshot(relation, peer));
+    this.recorder.writeFloor(relation, sequence);
   }
 
   private activate(relation: Relation): void {
     relation.state = 'active';
     relation.lastSentAt = relation.lastConAt = Date.now();
-    this.save(relation, false);
-  }
-
-  /**
-   * Writes the relation down when it is new or `moved` (a restored one is written already), when there is a
-   * journal and its peer can come back.
-   */
-  private save(relation: Relation, moved: boolean): void {
-    const journal = this.journal;
-    const owner = relation.options.owner;
-    if (!journal || owner === undefined || relation.state !== 'active') return;
-    const peer = relation.peer.transport.record?.(relation.peer);
-    if (!peer) {
-      // A peer that cannot come back (a DTLS session without identity): nothing of it may stay written.
-      if (relation.entry) journal.remove(relation.entry);
-      relation.entry = undefined;
-      return;
-    }
-    if (relation.entry) {
-      // The floor stays: a move must not put off its next write (numbers would outrun what is written).
-      if (moved) journal.update(relation.entry, this.snapshot(relation, peer));
-    } else {
-      relation.floor = relation.sequence;
-      relation.floorGeneration = journal.generation;
-      relation.floorAt = nextFloorAt(relation.sequence);
-      relation.entry = journal.add(this.snapshot(relation, peer));
-    }
-  }
-
-  /** What the store keeps of a relation, made only when it is written (relations do not carry a copy). */
-  private snapshot(relation: Relation, peer: PeerRecord): SavedObservation {
-    return {
-      peer,
-      owner: relation.options.owner ?? '',
-      token: relation.token,
-      confirmable: relation.confirmable,
-      uriPath: relation.registration.uriPath,
-      uriQuery: relation.registration.uriQuery,
-      szx: relation.szx,
-      sequence: relation.floor,
-      generation: relation.floorGeneration,
-    };
-  }
-
-  private index(owner: string, relation: Relation): void {
-    const indexed = this.byOwner.get(owner);
-    if (indexed === undefined) this.byOwner.set(owner, relation);
-    else if (Array.isArray(indexed)) indexed.push(relation);
-    else this.byOwner.set(owner, [indexed, relation]);
-  }
-
-  private unindex(owner: string, relation: Relation): void {
-    const indexed = this.byOwner.get(owner);
-    if (indexed === relation) this.byOwner.delete(owner);
-    else if (Array.isArray(indexed)) {
-      const rest = indexed.filter((each) => each !== relation);
-      if (rest.length === 0) this.byOwner.delete(owner);
-      else this.byOwner.set(owner, rest.length === 1 ? rest[0]! : rest);
-    }
+    this.recorder.save(relation, false);
   }
 
   private enqueue(relation: Relation, item: Queued): void {

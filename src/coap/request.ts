@@ -127,93 +127,53 @@ const UNSUPPORTED_CRITICAL: ReadonlyMap<number, string> = new Map([
   [OptionNumber.QBlock2, 'Q-Block2'],
 ]);
 
-export function interpretRequest(message: IncomingMessage, peer: Peer, receivedAt: number): Interpreted {
-  const uriPath: string[] = [];
-  const uriQuery: string[] = [];
-  let contentFormat: number | undefined;
-  let accept: number | undefined;
-  let observe: number | undefined;
-  let block1: BlockOption | undefined;
-  let block2: BlockOption | undefined;
-  let size1: number | undefined;
-  let requestTag = '';
-  let previousNumber = -1;
-  let uriBytes = 0;
+type BadOption = Extract<Interpreted, { kind: 'bad-option' }>;
 
+/** The options of a request as they are read, one by one. */
+interface RequestOptions {
+  readonly uriPath: string[];
+  readonly uriQuery: string[];
+  contentFormat: number | undefined;
+  accept: number | undefined;
+  observe: number | undefined;
+  block1: BlockOption | undefined;
+  block2: BlockOption | undefined;
+  size1: number | undefined;
+  requestTag: string;
+  uriBytes: number;
+}
+
+export function interpretRequest(message: IncomingMessage, peer: Peer, receivedAt: number): Interpreted {
+  const read: RequestOptions = {
+    uriPath: [],
+    uriQuery: [],
+    contentFormat: undefined,
+    accept: undefined,
+    observe: undefined,
+    block1: undefined,
+    block2: undefined,
+    size1: undefined,
+    requestTag: '',
+    uriBytes: 0,
+  };
+  let previousNumber = -1;
   for (const option of message.options) {
     const { number, value } = option;
-    const critical = (number & 1) === 1;
     if (number === OptionNumber.ProxyUri || number === OptionNumber.ProxyScheme) {
       return { kind: 'bad-option', code: ResponseCode.ProxyingNotSupported, reason: 'this gateway is not a proxy' };
     }
-    const rule = RULES.get(number);
-    const repeated = number === previousNumber;
+    const problem = unrecognised(number, value, number === previousNumber);
     previousNumber = number;
-    // An option that is unknown, too long, too short or repeated when it may not be is "unrecognised"
-    // (RFC 7252 §5.4.3, §5.4.5): fatal when critical, ignored when elective.
-    let problem: string | undefined;
-    if (!rule) {
-      problem = UNSUPPORTED_CRITICAL.has(number)
-        ? `option ${UNSUPPORTED_CRITICAL.get(number)} (${number}) is not supported`
-        : `unknown critical option ${number}`;
-    } else if (repeated && !rule.repeatable) {
-      problem = `option ${rule.name} appears more than once`;
-    } else if (value.length < rule.minLength || value.length > rule.maxLength) {
-      problem = `option ${rule.name} has an invalid length of ${value.length} bytes`;
-    }
     if (problem !== undefined) {
-      if (critical) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: problem };
+      // Fatal when critical (odd number), ignored when elective.
+      if ((number & 1) === 1) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: problem };
       continue;
     }
-
-    switch (number) {
-      case OptionNumber.UriPath:
-      case OptionNumber.UriQuery:
-        uriBytes += value.length;
-        if (uriBytes > MAX_URI_BYTES) {
-          return { kind: 'bad-option', code: ResponseCode.BadRequest, reason: `request URI longer than ${MAX_URI_BYTES} bytes` };
-        }
-        if (number === OptionNumber.UriPath) {
-          // Not checked: a segment that is not UTF-8 matches no token or feature (4.01, 4.04), and no path
-          // segment goes upstream.
-          uriPath.push(value.toString('utf8'));
-          break;
-        }
-        // Attribute keys go upstream from here: one read as U+FFFD would ask ThingsBoard for another key.
-        if (!isUtf8(value)) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: `a Uri-Query option is not valid UTF-8 (${value.length} bytes)` };
-        uriQuery.push(value.toString('utf8'));
-        break;
-      case OptionNumber.ContentFormat:
-        contentFormat = decodeUint(value);
-        break;
-      case OptionNumber.Accept:
-        accept = decodeUint(value);
-        break;
-      case OptionNumber.Observe:
-        observe = decodeUint(value);
-        break;
-      case OptionNumber.Size1:
-        size1 = decodeUint(value);
-        break;
-      case OptionNumber.RequestTag:
-        requestTag += `${value.toString('hex')};`;
-        break;
-      case OptionNumber.Block1:
-      case OptionNumber.Block2: {
-        const block = decodeBlock(value);
-        if (!block) {
-          return { kind: 'bad-option', code: ResponseCode.BadOption, reason: 'block option uses the reserved size exponent 7' };
-        }
-        if (number === OptionNumber.Block1) block1 = block;
-        else block2 = block;
-        break;
-      }
-      default:
-        // Uri-Host, Uri-Port, ETag and Size2 are understood and need nothing from us.
-        break;
-    }
+    const bad = readOption(read, number, value);
+    if (bad) return bad;
   }
 
+  const { uriPath, uriQuery, contentFormat, accept, observe, block1, block2, size1, requestTag } = read;
   return {
     kind: 'request',
     request: {
@@ -236,4 +196,67 @@ export function interpretRequest(message: IncomingMessage, peer: Peer, receivedA
       operation: undefined,
     },
   };
+}
+
+/**
+ * Why an option is "unrecognised" (RFC 7252 §5.4.3, §5.4.5): unknown, too long, too short, or repeated when
+ * it may not be. Undefined when it is fine.
+ */
+function unrecognised(number: number, value: Buffer, repeated: boolean): string | undefined {
+  const rule = RULES.get(number);
+  if (!rule) {
+    return UNSUPPORTED_CRITICAL.has(number) ? `option ${UNSUPPORTED_CRITICAL.get(number)} (${number}) is not supported` : `unknown critical option ${number}`;
+  }
+  if (repeated && !rule.repeatable) return `option ${rule.name} appears more than once`;
+  if (value.length < rule.minLength || value.length > rule.maxLength) return `option ${rule.name} has an invalid length of ${value.length} bytes`;
+  return undefined;
+}
+
+/** Options whose value is a number, and where it goes. */
+const UINT_OPTIONS: ReadonlyMap<number, 'contentFormat' | 'accept' | 'observe' | 'size1'> = new Map([
+  [OptionNumber.ContentFormat, 'contentFormat'],
+  [OptionNumber.Accept, 'accept'],
+  [OptionNumber.Observe, 'observe'],
+  [OptionNumber.Size1, 'size1'],
+]);
+
+/** Takes one recognised option into `read`; a value the gateway cannot use refuses the request. */
+function readOption(read: RequestOptions, number: number, value: Buffer): BadOption | undefined {
+  const field = UINT_OPTIONS.get(number);
+  if (field !== undefined) {
+    read[field] = decodeUint(value);
+    return undefined;
+  }
+  switch (number) {
+    case OptionNumber.UriPath:
+    case OptionNumber.UriQuery:
+      read.uriBytes += value.length;
+      if (read.uriBytes > MAX_URI_BYTES) {
+        return { kind: 'bad-option', code: ResponseCode.BadRequest, reason: `request URI longer than ${MAX_URI_BYTES} bytes` };
+      }
+      if (number === OptionNumber.UriPath) {
+        // Not checked: a segment that is not UTF-8 matches no token or feature (4.01, 4.04), and no path
+        // segment goes upstream.
+        read.uriPath.push(value.toString('utf8'));
+        return undefined;
+      }
+      // Attribute keys go upstream from here: one read as U+FFFD would ask ThingsBoard for another key.
+      if (!isUtf8(value)) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: `a Uri-Query option is not valid UTF-8 (${value.length} bytes)` };
+      read.uriQuery.push(value.toString('utf8'));
+      return undefined;
+    case OptionNumber.RequestTag:
+      read.requestTag += `${value.toString('hex')};`;
+      return undefined;
+    case OptionNumber.Block1:
+    case OptionNumber.Block2: {
+      const block = decodeBlock(value);
+      if (!block) return { kind: 'bad-option', code: ResponseCode.BadOption, reason: 'block option uses the reserved size exponent 7' };
+      if (number === OptionNumber.Block1) read.block1 = block;
+      else read.block2 = block;
+      return undefined;
+    }
+    default:
+      // Uri-Host, Uri-Port, ETag and Size2 are understood and need nothing from us.
+      return undefined;
+  }
 }

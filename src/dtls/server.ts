@@ -6,11 +6,10 @@ import type { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { boundedCache } from '../bounded-cache.js';
 import type { DtlsConfig } from '../config/load.js';
-import { LogOncePer } from '../log.js';
 import type { PeerCredential } from '../model.js';
-import { sourceKey } from '../net/source-key.js';
 import { bindUdpSocket, formatAddress, type BoundAddress, type UdpSocketOptions } from '../net/udp-socket.js';
 import { HalfOpenPool, type DropReason } from './half-open-pool.js';
+import { HandshakeReports } from './handshake-reports.js';
 import {
   clientHelloRandom,
   isClientHello,
@@ -177,7 +176,7 @@ export class DtlsServer {
   private socket: dgram.Socket | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private rotationTimer: NodeJS.Timeout | undefined;
-  private readonly failureLog = new LogOncePer(10 * 60_000);
+  private readonly reports: HandshakeReports;
   /** Sessions freed since memory last went back to the system, and as of the sweep before. */
   private freedSinceRelease = 0;
   private freedAtLastSweep = 0;
@@ -199,6 +198,7 @@ export class DtlsServer {
       perAddress: options.maxHandshakesPerAddress,
       stalledAfterMs: options.stalledHandshakeMs ?? STALLED_HANDSHAKE_MS,
     });
+    this.reports = new HandshakeReports(options, this.stats, this.handshakes, log);
     this.context = this.createContext(options);
   }
 
@@ -294,18 +294,18 @@ export class DtlsServer {
     if (connection) this.close(connection, 'replaced', false);
     // No handshake that could only end refused; the room itself is made when one is established.
     if (!this.sessionTableHasRoom()) {
-      this.refuseTableFull(key);
+      this.reports.tableFull(key);
       this.freeSession(session);
       return;
     }
     const admission = this.handshakes.admit(remote.address, Date.now());
     if (!admission.admitted) {
-      this.handshakeDropped(admission.reason, remote.address);
+      this.reports.handshakeDropped(admission.reason, remote.address);
       this.freeSession(session);
       return;
     }
     if (admission.givesWay) {
-      this.handshakeDropped(admission.givesWay.reason, admission.givesWay.entry.address);
+      this.reports.handshakeDropped(admission.givesWay.reason, admission.givesWay.entry.address);
       this.close(admission.givesWay.entry, 'failed', false);
     }
     const fresh = new DtlsConnection(this, key, remote.address, remote.port, session, Buffer.from(clientHelloRandom(datagram) ?? []), this.context);
@@ -334,50 +334,15 @@ export class DtlsServer {
       this.close(idlest, 'evicted', true);
       return true;
     }
-    this.refuseTableFull(key);
+    this.reports.tableFull(key);
     return false;
   }
 
-  private refuseTableFull(key: string): void {
-    this.stats.refusedTableFull++;
-    if (this.failureLog.first('table-full')) {
-      this.log.warn(
-        { peer: key, maxSessions: this.options.maxSessions },
-        'DTLS session table full and no session idle for a minute: new handshakes are refused; raise dtls.maxSessions if this many devices are expected',
-      );
-    }
-  }
-
-  /**
-   * Counts a half-open handshake the pool dropped or refused, and says once per 10 minutes (per kind) what
-   * is happening: the flood shows, with its busiest address, and the technician learns that established
-   * sessions are safe and when a limit is worth raising.
-   */
-  private handshakeDropped(reason: DropReason, address: string): void {
-    this.stats.handshakesDropped[reason]++;
-    const { maxHandshakes, maxHandshakesPerAddress } = this.options;
-    const stalledAfterS = this.handshakes.limits.stalledAfterMs / 1000;
-    if (reason === 'address_limit') {
-      if (!this.failureLog.first('handshakes address limit')) return;
-      this.log.warn(
-        { address: sourceKey(address), maxHandshakesPerAddress },
-        `DTLS handshakes from one address pile up unfinished: it has dtls.maxHandshakesPerAddress open, so a new one from there waits until one of them ` +
-          `finishes or is silent for ${stalledAfterS} s; other addresses and established sessions are not affected. One host flooding ClientHellos ` +
-          'does this; so do many devices behind one NAT or border router reconnecting at once: then raise dtls.maxHandshakesPerAddress',
-      );
-      return;
-    }
-    if (!this.failureLog.first('handshakes pool')) return;
-    const busiest = this.handshakes.busiestAddress();
-    const what =
-      reason === 'pool_full'
-        ? 'all dtls.maxHandshakes places are taken, so the one silent longest gives way to each new one'
-        : `more than half of dtls.maxHandshakes places are taken, so those silent for ${stalledAfterS} s are dropped`;
-    this.log.warn(
-      { reason, inProgress: this.handshakes.size, maxHandshakes, busiestAddress: busiest?.address, itsHandshakes: busiest?.handshakes },
-      `DTLS handshakes pile up unfinished: ${what}; established sessions are not affected. Usually a flood of ClientHellos that echo ` +
-        'their cookie and fall silent (busiestAddress may name its source); if a whole fleet is reconnecting over slow links, raise dtls.maxHandshakes',
-    );
+  private handshakeOrSessionFailed(connection: DtlsConnection, outcome: FeedOutcome): void {
+    const wasEstablished = connection.established;
+    this.close(connection, 'failed', false);
+    if (wasEstablished) this.log.debug({ peer: connection.key, reason: outcome.error }, 'DTLS session failed');
+    else this.reports.handshakeFailed(connection, outcome);
   }
 
   private feed(connection: DtlsConnection, datagram: Buffer | null): void {
@@ -440,35 +405,6 @@ export class DtlsServer {
     );
   }
 
-  private handshakeOrSessionFailed(connection: DtlsConnection, outcome: FeedOutcome): void {
-    const wasEstablished = connection.established;
-    this.close(connection, 'failed', false);
-    if (wasEstablished) {
-      this.log.debug({ peer: connection.key, reason: outcome.error }, 'DTLS session failed');
-      return;
-    }
-    this.stats.handshakeFailures++;
-    const peer = connection.key;
-    if (outcome.identityRefused) {
-      this.stats.handshakesRefusedIdentity++;
-      const identity = connection.offeredIdentity ?? '';
-      if (this.failureLog.first(`identity ${connection.address} ${identity}`)) {
-        this.log.warn({ peer, identity }, 'DTLS handshake refused: PSK identity is not registered to any device (add it as psk.identity of a device)');
-      }
-    } else if (connection.refusedCertificate) {
-      this.stats.handshakesRefusedCertificate++;
-      const { certificate, reason } = connection.refusedCertificate;
-      if (this.failureLog.first(`certificate ${connection.address} ${certificate.fingerprint256}`)) {
-        this.log.warn(
-          { peer, subject: certificate.subject, fingerprint256: certificate.fingerprint256, reason },
-          `DTLS handshake refused: client certificate ${reason}`,
-        );
-      }
-    } else if (this.failureLog.first(`failure ${connection.address} ${outcome.error}`)) {
-      this.log.warn({ peer, reason: outcome.error }, `DTLS handshake failed: ${outcome.error}`);
-    }
-  }
-
   private scheduleRetransmission(connection: DtlsConnection): void {
     clearTimeout(connection.retransmitTimer);
     const due = this.binding.timeout(connection.session);
@@ -518,7 +454,7 @@ export class DtlsServer {
     const now = Date.now();
     const { handshakeTimeoutMs, idleTimeoutMs } = this.options;
     for (const connection of this.handshakes.stalled(now)) {
-      this.handshakeDropped('stalled', connection.address);
+      this.reports.handshakeDropped('stalled', connection.address);
       this.close(connection, 'failed', false);
     }
     for (const connection of [...this.handshakes.values()]) {
@@ -551,19 +487,8 @@ export class DtlsServer {
   }
 
   private handshakeTimedOut(connection: DtlsConnection): void {
-    this.stats.handshakeTimeouts++;
     this.close(connection, 'failed', false);
-    if (!this.failureLog.first(`timeout ${connection.address}`)) return;
-    const identity = connection.offeredIdentity;
-    // A wrong PSK makes no alert: both sides silently drop each other's Finished (docs/dtls.md).
-    const hint =
-      connection.identityKnown
-        ? 'the PSK identity is registered, so the device probably uses a different key'
-        : 'the device stopped answering (gone, packets lost, or it refused our certificate)';
-    this.log.warn(
-      { peer: connection.key, identity, timeoutMs: this.options.handshakeTimeoutMs },
-      `DTLS handshake timed out: ${hint}`,
-    );
+    this.reports.handshakeTimedOut(connection);
   }
 
   private lookUpPsk(identity: string, peerKey: string): Buffer | undefined {
