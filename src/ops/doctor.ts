@@ -19,6 +19,7 @@ import { redactUrl } from '../log.js';
 import { mqttClientOptions } from '../upstream/connection.js';
 import { startWriteSample, storageFinding, type StorageCheckInput } from './doctor-storage.js';
 import { findRunningGateway } from './running-gateway.js';
+import { SystemAccounts, type SystemUser } from './system-user.js';
 import { bytes, days, duration, isoDate, isoMinute } from './words.js';
 
 export type Status = 'ok' | 'warn' | 'FAIL';
@@ -71,7 +72,8 @@ export async function runDoctor(
     config,
     stateDir,
     runningPid,
-    service: serviceUser(),
+    // Whose access matters is the service's, whoever runs doctor (root's own access proves nothing).
+    service: accounts.user(SERVICE_USER),
     outbox: config.outbox.enabled ? await readOutbox(join(stateDir, 'outbox.sqlite')) : undefined,
   };
 
@@ -1150,47 +1152,11 @@ function formatAddress(host: string, port: number): string {
 // ---------------------------------------------------------------------------------------------------
 // Users and permissions
 
-interface ServiceUser {
-  readonly name: string;
-  readonly uid: number;
-  readonly gid: number;
-  readonly groups: ReadonlySet<number>;
-}
+type ServiceUser = SystemUser;
 
-/**
- * The service's user, when it exists on this box: what it may read and write is what matters, whoever runs
- * doctor (root's own access proves nothing, a technician's may differ).
- */
-function serviceUser(): ServiceUser | undefined {
-  const entry = readDatabase('/etc/passwd').find((fields) => fields[0] === SERVICE_USER);
-  if (!entry) return undefined;
-  const uid = Number(entry[2]);
-  const gid = Number(entry[3]);
-  const groups = new Set<number>([gid]);
-  for (const fields of readDatabase('/etc/group')) {
-    if ((fields[3] ?? '').split(',').includes(SERVICE_USER)) groups.add(Number(fields[2]));
-  }
-  return { name: SERVICE_USER, uid, gid, groups };
-}
-
-function readDatabase(path: string): string[][] {
-  try {
-    return readFileSync(path, 'utf8')
-      .split('\n')
-      .filter((line) => line !== '' && !line.startsWith('#'))
-      .map((line) => line.split(':'));
-  } catch {
-    return [];
-  }
-}
-
-function userName(uid: number): string | undefined {
-  return readDatabase('/etc/passwd').find((fields) => Number(fields[2]) === uid)?.[0];
-}
-
-function groupName(gid: number): string | undefined {
-  return readDatabase('/etc/group').find((fields) => Number(fields[2]) === gid)?.[0];
-}
+const accounts = new SystemAccounts();
+const userName = (uid: number): string | undefined => accounts.userName(uid);
+const groupName = (gid: number): string | undefined => accounts.groupName(gid);
 
 function currentUserName(): string {
   try {
