@@ -18,6 +18,7 @@ import type { GatewayConfig, LoadResult, UpstreamConfig } from '../config/load.j
 import { redactUrl } from '../log.js';
 import { mqttClientOptions } from '../upstream/connection.js';
 import { startWriteSample, storageFinding, type StorageCheckInput } from './doctor-storage.js';
+import { inspectOutbox, type OutboxInspection } from '../outbox/inspect.js';
 import { findRunningGateway } from './running-gateway.js';
 import { SystemAccounts, type SystemUser } from './system-user.js';
 import { bytes, days, duration, isoDate, isoMinute } from './words.js';
@@ -74,7 +75,7 @@ export async function runDoctor(
     runningPid,
     // Whose access matters is the service's, whoever runs doctor (root's own access proves nothing).
     service: accounts.user(SERVICE_USER),
-    outbox: config.outbox.enabled ? await readOutbox(join(stateDir, 'outbox.sqlite')) : undefined,
+    outbox: config.outbox.enabled ? inspectOutbox(join(stateDir, 'outbox.sqlite'), { createdAfter: Date.now() + FUTURE_TOLERANCE_MS }) : undefined,
   };
 
   checkConfiguration(report, file, result);
@@ -149,7 +150,7 @@ interface Context {
   readonly runningPid: number | undefined;
   /** The service's user, when it exists on this box: whose access matters. */
   readonly service: ServiceUser | undefined;
-  readonly outbox: OutboxSnapshot | undefined;
+  readonly outbox: OutboxInspection | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -732,12 +733,12 @@ async function checkClock(report: Report, context: Context): Promise<void> {
     }
   }
   const outbox = context.outbox;
-  if (outbox && 'records' in outbox && outbox.newest !== undefined && outbox.newest - now > FUTURE_TOLERANCE_MS) {
-    const ahead = outbox.newest - now;
+  if (outbox?.state === 'readable' && outbox.newestCreatedAt !== undefined && outbox.newestCreatedAt - now > FUTURE_TOLERANCE_MS) {
+    const ahead = outbox.newestCreatedAt - now;
     report.add(
       ahead > FUTURE_FAIL_MS ? 'FAIL' : 'warn',
       'clock',
-      `the outbox holds ${outbox.future} reading${outbox.future === 1 ? '' : 's'} stamped up to ${isoMinute(outbox.newest)}, ${duration(ahead)} ahead of now: the clock went back since they were stored (or was ahead then); check which time is right and that network time is on`,
+      `the outbox holds ${outbox.createdAfter} reading${outbox.createdAfter === 1 ? '' : 's'} stamped up to ${isoMinute(outbox.newestCreatedAt)}, ${duration(ahead)} ahead of now: the clock went back since they were stored (or was ahead then); check which time is right and that network time is on`,
     );
   }
 }
@@ -858,7 +859,7 @@ function checkDisk(report: Report, context: Context, existing: string): void {
     report.add('FAIL', 'disk', `only ${bytes(free)} free where ${context.stateDir} lives, below outbox.minFreeDiskBytes (${bytes(outbox.minFreeDiskBytes)}): new readings are answered 5.03 instead of stored; free some space (logs: journalctl --vacuum-size=50M)`);
     return;
   }
-  const held = context.outbox && 'records' in context.outbox ? context.outbox.fileBytes : 0;
+  const held = context.outbox?.state === 'readable' ? context.outbox.fileBytes : 0;
   const room = free - outbox.minFreeDiskBytes + held;
   if (room < outbox.maxBytes) {
     report.add(
@@ -874,22 +875,22 @@ function checkDisk(report: Report, context: Context, existing: string): void {
 function checkOutbox(report: Report, context: Context): void {
   const snapshot = context.outbox;
   if (!context.config.outbox.enabled || !snapshot) return;
-  if ('absent' in snapshot) {
+  if (snapshot.state === 'absent') {
     report.add('ok', 'outbox', 'no outbox.sqlite yet: the gateway creates it at its first start');
     return;
   }
-  if ('problem' in snapshot) {
-    report.add('warn', 'outbox', `cannot read ${snapshot.path}: ${snapshot.problem}`);
+  if (snapshot.state === 'unreadable') {
+    report.add('warn', 'outbox', `cannot read ${snapshot.path}: ${unreadableOutbox(snapshot.cause, snapshot.error)}`);
     return;
   }
   const file = `${snapshot.path}, ${bytes(snapshot.fileBytes)} on disk`;
-  const note = snapshot.note ? ` (${snapshot.note})` : '';
-  if (snapshot.records === 0 || snapshot.oldest === undefined) {
+  const note = snapshot.leftoverJournal ? ' (left over from a gateway that did not stop cleanly; what its journal holds is not counted)' : '';
+  if (snapshot.records === 0 || snapshot.oldestCreatedAt === undefined) {
     report.add('ok', 'outbox', `${file}: empty, everything was delivered${note}`);
     return;
   }
-  const age = Date.now() - snapshot.oldest;
-  const waiting = `${snapshot.records} reading${snapshot.records === 1 ? '' : 's'} waiting (${bytes(snapshot.bytes)}), the oldest from ${isoMinute(snapshot.oldest)}`;
+  const age = Date.now() - snapshot.oldestCreatedAt;
+  const waiting = `${snapshot.records} reading${snapshot.records === 1 ? '' : 's'} waiting (${bytes(snapshot.bytes)}), the oldest from ${isoMinute(snapshot.oldestCreatedAt)}`;
   if (context.runningPid === undefined) {
     report.add('ok', 'outbox', `${file}: ${waiting}; they are delivered first when the gateway starts${note}`);
   } else if (age > OUTBOX_STUCK_MS) {
@@ -899,75 +900,18 @@ function checkOutbox(report: Report, context: Context): void {
   }
 }
 
-type OutboxSnapshot =
-  | { readonly absent: true }
-  | { readonly path: string; readonly problem: string }
-  | {
-      readonly path: string;
-      readonly records: number;
-      readonly bytes: number;
-      readonly fileBytes: number;
-      readonly oldest: number | undefined;
-      readonly newest: number | undefined;
-      /** Records stamped more than FUTURE_TOLERANCE_MS ahead of now. */
-      readonly future: number;
-      readonly note: string | undefined;
-    };
-
-/**
- * The outbox as far as it can be read without touching it: read-only, without the gateway's lock. A
- * read-only SQLite connection to a WAL database would still create the -wal and -shm files (owned by
- * root under sudo, which would lock the service out of its own outbox), so unless they exist already
- * (the gateway runs) the file is opened "immutable", which creates nothing.
- */
-async function readOutbox(path: string): Promise<OutboxSnapshot> {
-  let main: Stats;
-  try {
-    main = statSync(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return { absent: true };
-    return { path, problem: `${describeFsError(error)}${process.getuid?.() === 0 ? '' : ' (run doctor with sudo)'}` };
-  }
-  const sizeOf = (file: string): number | undefined => {
-    try {
-      return statSync(file).size;
-    } catch {
-      return undefined;
-    }
-  };
-  const wal = sizeOf(`${path}-wal`);
-  const shm = sizeOf(`${path}-shm`);
-  const live = wal !== undefined && shm !== undefined;
-  // better-sqlite3 reads this once, when its native part loads: nothing in this process has opened a database before.
-  process.env.SQLITE_USE_URI = '1';
-  const { default: Database } = await import('better-sqlite3');
-  const uri = `file:${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}?mode=ro${live ? '' : '&immutable=1'}`;
-  let db;
-  try {
-    db = new Database(uri, { readonly: true, fileMustExist: true, timeout: 1000 });
-  } catch (error) {
-    return { path, problem: `${(error as Error).message}${process.getuid?.() === 0 ? '' : ' (run doctor with sudo)'}` };
-  }
-  try {
-    const row = db
-      .prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, min(created_at) AS oldest, max(created_at) AS newest, sum(created_at > ?) AS future FROM records')
-      .get(Date.now() + FUTURE_TOLERANCE_MS) as { n: number; b: number; oldest: number | null; newest: number | null; future: number | null };
-    return {
-      path,
-      records: row.n,
-      bytes: row.b,
-      fileBytes: main.size + (wal ?? 0),
-      oldest: row.oldest ?? undefined,
-      newest: row.newest ?? undefined,
-      future: row.future ?? 0,
-      note: !live && wal !== undefined ? 'left over from a gateway that did not stop cleanly; what its journal holds is not counted' : undefined,
-    };
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === 'SQLITE_BUSY') return { path, problem: 'busy (the running gateway holds it); run doctor again' };
-    return { path, problem: `not readable as an outbox: ${(error as Error).message}` };
-  } finally {
-    db.close();
+/** A file doctor cannot read, in words: what stopped it and what to do. */
+function unreadableOutbox(cause: 'stat' | 'open' | 'busy' | 'damaged', error: unknown): string {
+  const sudo = process.getuid?.() === 0 ? '' : ' (run doctor with sudo)';
+  switch (cause) {
+    case 'stat':
+      return `${describeFsError(error)}${sudo}`;
+    case 'open':
+      return `${(error as Error).message}${sudo}`;
+    case 'busy':
+      return 'busy (the running gateway holds it); run doctor again';
+    case 'damaged':
+      return `not readable as an outbox: ${(error as Error).message}`;
   }
 }
 
