@@ -9,7 +9,7 @@ import { checkStartPaths } from './config/paths.js';
 import { runDevicesCommand } from './devices/devices-command.js';
 import { ConfigurationError, StartupError, startGateway, type Gateway } from './gateway.js';
 import { createLogger } from './log.js';
-import { runDoctor } from './ops/doctor.js';
+import { runDoctor } from './ops/doctor/runner.js';
 import { ReloadSignal, reloadConfiguration } from './ops/reload.js';
 import { removePidFile, writePidFile } from './ops/running-gateway.js';
 import { gatewayStatus, notifyStatusOnce, SystemdNotifier } from './ops/systemd.js';

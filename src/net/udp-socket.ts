@@ -1,5 +1,6 @@
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
+import { ipv6Unavailable, listenErrorAdvice } from './socket-advice.js';
 
 export interface UdpSocketOptions {
   readonly host: string;
@@ -37,8 +38,7 @@ export async function bindUdpSocket(
   try {
     return await bind(host, port, options, onMessage, label, log);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
+    if (ipv6Unavailable(host, error as NodeJS.ErrnoException)) {
       log.warn({ host, fallback: '0.0.0.0' }, `IPv6 is not available on this host; ${label} listens on IPv4 only`);
       return bind('0.0.0.0', port, options, onMessage, label, log);
     }
@@ -77,16 +77,16 @@ function bind(
   });
 }
 
-/** What a technician can do about a failed bind, in one sentence. */
+/** What a technician can do about a failed bind, in one sentence. CoAP and DTLS both listen on coap.host. */
 export function describeBindError(error: NodeJS.ErrnoException, label: string, host: string, port: number, portKey: string): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return `${label} port ${port} on ${host} is already in use (another coap2mqtt or CoAP server?); stop it or change ${portKey}`;
-    case 'EACCES':
-      return `not allowed to listen on UDP port ${port}; ports below 1024 need CAP_NET_BIND_SERVICE`;
-    case 'EADDRNOTAVAIL':
-      return `coap.host "${host}" is not an address of this machine`;
-    default:
-      return `cannot listen for ${label} on ${host}:${port}: ${error.message}`;
-  }
+  return listenErrorAdvice(error, {
+    transport: 'UDP',
+    host,
+    port,
+    hostKey: 'coap.host',
+    portKey,
+    portName: `${label} port`,
+    purpose: label,
+    usualHolders: 'another coap2mqtt or CoAP server?',
+  });
 }

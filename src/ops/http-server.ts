@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { LogOncePer } from '../log.js';
 import { ConnectionGuard } from '../net/connection-guard.js';
 import { closeHttp, listenHttp } from '../net/http-listen.js';
+import { listenErrorAdvice } from '../net/socket-advice.js';
 import type { BoundAddress } from '../net/udp-socket.js';
 import { healthReport, type HealthSources } from './health.js';
 import { GatewayMetrics, METRICS_CONTENT_TYPE, type MetricsSources } from './metrics.js';
@@ -126,17 +127,15 @@ function send(response: http.ServerResponse, status: number, contentType: string
 
 /** What a technician can do about a failed listen, in one sentence naming the key to change. */
 export function describeHttpBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return `the health and metrics port ${port} on ${host} is already in use (another coap2mqtt, or a Prometheus exporter?); stop it, change http.port, or set http.enabled to false`;
-    case 'EACCES':
-      return `not allowed to listen on TCP port ${port} (http.port); ports below 1024 need CAP_NET_BIND_SERVICE`;
-    case 'EADDRNOTAVAIL':
-      return `http.host "${host}" is not an address of this machine`;
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return `http.host "${host}" is not an address or a known host name`;
-    default:
-      return `cannot listen for health and metrics on ${host}:${port} (http.host, http.port): ${error.message}`;
-  }
+  return listenErrorAdvice(error, {
+    transport: 'TCP',
+    host,
+    port,
+    hostKey: 'http.host',
+    portKey: 'http.port',
+    portName: 'the health and metrics port',
+    purpose: 'health and metrics',
+    usualHolders: 'another coap2mqtt, or a Prometheus exporter?',
+    otherWayOut: 'set http.enabled to false',
+  });
 }

@@ -11,16 +11,6 @@ const root = join(import.meta.dirname, '../..');
 const MAX_FILE_LINES = 600;
 const MAX_FUNCTION_LINES = 100;
 
-// Today's offenders, each owned by a helper working on issue 22 in parallel. An entry is a file
-// ('src/x.ts'), a function ('src/x.ts:Class.method') or a file's casts ('src/x.ts:as unknown as', counted),
-// with its size when it was listed. The list can only shrink: the test fails when a listed entry grows, and
-// when it is no longer oversize (then delete its line here).
-const KNOWN_OVERSIZE: Record<string, number> = {
-  // doctor helper: one check per file; the outbox offers an inspection API
-  'src/ops/doctor.ts': 1271,
-  'src/outbox/store.ts': 608,
-};
-
 interface Measure {
   key: string;
   lines: number;
@@ -143,23 +133,8 @@ describe('code shape (issue 22 measures)', () => {
     expect(measures.filter((m) => m.what === 'function lines').length).toBeGreaterThan(500);
   });
 
-  it('has no file over 600 lines, no function over 100 lines and no `as unknown as` in src/config beyond the known list', () => {
-    const unlisted = oversize
-      .filter((m) => !(m.key in KNOWN_OVERSIZE))
-      .map((m) => `${m.key}: ${m.lines} ${m.what} (limit ${m.limit})`);
-    expect(unlisted, 'split these by concern (names that explain themselves), do not add them to KNOWN_OVERSIZE').toEqual([]);
-  });
-
-  it('lets no known offender grow', () => {
-    const grown = oversize
-      .filter((m) => m.key in KNOWN_OVERSIZE && m.lines > (KNOWN_OVERSIZE[m.key] ?? 0))
-      .map((m) => `${m.key}: ${m.lines} ${m.what}, listed at ${KNOWN_OVERSIZE[m.key]}`);
-    expect(grown, 'a known offender grew; split it instead').toEqual([]);
-  });
-
-  it('lists no entry that is no longer oversize (the list only shrinks)', () => {
-    const stillOver = new Set(oversize.map((m) => m.key));
-    const fixed = Object.keys(KNOWN_OVERSIZE).filter((key) => !stillOver.has(key));
-    expect(fixed, 'these are within the limits now: delete them from KNOWN_OVERSIZE').toEqual([]);
+  it('has no file over 600 lines, no function over 100 lines and no `as unknown as` in src/config', () => {
+    const found = oversize.map((m) => `${m.key}: ${m.lines} ${m.what} (limit ${m.limit})`);
+    expect(found, 'split these by concern, with names that explain themselves').toEqual([]);
   });
 });

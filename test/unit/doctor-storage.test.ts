@@ -1,7 +1,7 @@
 // doctor's storage line for the boxes it meets: a Pi on its SD card writing little or much, with the
 // outbox spilling or always writing, a gateway not running or not readable, a tmpfs state directory.
 import { describe, expect, it } from 'vitest';
-import { storageFinding, type StorageCheckInput } from '../../src/ops/doctor-storage.js';
+import { storageFinding, type StorageCheckInput } from '../../src/ops/doctor/storage.js';
 import type { Storage } from '../../src/ops/storage-device.js';
 import type { WriteRate } from '../../src/ops/write-rate.js';
 

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { LogOncePer } from '../../log.js';
 import { ConnectionGuard, type ConnectionGuardStats } from '../../net/connection-guard.js';
 import { closeHttp, listenHttp } from '../../net/http-listen.js';
+import { ipv6Unavailable, listenErrorAdvice } from '../../net/socket-advice.js';
 import type { BoundAddress } from '../../net/udp-socket.js';
 import { MAX_POLL_TIMEOUT_MS, text, type DeviceHttpApi, type HttpAnswer } from './device-http.js';
 
@@ -72,7 +73,7 @@ export class DeviceHttpServer {
     const listen = (on: string): Promise<BoundAddress> => listenHttp(server, on, port, this.log, 'HTTP device API');
     const listened = listen(host).catch((error: NodeJS.ErrnoException) => {
       // As the CoAP socket does: "::" on a kernel without IPv6 means IPv4 only.
-      if (host === '::' && (error.code === 'EAFNOSUPPORT' || error.code === 'EADDRNOTAVAIL')) return listen('0.0.0.0');
+      if (ipv6Unavailable(host, error)) return listen('0.0.0.0');
       throw error;
     });
     return this.guard.listening(listened).then((bound) => {
@@ -216,14 +217,14 @@ function redactPath(pathname: string): string {
 
 /** What a technician can do about a failed listen, in one sentence naming the key to change. */
 export function describeDeviceHttpBindError(error: NodeJS.ErrnoException, host: string, port: number): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return `the HTTP device API port ${port} on ${host} is already in use (ThingsBoard itself, or another web server?); stop it or change deviceHttp.port`;
-    case 'EACCES':
-      return `not allowed to listen on TCP port ${port} (deviceHttp.port); ports below 1024 need CAP_NET_BIND_SERVICE`;
-    case 'EADDRNOTAVAIL':
-      return `deviceHttp.host "${host}" is not an address of this machine`;
-    default:
-      return `cannot listen for the HTTP device API on ${host}:${port} (deviceHttp.host, deviceHttp.port): ${error.message}`;
-  }
+  return listenErrorAdvice(error, {
+    transport: 'TCP',
+    host,
+    port,
+    hostKey: 'deviceHttp.host',
+    portKey: 'deviceHttp.port',
+    portName: 'the HTTP device API port',
+    purpose: 'the HTTP device API',
+    usualHolders: 'ThingsBoard itself, or another web server?',
+  });
 }

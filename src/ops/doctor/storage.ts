@@ -1,9 +1,11 @@
 // doctor's "storage" line: which disk holds state.dir, whether it is an SD card or eMMC (they wear out
 // from writes), and what the running gateway writes to it now, per day.
-import type { OutboxConfig } from '../config/load.js';
-import { isSdOrEmmc, storageOf, type Disk, type Storage } from './storage-device.js';
-import { measureWriteRate, metricsWriteCounter, procWriteCounter, type WriteCounter, type WriteRate } from './write-rate.js';
-import { bytes, duration } from './words.js';
+import type { OutboxConfig } from '../../config/load.js';
+import { isSdOrEmmc, storageOf, type Disk, type Storage } from '../storage-device.js';
+import { measureWriteRate, metricsWriteCounter, procWriteCounter, type WriteCounter, type WriteRate } from '../write-rate.js';
+import { bytes, duration } from '../words.js';
+import type { Context } from './context.js';
+import type { Report } from './report.js';
 
 /** Long enough to span a few of the outbox's commits and a WAL checkpoint, short enough to wait for. */
 export const WRITE_SAMPLE_MS = 3000;
@@ -36,6 +38,12 @@ export function startWriteSample(input: StorageCheckInput): Promise<WriteRate | 
   const counters: WriteCounter[] = [procWriteCounter(input.runningPid)];
   if (input.metrics && input.metrics.port !== 0) counters.push(metricsWriteCounter(input.metrics.host, input.metrics.port));
   return measureWriteRate(counters, WRITE_SAMPLE_MS);
+}
+
+/** The storage line, once the write sample started at the beginning is in. */
+export async function checkStorage(report: Report, context: Context): Promise<void> {
+  const wear = storageFinding(context.storage, await context.writeSample);
+  if (wear) report.add(wear.status, 'storage', wear.message);
 }
 
 /** The line, or undefined where the kernel cannot tell (no sysfs: not Linux). */
