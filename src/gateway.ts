@@ -104,7 +104,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       },
     };
   } catch (error) {
-    await parts.unwind();
+    // A part failing to stop here is logged by unwind; the start's own failure is what the technician needs.
+    await parts.unwind().catch(() => undefined);
     throw error instanceof StartupError ? error : new StartupError((error as Error).message);
   }
 }

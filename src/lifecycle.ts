@@ -21,16 +21,20 @@ export class Parts {
 
   /**
    * Stops every part, last built first, each awaited. A part whose stop fails is logged and the unwinding
-   * goes on: one stuck part must not keep the outbox or the session store from closing.
+   * goes on: one failing part must not keep the outbox or the session store from closing. The first
+   * failure is thrown once all have stopped, so a stop that went wrong still ends the process with 1.
    */
   async unwind(): Promise<void> {
+    let failure: { readonly error: unknown } | undefined;
     while (this.stops.length > 0) {
       const { name, stop } = this.stops.pop()!;
       try {
         await stop();
       } catch (error) {
         this.log.error({ err: error, part: name }, 'error while stopping a part; stopping the others');
+        failure ??= { error };
       }
     }
+    if (failure) throw failure.error;
   }
 }
