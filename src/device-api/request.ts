@@ -13,8 +13,9 @@ export interface DeviceRequest {
   readonly query: readonly string[];
   readonly body: Buffer;
   /**
-   * Set when the body's declared format is neither JSON nor text: the front end's diagnostic, in its own
-   * terms (a CoAP Content-Format number, an HTTP Content-Type). Only operations that read a body refuse it.
+   * Set when the body's declared format is one the gateway cannot read as JSON (CoAP: CBOR or EXI; HTTP: a
+   * Content-Type other than JSON or text): the front end's diagnostic, in its own terms (a CoAP Content-Format
+   * number, an HTTP Content-Type). Only operations that read a body refuse it.
    */
   readonly unsupportedFormat: string | undefined;
   readonly peer: {

@@ -106,7 +106,7 @@ describe('the device API', () => {
 
   it('refuses an unsupported body format only where a body is read', async () => {
     const { apis } = setUp();
-    const unsupportedFormat = 'Content-Format 42 is not supported; send JSON (50)';
+    const unsupportedFormat = 'Content-Format 60 (application/cbor) is not supported; send JSON (50)';
     expect(await outcomeOf(apis.coap, request('POST', '/api/v1/boiler-token/telemetry', { unsupportedFormat }))).toEqual({
       kind: 'refused',
       refusal: { problem: 'unsupported-format', reason: unsupportedFormat },

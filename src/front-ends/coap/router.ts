@@ -1,6 +1,6 @@
 // The CoAP front end: a CoAP request, read into the device API's words; the outcome, rendered as a CoAP
 // answer. It knows CoAP (Uri-Path options, Content-Format numbers, Observe) and nothing of the operations.
-import { ContentFormat, Method } from '../../coap/codes.js';
+import { Method } from '../../coap/codes.js';
 import { continuesOrEnds, type CoapRequest, type CoapResponse, type RequestHandler } from '../../coap/request.js';
 import type { DeviceApi } from '../../device-api/index.js';
 import { OPERATIONS } from '../../device-api/operations.js';
@@ -10,6 +10,21 @@ import type { RequestLimits } from '../../device-api/limits.js';
 import { observe, refusal, render, streamState } from './render.js';
 
 const METHOD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(Method).map(([name, code]) => [code, name]));
+
+/**
+ * The Content-Formats the gateway cannot read (RFC 7252 §12.3 registry numbers), answered 4.15. Every other
+ * format, none included, is read as JSON, as ThingsBoard's JSON adaptor does: many embedded stacks send 42
+ * (octet-stream) by default, and a body that is not JSON is 4.00 whatever it declares. CBOR and EXI are
+ * binary encodings of structured data a device would not mean as JSON text; drop one from here once the
+ * gateway can decode it.
+ */
+const UNREADABLE_FORMATS: ReadonlyMap<number, string> = new Map([
+  [47, 'application/exi'],
+  [60, 'application/cbor'],
+  [63, 'application/cbor-seq'],
+  [112, 'application/senml+cbor'],
+  [113, 'application/sensml+cbor'],
+]);
 
 export function createCoapFrontEnd(api: DeviceApi): RequestHandler {
   const handler = (request: CoapRequest): CoapResponse | Promise<CoapResponse> => {
@@ -31,20 +46,24 @@ export function createCoapFrontEnd(api: DeviceApi): RequestHandler {
 
 /** A CoAP request in the device API's words. */
 export function deviceRequest(request: CoapRequest): DeviceRequest {
-  const format = request.contentFormat;
   return {
     method: METHOD_NAMES.get(request.method) ?? `${request.method >> 5}.${String(request.method & 31).padStart(2, '0')}`,
     segments: pathSegments(request.uriPath),
     query: request.uriQuery,
     body: request.payload,
-    unsupportedFormat:
-      format === undefined || format === ContentFormat.Json || format === ContentFormat.TextPlain ? undefined : `Content-Format ${format} is not supported; send JSON (50)`,
+    unsupportedFormat: unreadable(request.contentFormat),
     peer: request.peer,
     receivedAt: request.receivedAt,
     updates: request.observation ? 'open' : request.method === Method.GET && request.observe === 1 ? 'close' : undefined,
     continuation: continuesOrEnds(request),
     restored: request.restored === true,
   };
+}
+
+/** The 4.15 diagnostic for a format the gateway cannot read; undefined for every other (read as JSON). */
+function unreadable(format: number | undefined): string | undefined {
+  const name = format === undefined ? undefined : UNREADABLE_FORMATS.get(format);
+  return name === undefined ? undefined : `Content-Format ${format} (${name}) is not supported; send JSON (50)`;
 }
 
 /** A Uri-Path option may itself hold slashes ("api/v1/TOKEN/telemetry"); both forms split alike. */
