@@ -162,13 +162,14 @@ export function gatewayApiProblems(topic: string, payload: Buffer | string): str
       );
       break;
     case topic === 'v1/gateway/attributes/request': {
+      // `keys: []` is accepted: ThingsBoard answers every client and shared attribute, mixed (spec §5).
       const ok =
         isPlainObject(json) &&
         Number.isSafeInteger(json.id) &&
         isDeviceName(json.device) &&
         typeof json.client === 'boolean' &&
         (typeof json.key === 'string') !== Array.isArray(json.keys) &&
-        (!Array.isArray(json.keys) || (json.keys.length > 0 && json.keys.every((k) => typeof k === 'string')));
+        (!Array.isArray(json.keys) || json.keys.every((k) => typeof k === 'string'));
       check(ok, `an attribute request needs {"id", "device", "client": boolean, "key" | "keys"}, got ${truncate(bytes)}`);
       break;
     }

@@ -13,6 +13,9 @@ export interface Received {
 
 const TOPICS = ['v1/gateway/#', 'v1/devices/me/#'];
 
+/** A ThingsBoard's attributes, per device name and scope. */
+export type AttributeStore = Record<string, { client?: Record<string, unknown>; shared?: Record<string, unknown> }>;
+
 /** What a ThingsBoard with roomy tenant limits answers to getSessionLimits (docs/thingsboard.md). */
 export const GENEROUS_SESSION_LIMITS = {
   maxPayloadSize: 65536,
@@ -27,6 +30,8 @@ export const GENEROUS_SESSION_LIMITS = {
  */
 export class ThingsBoardDouble {
   readonly received: Received[] = [];
+  /** The store answerAttributeRequests answers from, once given. */
+  private attributes: AttributeStore | undefined;
 
   private generation = 1;
   private subscribedGeneration = 1;
@@ -75,22 +80,40 @@ export class ThingsBoardDouble {
 
   /**
    * Answers `v1/gateway/attributes/request` as ThingsBoard does (docs/thingsboard.md): one key → bare
-   * `value`, several → `values`, unknown keys left out, nothing found → neither. `attributes` is per device.
+   * `value`, several → `values`, unknown keys left out, nothing found → neither; `keys: []` → every client
+   * and shared attribute mixed in one `values`, scope lost. `attributes` is per device, and stays the
+   * double's store: pushShared changes it.
    */
-  answerAttributeRequests(attributes: Record<string, { client?: Record<string, unknown>; shared?: Record<string, unknown> }>): void {
+  answerAttributeRequests(attributes: AttributeStore): void {
+    this.attributes = attributes;
     this.client.on('message', (topic, payload) => {
       if (topic !== 'v1/gateway/attributes/request' || this.silent) return;
       const request = JSON.parse(payload.toString()) as { id: number; device: string; client: boolean; key?: string; keys?: string[] };
-      const scope = attributes[request.device]?.[request.client ? 'client' : 'shared'] ?? {};
+      const stored = attributes[request.device];
+      const all = request.keys?.length === 0;
+      const scope = all ? { ...stored?.client, ...stored?.shared } : (stored?.[request.client ? 'client' : 'shared'] ?? {});
       const answer: Record<string, unknown> = { id: request.id, device: request.device };
       if (request.key !== undefined) {
         if (Object.hasOwn(scope, request.key)) answer['value'] = scope[request.key];
       } else {
-        const values = Object.fromEntries((request.keys ?? []).filter((k) => Object.hasOwn(scope, k)).map((k) => [k, scope[k]]));
+        const keys = all ? Object.keys(scope) : (request.keys ?? []);
+        const values = Object.fromEntries(keys.filter((k) => Object.hasOwn(scope, k)).map((k) => [k, scope[k]]));
         if (Object.keys(values).length > 0) answer['values'] = values;
       }
       void this.publish('v1/gateway/attributes/response', answer);
     });
+  }
+
+  /** ThingsBoard's shared attributes of `device` change: its store follows, and the push goes out on `v1/gateway/attributes`. */
+  async pushShared(device: string, data: Record<string, unknown> & { deleted?: string[] }): Promise<void> {
+    if (this.attributes) {
+      const { deleted = [], ...changed } = data;
+      const entry = (this.attributes[device] ??= {});
+      const shared = { ...entry.shared, ...changed };
+      for (const key of deleted) delete shared[key];
+      entry.shared = shared;
+    }
+    await this.publish('v1/gateway/attributes', { device, data });
   }
 
   /** Answers the gateway's own client-side RPCs with `reply(request)`. */
