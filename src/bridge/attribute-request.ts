@@ -19,38 +19,68 @@ export type AttributeReadOutcome =
 
 /**
  * A device reads its attributes. With keys: one `v1/gateway/attributes/request` per scope, answers merged
- * (and remembered). Without keys: what the gateway knows, since ThingsBoard cannot list a scope. While
- * upstream is down, keys the cache holds are still answered.
+ * (and remembered); while upstream is down, keys the cache holds are still answered. Without keys: every
+ * attribute, from one request (readAll).
  */
 export async function readAttributes(context: BridgeContext, device: Device, keys: AttributeKeys): Promise<AttributeReadOutcome> {
-  const { attributes, upstream } = context;
-  if (keys.client.length === 0 && keys.shared.length === 0) {
-    return outcome(attributes.client(device.name), attributes.shared(device.name));
-  }
-  if (!upstream.connected) {
+  const { attributes } = context;
+  const all = keys.client.length === 0 && keys.shared.length === 0;
+  if (!context.upstream.connected && !all) {
     const client = pick(attributes.client(device.name), keys.client);
     const shared = pick(attributes.shared(device.name), keys.shared);
     if (client && shared) return outcome(client, shared);
+  }
+  const offline = all ? 'every attribute' : 'these attributes, which the gateway has not cached';
+  return askUpstream(context, device, offline, async () => {
+    if (all) return readAll(context, device);
+    const [client, shared] = await Promise.all([
+      requestScope(context, device, 'client', keys.client),
+      requestScope(context, device, 'shared', keys.shared),
+    ]);
+    return client === undefined || shared === undefined ? { status: 'timeout' } : outcome(client, shared);
+  });
+}
+
+/** Runs `ask` with the device announced; unavailable (with when to retry) while upstream is down or refuses the publish. */
+async function askUpstream(context: BridgeContext, device: Device, wanted: string, ask: () => Promise<AttributeReadOutcome>): Promise<AttributeReadOutcome> {
+  const { upstream } = context;
+  if (!upstream.connected) {
     return {
       status: 'unavailable',
-      reason: 'the gateway is not connected to ThingsBoard and has not cached these attributes',
+      reason: `the gateway is not connected to ThingsBoard, which it needs for ${wanted}`,
       retryAfterSeconds: upstream.retryAfterSeconds(),
     };
   }
   context.presence.ensureAnnounced(device);
   try {
-    const [client, shared] = await Promise.all([
-      requestScope(context, device, 'client', keys.client),
-      requestScope(context, device, 'shared', keys.shared),
-    ]);
-    if (client === undefined || shared === undefined) return { status: 'timeout' };
-    return outcome(client, shared);
+    return await ask();
   } catch (error) {
     if (error instanceof UpstreamUnavailableError) {
       return { status: 'unavailable', reason: error.message, retryAfterSeconds: error.retryAfterSeconds };
     }
     throw error;
   }
+}
+
+/**
+ * Every client and shared attribute, as ThingsBoard answers a key-less GET. The Gateway API's `keys: []`
+ * answers them mixed, scope lost, and cannot ask for one scope whole (docs/thingsboard.md#attribute-requests):
+ * keys the gateway knows as shared (its cache, filled by pushes and answers) go under shared, the rest under
+ * client. A shared attribute never pushed nor asked for therefore shows as client. Fresher values of known
+ * shared keys update the cache; nothing is removed from it, since a key the answer lacks may have come as
+ * ThingsBoard's bare `value` (a scope holding one attribute), which names no key.
+ */
+async function readAll(context: BridgeContext, device: Device): Promise<AttributeReadOutcome> {
+  const found = await ask(context, device, false, 'all');
+  if (found === undefined) return { status: 'timeout' };
+  const known = context.attributes.shared(device.name);
+  const client = keyedRecord<JsonValue>();
+  const shared = keyedRecord<JsonValue>();
+  if (found.form === 'values') {
+    for (const [key, value] of Object.entries(found.values)) (Object.hasOwn(known, key) ? shared : client)[key] = value;
+  }
+  context.attributes.mergeAnswer(device.name, 'shared', Object.keys(shared), shared);
+  return outcome(client, shared);
 }
 
 /** One scope's request; resolves to what was found ({} if nothing), or undefined on timeout. */
@@ -61,21 +91,25 @@ export async function requestScope(
   keys: readonly string[],
 ): Promise<AttributeSet | undefined> {
   if (keys.length === 0) return {};
+  const found = await ask(context, device, scope === 'client', keys);
+  if (found === undefined) return undefined;
+  const values = answerValues(found, keys);
+  context.attributes.mergeAnswer(device.name, scope, keys, values);
+  return values;
+}
+
+/** One `v1/gateway/attributes/request` and its answer, or undefined when none came in time. */
+async function ask(context: BridgeContext, device: Device, client: boolean, keys: readonly string[] | 'all'): Promise<AttributeAnswer | undefined> {
   const { id, answer } = context.attributeReads.open();
   try {
-    await context.upstream.publish(Topic.attributeRequest, attributeRequestMessage(id, device.name, scope === 'client', keys));
+    await context.upstream.publish(Topic.attributeRequest, attributeRequestMessage(id, device.name, client, keys));
   } catch (error) {
     context.attributeReads.cancel(id);
     throw error;
   }
   const found = await answer;
-  if (found === undefined) {
-    context.log.debug({ device: device.name, scope, id }, 'attribute request not answered in time');
-    return undefined;
-  }
-  const values = answerValues(found, keys);
-  context.attributes.mergeAnswer(device.name, scope, keys, values);
-  return values;
+  if (found === undefined) context.log.debug({ device: device.name, client, id }, 'attribute request not answered in time');
+  return found;
 }
 
 /** ThingsBoard answers one key with a bare `value` and several with `values`; unknown keys are left out. */

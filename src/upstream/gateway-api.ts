@@ -190,11 +190,13 @@ export function disconnectMessage(deviceName: string): string {
 
 /**
  * One scope per request, in the only form the server accepts: `client` a boolean, `key` for one key and
- * `keys` for several (docs/thingsboard.md#attribute-requests).
+ * `keys` for several (docs/thingsboard.md#attribute-requests). `'all'` sends `keys: []`, which the server
+ * answers with every client and shared attribute mixed in one `values`, scope lost.
  */
-export function attributeRequestMessage(id: number, deviceName: string, client: boolean, keys: readonly string[]): string {
+export function attributeRequestMessage(id: number, deviceName: string, client: boolean, keys: readonly string[] | 'all'): string {
   assertDeviceName(deviceName);
-  if (!Number.isSafeInteger(id) || keys.length === 0) throw new TypeError('an attribute request needs an integer id and at least one key');
+  if (!Number.isSafeInteger(id) || keys.length === 0) throw new TypeError('an attribute request needs an integer id and at least one key (or all)');
+  if (keys === 'all') return JSON.stringify({ id, device: deviceName, client, keys: [] });
   return keys.length === 1
     ? JSON.stringify({ id, device: deviceName, client, key: keys[0] })
     : JSON.stringify({ id, device: deviceName, client, keys });

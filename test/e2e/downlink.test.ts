@@ -279,15 +279,23 @@ describe('attributes', () => {
     expect(timedOut.response?.code).toBe('5.04');
   });
 
-  it('answers a GET without keys from what the gateway knows', async () => {
+  it('answers a GET without keys with every client and shared attribute, from one upstream request with keys []', async () => {
+    // An answer teaches the gateway that setpoint and mode are shared; ThingsBoard's key-less answer mixes the scopes.
     await coapClient(gw.uri('/api/v1/boiler-token-7/attributes?sharedKeys=setpoint,mode'));
+    tb.clear();
     const result = await coapClient(gw.uri('/api/v1/boiler-token-7/attributes'));
     expect(result.response?.code).toBe('2.05');
-    expect(JSON.parse(result.response!.payload!)).toMatchObject({ shared: { setpoint: 21.5, mode: 'eco' } });
+    expect(JSON.parse(result.response!.payload!)).toEqual({ client: { serial: 'SN-001', fw: '1.2' }, shared: { setpoint: 21.5, mode: 'eco' } });
+    expect(tb.on('v1/gateway/attributes/request').map((m) => m.json)).toEqual([{ id: expect.any(Number), device: 'Boiler-7', client: false, keys: [] }]);
+  });
+
+  it('answers a GET without keys 5.04 when ThingsBoard stays silent, like any read it must answer', async () => {
+    tb.silent = true;
+    expect((await coapClient(gw.uri('/api/v1/boiler-token-7/attributes'))).response?.code).toBe('5.04');
   });
 
   it('gives an observer the cached state, then each push as sent, deletions included', async () => {
-    await tb.publish('v1/gateway/attributes', { device: 'Pump-2', data: { speed: 3, label: 'P2' } });
+    await tb.pushShared('Pump-2', { speed: 3, label: 'P2' });
     await sleep(200);
     const device = observe('/api/v1/pump-token-2/attributes');
     const [initial] = await device.waitForResponses(1);
@@ -295,14 +303,13 @@ describe('attributes', () => {
     expect(Number(initial!.options.get('Observe')![0])).toBe(0);
     expect(payloadOf(initial!)).toEqual({ speed: 3, label: 'P2' });
 
-    await tb.publish('v1/gateway/attributes', { device: 'Pump-2', data: { speed: 4 } });
-    await tb.publish('v1/gateway/attributes', { device: 'Pump-2', data: { deleted: ['label'] } });
+    await tb.pushShared('Pump-2', { speed: 4 });
+    await tb.pushShared('Pump-2', { deleted: ['label'] });
     const responses = await device.waitForResponses(3);
     expect(responses.slice(1).map(payloadOf)).toEqual([{ speed: 4 }, { deleted: ['label'] }]);
-    // The cache followed: a key-less GET shows the state after the deletion.
+    // ThingsBoard and the gateway's cache followed: a key-less GET shows the state after the deletion, as shared.
     const read = await coapClient(gw.uri('/api/v1/pump-token-2/attributes'));
-    expect(JSON.parse(read.response!.payload!)).toMatchObject({ shared: { speed: 4 } });
-    expect(JSON.parse(read.response!.payload!).shared).not.toHaveProperty('label');
+    expect(JSON.parse(read.response!.payload!)).toEqual({ shared: { speed: 4 } });
   });
 
   it('also observes /attributes/updates, and sends large notifications block-wise', async () => {
@@ -359,7 +366,7 @@ describe('across an upstream broker restart and a gateway restart', () => {
   });
 
   it('keeps the shared-attribute cache across a gateway restart', async () => {
-    await tb.publish('v1/gateway/attributes', { device: 'Boiler-7', data: { persisted: 'yes' } });
+    await tb.pushShared('Boiler-7', { persisted: 'yes' });
     await sleep(300);
     await gw.stop();
     gw = await startGateway();

@@ -27,6 +27,7 @@ describe('requests the gateway sends', () => {
     });
     expect(JSON.parse(attributeRequestMessage(2, 'Boiler-7', true, ['serial']))).toEqual({ id: 2, device: 'Boiler-7', client: true, key: 'serial' });
     expect(() => attributeRequestMessage(3, 'Boiler-7', true, [])).toThrow(TypeError);
+    expect(JSON.parse(attributeRequestMessage(4, 'Boiler-7', false, 'all'))).toEqual({ id: 4, device: 'Boiler-7', client: false, keys: [] });
   });
 
   it('replies to an RPC with all three mandatory fields, and measures it', () => {
