@@ -64,20 +64,25 @@ async function askUpstream(context: BridgeContext, device: Device, wanted: strin
 
 /**
  * Every client and shared attribute, as ThingsBoard answers a key-less GET. The Gateway API's `keys: []`
- * answers them mixed, scope lost, and cannot ask for one scope whole (docs/thingsboard.md#attribute-requests):
- * keys the gateway knows as shared (its cache, filled by pushes and answers) go under shared, the rest under
- * client. A shared attribute never pushed nor asked for therefore shows as client. Fresher values of known
- * shared keys update the cache; nothing is removed from it, since a key the answer lacks may have come as
- * ThingsBoard's bare `value` (a scope holding one attribute), which names no key.
+ * answers them mixed, scope lost, and cannot ask for one scope whole (docs/thingsboard.md#attribute-requests).
+ * Keys the gateway knows as shared (its cache, filled by pushes and answers) go under shared; the scope of
+ * any other key is asked with one shared-scope request for those keys, so a shared attribute the gateway
+ * never saw is still reported as shared. Fresher values of shared keys update the cache; nothing is removed
+ * from it, since a key the answer lacks may have come as ThingsBoard's bare `value`, which names no key.
  */
 async function readAll(context: BridgeContext, device: Device): Promise<AttributeReadOutcome> {
   const found = await ask(context, device, false, 'all');
   if (found === undefined) return { status: 'timeout' };
+  const values = found.form === 'values' ? found.values : {};
   const known = context.attributes.shared(device.name);
+  const unknown = Object.keys(values).filter((key) => !Object.hasOwn(known, key));
+  // Answered and merged into the cache by requestScope: afterwards the cache knows every shared key here.
+  const sharedOfUnknown = await requestScope(context, device, 'shared', unknown);
+  if (sharedOfUnknown === undefined) return { status: 'timeout' };
   const client = keyedRecord<JsonValue>();
   const shared = keyedRecord<JsonValue>();
-  if (found.form === 'values') {
-    for (const [key, value] of Object.entries(found.values)) (Object.hasOwn(known, key) ? shared : client)[key] = value;
+  for (const [key, value] of Object.entries(values)) {
+    (Object.hasOwn(known, key) || Object.hasOwn(sharedOfUnknown, key) ? shared : client)[key] = value;
   }
   context.attributes.mergeAnswer(device.name, 'shared', Object.keys(shared), shared);
   return outcome(client, shared);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { DEVICES, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { eventually, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
@@ -25,6 +25,8 @@ async function startGateway(): Promise<TestGateway> {
     upstream: { url: broker.url, accessToken: 'gateway-token', reconnectMinMs: 200, reconnectMaxMs: 500 },
     sessions: SESSIONS,
     state: { dir: stateDir },
+    // Valve-5: a device whose attributes the gateway has never seen pushed nor read.
+    devices: [...DEVICES, { name: 'Valve-5', type: 'valve', token: 'valve-token-5' }],
   });
   await started.upstreamConnected();
   return started;
@@ -43,14 +45,17 @@ async function observing(client: RunningCoapClient, firstCode: string): Promise<
   expect(first!.options.get('Observe')).toBeDefined();
 }
 
+/** ThingsBoard's attributes, per device (the double's store: tests may add to it). */
+const attributes: Record<string, { client?: Record<string, unknown>; shared?: Record<string, unknown> }> = {
+  'Boiler-7': { client: { serial: 'SN-001', fw: '1.2' }, shared: { setpoint: 21.5, mode: 'eco' } },
+};
+
 const payloadOf = (message: { payload: string | undefined }): unknown => JSON.parse(message.payload ?? 'null');
 
 beforeAll(async () => {
   broker = await Mosquitto.start();
   tb = await ThingsBoardDouble.connect(broker.url);
-  tb.answerAttributeRequests({
-    'Boiler-7': { client: { serial: 'SN-001', fw: '1.2' }, shared: { setpoint: 21.5, mode: 'eco' } },
-  });
+  tb.answerAttributeRequests(attributes);
   tb.answerOwnRpcs((request) => ({ time: 1_700_000_000_000, asked: request }));
   gw = await startGateway();
 });
@@ -286,7 +291,22 @@ describe('attributes', () => {
     const result = await coapClient(gw.uri('/api/v1/boiler-token-7/attributes'));
     expect(result.response?.code).toBe('2.05');
     expect(JSON.parse(result.response!.payload!)).toEqual({ client: { serial: 'SN-001', fw: '1.2' }, shared: { setpoint: 21.5, mode: 'eco' } });
-    expect(tb.on('v1/gateway/attributes/request').map((m) => m.json)).toEqual([{ id: expect.any(Number), device: 'Boiler-7', client: false, keys: [] }]);
+    // The keys of unknown scope are asked in the shared scope once: none of them is shared.
+    expect(tb.on('v1/gateway/attributes/request').map((m) => m.json)).toEqual([
+      { id: expect.any(Number), device: 'Boiler-7', client: false, keys: [] },
+      { id: expect.any(Number), device: 'Boiler-7', client: false, keys: ['serial', 'fw'] },
+    ]);
+  });
+
+  it('reports a shared attribute the gateway never saw as shared, by asking the scope of the keys it does not know', async () => {
+    attributes['Valve-5'] = { client: { model: 'V-5' }, shared: { opening: 40, boost: true } };
+    const result = await coapClient(gw.uri('/api/v1/valve-token-5/attributes'));
+    expect(result.response?.code).toBe('2.05');
+    expect(JSON.parse(result.response!.payload!)).toEqual({ client: { model: 'V-5' }, shared: { opening: 40, boost: true } });
+    expect(tb.on('v1/gateway/attributes/request').map((m) => m.json)).toEqual([
+      { id: expect.any(Number), device: 'Valve-5', client: false, keys: [] },
+      { id: expect.any(Number), device: 'Valve-5', client: false, keys: ['model', 'opening', 'boost'] },
+    ]);
   });
 
   it('answers a GET without keys 5.04 when ThingsBoard stays silent, like any read it must answer', async () => {
