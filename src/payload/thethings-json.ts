@@ -4,6 +4,9 @@ import type { JsonValue, TelemetryRecord } from '../model.js';
 import { isJsonObject } from './json-text.js';
 import { parseJson, telemetryFromJson, type Parsed } from './thingsboard-json.js';
 
+/** thethings.io's documented key alphabet (ASCII letters and digits, '.', '-', '_'). */
+const THING_KEY = /^[A-Za-z0-9._-]+$/;
+
 const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
 
 /** `{"activationCode": ".."}` → the code. */
@@ -29,6 +32,7 @@ export function parseThingWrite(body: Buffer, receivedAt: number): Parsed<Teleme
     if (!isJsonObject(entry) || typeof entry['key'] !== 'string' || entry['key'] === '' || !('value' in entry)) {
       return fail(`values[${index}]: expected {"key":"...","value":...}`);
     }
+    if (!THING_KEY.test(entry['key'])) return fail(`values[${index}].key may only hold letters, digits, '.', '-' and '_'`);
     let ts = receivedAt;
     if (entry['datetime'] !== undefined) {
       const parsed = parseThingDate(entry['datetime']);

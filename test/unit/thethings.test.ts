@@ -24,6 +24,14 @@ describe('thethings.io payloads', () => {
     expect(parseThingWrite(body({ values: [] }), T)).toMatchObject({ ok: false, error: expect.stringMatching(/at least one value/) });
     expect(parseThingWrite(body({ values: [{ key: 'a' }] }), T)).toMatchObject({ ok: false, error: 'values[0]: expected {"key":"...","value":...}' });
     expect(parseThingWrite(Buffer.from('{"values":'), T)).toMatchObject({ ok: false, error: expect.stringMatching(/malformed JSON/) });
+    // thethings.io allows only letters, digits, '.', '-' and '_' in a key.
+    expect(parseThingWrite(body({ values: [{ key: 'Room_1.temp-C', value: 1 }] }), T).ok).toBe(true);
+    for (const key of ['room temp', 'a/b', 'ü', 'a+b', 'k"']) {
+      expect(parseThingWrite(body({ values: [{ key: 'ok', value: 0 }, { key, value: 1 }] }), T)).toMatchObject({
+        ok: false,
+        error: "values[1].key may only hold letters, digits, '.', '-' and '_'",
+      });
+    }
     // ThingsBoard's own checks apply to the result.
     expect(parseThingWrite(body({ values: [{ key: 'big', value: 2 ** 64 }] }), T).ok).toBe(false);
   });

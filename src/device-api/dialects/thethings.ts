@@ -29,8 +29,14 @@ export interface ThethingsDeps {
   readonly log: Logger;
 }
 
-/** thethings.io answers a write with {"status": "created"}. */
-const WRITTEN: JsonValue = { status: 'created' };
+/** thethings.io's documented answer to a write (also given to an RPC reply, the same kind of upload). */
+const WRITTEN: JsonValue = { status: 'Success', message: 'Created' };
+
+/** thethings.io devices parse every error as JSON: {"status":"error","message":".."}, whatever the code. */
+function asThingsError(outcome: Outcome): Outcome {
+  if (outcome.kind !== 'refused' || outcome.refusal.body !== undefined) return outcome;
+  return { kind: 'refused', refusal: { ...outcome.refusal, body: { status: 'error', message: outcome.refusal.reason } } };
+}
 
 /** What a path asks for, for the request metrics. */
 export function thethingsOperation(request: Pick<DeviceRequest, 'method'>, segments: readonly string[]): number {
@@ -52,7 +58,12 @@ export function thethings(deps: ThethingsDeps): Dialect {
     operationOf: thethingsOperation,
     handle(request, segments): Handled {
       const operation = thethingsOperation(request, segments);
-      const done = (outcome: Answer, device?: Device): Handled => ({ operation, device, outcome });
+      // Every answer under /v2/things passes here, so every error it gives is thethings.io's JSON.
+      const done = (outcome: Answer, device?: Device): Handled => ({
+        operation,
+        device,
+        outcome: outcome instanceof Promise ? outcome.then(asThingsError) : asThingsError(outcome),
+      });
       const [, , thingToken, feature, id] = segments;
       if (thingToken === undefined) {
         if (request.method !== 'POST') return done(refuse('method-not-allowed', 'activation is POST /v2/things with {"activationCode": "..."}', { allowed: ['POST'] }));
