@@ -4,8 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { coapClient, spawnCoapClient, type RunningCoapClient } from '../helpers/coap-client.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-import { eventually } from '../helpers/ports.js';
+import { eventually, sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+import { UdpDevice, emptyReply, get, observeOf, post } from '../helpers/udp-device.js';
 
 let broker: Mosquitto;
 let tb: ThingsBoardDouble;
@@ -167,5 +168,42 @@ describe('thethings.io subscribe', () => {
     expect(reply.response?.payload).toBe(WRITTEN);
     const upstream = await eventually(() => tb.on('v1/gateway/rpc').find((message) => Object.hasOwn(message.json as object, 'id')));
     expect(upstream.json).toEqual({ device: 'Boiler-7', id: 77, data: { ok: true } });
+  });
+
+  it("notifies the thing's own writes to its subscription, each value with its write's datetime", async () => {
+    const device = await UdpDevice.open(gw.port);
+    try {
+      device.send(get('/v2/things/thing-boiler', { observe: 0, token: Buffer.from('tt') }));
+      const registered = await device.nextPacket();
+      expect(registered).toMatchObject({ ack: true, code: '2.05' });
+      expect(observeOf(registered!)).toBe(0);
+
+      device.send(post('/v2/things/thing-boiler', '{"values":[{"key":"fun","value":"9000","datetime":"20150130153533"},{"key":"temp","value":21.5}]}'));
+      // The write's own answer and the notification may come in either order.
+      const [first, second] = [await device.nextPacket(), await device.nextPacket()];
+      const answer = [first, second].find((packet) => packet?.ack);
+      const notification = [first, second].find((packet) => packet && !packet.ack);
+      expect(answer).toMatchObject({ code: '2.01' });
+      expect(answer!.payload.toString()).toBe(WRITTEN);
+      expect(notification).toMatchObject({ code: '2.05', token: Buffer.from('tt') });
+      expect(observeOf(notification!)).toBeGreaterThan(0);
+      const notified = JSON.parse(notification!.payload.toString()) as Array<{ key: string; value: unknown; datetime: string }>;
+      expect(notified[0]).toEqual({ key: 'fun', value: '9000', datetime: '2015-01-30T15:35:33.000Z' });
+      // A value without a datetime carries the time the gateway received it.
+      expect(notified[1]).toMatchObject({ key: 'temp', value: 21.5 });
+      expect(notified[1]!.datetime).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+      expect(Math.abs(Date.parse(notified[1]!.datetime) - Date.now())).toBeLessThan(10_000);
+      if (notification!.confirmable) device.send(emptyReply('ack', notification!.messageId));
+
+      // Shared attributes still come in the same array form on the same relation.
+      await tb.publish('v1/gateway/attributes', { device: 'Boiler-7', data: { setpoint: 24 } });
+      const push = await device.nextPacket(3000);
+      expect(JSON.parse(push!.payload.toString())).toEqual([{ key: 'setpoint', value: 24 }]);
+      if (push!.confirmable) device.send(emptyReply('ack', push!.messageId));
+    } finally {
+      device.send(get('/v2/things/thing-boiler', { observe: 1, token: Buffer.from('tt') }));
+      await sleep(50);
+      device.close();
+    }
   });
 });
