@@ -48,7 +48,7 @@ export function parseThingWrite(body: Buffer, receivedAt: number): Parsed<Teleme
 }
 
 export interface ResourceQuery {
-  /** 1 to 100; 1 when absent. */
+  /** 1 to 100; 1 when absent or empty. */
   readonly limit: number;
   readonly startDate: number | undefined;
   readonly endDate: number | undefined;
@@ -64,7 +64,7 @@ export function parseResourceQuery(query: readonly string[]): Parsed<ResourceQue
     if (equals > 0) values.set(item.slice(0, equals), item.slice(equals + 1));
   }
   const limitText = values.get('limit');
-  const limit = limitText === undefined ? 1 : /^\d{1,3}$/.test(limitText) ? Number(limitText) : NaN;
+  const limit = limitText === undefined || limitText === '' ? 1 : /^\d{1,3}$/.test(limitText) ? Number(limitText) : NaN;
   if (!(limit >= 1 && limit <= MAX_READ_LIMIT)) return fail(`limit must be a whole number from 1 to ${MAX_READ_LIMIT} (got "${limitText}")`);
   const date = (name: 'startDate' | 'endDate'): number | undefined | string => {
     const text = values.get(name);
