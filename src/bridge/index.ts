@@ -17,6 +17,7 @@ import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
 import type { BridgeContext, DeviceDirectory } from './context.js';
 import { createDownlinkHandler, type DownlinkRefusals } from './downlink.js';
 import { packageDiagnostic, packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
+import { OwnWrites, type WriteSubscriber, type WrittenValue } from './own-writes.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
 import { expireQueuedRpcs, observeRpc, replyToRpc, restoreQueuedRpcs } from './rpc.js';
@@ -28,7 +29,7 @@ import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
 export { packageDiagnostic };
-export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, DeviceDirectory, DownlinkRefusals, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription };
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, DeviceDirectory, DownlinkRefusals, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription, WrittenValue };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
@@ -40,6 +41,8 @@ export interface Bridge {
   sharedAttributes(device: Device): AttributeSet;
   observeSharedAttributes(device: Device, subscriber: Subscriber<AttributeUpdate>): Subscription;
   observeRpc(device: Device, subscriber: Subscriber<RpcCall>): Subscription;
+  /** The device's own accepted telemetry, told back to it (thethings.io's subscribe); a slow subscriber gets the latest. */
+  observeWrites(device: Device, subscriber: WriteSubscriber): Subscription;
   rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
   clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
   claim(device: Device, claim: ClaimRequest): Promise<UplinkOutcome>;
@@ -111,6 +114,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     log,
   };
   const observers = new Map<string, Device>();
+  const ownWrites = new OwnWrites(log);
   if (deps.sessionLimitsTimeoutMs > 0) upstream.onConnected(createSessionLimitsAsker(context, deps.sessionLimitsTimeoutMs));
   presence.onKeepAlive((device) => void refreshSharedAttributes(context, device));
   // After a reconnection (devices re-announced first): catch up on pushes missed while disconnected.
@@ -124,7 +128,10 @@ export function createBridge(deps: BridgeDeps): Bridge {
   return {
     async telemetry(device, records) {
       const outcome = await forwardTelemetry(context, device, records);
-      if (outcome.status === 'accepted') deps.recentValues?.record(device.name, records);
+      if (outcome.status === 'accepted') {
+        deps.recentValues?.record(device.name, records);
+        ownWrites.written(device.name, records);
+      }
       return outcome;
     },
     recentValues: (device, key, query) => deps.recentValues?.read(device.name, key, query) ?? [],
@@ -142,6 +149,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
       };
     },
     observeRpc: (device, subscriber) => observeRpc(context, device, subscriber),
+    observeWrites: (device, subscriber) => ownWrites.subscribe(device, subscriber),
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
     claim: (device, claim) => claimDevice(context, device, claim),
@@ -150,6 +158,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
       for (const name of names) {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
       }
+      ownWrites.revoke(names);
     },
     restoreQueuedRpcs: (saved) => restoreQueuedRpcs(context, saved),
     handleDownlink: createDownlinkHandler(context, deps.downlinkBounds, refusals),

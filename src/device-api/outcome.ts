@@ -27,6 +27,11 @@ export interface Refusal {
   readonly retryAfterSeconds?: number;
   /** On method-not-allowed: the methods the path takes. */
   readonly allowed?: readonly Method[];
+  /**
+   * The dialect's own error body (thethings.io's {"status":"error","message":..}): front ends send it as
+   * JSON instead of the one-line text diagnostic.
+   */
+  readonly body?: JsonValue;
 }
 
 /** Where a stream's items go: an Observe relation, a long-poll, (next) an MQTT subscription. */

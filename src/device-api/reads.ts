@@ -1,6 +1,6 @@
 // Operations that read what the gateway holds or asks ThingsBoard for: attribute reads, package images,
 // and the update streams (shared-attribute pushes, server-side RPCs) a device subscribes to.
-import type { Bridge, PackageKind } from '../bridge/index.js';
+import type { Bridge, PackageKind, WrittenValue } from '../bridge/index.js';
 import { packageDiagnostic } from '../bridge/index.js';
 import { imageSlice } from '../firmware/image-store.js';
 import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall } from '../model.js';
@@ -63,6 +63,8 @@ export function readPackage(bridge: Bridge, request: DeviceRequest, device: Devi
 export interface StreamShapes {
   readonly attributes?: (update: AttributeUpdate) => JsonValue;
   readonly rpc?: (call: RpcCall) => JsonValue;
+  /** The device's own writes told back to it (thethings.io). */
+  readonly writes?: (values: readonly WrittenValue[]) => JsonValue;
 }
 
 /**
@@ -82,6 +84,7 @@ export function updateStream(bridge: Bridge, device: Device, current: () => Json
       const subscriptions = [];
       if (shapes.attributes) subscriptions.push(bridge.observeSharedAttributes(device, subscriber(shapes.attributes)));
       if (shapes.rpc) subscriptions.push(bridge.observeRpc(device, subscriber(shapes.rpc)));
+      if (shapes.writes) subscriptions.push(bridge.observeWrites(device, subscriber(shapes.writes)));
       return subscriptions;
     },
   };

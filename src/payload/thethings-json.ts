@@ -4,6 +4,9 @@ import type { JsonValue, TelemetryRecord } from '../model.js';
 import { isJsonObject } from './json-text.js';
 import { parseJson, telemetryFromJson, type Parsed } from './thingsboard-json.js';
 
+/** thethings.io's documented key alphabet (ASCII letters and digits, '.', '-', '_'). */
+const THING_KEY = /^[A-Za-z0-9._-]+$/;
+
 const fail = (error: string): { ok: false; error: string } => ({ ok: false, error });
 
 /** `{"activationCode": ".."}` → the code. */
@@ -29,6 +32,7 @@ export function parseThingWrite(body: Buffer, receivedAt: number): Parsed<Teleme
     if (!isJsonObject(entry) || typeof entry['key'] !== 'string' || entry['key'] === '' || !('value' in entry)) {
       return fail(`values[${index}]: expected {"key":"...","value":...}`);
     }
+    if (!THING_KEY.test(entry['key'])) return fail(`values[${index}].key may only hold letters, digits, '.', '-' and '_'`);
     let ts = receivedAt;
     if (entry['datetime'] !== undefined) {
       const parsed = parseThingDate(entry['datetime']);
@@ -44,7 +48,7 @@ export function parseThingWrite(body: Buffer, receivedAt: number): Parsed<Teleme
 }
 
 export interface ResourceQuery {
-  /** 1 to 100; 1 when absent. */
+  /** 1 to 100; 1 when absent or empty. */
   readonly limit: number;
   readonly startDate: number | undefined;
   readonly endDate: number | undefined;
@@ -60,7 +64,7 @@ export function parseResourceQuery(query: readonly string[]): Parsed<ResourceQue
     if (equals > 0) values.set(item.slice(0, equals), item.slice(equals + 1));
   }
   const limitText = values.get('limit');
-  const limit = limitText === undefined ? 1 : /^\d{1,3}$/.test(limitText) ? Number(limitText) : NaN;
+  const limit = limitText === undefined || limitText === '' ? 1 : /^\d{1,3}$/.test(limitText) ? Number(limitText) : NaN;
   if (!(limit >= 1 && limit <= MAX_READ_LIMIT)) return fail(`limit must be a whole number from 1 to ${MAX_READ_LIMIT} (got "${limitText}")`);
   const date = (name: 'startDate' | 'endDate'): number | undefined | string => {
     const text = values.get(name);

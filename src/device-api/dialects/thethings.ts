@@ -3,7 +3,7 @@
 // through thethings.things, or is a registry access token itself (provisioned devices use their issued
 // token as their thing token).
 import type { Logger } from 'pino';
-import type { Bridge } from '../../bridge/index.js';
+import type { Bridge, WrittenValue } from '../../bridge/index.js';
 import type { Provisioner } from '../../bridge/provision.js';
 import type { ThethingsConfig } from '../../config/load.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
@@ -29,8 +29,14 @@ export interface ThethingsDeps {
   readonly log: Logger;
 }
 
-/** thethings.io answers a write with {"status": "created"}. */
-const WRITTEN: JsonValue = { status: 'created' };
+/** thethings.io's documented answer to a write (also given to an RPC reply, the same kind of upload). */
+const WRITTEN: JsonValue = { status: 'Success', message: 'Created' };
+
+/** thethings.io devices parse every error as JSON: {"status":"error","message":".."}, whatever the code. */
+function asThingsError(outcome: Outcome): Outcome {
+  if (outcome.kind !== 'refused' || outcome.refusal.body !== undefined) return outcome;
+  return { kind: 'refused', refusal: { ...outcome.refusal, body: { status: 'error', message: outcome.refusal.reason } } };
+}
 
 /** What a path asks for, for the request metrics. */
 export function thethingsOperation(request: Pick<DeviceRequest, 'method'>, segments: readonly string[]): number {
@@ -52,7 +58,12 @@ export function thethings(deps: ThethingsDeps): Dialect {
     operationOf: thethingsOperation,
     handle(request, segments): Handled {
       const operation = thethingsOperation(request, segments);
-      const done = (outcome: Answer, device?: Device): Handled => ({ operation, device, outcome });
+      // Every answer under /v2/things passes here, so every error it gives is thethings.io's JSON.
+      const done = (outcome: Answer, device?: Device): Handled => ({
+        operation,
+        device,
+        outcome: outcome instanceof Promise ? outcome.then(asThingsError) : asThingsError(outcome),
+      });
       const [, , thingToken, feature, id] = segments;
       if (thingToken === undefined) {
         if (request.method !== 'POST') return done(refuse('method-not-allowed', 'activation is POST /v2/things with {"activationCode": "..."}', { allowed: ['POST'] }));
@@ -139,17 +150,17 @@ export function thethings(deps: ThethingsDeps): Dialect {
     if (!query.ok) return refuse('bad-request', query.error);
     const { limit, startDate, endDate } = query.value;
     const values = bridge.recentValues(device, key, { limit, from: startDate, to: endDate });
-    return { kind: 'content', body: values.map(({ ts, value }) => ({ key, value, datetime: new Date(ts).toISOString() })) };
+    return { kind: 'content', body: values.map(({ ts, value }) => ({ key, value, datetime: thingDatetime(ts) })) };
   }
 
   /**
-   * GET /v2/things/{thingToken}: with Observe 0 a subscription to the thing's shared-attribute pushes and
-   * server-side RPCs, as thethings.io-shaped arrays; first (and without Observe, only) the shared
-   * attributes the gateway knows.
+   * GET /v2/things/{thingToken}: with Observe 0 a subscription to the thing's own writes, its shared-attribute
+   * pushes and server-side RPCs, as thethings.io-shaped arrays; first (and without Observe, only) the
+   * shared attributes the gateway knows.
    */
   function subscribe(request: DeviceRequest, device: Device): Outcome {
     const current = (): JsonValue => attributeArray(bridge.sharedAttributes(device));
-    if (request.updates === 'open') return updateStream(bridge, device, current, { attributes: updateArray, rpc: rpcArray });
+    if (request.updates === 'open') return updateStream(bridge, device, current, { attributes: updateArray, rpc: rpcArray, writes: writeArray });
     return { kind: 'content', body: current() };
   }
 }
@@ -163,6 +174,16 @@ function attributeArray(attributes: AttributeSet): JsonValue {
 function updateArray(update: AttributeUpdate): JsonValue {
   const changed = Object.entries(update.changed).map(([key, value]): JsonValue => ({ key, value }));
   return [...changed, ...update.deleted.map((key): JsonValue => ({ key, deleted: true }))];
+}
+
+/** A record's time as thethings.io shows it in reads and notifications: 2015-01-30T15:35:33.000Z. */
+function thingDatetime(ts: number): string {
+  return new Date(ts).toISOString();
+}
+
+/** A write told back: [{"key","value","datetime"}]. */
+function writeArray(values: readonly WrittenValue[]): JsonValue {
+  return values.map(({ key, value, ts }) => ({ key, value, datetime: thingDatetime(ts) }));
 }
 
 function rpcArray(call: RpcCall): JsonValue {

@@ -28,10 +28,14 @@ const CODES: Readonly<Record<Problem, CodeByte>> = {
   internal: ResponseCode.InternalServerError,
 };
 
-/** A refusal: its code, the reason as an RFC 7252 §5.5.2 diagnostic, and Max-Age when it says when to retry (4.29, 5.03). */
+/**
+ * A refusal: its code, the reason as an RFC 7252 §5.5.2 diagnostic (or the dialect's JSON error body, as
+ * Content-Format 50), and Max-Age when it says when to retry (4.29, 5.03).
+ */
 export function refusal(refused: Refusal): CoapResponse {
   const code = CODES[refused.problem];
-  return refused.retryAfterSeconds === undefined ? { code, payload: refused.reason } : { code, payload: refused.reason, maxAge: refused.retryAfterSeconds };
+  const answer = refused.body === undefined ? { code, payload: refused.reason } : json(code, refused.body);
+  return refused.retryAfterSeconds === undefined ? answer : { ...answer, maxAge: refused.retryAfterSeconds };
 }
 
 /** An outcome other than a stream. The front end ties a stream to its Observe relation (see observe). */

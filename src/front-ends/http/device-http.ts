@@ -163,7 +163,11 @@ function refusal(refused: Refusal): HttpAnswer {
   const headers: Record<string, string> = {};
   if (refused.retryAfterSeconds !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(refused.retryAfterSeconds)));
   if (refused.allowed) headers['Allow'] = refused.allowed.join(', ');
-  return text(STATUSES[refused.problem], refused.reason, Object.keys(headers).length > 0 ? headers : undefined);
+  const status = STATUSES[refused.problem];
+  const extra = Object.keys(headers).length > 0 ? headers : undefined;
+  // A dialect's own JSON error body goes out as JSON, with the same status and headers.
+  if (refused.body !== undefined) return { ...json(refused.body, status), ...(extra ? { headers: extra } : {}) };
+  return text(status, refused.reason, extra);
 }
 
 /** Values from upstream are bounded where they arrive; one still beyond encoding is a 500, not a dead process. */
