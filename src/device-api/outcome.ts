@@ -66,6 +66,14 @@ export type Outcome =
 
 export type Answer = Outcome | Promise<Outcome>;
 
+/**
+ * Applies `f` to an answer without making a synchronous one asynchronous: a CoAP answer ready at once goes
+ * out in the ACK (piggybacked), so it must not wait for a microtask.
+ */
+export function mapAnswer<T>(answer: Answer, f: (outcome: Outcome) => T): T | Promise<T> {
+  return answer instanceof Promise ? answer.then(f) : f(answer);
+}
+
 export function refuse(problem: Problem, reason: string, extra?: Omit<Refusal, 'problem' | 'reason'>): Outcome {
   return { kind: 'refused', refusal: { problem, reason, ...extra } };
 }

@@ -12,7 +12,7 @@ import type { AttributeSet, AttributeUpdate, Device, JsonValue, RpcCall } from '
 import { parseActivation, parseResourceQuery, parseThingWrite } from '../../payload/thethings-json.js';
 import type { Dialect, Gate, Handled } from '../dialect.js';
 import { Operation } from '../operations.js';
-import { refuse, type Answer, type Outcome } from '../outcome.js';
+import { mapAnswer, refuse, type Answer, type Outcome } from '../outcome.js';
 import { provisioningTrouble } from '../provision.js';
 import { updateStream } from '../reads.js';
 import type { DeviceRequest } from '../request.js';
@@ -62,7 +62,7 @@ export function thethings(deps: ThethingsDeps): Dialect {
       const done = (outcome: Answer, device?: Device): Handled => ({
         operation,
         device,
-        outcome: outcome instanceof Promise ? outcome.then(asThingsError) : asThingsError(outcome),
+        outcome: mapAnswer(outcome, asThingsError),
       });
       const [, , thingToken, feature, id] = segments;
       if (thingToken === undefined) {

@@ -4,7 +4,7 @@ import { Method } from '../../coap/codes.js';
 import { continuesOrEnds, type CoapRequest, type CoapResponse, type RequestHandler } from '../../coap/request.js';
 import type { DeviceApi } from '../../device-api/index.js';
 import { OPERATIONS } from '../../device-api/operations.js';
-import type { Outcome } from '../../device-api/outcome.js';
+import { mapAnswer, type Outcome } from '../../device-api/outcome.js';
 import type { DeviceRequest } from '../../device-api/request.js';
 import type { RequestLimits } from '../../device-api/limits.js';
 import { observe, refusal, render, streamState } from './render.js';
@@ -37,8 +37,7 @@ export function createCoapFrontEnd(api: DeviceApi): RequestHandler {
       if (observation && handled.device) observe(observation, handled.device.name, outcome);
       return streamState(outcome.current());
     };
-    const { outcome } = handled;
-    return outcome instanceof Promise ? outcome.then(answer) : answer(outcome);
+    return mapAnswer(handled.outcome, answer);
   };
   const classify = (request: CoapRequest): number => api.classify(deviceRequest(request));
   return Object.assign(handler, { operations: OPERATIONS, classify });
