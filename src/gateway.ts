@@ -42,6 +42,8 @@ export interface Gateway {
   readonly httpAddress: BoundAddress | undefined;
   /** The HTTP device API; set when deviceHttp.enabled. */
   readonly deviceHttpAddress: BoundAddress | undefined;
+  /** The MQTT device listeners (plain, then TLS when mqttDevices.tls); set when mqttDevices.enabled. */
+  readonly mqttAddresses: { readonly plain: BoundAddress; readonly tls: BoundAddress | undefined } | undefined;
   /** The broker actually used (the embedded one's address when upstream.url is empty). */
   readonly upstreamUrl: string;
   readonly messageLayer: CoapMessageLayer;
@@ -142,13 +144,14 @@ async function confirmRestored(restored: RestoreSummary | undefined, messageLaye
 }
 
 function logStarted(log: Logger, config: GatewayConfig, upstreamUrl: string, devices: number, outbox: Outbox | undefined, listening: Listening): void {
-  const { coapAddress, dtlsAddress, httpAddress, deviceHttpAddress } = listening;
+  const { coapAddress, dtlsAddress, httpAddress, deviceHttpAddress, mqttAddresses } = listening;
   log.info(
     {
       coap: `udp ${formatPeer(coapAddress)}`,
       dtls: dtlsAddress ? `udp ${formatPeer(dtlsAddress)}` : 'off',
       http: httpAddress ? `http://${formatPeer(httpAddress)}/healthz, /metrics` : 'off',
       deviceHttp: deviceHttpAddress ? `http://${formatPeer(deviceHttpAddress)}/api/v1/` : 'off',
+      mqttDevices: mqttAddresses ? [`mqtt://${formatPeer(mqttAddresses.plain)}`, ...(mqttAddresses.tls ? [`mqtts://${formatPeer(mqttAddresses.tls)}`] : [])].join(', ') : 'off',
       devices,
       upstream: redactUrl(upstreamUrl),
       outbox: outbox

@@ -41,6 +41,11 @@ export interface Bridge {
   sharedAttributes(device: Device): AttributeSet;
   observeSharedAttributes(device: Device, subscriber: Subscriber<AttributeUpdate>): Subscription;
   observeRpc(device: Device, subscriber: Subscriber<RpcCall>): Subscription;
+  /**
+   * The device holds a connection open (MQTT): it stays present upstream until end(). `revoked` is called
+   * when a reload removes the device or changes its credentials, so the front end can close the connection.
+   */
+  connected(device: Device, revoked: () => void): Subscription;
   /** The device's own accepted telemetry, told back to it (thethings.io's subscribe); a slow subscriber gets the latest. */
   observeWrites(device: Device, subscriber: WriteSubscriber): Subscription;
   rpcReply(device: Device, id: number, data: JsonValue): Promise<UplinkOutcome>;
@@ -114,6 +119,8 @@ export function createBridge(deps: BridgeDeps): Bridge {
     log,
   };
   const observers = new Map<string, Device>();
+  /** Per device, how to close each of its open connections when a reload revokes it. */
+  const connections = new Map<string, Set<() => void>>();
   const ownWrites = new OwnWrites(log);
   if (deps.sessionLimitsTimeoutMs > 0) upstream.onConnected(createSessionLimitsAsker(context, deps.sessionLimitsTimeoutMs));
   presence.onKeepAlive((device) => void refreshSharedAttributes(context, device));
@@ -149,6 +156,19 @@ export function createBridge(deps: BridgeDeps): Bridge {
       };
     },
     observeRpc: (device, subscriber) => observeRpc(context, device, subscriber),
+    connected(device, revoked) {
+      const release = presence.hold(device);
+      const own = connections.get(device.name) ?? new Set<() => void>();
+      connections.set(device.name, own);
+      own.add(revoked);
+      return {
+        end() {
+          release();
+          own.delete(revoked);
+          if (own.size === 0 && connections.get(device.name) === own) connections.delete(device.name);
+        },
+      };
+    },
     observeWrites: (device, subscriber) => ownWrites.subscribe(device, subscriber),
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
@@ -157,6 +177,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     revokeDevices(names) {
       for (const name of names) {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();
+        for (const revoked of [...(connections.get(name) ?? [])]) revoked();
       }
       ownWrites.revoke(names);
     },

@@ -220,6 +220,7 @@ export const LOG_COMPONENTS = [
   'provision',
   'firmware',
   'device-http',
+  'mqtt-devices',
   'thethings',
 ] as const;
 

@@ -14,6 +14,7 @@ import { describeFsError, notAFile } from './paths.js';
 import { schema, SETTINGS, type RawConfig } from './schema.js';
 import { checkDevices, DEMO_DEVICE, readDevicesFile, type DeviceEntry } from './sections/devices.js';
 import { checkDtls } from './sections/dtls.js';
+import { checkMqttDevices } from './sections/mqtt-devices.js';
 import { checkFirmware } from './sections/firmware.js';
 import { checkProvision, type ProvisionConfig } from './sections/provision.js';
 import { checkThings, type ThethingsConfig } from './sections/thethings.js';
@@ -27,6 +28,7 @@ export { DEMO_DEVICE, readDevicesFile, type DeviceEntry } from './sections/devic
 export type { DtlsConfig } from './sections/dtls.js';
 export type { FirmwareConfig } from './sections/firmware.js';
 export type { DeviceHttpConfig, HttpConfig } from './sections/http.js';
+export type { MqttDevicesConfig } from './sections/mqtt-devices.js';
 export type { LimitsConfig } from './sections/limits.js';
 export type { LogConfig } from './sections/log.js';
 export type { OutboxConfig } from './sections/outbox.js';
@@ -127,6 +129,7 @@ function checkAcrossKeys(raw: RawConfig, options: LoadOptions, warnings: string[
     }
   }
   checkUpstream(raw, errors, warnings);
+  checkMqttDevices(raw, errors);
   const provisionKeys = checkProvision(raw, errors, warnings);
   checkFirmware(raw, warnings);
   const notices: string[] = [];

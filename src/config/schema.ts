@@ -10,6 +10,7 @@ import { firmware } from './sections/firmware.js';
 import { deviceHttp, http } from './sections/http.js';
 import { limits } from './sections/limits.js';
 import { log } from './sections/log.js';
+import { mqttDevices } from './sections/mqtt-devices.js';
 import { outbox } from './sections/outbox.js';
 import { provision } from './sections/provision.js';
 import { sessions } from './sections/sessions.js';
@@ -30,6 +31,7 @@ export const schema = {
   http,
   thethings,
   deviceHttp,
+  mqttDevices,
   provision,
   firmware,
   devices,

@@ -10,6 +10,7 @@ import type { TokenCheck } from '../devices/token-check.js';
 import { createGate, type Dialect, type Handled } from './dialect.js';
 import { thethings } from './dialects/thethings.js';
 import { thingsBoardCoap, thingsBoardHttp } from './dialects/thingsboard.js';
+import { thingsBoardMqtt, type MqttDialect } from './dialects/thingsboard-mqtt.js';
 import { createIdentify } from './identify.js';
 import type { RequestLimits } from './limits.js';
 import { Operation } from './operations.js';
@@ -80,8 +81,15 @@ export interface DeviceApisDeps {
 /** An HTTP client can wait for a package image being downloaded longer than a CoAP device (no piggyback window). */
 const HTTP_PACKAGE_WAIT_MS = 20_000;
 
-/** The device API as each front end serves it: CoAP with its dialects, HTTP with ThingsBoard's. */
-export function createDeviceApis(deps: DeviceApisDeps): { readonly coap: DeviceApi; readonly http: DeviceApi } {
+export interface DeviceApis {
+  readonly coap: DeviceApi;
+  readonly http: DeviceApi;
+  /** ThingsBoard's MQTT topics; the dialect also authenticates a connection at CONNECT and names answer topics. */
+  readonly mqtt: { readonly api: DeviceApi; readonly dialect: MqttDialect };
+}
+
+/** The device API as each front end serves it: CoAP with its dialects, HTTP and MQTT with ThingsBoard's. */
+export function createDeviceApis(deps: DeviceApisDeps): DeviceApis {
   const { registry, bridge, provisioner, limits, tokens } = deps;
   const gate = createGate(limits);
   const thingsBoard = (log: Logger) => ({ bridge, provisioner, limits, gate, identify: createIdentify(registry, tokens, log), uplinks: createUplinks(bridge, log), log });
@@ -91,8 +99,11 @@ export function createDeviceApis(deps: DeviceApisDeps): { readonly coap: DeviceA
     const log = deps.log('thethings');
     coapDialects.push(thethings({ registry, bridge, provisioner, gate, tokens, uplinks: createUplinks(bridge, log), config: deps.thethings, log }));
   }
+  const mqttLog = deps.log('mqtt-devices');
+  const mqtt = thingsBoardMqtt({ ...thingsBoard(mqttLog), registry, packageWaitMs: HTTP_PACKAGE_WAIT_MS });
   return {
     coap: createDeviceApi({ dialects: coapDialects }),
+    mqtt: { api: createDeviceApi({ dialects: [mqtt], admitRequest: (now) => limits.admitRequest(now) }), dialect: mqtt },
     http: createDeviceApi({
       dialects: [thingsBoardHttp(thingsBoard(deps.log('device-http')), HTTP_PACKAGE_WAIT_MS)],
       // The CoAP message layer asks it before Block1 reassembly; HTTP asks here.

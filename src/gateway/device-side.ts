@@ -11,6 +11,8 @@ import { createDtlsListener, type DtlsMaterial } from '../front-ends/coap/dtls-l
 import { coapAdmission, createCoapFrontEnd } from '../front-ends/coap/router.js';
 import { createDeviceHttpApi } from '../front-ends/http/device-http.js';
 import { DeviceHttpServer } from '../front-ends/http/server.js';
+import { MqttDeviceServer } from '../front-ends/mqtt/server.js';
+import { readFileSync } from 'node:fs';
 import type { Parts } from '../lifecycle.js';
 import type { ComponentLoggers } from '../log.js';
 import type { Core } from './core.js';
@@ -27,6 +29,8 @@ export interface DeviceSide {
   readonly dtls: { readonly transport: DtlsTransport; readonly material: DtlsMaterial } | undefined;
   /** Set when deviceHttp.enabled. */
   readonly deviceHttp: DeviceHttpServer | undefined;
+  /** Set when mqttDevices.enabled. */
+  readonly mqttDevices: MqttDeviceServer | undefined;
 }
 
 export function buildDeviceSide(config: GatewayConfig, state: GatewayState, core: Core, logs: ComponentLoggers, parts: Parts): DeviceSide {
@@ -75,5 +79,21 @@ export function buildDeviceSide(config: GatewayConfig, state: GatewayState, core
   const deviceHttp = config.deviceHttp.enabled
     ? parts.add('HTTP device API', new DeviceHttpServer(config.deviceHttp, createDeviceHttpApi(apis.http), logs.for('device-http')), (part) => part.stop())
     : undefined;
-  return { limits, messageLayer, udp, dtls, deviceHttp };
+  const mqttDevices = config.mqttDevices.enabled
+    ? parts.add('MQTT device API', new MqttDeviceServer(mqttOptions(config), apis.mqtt.api, apis.mqtt.dialect, bridge, logs.for('mqtt-devices')), (part) => part.stop())
+    : undefined;
+  return { limits, messageLayer, udp, dtls, deviceHttp, mqttDevices };
+}
+
+/** mqttDevices.*, with the TLS listener's PEM texts read (its files fall back to dtls.cert, key and ca). */
+function mqttOptions(config: GatewayConfig): ConstructorParameters<typeof MqttDeviceServer>[0] {
+  const { mqttDevices, dtls } = config;
+  const read = (path: string): string => readFileSync(path, 'utf8');
+  const ca = mqttDevices.ca || dtls.ca;
+  return {
+    ...mqttDevices,
+    tls: mqttDevices.tls
+      ? { port: mqttDevices.tlsPort, cert: read(mqttDevices.cert || dtls.cert), key: read(mqttDevices.key || dtls.key), ca: ca === '' ? undefined : read(ca) }
+      : undefined,
+  };
 }

@@ -2,6 +2,7 @@
 // finds a connection on its way up, then the sockets devices reach, the ops endpoint last.
 import type { GatewayConfig } from '../config/load.js';
 import { describeDeviceHttpBindError } from '../front-ends/http/server.js';
+import { describeMqttBindError } from '../front-ends/mqtt/server.js';
 import type { ComponentLoggers } from '../log.js';
 import { describeBindError, type BoundAddress } from '../net/udp-socket.js';
 import { OpsHttpServer, describeHttpBindError } from '../ops/http-server.js';
@@ -15,6 +16,8 @@ export interface Listening {
   readonly coapAddress: BoundAddress;
   readonly dtlsAddress: BoundAddress | undefined;
   readonly deviceHttpAddress: BoundAddress | undefined;
+  /** The MQTT device listeners, plain then TLS; set when mqttDevices.enabled. */
+  readonly mqttAddresses: { readonly plain: BoundAddress; readonly tls: BoundAddress | undefined } | undefined;
   readonly httpAddress: BoundAddress | undefined;
   /** The health and metrics endpoint; set when http.enabled. */
   readonly http: OpsHttpServer | undefined;
@@ -45,7 +48,12 @@ export async function startListening(
   const deviceHttpAddress = await edge.deviceHttp?.start().catch((error: NodeJS.ErrnoException) => {
     throw new StartupError(describeDeviceHttpBindError(error, config.deviceHttp.host, config.deviceHttp.port));
   });
-  if (!config.http.enabled) return { coapAddress, dtlsAddress, deviceHttpAddress, httpAddress: undefined, http: undefined };
+  const { mqttDevices } = config;
+  const mqttAddresses = await edge.mqttDevices?.start().catch((error: NodeJS.ErrnoException & { port?: number }) => {
+    const tlsFailed = mqttDevices.tls && error.port === mqttDevices.tlsPort && mqttDevices.tlsPort !== mqttDevices.port;
+    throw new StartupError(describeMqttBindError(error, mqttDevices.host, tlsFailed ? mqttDevices.tlsPort : mqttDevices.port, tlsFailed ? 'mqttDevices.tlsPort' : 'mqttDevices.port'));
+  });
+  if (!config.http.enabled) return { coapAddress, dtlsAddress, deviceHttpAddress, mqttAddresses, httpAddress: undefined, http: undefined };
 
   const { host, port } = config.http;
   const { messageLayer } = edge;
@@ -62,6 +70,7 @@ export async function startListening(
       provisioner: core.provisioner,
       images: core.images,
       deviceHttp: edge.deviceHttp,
+      mqttDevices: edge.mqttDevices,
       sessions: state.sessionStore,
       devices: () => core.registry.size,
       observations: () => messageLayer.stats.observations,
@@ -74,5 +83,5 @@ export async function startListening(
   const httpAddress = await http.start().catch((error: NodeJS.ErrnoException) => {
     throw new StartupError(describeHttpBindError(error, host, port));
   });
-  return { coapAddress, dtlsAddress, deviceHttpAddress, httpAddress, http };
+  return { coapAddress, dtlsAddress, deviceHttpAddress, mqttAddresses, httpAddress, http };
 }

@@ -260,6 +260,17 @@ function httpSeries(series: ScrapedSeries, sources: MetricsSources): void {
     series.gauge('coap2mqtt_device_http_connections', 'TCP connections open now on the HTTP device API (deviceHttp.maxConnections at most).', () => deviceHttp.stats().connections.open);
     series.labelledCounter('coap2mqtt_device_http_connections_closed_total', 'HTTP device API connections the gateway closed by reason: timeout (no whole request head within 5 s of opening or of the last answer), evicted (idle, closed to make room at deviceHttp.maxConnections or maxConnectionsPerAddress), refused (no room: every connection held a request). Evictions and refusals mean a flood or a bound set too low.', 'reason', () => deviceHttp.stats().connections.closed);
   }
+  const mqtt = sources.mqttDevices;
+  if (mqtt) {
+    const counters = () => mqtt.stats().counters;
+    series.gauge('coap2mqtt_mqtt_device_connections', 'TCP connections open now on the MQTT device listeners (mqttDevices.maxConnections at most), connected or not yet.', () => mqtt.stats().connections);
+    series.gauge('coap2mqtt_mqtt_devices_connected', 'Devices connected over MQTT now (one connection each).', () => mqtt.stats().devices);
+    series.gauge('coap2mqtt_mqtt_device_sessions', 'Persistent MQTT sessions remembered (mqttDevices.maxSessions at most).', () => mqtt.stats().sessions);
+    series.labelledCounter('coap2mqtt_mqtt_device_connects_total', 'MQTT CONNECTs by result: accepted, refused (unknown token or certificate, blocked address, unsupported protocol level).', 'result', () => ({ ...counters().connacks }));
+    series.labelledCounter('coap2mqtt_mqtt_device_publishes_total', 'PUBLISHes from MQTT devices by outcome: accepted (safe, PUBACKed), answered (a question with its answer), dropped (a topic outside the API, or QoS 0 while upstream is away), refused (the connection was closed for it), retried (held back by a limit or an unavailable upstream and tried again).', 'outcome', () => ({ ...counters().publishes }));
+    series.labelledCounter('coap2mqtt_mqtt_device_deliveries_total', 'PUBLISHes to MQTT devices (RPCs, attribute updates, answers) by result: acknowledged (QoS 1 PUBACK), sent (QoS 0), failed (the connection ended first).', 'result', () => ({ ...counters().delivered }));
+    series.labelledCounter('coap2mqtt_mqtt_device_connections_closed_total', 'MQTT device connections ended, by reason (disconnect, peer-closed, keepalive, connect-timeout, taken-over, too-large, malformed, protocol, refused-publish, slow-reader, evicted, refused, revoked, stopping, ...).', 'reason', () => ({ ...counters().closed }));
+  }
   const opsHttp = sources.opsHttp;
   if (opsHttp) {
     series.labelledCounter('coap2mqtt_http_connections_closed_total', 'Connections to this health and metrics endpoint it closed by reason: timeout (no request within 5 s), evicted (stalled, closed to make room at its 16 connections), refused (no room).', 'reason', () => opsHttp.stats().closed);

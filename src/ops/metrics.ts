@@ -17,6 +17,7 @@ import type { DtlsStats } from '../dtls/server.js';
 import type { ConnectionGuardStats } from '../net/connection-guard.js';
 import type { FirmwareImageStore } from '../firmware/image-store.js';
 import type { DeviceHttpStats } from '../front-ends/http/server.js';
+import type { MqttDevicesStats } from '../front-ends/mqtt/server.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import type { UpstreamStats } from '../upstream/connection.js';
 import { registerGatewaySeries } from './metric-series.js';
@@ -42,6 +43,8 @@ export interface MetricsSources {
   readonly images: { stats(): FirmwareStoreStats };
   /** Absent when deviceHttp.enabled is false. */
   readonly deviceHttp?: { stats(): DeviceHttpStats } | undefined;
+  /** Absent when mqttDevices.enabled is false. */
+  readonly mqttDevices?: { stats(): MqttDevicesStats } | undefined;
   /** The connections of the health and metrics endpoint itself. */
   readonly opsHttp?: { stats(): ConnectionGuardStats } | undefined;
   /** Absent when sessions.persist is false or the store could not be opened. */

@@ -10,7 +10,7 @@ export const log = {
     env: 'COAP2MQTT_LOG_LEVEL',
   }),
   components: setting({
-    doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware, device-http, thethings. Applied again on SIGHUP.',
+    doc: 'Levels for single components, overriding log.level, e.g. {"dtls": "debug", "upstream": "warn"}. Components: coap, udp, dtls, thingsboard-api, bridge, presence, outbox, upstream, embedded-broker, attribute-cache, limits, http, systemd, reload, provision, firmware, device-http, mqtt-devices, thethings. Applied again on SIGHUP.',
     format: LOG_LEVEL_MAP,
     default: {},
     env: 'COAP2MQTT_LOG_COMPONENTS',
