@@ -55,6 +55,8 @@ export interface MqttCounters {
 const CONNACK = { accepted: 0, badProtocol: 1, identifierRejected: 2, unavailable: 3, 'bad-credentials': 4, 'not-authorized': 5 } as const;
 /** SUBACK's failure code (MQTT 3.1.1 §3.9.3). */
 const SUBSCRIBE_FAILURE = 0x80;
+/** How long a closing connection may take to send its last packets. */
+const FLUSH_GRACE_MS = 1_000;
 /** How long a provisioning session stays open after its answer, as in ThingsBoard's transport. */
 const PROVISIONING_LINGER_MS = 60_000;
 /** MQTT 3.1.1 §3.1.2.10: the server disconnects a client silent for one and a half keep-alive periods. */
@@ -119,8 +121,11 @@ export class MqttConnection {
     return this.device !== undefined || this.provisioning;
   }
 
-  /** Ends the connection (a takeover, a revoked device, the gateway stopping, a protocol error). */
-  close(reason: string, detail?: string): void {
+  /**
+   * Ends the connection (a takeover, a revoked device, the gateway stopping, a protocol error). `flush`:
+   * what was just written (a refusing CONNACK, v2/fw/error) still goes out before the socket closes.
+   */
+  close(reason: string, detail?: string, flush = false): void {
     if (this.closed) return;
     this.closed = true;
     this.context.counters.closed[reason] = (this.context.counters.closed[reason] ?? 0) + 1;
@@ -136,7 +141,13 @@ export class MqttConnection {
     this.presence?.end();
     if (this.device) this.context.releaseDevice(this.device.name, this);
     this.inbox.length = 0;
-    this.socket.destroy();
+    if (flush) {
+      // end() uncorks and sends what is written, then FIN; a peer that does not close its side in a second is cut.
+      this.socket.end();
+      this.socket.setTimeout(FLUSH_GRACE_MS, () => this.socket.destroy());
+    } else {
+      this.socket.destroy();
+    }
     this.onClosed(this);
   }
 
@@ -196,8 +207,7 @@ export class MqttConnection {
     const refuse = (code: number, reason: string, detail: string): void => {
       this.context.counters.connacks.refused++;
       this.send({ cmd: 'connack', returnCode: code, sessionPresent: false });
-      this.socket.end();
-      this.close(reason, detail);
+      this.close(reason, detail, true);
     };
     if (packet.protocolVersion !== 4 && packet.protocolVersion !== 3) {
       return refuse(CONNACK.badProtocol, 'bad-protocol', `MQTT protocol level ${String(packet.protocolVersion)}: the gateway speaks MQTT 3.1.1 and 3.1`);
@@ -242,10 +252,18 @@ export class MqttConnection {
   private publish(packet: IPublishPacket): void {
     const messageId = packet.messageId ?? 0;
     // QoS 2: a PUBLISH sent again before its PUBREL is the same message (§4.3.3): acknowledged, not handled twice.
-    if (packet.qos === 2 && this.exactlyOnce.has(messageId)) return this.send({ cmd: 'pubrec', messageId });
+    if (packet.qos === 2 && this.exactlyOnce.has(messageId)) {
+      this.acks = this.acks.then(() => this.send({ cmd: 'pubrec', messageId }));
+      return;
+    }
     const question = this.context.dialect.answerTopic(packet.topic);
     this.handling++;
-    const outcome = this.handlePublish(packet);
+    const outcome = this.handlePublish(packet).catch((error: unknown) => {
+      // A dialect's mistake must not take the process down: this connection ends, the others go on.
+      this.context.log.error({ err: error, device: this.device?.name, topic: packet.topic }, 'MQTT publish failed inside the gateway');
+      this.close('internal');
+      return undefined;
+    });
     // A question (attribute request, client RPC, firmware chunk) is acknowledged on receipt; its answer
     // follows on its own topic. An uplink is acknowledged once it is safe, or dropped as ThingsBoard drops
     // it (a topic outside the API); undefined: the connection ended without it.
@@ -331,7 +349,7 @@ export class MqttConnection {
       case 'provisioned':
         void this.deliver(topic, encodeJson(outcome.body) ?? '', qos);
         // ThingsBoard closes a provisioning session a minute after its answer.
-        this.later(PROVISIONING_LINGER_MS, () => this.close('provisioned'));
+        this.later(PROVISIONING_LINGER_MS, () => this.close('provisioned', undefined, true));
         return;
       case 'package':
         void this.deliver(topic, outcome.data, qos);
@@ -340,8 +358,7 @@ export class MqttConnection {
         const errors = this.context.dialect.errorTopic(question.topic);
         if (errors === undefined) return;
         void this.deliver(errors, outcome.refusal.problem === 'not-found' ? 'NOT_FOUND' : 'FAILURE', this.answerQos(errors));
-        this.socket.end();
-        this.close('package-refused', outcome.refusal.reason);
+        this.close('package-refused', outcome.refusal.reason, true);
         return;
       }
       default:
@@ -383,8 +400,8 @@ export class MqttConnection {
       },
       replaced: () => {
         // Another connection of the same device subscribed to the same stream: ThingsBoard's "latest wins".
-        this.context.log.info({ device: this.device?.name, filter }, 'a newer MQTT subscription of this device took over this one');
-        this.subscriptions.delete(filter);
+        this.context.log.info({ device: this.device?.name, filter }, 'a newer subscription of this device took over this one');
+        this.endSubscription(filter);
       },
       revoked: () => this.close('revoked', 'the device was removed or its credentials changed'),
     };
@@ -429,10 +446,13 @@ export class MqttConnection {
     return undefined;
   }
 
-  /** The QoS of the device's subscription that covers an answer topic (0 without one, as ThingsBoard sends answers anyway). */
+  /**
+   * The QoS of the device's subscription that covers an answer topic; 1 without one, as ThingsBoard sends
+   * answers to a device that did not subscribe.
+   */
   private answerQos(topic: string): 0 | 1 {
-    const filter = topic.replace(/\/response\/[^/]+/, '/response/+');
-    return this.subscriptions.get(filter)?.qos ?? this.subscriptions.get(topic)?.qos ?? 0;
+    const filter = topic.replace(/\/response\/[^/]+/, '/response/+').replace(/\/chunk\/[^/]+$/, '/chunk/+');
+    return this.subscriptions.get(filter)?.qos ?? this.subscriptions.get(topic)?.qos ?? 1;
   }
 
   private send(packet: Packet): void {
@@ -470,6 +490,8 @@ export class MqttConnection {
   private armKeepalive(): void {
     if (this.keepaliveMs <= 0) return;
     const check = (): void => {
+      // While the gateway itself holds reading back (a limit, a retry), the device is not the silent one.
+      if (this.socket.isPaused()) this.lastReceivedAt = Date.now();
       const silent = Date.now() - this.lastReceivedAt;
       if (silent >= this.keepaliveMs) return this.close('keepalive', `silent for ${silent} ms (keep-alive × 1.5)`);
       this.keepaliveTimer = setTimeout(check, this.keepaliveMs - silent);
