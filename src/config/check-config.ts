@@ -66,6 +66,7 @@ export function checkConfig(file: string | undefined, result: LoadResult, option
       `${config.dtls.enabled ? `, DTLS on udp port ${config.dtls.port}` : ''}, ${config.devices.length} device(s), upstream ${upstream}` +
       `${config.http.enabled ? `, health and metrics on http://${config.http.host.includes(":") ? `[${config.http.host}]` : config.http.host}:${config.http.port}` : ''}` +
       `${config.deviceHttp.enabled ? `, HTTP device API on tcp ${config.deviceHttp.host} port ${config.deviceHttp.port}` : ''}` +
+      `${config.mqttDevices.enabled ? `, MQTT device API on tcp ${config.mqttDevices.host} port ${config.mqttDevices.port}${config.mqttDevices.tls ? ` (TLS ${config.mqttDevices.tlsPort})` : ''}` : ''}` +
       `${config.thethings.enabled ? ', thethings.io paths under /v2/things' : ''}`,
   );
   return 0;

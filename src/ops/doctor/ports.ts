@@ -7,20 +7,26 @@ import { currentUserName } from './permissions.js';
 import type { Report } from './report.js';
 
 export async function checkPorts(report: Report, context: Context): Promise<void> {
-  const { coap, dtls, http: httpConfig, deviceHttp } = context.config;
+  const { coap, dtls, http: httpConfig, deviceHttp, mqttDevices } = context.config;
   await checkUdpPort(report, context, 'coap.port', 'CoAP', coap.host, coap.port);
   if (dtls.enabled) await checkUdpPort(report, context, 'dtls.port', 'DTLS', coap.host, dtls.port);
   if (httpConfig.enabled) await checkHttpPort(report, context, httpConfig.host, httpConfig.port);
-  if (deviceHttp.enabled) await checkDeviceHttpPort(report, context, deviceHttp.host, deviceHttp.port);
+  if (deviceHttp.enabled) await checkTcpPort(report, context, { check: 'deviceHttp.port', label: 'the HTTP device API', hostKey: 'deviceHttp.host', host: deviceHttp.host, port: deviceHttp.port });
+  if (mqttDevices.enabled) {
+    const mqtt = { label: 'MQTT for devices', hostKey: 'mqttDevices.host', host: mqttDevices.host };
+    await checkTcpPort(report, context, { ...mqtt, check: 'mqttDevices.port', port: mqttDevices.port });
+    if (mqttDevices.tls) await checkTcpPort(report, context, { ...mqtt, check: 'mqttDevices.tlsPort', label: 'MQTT over TLS for devices', port: mqttDevices.tlsPort });
+  }
 }
 
-async function checkDeviceHttpPort(report: Report, context: Context, host: string, port: number): Promise<void> {
+async function checkTcpPort(report: Report, context: Context, listener: { check: string; label: string; hostKey: string; host: string; port: number }): Promise<void> {
+  const { check, label, hostKey, host, port } = listener;
   if (port === 0) {
-    report.add('ok', 'deviceHttp.port', '0: the HTTP device API listens on a free TCP port chosen at start (devices must be told which)');
+    report.add('ok', check, `0: ${label} listens on a free TCP port chosen at start (devices must be told which)`);
     return;
   }
   const { bound, error } = await withIpv4Fallback(host, (on) => tryListenTcp(on, port));
-  reportPort(report, context, { check: 'deviceHttp.port', transport: 'TCP', host: bound, port, hostKey: 'deviceHttp.host' }, error);
+  reportPort(report, context, { check, transport: 'TCP', host: bound, port, hostKey }, error);
 }
 
 async function checkUdpPort(report: Report, context: Context, check: string, label: string, host: string, port: number): Promise<void> {
