@@ -111,6 +111,8 @@ export class MqttDeviceServer {
       handshakeTimeout: this.options.connectTimeoutMs,
       noDelay: true,
     });
+    // Handshakes under way are not in the connection table yet: Node's own bound keeps a flood of them finite.
+    server.maxConnections = this.options.maxConnections;
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, presentedCertificate(socket)));
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       this.counters.closed['tls-handshake'] = (this.counters.closed['tls-handshake'] ?? 0) + 1;
