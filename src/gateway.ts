@@ -128,14 +128,14 @@ async function restoreKept(
   const kept = store && readSessions(store, config.coap.maxObservations, logs.for('sessions'));
   if (!store || !kept) return undefined;
   const transports = edge.dtls ? [edge.udp, edge.dtls.transport] : [edge.udp];
-  return restoreSessions(store, kept, core.bridge, edge.messageLayer, transports);
+  return restoreSessions(store, kept, core.bridge, edge.messageLayer, transports, edge.mqttDevices);
 }
 
 /** Once the sockets listen, each restored relation is confirmed with a notification of the current state. */
 async function confirmRestored(restored: RestoreSummary | undefined, messageLayer: CoapMessageLayer, logs: ComponentLoggers, startedAt: number): Promise<void> {
   if (!restored) return;
   const confirming = await messageLayer.wakeRestored();
-  if (restored.restored + restored.refused + restored.dropped + restored.rpcs > 0) {
+  if (restored.restored + restored.refused + restored.dropped + restored.rpcs + restored.mqttSessions > 0) {
     logs.for('sessions').info(
       { ...restored, confirming, ms: Math.round(performance.now() - startedAt) },
       'device sessions restored from before the restart: each Observe relation is confirmed with a notification of the current state (DTLS ones once their device handshakes again); refused ones belong to devices removed or given new credentials meanwhile',

@@ -80,7 +80,7 @@ export function buildDeviceSide(config: GatewayConfig, state: GatewayState, core
     ? parts.add('HTTP device API', new DeviceHttpServer(config.deviceHttp, createDeviceHttpApi(apis.http), logs.for('device-http')), (part) => part.stop())
     : undefined;
   const mqttDevices = config.mqttDevices.enabled
-    ? parts.add('MQTT device API', new MqttDeviceServer(mqttOptions(config), apis.mqtt.api, apis.mqtt.dialect, bridge, logs.for('mqtt-devices')), (part) => part.stop())
+    ? parts.add('MQTT device API', new MqttDeviceServer(mqttOptions(config), apis.mqtt.api, apis.mqtt.dialect, bridge, logs.for('mqtt-devices'), state.sessionStore), (part) => part.stop())
     : undefined;
   return { limits, messageLayer, udp, dtls, deviceHttp, mqttDevices };
 }

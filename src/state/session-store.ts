@@ -14,8 +14,8 @@ import { LogOncePer } from '../log.js';
 import type { JsonValue, PeerCredential, RpcCall } from '../model.js';
 import { isUnreadableDatabase, moveAside } from './sqlite-file.js';
 
-/** 1: observations, rpcs and meta tables. */
-const SCHEMA_VERSION = 1;
+/** 1: observations, rpcs and meta tables; 2: mqtt_sessions. */
+const SCHEMA_VERSION = 2;
 /** Rows are small (~150 bytes): a commit rewriting one 1 KiB page writes one 4 KiB block of the card, not two. */
 const PAGE_BYTES = 1024;
 /** How long changes gather before a commit after a quiet spell. */
@@ -37,6 +37,21 @@ export interface SavedRpc {
   readonly expiresAt: number;
 }
 
+/** A persistent MQTT session as written down: its device and client id, and what it subscribed to. */
+export interface SavedMqttSession {
+  readonly key: string;
+  readonly subscriptions: ReadonlyArray<readonly [filter: string, qos: 0 | 1]>;
+}
+
+export interface MqttSessionJournal {
+  add(saved: SavedMqttSession): JournalEntry;
+  update(entry: JournalEntry, saved: SavedMqttSession): void;
+  remove(entry: JournalEntry): void;
+}
+
+type Table = 'observations' | 'rpcs' | 'mqtt_sessions';
+type Saved = SavedObservation | SavedRpc | SavedMqttSession;
+
 /** The journal's handle on one written-down row. */
 class Entry<Row> implements JournalEntry {
   /** Whether the row exists on disk. */
@@ -47,7 +62,7 @@ class Entry<Row> implements JournalEntry {
   removed = false;
 
   constructor(
-    readonly table: 'observations' | 'rpcs',
+    readonly table: Table,
     readonly id: number,
   ) {}
 
@@ -71,6 +86,7 @@ export interface RpcJournal {
 export interface RestoredSessions {
   readonly observations: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedObservation }>;
   readonly rpcs: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedRpc }>;
+  readonly mqttSessions: ReadonlyArray<{ readonly entry: JournalEntry; readonly saved: SavedMqttSession }>;
   /** Rows that could not be read back (and were deleted). */
   readonly unreadable: number;
   /** Relations beyond coap.maxObservations (lowered since they were written), oldest first (and deleted). */
@@ -82,6 +98,7 @@ export interface RestoredSessions {
 export interface SessionStoreStats {
   readonly observations: number;
   readonly rpcs: number;
+  readonly mqttSessions: number;
   readonly commits: number;
   readonly failedCommits: number;
 }
@@ -91,18 +108,19 @@ export type OpenedSessionStore =
   /** Written by a newer version, or unusable: the gateway runs without keeping sessions, and says why. */
   | { readonly status: 'unusable'; readonly reason: string };
 
-export class SessionStore implements ObservationJournal, RpcJournal {
+export class SessionStore implements ObservationJournal, RpcJournal, MqttSessionJournal {
   readonly generation: number;
-  private readonly dirty = new Set<Entry<SavedObservation> | Entry<SavedRpc>>();
+  private readonly dirty = new Set<Entry<Saved>>();
   private nextObservationId: number;
+  private nextMqttSessionId: number;
   private timer: NodeJS.Timeout | undefined;
   private readonly warnings = new LogOncePer(10 * 60_000);
   private readonly insertObservation: Statement;
   private readonly insertRpc: Statement;
-  private readonly deleteObservation: Statement<[number]>;
-  private readonly deleteRpc: Statement<[number]>;
-  private readonly commitTx: (entries: ReadonlyArray<Entry<SavedObservation> | Entry<SavedRpc>>) => void;
-  private counts = { observations: 0, rpcs: 0, commits: 0, failedCommits: 0 };
+  private readonly insertMqttSession: Statement;
+  private readonly deletes: Readonly<Record<Table, Statement<[number]>>>;
+  private readonly commitTx: (entries: ReadonlyArray<Entry<Saved>>) => void;
+  private counts = { observations: 0, rpcs: 0, mqttSessions: 0, commits: 0, failedCommits: 0 };
   private lastCommitAt = 0;
 
   private constructor(
@@ -113,15 +131,18 @@ export class SessionStore implements ObservationJournal, RpcJournal {
     this.generation = ((meta?.value ?? 0) + 1) & 0x7fff_ffff;
     // Before any relation is restored: a crash right after still counts this start.
     db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)").run(this.generation);
-    this.nextObservationId = ((db.prepare('SELECT max(id) AS id FROM observations').get() as { id: number | null }).id ?? 0) + 1;
+    const nextId = (table: Table): number => ((db.prepare(`SELECT max(id) AS id FROM ${table}`).get() as { id: number | null }).id ?? 0) + 1;
+    this.nextObservationId = nextId('observations');
+    this.nextMqttSessionId = nextId('mqtt_sessions');
     this.insertObservation = db.prepare(
       'INSERT OR REPLACE INTO observations (id, owner, transport, address, port, credential, token, confirmable, uri_path, uri_query, szx, sequence, generation) ' +
         'VALUES (@id, @owner, @transport, @address, @port, @credential, @token, @confirmable, @uriPath, @uriQuery, @szx, @sequence, @generation)',
     );
     this.insertRpc = db.prepare('INSERT OR REPLACE INTO rpcs (id, device, call, expires_at) VALUES (@id, @device, @call, @expiresAt)');
-    this.deleteObservation = db.prepare('DELETE FROM observations WHERE id = ?');
-    this.deleteRpc = db.prepare('DELETE FROM rpcs WHERE id = ?');
-    this.commitTx = db.transaction((entries: ReadonlyArray<Entry<SavedObservation> | Entry<SavedRpc>>) => {
+    this.insertMqttSession = db.prepare('INSERT OR REPLACE INTO mqtt_sessions (id, key, subscriptions) VALUES (@id, @key, @subscriptions)');
+    const remove = (table: Table): Statement<[number]> => db.prepare(`DELETE FROM ${table} WHERE id = ?`);
+    this.deletes = { observations: remove('observations'), rpcs: remove('rpcs'), mqtt_sessions: remove('mqtt_sessions') };
+    this.commitTx = db.transaction((entries: ReadonlyArray<Entry<Saved>>) => {
       for (const entry of entries) this.write(entry);
     });
   }
@@ -154,12 +175,15 @@ export class SessionStore implements ObservationJournal, RpcJournal {
     for (const id of beyond) this.remove(Entry.written('observations', id));
     const rpcRows = this.db.prepare('SELECT * FROM rpcs ORDER BY id').all() as RpcRow[];
     const rpcs = this.readBack('rpcs', rpcRows, readRpc);
+    const mqttSessions = this.readBack('mqtt_sessions', this.db.prepare('SELECT * FROM mqtt_sessions ORDER BY id').all() as MqttSessionRow[], readMqttSession);
     this.counts.observations = observations.kept.length;
     this.counts.rpcs = rpcs.kept.length;
+    this.counts.mqttSessions = mqttSessions.kept.length;
     return {
       observations: observations.kept,
       rpcs: rpcs.kept,
-      unreadable: observations.unreadable + rpcs.unreadable,
+      mqttSessions: mqttSessions.kept,
+      unreadable: observations.unreadable + rpcs.unreadable + mqttSessions.unreadable,
       overLimit: beyond.length,
       // Unreadable rows count too: their numbers are taken until their deletion is committed.
       lastRpcSequence: rpcRows.at(-1)?.id ?? 0,
@@ -188,7 +212,14 @@ export class SessionStore implements ObservationJournal, RpcJournal {
 
   add(saved: SavedObservation): JournalEntry;
   add(saved: SavedRpc): JournalEntry;
-  add(saved: SavedObservation | SavedRpc): JournalEntry {
+  add(saved: SavedMqttSession): JournalEntry;
+  add(saved: Saved): JournalEntry {
+    if ('subscriptions' in saved) {
+      const entry = new Entry<SavedMqttSession>('mqtt_sessions', this.nextMqttSessionId++);
+      this.counts.mqttSessions++;
+      this.change(entry, saved);
+      return entry;
+    }
     if ('call' in saved) {
       const entry = new Entry<SavedRpc>('rpcs', saved.sequence);
       this.counts.rpcs++;
@@ -201,18 +232,19 @@ export class SessionStore implements ObservationJournal, RpcJournal {
     return entry;
   }
 
-  update(entry: JournalEntry, saved: SavedObservation): void {
-    const own = entry as Entry<SavedObservation>;
+  update(entry: JournalEntry, saved: SavedObservation | SavedMqttSession): void {
+    const own = entry as Entry<Saved>;
     if (own.removed) return;
     this.change(own, saved);
   }
 
   remove(entry: JournalEntry): void {
-    const own = entry as Entry<SavedObservation> | Entry<SavedRpc>;
+    const own = entry as Entry<Saved>;
     if (own.removed) return;
     own.removed = true;
     if (own.table === 'observations') this.counts.observations--;
-    else this.counts.rpcs--;
+    else if (own.table === 'rpcs') this.counts.rpcs--;
+    else this.counts.mqttSessions--;
     if (!own.onDisk) {
       // Never written: nothing to do on disk (an RPC acknowledged before the commit, a short relation).
       own.pending = null;
@@ -270,7 +302,7 @@ export class SessionStore implements ObservationJournal, RpcJournal {
     this.db.close();
   }
 
-  private change(entry: Entry<SavedObservation> | Entry<SavedRpc>, row: SavedObservation | SavedRpc | null): void {
+  private change(entry: Entry<Saved>, row: Saved | null): void {
     entry.pending = row as never;
     this.dirty.add(entry);
     if (!this.timer) {
@@ -280,13 +312,18 @@ export class SessionStore implements ObservationJournal, RpcJournal {
     }
   }
 
-  private write(entry: Entry<SavedObservation> | Entry<SavedRpc>): void {
+  private write(entry: Entry<Saved>): void {
     const row = entry.pending;
     if (row === null) {
-      (entry.table === 'observations' ? this.deleteObservation : this.deleteRpc).run(entry.id);
+      this.deletes[entry.table].run(entry.id);
       return;
     }
     if (row === undefined) return;
+    if (entry.table === 'mqtt_sessions') {
+      const session = row as SavedMqttSession;
+      this.insertMqttSession.run({ id: entry.id, key: session.key, subscriptions: JSON.stringify(session.subscriptions) });
+      return;
+    }
     if (entry.table === 'rpcs') {
       const rpc = row as SavedRpc;
       this.insertRpc.run({ id: entry.id, device: rpc.device, call: encodeJson(rpc.call as unknown as JsonValue) ?? 'null', expiresAt: rpc.expiresAt });
@@ -327,6 +364,31 @@ interface ObservationRow {
   szx: unknown;
   sequence: unknown;
   generation: unknown;
+}
+
+interface MqttSessionRow {
+  id: number;
+  key: unknown;
+  subscriptions: unknown;
+}
+
+/** Filters a device may subscribe to are short; a row beyond this is not one the gateway wrote. */
+const MAX_SUBSCRIPTIONS_TEXT = 4096;
+
+function readMqttSession(row: MqttSessionRow): SavedMqttSession | undefined {
+  if (typeof row.key !== 'string' || typeof row.subscriptions !== 'string' || row.subscriptions.length > MAX_SUBSCRIPTIONS_TEXT) return undefined;
+  try {
+    const value: unknown = JSON.parse(row.subscriptions);
+    if (!Array.isArray(value)) return undefined;
+    const subscriptions: Array<readonly [string, 0 | 1]> = [];
+    for (const each of value) {
+      if (!Array.isArray(each) || typeof each[0] !== 'string' || (each[1] !== 0 && each[1] !== 1)) return undefined;
+      subscriptions.push([each[0], each[1]]);
+    }
+    return { key: row.key, subscriptions };
+  } catch {
+    return undefined;
+  }
 }
 
 interface RpcRow {
@@ -439,6 +501,8 @@ CREATE TABLE observations (
 );
 CREATE TABLE rpcs (id INTEGER PRIMARY KEY, device TEXT NOT NULL, call TEXT NOT NULL, expires_at INTEGER NOT NULL);
 `;
+/** Added in format 2: the persistent MQTT sessions' subscriptions. */
+const CREATE_MQTT_SESSIONS = 'CREATE TABLE mqtt_sessions (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, subscriptions TEXT NOT NULL);';
 
 function connect(path: string): Connection {
   const db = new Database(path, { timeout: 5000 });
@@ -455,7 +519,9 @@ function connect(path: string): Connection {
     // relation the device was told about survives a power cut too.
     db.pragma('synchronous = FULL');
     db.pragma('journal_size_limit = 1048576');
-    if (version === 0) db.exec(`BEGIN; ${CREATE}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+    if (version === 0) db.exec(`BEGIN; ${CREATE}; ${CREATE_MQTT_SESSIONS}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+    // A file of format 1 keeps its rows and gains the table.
+    if (version === 1) db.exec(`BEGIN; ${CREATE_MQTT_SESSIONS}; PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
     // A damaged file is found now, where it can be set aside, not mid-restore (a few MB at most: ~10 ms).
     const problems = db.pragma('quick_check(1)', { simple: true }) as string;
     if (problems !== 'ok') throw Object.assign(new Error(`damaged: ${problems}`), { code: 'SQLITE_CORRUPT' });

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { SavedObservation } from '../../src/coap/observe-journal.js';
 import { createLogger } from '../../src/log.js';
+import { MqttSessions } from '../../src/front-ends/mqtt/sessions.js';
 import { COMMIT_DELAY_MS, COMMIT_SPACING_MS, SessionStore, type SavedRpc } from '../../src/state/session-store.js';
 
 const log = createLogger('silent');
@@ -351,7 +352,7 @@ describe('session store: files it cannot trust', () => {
     const db = new Database(path);
     db.pragma(`journal_mode = ${mode}`);
     db.exec('CREATE TABLE future (x); INSERT INTO future VALUES (1)');
-    db.pragma('user_version = 2');
+    db.pragma('user_version = 3');
     db.close();
     const before = sha256(path);
     const listing = readdirSync(dir).sort();
@@ -452,4 +453,55 @@ describe('session store: a commit the disk refuses', () => {
     expect(call.kept).toBe(true);
     expect(rowsOnDisk()).toEqual({ observations: 1, rpcs: 1 });
   }, 20_000);
+
+  it('brings a format 1 file forward: its relations and RPCs stay, and persistent MQTT sessions can be kept', () => {
+    const db = new Database(path);
+    db.exec(
+      'CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);' +
+        'CREATE TABLE observations (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, transport TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL, credential TEXT, token BLOB NOT NULL, confirmable INTEGER NOT NULL, uri_path TEXT NOT NULL, uri_query TEXT NOT NULL, szx INTEGER NOT NULL, sequence INTEGER NOT NULL, generation INTEGER NOT NULL);' +
+        'CREATE TABLE rpcs (id INTEGER PRIMARY KEY, device TEXT NOT NULL, call TEXT NOT NULL, expires_at INTEGER NOT NULL);' +
+        `INSERT INTO rpcs VALUES (4, 'thermostat-1', '{"id":9,"method":"reboot","params":{}}', ${Date.now() + 60_000});`,
+    );
+    db.pragma('user_version = 1');
+    db.close();
+    const store = open();
+    const kept = store.restore(100);
+    expect(kept.rpcs.map(({ saved }) => saved.call.method)).toEqual(['reboot']);
+    expect(kept.mqttSessions).toEqual([]);
+    store.add({ key: 'Boiler-7\u0000esp32', subscriptions: [['v1/devices/me/rpc/request/+', 1]] });
+    close(store);
+    const again = open().restore(100);
+    expect(again.mqttSessions.map(({ saved }) => saved)).toEqual([{ key: 'Boiler-7\u0000esp32', subscriptions: [['v1/devices/me/rpc/request/+', 1]] }]);
+    expect(again.rpcs).toHaveLength(1);
+  });
+
+  it('keeps a persistent MQTT session\'s subscriptions across a restart, and forgets a session ended by clean session', () => {
+    const store = open();
+    store.restore(100);
+    const sessions = new MqttSessions(10, 0, store);
+    expect(sessions.resume('dev\u0000a', false)).toBeUndefined();
+    sessions.remember('dev\u0000a', 'v1/devices/me/attributes', 0);
+    sessions.remember('dev\u0000a', 'v1/devices/me/rpc/request/+', 1);
+    sessions.resume('dev\u0000b', false);
+    sessions.resume('dev\u0000b', true);
+    close(store);
+    const reopened = open();
+    const after = new MqttSessions(10, 0, reopened);
+    after.restore(reopened.restore(100).mqttSessions);
+    expect(after.size).toBe(1);
+    expect([...(after.resume('dev\u0000a', false) ?? [])]).toEqual([
+      ['v1/devices/me/attributes', 0],
+      ['v1/devices/me/rpc/request/+', 1],
+    ]);
+    expect(after.resume('dev\u0000b', false)).toBeUndefined();
+  });
+
+  it('drops a session pushed out by maxSessions from the file too', () => {
+    const store = open();
+    store.restore(100);
+    const sessions = new MqttSessions(2, 0, store);
+    for (const key of ['a', 'b', 'c']) sessions.resume(key, false);
+    close(store);
+    expect(open().restore(100).mqttSessions.map(({ saved }) => saved.key)).toEqual(['b', 'c']);
+  });
 });

@@ -140,6 +140,7 @@ export class MqttConnection {
     this.inflightDown.clear();
     this.presence?.end();
     if (this.device) this.context.releaseDevice(this.device.name, this);
+    if (this.persistent && this.clientKey !== undefined) this.context.sessions.touch(this.clientKey);
     this.inbox.length = 0;
     if (flush) {
       // end() uncorks and sends what is written, then FIN; a peer that does not close its side in a second is cut.

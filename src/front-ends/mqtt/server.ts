@@ -11,6 +11,7 @@ import { LogOncePer } from '../../log.js';
 import type { Device } from '../../model.js';
 import { listenErrorAdvice, ipv6Unavailable } from '../../net/socket-advice.js';
 import type { BoundAddress } from '../../net/udp-socket.js';
+import type { MqttSessionJournal, RestoredSessions } from '../../state/session-store.js';
 import { MqttConnection, type ConnectionContext, type MqttCounters } from './connection.js';
 import { PacketReader } from './packets.js';
 import { MqttSessions } from './sessions.js';
@@ -63,8 +64,10 @@ export class MqttDeviceServer {
     dialect: Pick<MqttDialect, 'connect' | 'answerTopic' | 'errorTopic'>,
     bridge: { connected(device: Device, revoked: () => void): Subscription },
     private readonly log: Logger,
+    /** Where persistent sessions are written down (the session store); absent: memory only. */
+    journal?: MqttSessionJournal,
   ) {
-    this.sessions = new MqttSessions(Math.max(1, options.maxSessions), options.sessionExpiryMs);
+    this.sessions = new MqttSessions(Math.max(1, options.maxSessions), options.sessionExpiryMs, journal);
     this.context = {
       api,
       dialect,
@@ -121,6 +124,11 @@ export class MqttDeviceServer {
       }
     });
     return { plain, tls: await this.listen(server, secure.port) };
+  }
+
+  /** The persistent sessions an earlier run wrote down: a device coming back finds its subscriptions. */
+  restoreSessions(saved: RestoredSessions['mqttSessions']): void {
+    this.sessions.restore(saved);
   }
 
   stats(): MqttDevicesStats {
