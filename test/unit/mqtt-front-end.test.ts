@@ -15,6 +15,7 @@ import { TokenCheck } from '../../src/devices/token-check.js';
 import { MqttFramer } from '../../src/front-ends/mqtt/framing.js';
 import { PacketReader } from '../../src/front-ends/mqtt/packets.js';
 import { MqttSessions } from '../../src/front-ends/mqtt/sessions.js';
+import { connackCode, sessionOf, subscribeFailure } from '../../src/front-ends/mqtt/versions.js';
 import { createLogger } from '../../src/log.js';
 import type { AttributeSet, UplinkOutcome } from '../../src/model.js';
 
@@ -55,20 +56,41 @@ describe('PacketReader', () => {
   it('reads one packet per frame, and a bad frame leaves nothing behind for the next', () => {
     const reader = new PacketReader();
     const connect = mqttPacket.generate({ cmd: 'connect', clientId: 'c', protocolVersion: 4, username: 'token', keepalive: 30, clean: true });
-    expect(reader.read(connect)).toMatchObject({ cmd: 'connect', username: 'token', keepalive: 30 });
+    expect(reader.read(connect, 4)).toMatchObject({ cmd: 'connect', username: 'token', keepalive: 30 });
     // A CONNECT of an unknown protocol level: refused, and the parser is replaced.
     const bad = Buffer.from(connect);
     bad[8] = 9;
-    expect(reader.read(bad)).toBeInstanceOf(Error);
-    expect(reader.read(publish('v1/devices/me/telemetry', '{"t":2}'))).toMatchObject({ cmd: 'publish', topic: 'v1/devices/me/telemetry', qos: 1 });
+    expect(reader.read(bad, 4)).toBeInstanceOf(Error);
+    expect(reader.read(publish('v1/devices/me/telemetry', '{"t":2}'), 4)).toMatchObject({ cmd: 'publish', topic: 'v1/devices/me/telemetry', qos: 1 });
   });
 
-  it('reads MQTT 5 CONNECTs (to refuse them) without reading the next connection\'s packets as MQTT 5', () => {
+  it('reads each connection\'s packets at its own protocol level: an MQTT 5 CONNECT changes nothing for the next 3.1.1 frame', () => {
     const reader = new PacketReader();
-    const v5 = mqttPacket.generate({ cmd: 'connect', clientId: 'c', protocolVersion: 5, clean: true, keepalive: 0 }, { protocolVersion: 5 });
-    expect(reader.read(v5)).toMatchObject({ cmd: 'connect', protocolVersion: 5 });
-    const packet = reader.read(publish('v1/devices/me/telemetry', '{"t":3}'));
-    expect(packet).toMatchObject({ cmd: 'publish', payload: Buffer.from('{"t":3}') });
+    const v5 = mqttPacket.generate({ cmd: 'connect', clientId: 'c', protocolVersion: 5, clean: true, keepalive: 0, properties: { sessionExpiryInterval: 60 } }, { protocolVersion: 5 });
+    expect(reader.read(v5, 4)).toMatchObject({ cmd: 'connect', protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
+    expect(reader.read(publish('v1/devices/me/telemetry', '{"t":3}'), 4)).toMatchObject({ cmd: 'publish', payload: Buffer.from('{"t":3}') });
+    const v5Publish = mqttPacket.generate(
+      { cmd: 'publish', topic: 'v1/devices/me/telemetry', payload: '{"t":4}', qos: 1, messageId: 3, retain: false, dup: false, properties: { contentType: 'application/json' } },
+      { protocolVersion: 5 },
+    );
+    expect(reader.read(v5Publish, 5)).toMatchObject({ cmd: 'publish', payload: Buffer.from('{"t":4}'), properties: { contentType: 'application/json' } });
+  });
+});
+
+describe('MQTT versions', () => {
+  it('answers each refusal with the code of its version, as ThingsBoard does', () => {
+    expect([connackCode('bad-credentials', 4), connackCode('bad-credentials', 5)]).toEqual([5, 0x86]);
+    expect([connackCode('not-authorized', 3), connackCode('not-authorized', 5)]).toEqual([5, 0x87]);
+    expect([subscribeFailure(4), subscribeFailure(5)]).toEqual([0x80, 0x8f]);
+  });
+
+  it('keeps a session after the connection when 3.1.1 says not clean, or MQTT 5 gives it an expiry', () => {
+    const connect = (protocolVersion: 4 | 5, clean: boolean, sessionExpiryInterval?: number) =>
+      sessionOf({ cmd: 'connect', clientId: 'c', protocolVersion, clean, ...(sessionExpiryInterval !== undefined ? { properties: { sessionExpiryInterval } } : {}) });
+    expect(connect(4, false)).toEqual({ clean: false, persistent: true });
+    expect(connect(4, true)).toEqual({ clean: true, persistent: false });
+    expect(connect(5, false)).toEqual({ clean: false, persistent: false });
+    expect(connect(5, true, 3600)).toEqual({ clean: true, persistent: true });
   });
 });
 
@@ -141,10 +163,10 @@ describe('ThingsBoard\'s MQTT dialect', () => {
     expect(connect('provision')).toEqual({ kind: 'provisioning' });
     expect(connect(undefined, 'provision')).toEqual({ kind: 'provisioning' });
     expect(connect(undefined)).toMatchObject({ kind: 'refused', code: 'not-authorized' });
-    expect(connect('guess-1')).toEqual({ kind: 'refused', code: 'not-authorized', reason: 'unknown access token' });
-    expect(connect('guess-2')).toMatchObject({ kind: 'refused', code: 'not-authorized' });
+    expect(connect('guess-1')).toEqual({ kind: 'refused', code: 'bad-credentials', reason: 'unknown access token' });
+    expect(connect('guess-2')).toMatchObject({ kind: 'refused', code: 'bad-credentials' });
     // Two different unknown tokens: the address is blocked, even for the right token.
-    expect(connect('boiler-token')).toMatchObject({ kind: 'refused', reason: expect.stringMatching(/blocked/) });
+    expect(connect('boiler-token')).toMatchObject({ kind: 'refused', code: 'not-authorized', reason: expect.stringMatching(/blocked/) });
   });
 
   it('names the answer topic of each question, and none for uplinks', () => {

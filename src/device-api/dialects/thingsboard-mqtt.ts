@@ -53,7 +53,7 @@ export type MqttGrant =
   | { readonly kind: 'device'; readonly device: Device }
   /** ThingsBoard's provisioning session: username "provision", one topic in and one out. */
   | { readonly kind: 'provisioning' }
-  | { readonly kind: 'refused'; readonly code: 'bad-credentials' | 'not-authorized' | 'unavailable'; readonly reason: string };
+  | { readonly kind: 'refused'; readonly code: 'bad-credentials' | 'not-authorized'; readonly reason: string };
 
 export interface MqttDialect extends Dialect {
   connect(request: MqttConnect): MqttGrant;
@@ -145,7 +145,8 @@ export function thingsBoardMqtt(deps: ThingsBoardMqttDeps): MqttDialect {
     // given as well must name the same device.
     const token = credential && request.username !== undefined && request.username !== '' ? undefined : request.username;
     const device = identify(asRequest, token);
-    if (typeof device === 'string') return { kind: 'refused', code: 'not-authorized', reason: device };
+    // ThingsBoard's "bad user name or password" (3.1.1: 5 as well; MQTT 5: 0x86).
+    if (typeof device === 'string') return { kind: 'refused', code: 'bad-credentials', reason: device };
     return { kind: 'device', device };
   }
 

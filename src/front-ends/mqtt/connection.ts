@@ -16,6 +16,7 @@ import type { DeliveryResult, Device, JsonValue } from '../../model.js';
 import { MqttFramer } from './framing.js';
 import type { PacketReader } from './packets.js';
 import type { MqttSessions } from './sessions.js';
+import { connackCode, PUBACK_REASON, sessionOf, subscribeFailure, type ConnectRefusal, type ProtocolVersion } from './versions.js';
 
 export interface MqttConnectionOptions {
   readonly maxPacketBytes: number;
@@ -51,10 +52,6 @@ export interface MqttCounters {
   closed: Record<string, number>;
 }
 
-/** CONNACK return codes of MQTT 3.1.1 §3.2.2.3. */
-const CONNACK = { accepted: 0, badProtocol: 1, identifierRejected: 2, unavailable: 3, 'bad-credentials': 4, 'not-authorized': 5 } as const;
-/** SUBACK's failure code (MQTT 3.1.1 §3.9.3). */
-const SUBSCRIBE_FAILURE = 0x80;
 /** How long a closing connection may take to send its last packets. */
 const FLUSH_GRACE_MS = 1_000;
 /** How long a provisioning session stays open after its answer, as in ThingsBoard's transport. */
@@ -96,6 +93,8 @@ export class MqttConnection {
   private connectTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private corked = false;
+  /** The CONNECT's protocol level: MQTT 5 packets carry properties and reason codes. */
+  private version: ProtocolVersion = 4;
 
   constructor(
     private readonly socket: Socket,
@@ -158,7 +157,7 @@ export class MqttConnection {
     const cut = this.framer.push(chunk);
     if (!cut.ok) return this.close('too-large', cut.reason);
     for (const frame of cut.frames) {
-      const packet = this.context.reader.read(frame);
+      const packet = this.context.reader.read(frame, this.version);
       if (packet instanceof Error) return this.close('malformed', `malformed packet: ${packet.message}`);
       this.inbox.push(packet);
     }
@@ -205,16 +204,14 @@ export class MqttConnection {
   private connect(packet: IConnectPacket): void {
     if (this.device || this.provisioning) return this.close('protocol', 'a second CONNECT on the same connection');
     clearTimeout(this.connectTimer);
-    const refuse = (code: number, reason: string, detail: string): void => {
+    this.version = packet.protocolVersion ?? 4;
+    const refuse = (refusal: ConnectRefusal, detail: string): void => {
       this.context.counters.connacks.refused++;
-      this.send({ cmd: 'connack', returnCode: code, sessionPresent: false });
-      this.close(reason, detail, true);
+      this.connack(connackCode(refusal, this.version), false);
+      this.close(refusal, detail, true);
     };
-    if (packet.protocolVersion !== 4 && packet.protocolVersion !== 3) {
-      return refuse(CONNACK.badProtocol, 'bad-protocol', `MQTT protocol level ${String(packet.protocolVersion)}: the gateway speaks MQTT 3.1.1 and 3.1`);
-    }
-    const clean = packet.clean !== false;
-    if (!clean && packet.clientId === '') return refuse(CONNACK.identifierRejected, 'identifier-rejected', 'a persistent session needs a client id');
+    const { clean, persistent } = sessionOf(packet);
+    if (persistent && packet.clientId === '') return refuse('identifier-rejected', 'a persistent session needs a client id');
     const grant: MqttGrant = this.context.dialect.connect({
       username: packet.username,
       clientId: packet.clientId,
@@ -224,33 +221,45 @@ export class MqttConnection {
     });
     if (grant.kind === 'refused') {
       this.context.warn(`connect ${this.address}`, { peer: this.address, reason: grant.reason }, 'MQTT connection refused (CONNACK "not authorized")');
-      return refuse(CONNACK[grant.code], grant.code, grant.reason);
+      return refuse(grant.code, grant.reason);
     }
     this.keepaliveMs = (packet.keepalive ?? 0) * 1000 * KEEPALIVE_GRACE;
     this.armKeepalive();
     this.context.counters.connacks.accepted++;
     if (grant.kind === 'provisioning') {
       this.provisioning = true;
-      this.send({ cmd: 'connack', returnCode: CONNACK.accepted, sessionPresent: false });
+      this.connack(0, false);
       return;
     }
-    this.connectDevice(grant.device, packet.clientId, clean);
+    this.connectDevice(grant.device, packet.clientId, clean, persistent);
   }
 
-  private connectDevice(device: Device, clientId: string, clean: boolean): void {
+  /** CONNACK; in MQTT 5 it also tells the largest packet the gateway takes, so the client keeps under it. */
+  private connack(code: number, sessionPresent: boolean): void {
+    if (this.version === 5) {
+      this.send({ cmd: 'connack', reasonCode: code, sessionPresent, ...(code === 0 ? { properties: { maximumPacketSize: this.context.options.maxPacketBytes } } : {}) });
+    } else {
+      this.send({ cmd: 'connack', returnCode: code, sessionPresent });
+    }
+  }
+
+  private connectDevice(device: Device, clientId: string, clean: boolean, persistent: boolean): void {
     this.device = device;
-    this.persistent = !clean;
+    this.persistent = persistent;
     this.context.claimDevice(device.name, this);
     if (clientId !== '') this.clientKey = `${device.name}\u0000${clientId}`;
     this.presence = this.context.bridge.connected(device, () => this.close('revoked', 'the device was removed or its credentials changed'));
-    const saved = this.clientKey !== undefined ? this.context.sessions.resume(this.clientKey, clean) : undefined;
-    this.send({ cmd: 'connack', returnCode: CONNACK.accepted, sessionPresent: saved !== undefined });
+    // A session that is not to be kept is not resumed either (MQTT 5 with no session expiry: as clean).
+    const saved = this.clientKey !== undefined ? this.context.sessions.resume(this.clientKey, clean || !persistent) : undefined;
+    this.connack(0, saved !== undefined);
     this.context.log.debug({ device: device.name, peer: this.address, persistent: this.persistent, resumed: saved !== undefined }, 'MQTT device connected');
     // A resumed session's subscriptions are open again at once: RPCs queued meanwhile follow.
     for (const [filter, qos] of saved ?? []) this.openSubscription(filter, qos);
   }
 
   private publish(packet: IPublishPacket): void {
+    // The gateway's CONNACK allowed no topic aliases (MQTT 5 §3.3.2.3.4: a protocol error).
+    if (packet.properties?.topicAlias !== undefined) return this.close('protocol', 'a topic alias, though the gateway allows none');
     const messageId = packet.messageId ?? 0;
     // QoS 2: a PUBLISH sent again before its PUBREL is the same message (§4.3.3): acknowledged, not handled twice.
     if (packet.qos === 2 && this.exactlyOnce.has(messageId)) {
@@ -268,7 +277,7 @@ export class MqttConnection {
     // A question (attribute request, client RPC, firmware chunk) is acknowledged on receipt; its answer
     // follows on its own topic. An uplink is acknowledged once it is safe, or dropped as ThingsBoard drops
     // it (a topic outside the API); undefined: the connection ended without it.
-    const acknowledged = question !== undefined ? Promise.resolve(true) : outcome.then((settled) => settled !== undefined);
+    const acknowledged = question !== undefined ? Promise.resolve(PUBACK_REASON.success) : outcome.then((settled) => ackReason(settled));
     void outcome.then((settled) => {
       this.handling--;
       if (settled && question !== undefined) this.answer(question, settled, packet);
@@ -278,8 +287,9 @@ export class MqttConnection {
     if (packet.qos === 2) this.exactlyOnce.add(messageId);
     this.acks = this.acks
       .then(() => acknowledged)
-      .then((ack) => {
-        if (ack && !this.closed) this.send({ cmd: packet.qos === 2 ? 'pubrec' : 'puback', messageId });
+      .then((reason) => {
+        if (reason === undefined || this.closed) return;
+        this.send({ cmd: packet.qos === 2 ? 'pubrec' : 'puback', messageId, ...(this.version === 5 ? { reasonCode: reason } : {}) });
       });
   }
 
@@ -297,7 +307,7 @@ export class MqttConnection {
         return settled;
       }
       const { refusal } = settled;
-      const retry = refusal.retryAfterSeconds !== undefined && (refusal.problem === 'too-many-requests' || packet.qos === 1);
+      const retry = refusal.retryAfterSeconds !== undefined && (refusal.problem === 'too-many-requests' || packet.qos > 0);
       if (!retry) return this.refused(packet, refusal);
       this.context.counters.publishes.retried++;
       this.waiting++;
@@ -310,18 +320,21 @@ export class MqttConnection {
   /**
    * A refused publish as ThingsBoard's transport treats it: a topic outside the API is acknowledged and
    * dropped; a payload it cannot take closes the connection (its default, without "send PUBACK on
-   * validation failure"); a question that found no answer in time is simply not answered.
+   * validation failure"), except in MQTT 5 at QoS 1, where a PUBACK can say so; a question that found no
+   * answer in time is simply not answered. undefined: the connection is closed for it.
    */
   private refused(packet: IPublishPacket, refusal: Refusal): Outcome | undefined {
     const { counters } = this.context;
     const device = this.device?.name;
-    switch (refusal.problem) {
+    const told = this.version === 5 && packet.qos > 0 && ackReason({ kind: 'refused', refusal }) === PUBACK_REASON.payloadFormatInvalid;
+    switch (told ? 'told' : refusal.problem) {
+      case 'told':
       case 'not-found':
       case 'timeout':
       case 'bad-gateway':
       case 'unavailable':
-        counters.publishes.dropped++;
-        this.context.log.debug({ device, topic: packet.topic, reason: refusal.reason }, 'MQTT publish not answered');
+        counters.publishes[told ? 'refused' : 'dropped']++;
+        this.context.log.debug({ device, topic: packet.topic, reason: refusal.reason }, 'MQTT publish not taken');
         return { kind: 'refused', refusal };
       default:
         counters.publishes.refused++;
@@ -380,12 +393,12 @@ export class MqttConnection {
     // Subscriptions are answered at once: a promise here would be a dialect's mistake, refused alike.
     if (outcome instanceof Promise || outcome.kind === 'refused') {
       this.context.log.debug({ device: this.device?.name, filter, reason: outcome instanceof Promise ? 'not immediate' : outcome.refusal.reason }, 'MQTT subscription refused');
-      return SUBSCRIBE_FAILURE;
+      return subscribeFailure(this.version);
     }
     const streams = outcome.kind === 'updates' ? outcome.open(this.sink(filter, qos)) : [];
     if (this.closed) {
       streams.forEach((stream) => stream.end());
-      return SUBSCRIBE_FAILURE;
+      return subscribeFailure(this.version);
     }
     this.subscriptions.set(filter, { qos, streams });
     if (this.persistent && this.clientKey !== undefined) this.context.sessions.remember(this.clientKey, filter, qos);
@@ -468,7 +481,7 @@ export class MqttConnection {
         this.socket.uncork();
       });
     }
-    this.socket.write(mqttPacket.generate(packet));
+    this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.version }));
     // A device that stops reading does not make the gateway hold its messages without end.
     if (this.socket.writableLength > this.context.options.maxUnsentBytes) this.close('slow-reader', `more than ${this.context.options.maxUnsentBytes} bytes unread`);
   }
@@ -511,6 +524,25 @@ export class MqttConnection {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => this.later(ms, resolve));
+  }
+}
+
+/**
+ * What the PUBACK of a publish's outcome says (MQTT 5; 3.1.1 sends a plain PUBACK): taken, a topic outside
+ * the API (dropped, as ThingsBoard does), or a payload it cannot take. undefined: no PUBACK at all.
+ */
+function ackReason(settled: Outcome | undefined): number | undefined {
+  if (!settled) return undefined;
+  if (settled.kind !== 'refused') return PUBACK_REASON.success;
+  switch (settled.refusal.problem) {
+    case 'not-found':
+      return PUBACK_REASON.topicNameInvalid;
+    case 'bad-request':
+    case 'too-large':
+    case 'unsupported-format':
+      return PUBACK_REASON.payloadFormatInvalid;
+    default:
+      return PUBACK_REASON.success;
   }
 }
 

@@ -1,6 +1,7 @@
 // MQTT packets read with mqtt-packet's parser, one whole frame at a time (framing.ts cut it), so a single
-// parser serves every connection: it holds no half-read packet between frames, and no connection pays for
-// a parser of its own (it would also keep the last CONNECT, password included, as its settings).
+// parser serves every connection, each with its protocol level: it holds no half-read packet between
+// frames, and no connection pays for a parser of its own (it would also keep the last CONNECT, password
+// included, as its settings).
 import mqttPacket, { type Packet, type Parser } from 'mqtt-packet';
 
 /** The parser keeps the settings of the last CONNECT it read (mqtt-packet's parser.js). */
@@ -11,12 +12,16 @@ export class PacketReader {
   private packet: Packet | undefined;
   private error: Error | undefined;
 
-  /** The one packet a frame holds, or why it is not a packet the gateway can read. */
-  read(frame: Buffer): Packet | Error {
+  /**
+   * The one packet a frame holds, or why it is not a packet the gateway can read. `protocolVersion`: the
+   * connection's (a CONNECT says its own).
+   */
+  read(frame: Buffer, protocolVersion: number): Packet | Error {
     this.packet = undefined;
     this.error = undefined;
+    this.parser.settings = { protocolVersion };
     this.parser.parse(frame);
-    // The parser keeps the last CONNECT as its settings; the next frame may be another connection's.
+    // The parser keeps the last CONNECT (its password too) as its settings: not past this frame.
     this.parser.settings = { protocolVersion: 4 };
     const { packet, error } = this;
     if (error || !packet) {
