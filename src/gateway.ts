@@ -12,7 +12,7 @@ import { formatPeer } from './coap/transport.js';
 import type { GatewayConfig } from './config/load.js';
 import type { RequestLimits } from './device-api/limits.js';
 import { buildCore, type Core } from './gateway/core.js';
-import { buildDeviceSide, type DeviceSide } from './gateway/device-side.js';
+import { buildDeviceSide, mqttTlsReloader, type DeviceSide } from './gateway/device-side.js';
 import { startListening, type Listening } from './gateway/listen.js';
 import { openState, readSessions, type GatewayState } from './gateway/state.js';
 import { buildUpstream } from './gateway/upstream.js';
@@ -79,7 +79,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     await confirmRestored(restored, edge.messageLayer, logs, restoreStarted);
     logStarted(log, config, up.upstreamUrl, core.registry.size, core.outbox, listening);
 
-    const reload = createReloader(config, { ...core, dtls: edge.dtls, logs });
+    const mqttTls = edge.mqttDevices && config.mqttDevices.tls ? mqttTlsReloader(edge.mqttDevices) : undefined;
+    const reload = createReloader(config, { ...core, dtls: edge.dtls, mqttTls, logs });
     let stopping: Promise<void> | undefined;
     return {
       stateDir: state.stateDir,

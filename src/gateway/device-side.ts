@@ -86,7 +86,7 @@ export function buildDeviceSide(config: GatewayConfig, state: GatewayState, core
 }
 
 /** mqttDevices.*, with the TLS listener's PEM texts read (its files fall back to dtls.cert, key and ca). */
-function mqttOptions(config: GatewayConfig): ConstructorParameters<typeof MqttDeviceServer>[0] {
+export function mqttOptions(config: GatewayConfig): ConstructorParameters<typeof MqttDeviceServer>[0] {
   const { mqttDevices, dtls } = config;
   const read = (path: string): string => readFileSync(path, 'utf8');
   const ca = mqttDevices.ca || dtls.ca;
@@ -95,5 +95,13 @@ function mqttOptions(config: GatewayConfig): ConstructorParameters<typeof MqttDe
     tls: mqttDevices.tls
       ? { port: mqttDevices.tlsPort, cert: read(mqttDevices.cert || dtls.cert), key: read(mqttDevices.key || dtls.key), ca: ca === '' ? undefined : read(ca) }
       : undefined,
+  };
+}
+
+/** A reload's new MQTT TLS material, read as at start and handed to the running listener. */
+export function mqttTlsReloader(server: MqttDeviceServer): (next: GatewayConfig) => 'reloaded' | 'unchanged' {
+  return (next) => {
+    const tls = mqttOptions(next).tls;
+    return tls ? server.replaceTls(tls) : 'unchanged';
   };
 }

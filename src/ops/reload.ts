@@ -1,6 +1,6 @@
 // The reload policy, all of it: SIGHUP (systemctl reload coap2mqtt, or coap2mqtt devices add/remove)
 // reads the configuration again and applies what can change while running: the device list, the DTLS
-// certificate, key and CA, and log levels. Any other changed key waits for a restart, and the report says
+// and MQTT TLS certificates, keys and CAs, and log levels. Any other changed key waits for a restart, and the report says
 // so. A configuration with errors changes nothing: the gateway carries on with the one it has.
 import type { Logger } from 'pino';
 import type { Bridge } from '../bridge/index.js';
@@ -20,18 +20,22 @@ export interface ReloadReport {
   readonly dtlsSessionsClosed: number;
   /** 'reloaded' when the files changed and OpenSSL took them; otherwise why not. */
   readonly dtlsCredentials: 'reloaded' | 'unchanged' | 'off' | { readonly error: string };
+  /** The same for MQTT over TLS (its files, or dtls.cert, key and ca they fall back to). */
+  readonly mqttTlsCredentials: 'reloaded' | 'unchanged' | 'off' | { readonly error: string };
   /** Keys whose new value needs a restart to take effect. */
   readonly restartNeeded: readonly string[];
 }
 
 /** Keys a reload applies; any other changed key waits for a restart. */
-const RELOADABLE_KEYS = new Set(['devices', 'devicesFile', 'dtls.cert', 'dtls.key', 'dtls.ca', 'log.level']);
+const RELOADABLE_KEYS = new Set(['devices', 'devicesFile', 'dtls.cert', 'dtls.key', 'dtls.ca', 'mqttDevices.cert', 'mqttDevices.key', 'mqttDevices.ca', 'log.level']);
 
 export interface ReloadTargets {
   readonly registry: DeviceRegistry;
   readonly enrolment: DeviceEnrolment;
   readonly bridge: Pick<Bridge, 'revokeDevices'>;
   readonly dtls: { readonly transport: DtlsTransport; readonly material: DtlsMaterial } | undefined;
+  /** MQTT over TLS, when mqttDevices.tls: reads the new material from a configuration and applies it. */
+  readonly mqttTls: ((next: GatewayConfig) => 'reloaded' | 'unchanged') | undefined;
   readonly logs: ComponentLoggers;
 }
 
@@ -72,10 +76,24 @@ export function createReloader(started: GatewayConfig, targets: ReloadTargets): 
         dtlsCredentials = { error: error instanceof StartupError ? error.message : describeDtlsError(error as Error, next.dtls) };
       }
     }
+    let mqttTlsCredentials: ReloadReport['mqttTlsCredentials'] = 'off';
+    if (targets.mqttTls) {
+      try {
+        mqttTlsCredentials = targets.mqttTls(next);
+      } catch (error) {
+        mqttTlsCredentials = { error: (error as Error).message };
+      }
+    }
     logs.setLevels(next.log.level, next.log.components);
     const restartNeeded = changedKeys(current, next).filter((key) => !RELOADABLE_KEYS.has(key) && !key.startsWith('log.components.'));
-    current = { ...current, devices: next.devices, dtls: { ...current.dtls, cert: next.dtls.cert, key: next.dtls.key, ca: next.dtls.ca }, log: next.log };
-    return { devices, dtlsSessionsClosed, dtlsCredentials, restartNeeded };
+    current = {
+      ...current,
+      devices: next.devices,
+      dtls: { ...current.dtls, cert: next.dtls.cert, key: next.dtls.key, ca: next.dtls.ca },
+      mqttDevices: { ...current.mqttDevices, cert: next.mqttDevices.cert, key: next.mqttDevices.key, ca: next.mqttDevices.ca },
+      log: next.log,
+    };
+    return { devices, dtlsSessionsClosed, dtlsCredentials, mqttTlsCredentials, restartNeeded };
   };
 }
 
@@ -148,6 +166,14 @@ export function reloadConfiguration(gateway: Reloadable, file: string | undefine
       ok = false;
       lines.push(`DTLS material not reloaded, the previous stays in use: ${report.dtlsCredentials.error}`);
       log.error({ reason: report.dtlsCredentials.error }, 'DTLS certificate/key not reloaded; the previous ones stay in use');
+    }
+    if (report.mqttTlsCredentials === 'reloaded') {
+      lines.push('MQTT TLS certificate, key and CA reloaded for new connections');
+      log.info('MQTT TLS certificate, key and CA reloaded; open connections keep theirs');
+    } else if (typeof report.mqttTlsCredentials === 'object') {
+      ok = false;
+      lines.push(`MQTT TLS material not reloaded, the previous stays in use: ${report.mqttTlsCredentials.error}`);
+      log.error({ reason: report.mqttTlsCredentials.error }, 'MQTT TLS certificate/key not reloaded; the previous ones stay in use');
     }
     if (report.restartNeeded.length > 0) {
       lines.push(`needs a restart to take effect (systemctl restart coap2mqtt): ${report.restartNeeded.join(', ')}`);

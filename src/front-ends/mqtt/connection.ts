@@ -93,6 +93,7 @@ export class MqttConnection {
   private connectTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private corked = false;
+  private quiescing = false;
   /** The CONNECT's protocol level: MQTT 5 packets carry properties and reason codes. */
   private version: ProtocolVersion = 4;
 
@@ -113,6 +114,16 @@ export class MqttConnection {
   /** The device it speaks for, once connected. */
   get deviceName(): string | undefined {
     return this.device?.name;
+  }
+
+  /**
+   * The gateway is stopping: nothing more is read, and what is in hand settles. Resolves once every
+   * PUBLISH read so far has its PUBACK (or will never have one); the caller bounds the wait.
+   */
+  quiesce(): Promise<void> {
+    this.quiescing = true;
+    this.socket.pause();
+    return this.acks;
   }
 
   /** CONNECT was accepted (a device's or a provisioning session). */
@@ -166,10 +177,10 @@ export class MqttConnection {
 
   /** Handles what has been read, unless a publish is waiting to be retried or too many are in hand. */
   private pump(): void {
-    while (!this.closed && this.inbox.length > 0 && this.waiting === 0 && this.handling < this.context.options.maxInflight) {
+    while (!this.closed && !this.quiescing && this.inbox.length > 0 && this.waiting === 0 && this.handling < this.context.options.maxInflight) {
       this.dispatch(this.inbox.shift()!);
     }
-    if (this.closed) return;
+    if (this.closed || this.quiescing) return;
     const busy = this.inbox.length > 0;
     if (busy && !this.socket.isPaused()) this.socket.pause();
     else if (!busy && this.socket.isPaused()) this.socket.resume();

@@ -42,6 +42,8 @@ const UNSENT_PACKETS = 4;
 /** Dead peers of connections without an MQTT keep-alive are found by TCP's. */
 const TCP_KEEPALIVE_MS = 60_000;
 const WARN_EVERY_MS = 10 * 60_000;
+/** How long a stop waits for the publishes in hand to be acknowledged. */
+const STOP_SETTLE_MS = 1_000;
 
 export class MqttDeviceServer {
   private readonly servers: net.Server[] = [];
@@ -57,9 +59,10 @@ export class MqttDeviceServer {
     closed: {},
   };
   private readonly context: ConnectionContext;
+  private tlsServer: tls.Server | undefined;
 
   constructor(
-    private readonly options: MqttDevicesOptions,
+    private options: MqttDevicesOptions,
     api: Pick<DeviceApi, 'handle'>,
     dialect: Pick<MqttDialect, 'connect' | 'answerTopic' | 'errorTopic'>,
     bridge: { connected(device: Device, revoked: () => void): Subscription },
@@ -117,6 +120,7 @@ export class MqttDeviceServer {
     // Handshakes under way are not in the connection table yet: Node's own bound keeps a flood of them finite.
     server.maxConnections = this.options.maxConnections;
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, presentedCertificate(socket)));
+    this.tlsServer = server;
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       this.counters.closed['tls-handshake'] = (this.counters.closed['tls-handshake'] ?? 0) + 1;
       if (this.warnings.first(`tls ${socket.remoteAddress ?? ''}`)) {
@@ -124,6 +128,19 @@ export class MqttDeviceServer {
       }
     });
     return { plain, tls: await this.listen(server, secure.port) };
+  }
+
+  /**
+   * New certificate, key and CA for TLS handshakes from now on (a reload); connections keep theirs.
+   * Throws when OpenSSL refuses them (a key that does not match), and the previous ones stay.
+   */
+  replaceTls(material: NonNullable<MqttDevicesOptions['tls']>): 'reloaded' | 'unchanged' {
+    const current = this.options.tls;
+    if (!this.tlsServer || !current) return 'unchanged';
+    if (current.cert === material.cert && current.key === material.key && current.ca === material.ca) return 'unchanged';
+    this.tlsServer.setSecureContext({ cert: material.cert, key: material.key, ...(material.ca ? { ca: material.ca } : {}) });
+    this.options = { ...this.options, tls: { ...current, cert: material.cert, key: material.key, ca: material.ca } };
+    return 'reloaded';
   }
 
   /** The persistent sessions an earlier run wrote down: a device coming back finds its subscriptions. */
@@ -135,9 +152,17 @@ export class MqttDeviceServer {
     return { connections: this.connections.size, devices: this.byDevice.size, sessions: this.sessions.size, counters: this.counters };
   }
 
+  /**
+   * Stops listening; the publishes in hand get up to a second to become safe and be acknowledged (a
+   * PUBACK sent is a message the device will not send again), then every connection closes.
+   */
   async stop(): Promise<void> {
     const closed = this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-    for (const connection of [...this.connections]) connection.close('stopping');
+    let timer: NodeJS.Timeout | undefined;
+    const settled = Promise.all([...this.connections].map((connection) => connection.quiesce()));
+    await Promise.race([settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_SETTLE_MS)))]);
+    clearTimeout(timer);
+    for (const connection of [...this.connections]) connection.close('stopping', undefined, true);
     await Promise.all(closed);
   }
 
