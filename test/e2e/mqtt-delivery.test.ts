@@ -136,6 +136,43 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
   });
 });
 
+describe('best effort and no room', () => {
+  const qos0 = (boiler: MqttJsDevice, n: number): Promise<unknown> => boiler.client.publishAsync(TELEMETRY, JSON.stringify({ n }), { qos: 0 });
+
+  it('QoS 0 while the broker is unreachable: stored with the outbox on, dropped with it off; the connection stays', async () => {
+    for (const outbox of [true, false]) {
+      const gw = await gateway({ outbox: { enabled: outbox } });
+      const boiler = await device(gw.url);
+      gate.shut();
+      await eventually(() => !gw.gateway.upstream.connected, 3000, 'the gateway noticing the cut');
+      await qos0(boiler, outbox ? 20 : 21);
+      await sleep(500);
+      gate.open();
+      await gw.upstreamConnected();
+      await boiler.publish(TELEMETRY, JSON.stringify({ n: outbox ? 30 : 31 }));
+      await sleep(500);
+      expect(ns(), `outbox ${outbox ? 'on' : 'off'}`).toEqual(outbox ? [20, 30] : [31]);
+      expect(boiler.open).toBe(true);
+      tb.clear();
+    }
+  });
+
+  it('no room in the outbox and the broker unreachable: QoS 1 is held without PUBACK and not dropped, QoS 0 is dropped', async () => {
+    // More free disk asked for than any test machine has: the outbox refuses to store anything.
+    const gw = await gateway({ outbox: { minFreeDiskBytes: 1_099_511_627_776 } });
+    const boiler = await device(gw.url);
+    gate.shut();
+    await eventually(() => !gw.gateway.upstream.connected, 3000, 'the gateway noticing the cut');
+    await qos0(boiler, 40);
+    const held = boiler.publish(TELEMETRY, '{"n":41}');
+    expect(await settlesWithin(held, 2000), 'PUBACK with nowhere to keep the reading').toBe(false);
+    expect(boiler.open).toBe(true);
+    expect(await metric(gw, /^coap2mqtt_mqtt_device_publishes_total\{outcome="dropped"\} (\S+)$/m)).toBe(1);
+    expect(await metric(gw, /^coap2mqtt_mqtt_device_publishes_total\{outcome="retried"\} (\S+)$/m)).toBeGreaterThan(0);
+    // Tried again after the Max-Age a CoAP device would be told (30 s for storage): not waited for here.
+  });
+});
+
 /**
  * Sends readings n = from..to-1 at QoS 1 with `window` in flight at once (as MQTT.js does unbounded, and
  * firmware with a small in-flight window does), `paceMs` between sends; resolves once every one is PUBACKed.

@@ -248,7 +248,7 @@ describe('DTLS devices and settings', () => {
 describe('MQTT device ports', () => {
   const errorsOf = (env: Record<string, string>, config: Record<string, unknown> = {}): string[] => {
     const result = loadConfig({ file: file(config), env: { COAP2MQTT_MQTT_DEVICES_ENABLED: 'true', ...env } });
-    return result.ok ? [] : result.errors;
+    return result.ok ? [] : [...result.errors];
   };
 
   it('refuses the embedded broker\'s port for plain MQTT or TLS, naming both keys and the way out', () => {
