@@ -146,6 +146,25 @@ describe('a persistent-session device and its queued RPC', () => {
     expect(request.qos).toBe(1);
   });
 
+  it('an RPC the device never PUBACKed goes back to the queue when its connection ends, and is delivered on the next one', async () => {
+    const setup = await rig();
+    await setup.start();
+    const valve = await device(setup.url, 'valve-token-2', { clientId: 'valve-2', clean: false });
+    // A device that takes the message and dies before acknowledging it: MQTT.js sends no PUBACK until this calls back.
+    valve.client.handleMessage = () => {};
+    await valve.client.subscribeAsync(RPC_REQUESTS, { qos: 1 });
+    await valve.publish('v1/devices/me/telemetry', '{"flow":2}');
+    await tb.waitForReadings('Valve-2', 1);
+    await rpc(42);
+    await eventually(() => valve.publishesOn(/rpc\/request\/42$/).at(0), 5000, 'the RPC on the first connection');
+    valve.close();
+
+    const back = await device(setup.url, 'valve-token-2', { clientId: 'valve-2', clean: false });
+    expect(back.connack?.sessionPresent).toBe(true);
+    const again = await eventually(() => back.publishesOn(/^v1\/devices\/me\/rpc\/request\/42$/).at(0), 5000, 'the unacknowledged RPC again');
+    expect(JSON.parse(again.payload.toString())).toEqual({ method: 'open', params: { valve: 42 } });
+  });
+
   it('across a SIGKILL: the RPC queued before it is delivered once the device, told "session not present", subscribes again; its reply goes upstream', async () => {
     const setup = await rig();
     let gateway = await setup.start();
