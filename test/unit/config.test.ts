@@ -245,6 +245,42 @@ describe('DTLS devices and settings', () => {
   });
 });
 
+describe('MQTT device ports', () => {
+  const errorsOf = (env: Record<string, string>, config: Record<string, unknown> = {}): string[] => {
+    const result = loadConfig({ file: file(config), env: { COAP2MQTT_MQTT_DEVICES_ENABLED: 'true', ...env } });
+    return result.ok ? [] : [...result.errors];
+  };
+
+  it('refuses the embedded broker\'s port for plain MQTT or TLS, naming both keys and the way out', () => {
+    // The defaults: upstream.url empty, so the embedded broker takes 1883, the port devices expect too.
+    expect(errorsOf({})).toEqual([expect.stringMatching(/^mqttDevices\.port: 1883 is also the embedded broker's port \(embeddedBroker\.port\).*embeddedBroker\.port 1884/)]);
+    expect(errorsOf({ COAP2MQTT_MQTT_DEVICES_PORT: '1900', COAP2MQTT_EMBEDDED_BROKER_PORT: '1900' })).toEqual([
+      expect.stringMatching(/^mqttDevices\.port: 1900 .*embeddedBroker\.port/),
+    ]);
+    expect(errorsOf({ COAP2MQTT_EMBEDDED_BROKER_PORT: '1884' })).toEqual([]);
+    expect(errorsOf({ COAP2MQTT_MQTT_DEVICES_PORT: '0', COAP2MQTT_EMBEDDED_BROKER_PORT: '0' })).toEqual([]);
+    const pem = file('-----BEGIN CERTIFICATE-----');
+    expect(errorsOf({ COAP2MQTT_EMBEDDED_BROKER_PORT: '8883', COAP2MQTT_MQTT_DEVICES_PORT: '1883' }, { mqttDevices: { tls: true, cert: pem, key: pem } })).toEqual([
+      expect.stringMatching(/^mqttDevices\.tlsPort: 8883 .*embeddedBroker\.port/),
+    ]);
+    // With a real upstream there is no embedded broker: 1883 is free for devices.
+    expect(errorsOf({ COAP2MQTT_UPSTREAM_URL: 'mqtt://tb.example.com:1883', COAP2MQTT_UPSTREAM_ACCESS_TOKEN: 'gw' })).toEqual([]);
+  });
+
+  it('refuses an upstream.url on this machine at the device port: the gateway would connect to itself', () => {
+    const upstream = (url: string) => ({ COAP2MQTT_UPSTREAM_URL: url, COAP2MQTT_UPSTREAM_ACCESS_TOKEN: 'gw' });
+    for (const url of ['mqtt://127.0.0.1:1883', 'mqtt://localhost', 'mqtt://[::1]:1883']) {
+      expect(errorsOf(upstream(url)), url).toEqual([expect.stringMatching(/^mqttDevices\.port: 1883 is the port of upstream\.url on this machine .*connect to its own device listener/)]);
+    }
+    expect(errorsOf({ ...upstream('mqtt://127.0.0.1:1884') })).toEqual([]);
+    expect(errorsOf({ ...upstream('mqtt://127.0.0.1:1883'), COAP2MQTT_MQTT_DEVICES_PORT: '1884' })).toEqual([]);
+  });
+
+  it('accepts both ports when the device listener is off', () => {
+    expect(errorsOf({ COAP2MQTT_MQTT_DEVICES_ENABLED: 'false' })).toEqual([]);
+  });
+});
+
 describe('the shipped example, key by key', () => {
   it('mentions every configuration key, so a technician finds each one there', async () => {
     const { readFileSync } = await import('node:fs');

@@ -1,0 +1,125 @@
+// MQTT over TLS for devices (mqttDevices.tls; docs/device-api-mqtt.md, "Connecting"): a client certificate
+// names its device as over DTLS (a pinned fingerprint, or a CN signed by the configured CA), a certificate
+// of no device is refused with CONNACK 5, and without a certificate the username (the token) decides.
+// MQTT.js with key/cert/ca is the device; the certificates are made fresh as for the DTLS tests.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { Mosquitto } from '../helpers/mosquitto.js';
+import { MqttJsDevice } from '../helpers/mqtt-js-device.js';
+import { makeTestPki, type Identity, type TestPki } from '../helpers/pki.js';
+import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-mqtt-tls-'));
+let pki: TestPki;
+let broker: Mosquitto;
+let tb: ThingsBoardDouble;
+let gw: TestGateway;
+let url: string;
+const devices: MqttJsDevice[] = [];
+
+beforeAll(async () => {
+  pki = makeTestPki(join(dir, 'pki'));
+  broker = await Mosquitto.start();
+  tb = await ThingsBoardDouble.connect(broker.url);
+  gw = await startTestGateway({
+    upstream: { url: broker.url, accessToken: 'gw' },
+    limits: { deviceRequestsPerSecond: 0 },
+    mqttDevices: { enabled: true, host: '127.0.0.1', port: 0, tls: true, tlsPort: 0, cert: pki.server.certFile, key: pki.server.keyFile, ca: pki.caFile },
+    devices: [
+      { name: 'Boiler-7', type: 'thermostat', token: 'boiler-token-7' },
+      { name: 'Pinned-Sensor', type: 'sensor', cert: { fingerprint256: pki.pinned.fingerprint256 } },
+      { name: 'Ca-Sensor', type: 'sensor', cert: { cn: 'sensor-ca-1' } },
+    ],
+  });
+  await gw.upstreamConnected();
+  url = `mqtts://127.0.0.1:${gw.gateway.mqttAddresses!.tls!.port}`;
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await tb?.close();
+  await broker?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  for (const device of devices.splice(0)) device.close();
+  tb.clear();
+});
+
+/** MQTT.js over TLS, trusting the test CA, with a client certificate when one is given. */
+async function open(identity: Identity | undefined, options: { username?: string } = {}): Promise<MqttJsDevice> {
+  const device = await MqttJsDevice.open(url, {
+    ca: readFileSync(pki.caFile),
+    ...(identity ? { cert: identity.cert, key: identity.key } : {}),
+    rejectUnauthorized: true,
+    clientId: `tls-${devices.length}`,
+    ...options,
+  });
+  devices.push(device);
+  return device;
+}
+
+const warnings = (): Array<Record<string, unknown>> => gw.logs.filter((line) => line.level === 'warn');
+
+describe('MQTT over TLS', () => {
+  it('listens on its own port next to plain MQTT, and says both in the start line', () => {
+    const { plain, tls } = gw.gateway.mqttAddresses!;
+    expect(tls!.port).not.toBe(plain.port);
+    const started = gw.logs.find((line) => line.msg === 'coap2mqtt started');
+    expect(started?.mqttDevices).toBe(`mqtt://127.0.0.1:${plain.port}, mqtts://127.0.0.1:${tls!.port}`);
+  });
+
+  it('a device with a pinned self-signed certificate connects without a username; its telemetry arrives under its name', async () => {
+    const device = await open(pki.pinned);
+    expect(device.connack).toMatchObject({ returnCode: 0, sessionPresent: false });
+    await device.publish('v1/devices/me/telemetry', '{"t":5}');
+    const [reading] = await tb.waitForReadings('Pinned-Sensor', 1);
+    expect(reading).toMatchObject({ values: { t: 5 } });
+  });
+
+  it('a device with a certificate signed by mqttDevices.ca is the device of its CN', async () => {
+    const device = await open(pki.client);
+    expect(device.connack?.returnCode).toBe(0);
+    await device.publish('v1/devices/me/attributes', '{"fw":"2.0"}');
+    const [message] = await tb.waitFor('v1/gateway/attributes');
+    expect(message!.json).toEqual({ 'Ca-Sensor': { fw: '2.0' } });
+  });
+
+  it('refuses a certificate of no device with CONNACK 5, even with a registered CN from another CA, and the connection closes', async () => {
+    const device = await open(pki.rogue);
+    expect(device.connack?.returnCode).toBe(5);
+    await expect.poll(() => device.open).toBe(false);
+    // The warning names the address and the certificate by its fingerprint's prefix.
+    const prefix = pki.rogue.fingerprint256.replace(/:/g, '').toLowerCase().slice(0, 16);
+    const warning = warnings().find((line) => /MQTT connection refused/.test(String(line.msg)));
+    expect(warning).toMatchObject({ peer: '127.0.0.1', reason: expect.stringContaining(prefix) });
+  });
+
+  it('a certificate of no device is refused even with a valid token as the username: the certificate decides', async () => {
+    const device = await open(pki.rogue, { username: 'boiler-token-7' });
+    expect(device.connack?.returnCode).toBe(5);
+  });
+
+  it('serves a token device without a client certificate; the token never appears in the log', async () => {
+    const device = await open(undefined, { username: 'boiler-token-7' });
+    expect(device.connack?.returnCode).toBe(0);
+    await device.publish('v1/devices/me/telemetry', '{"t":7}');
+    const [reading] = await tb.waitForReadings('Boiler-7', 1);
+    expect(reading).toMatchObject({ values: { t: 7 } });
+    const unknown = await open(undefined, { username: 'no-such-token' });
+    expect(unknown.connack?.returnCode).toBe(5);
+    expect(JSON.stringify(gw.logs)).not.toContain('boiler-token-7');
+    expect(JSON.stringify(gw.logs)).not.toContain('no-such-token');
+  });
+
+  it('a client that does not trust the gateway\'s certificate never gets to CONNECT', async () => {
+    const device = await MqttJsDevice.open(url, { ca: readFileSync(join(dir, 'pki', 'rogue-ca.pem')), rejectUnauthorized: true, username: 'boiler-token-7' });
+    devices.push(device);
+    expect(device.connack).toBeUndefined();
+    expect(device.open).toBe(false);
+  });
+});
