@@ -1,7 +1,7 @@
 // An MQTT device against the gateway as a real process (node dist/cli.js): readings PUBACKed from the outbox
-// survive a SIGKILL, an RPC queued for a persistent-session device survives a restart (queued RPCs live in
-// the session store; the remembered subscriptions do not, so CONNACK says "session not present" and the
-// device subscribes again), and a device removed or changed by a reload (SIGHUP) loses its connection.
+// survive a SIGKILL, a persistent session and the RPC queued for it survive a restart (both live in the
+// session store: CONNACK says "session present" and the RPC follows without a new SUBSCRIBE), and a device
+// removed or changed by a reload (SIGHUP) loses its connection.
 // MQTT.js is the device, a real mosquitto behind a gate is ThingsBoard's broker. Needs `npm run build`.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -165,7 +165,7 @@ describe('a persistent-session device and its queued RPC', () => {
     expect(JSON.parse(again.payload.toString())).toEqual({ method: 'open', params: { valve: 42 } });
   });
 
-  it('across a SIGKILL: the RPC queued before it is delivered once the device, told "session not present", subscribes again; its reply goes upstream', async () => {
+  it('across a SIGKILL: the session is present again and the RPC queued before the kill follows without a new SUBSCRIBE; its reply goes upstream', async () => {
     const setup = await rig();
     let gateway = await setup.start();
     await subscribeAndLeave(setup.url);
@@ -176,11 +176,8 @@ describe('a persistent-session device and its queued RPC', () => {
     gateway = await setup.start();
     await gateway.waitForLog(/device sessions restored/);
     const back = await device(setup.url, 'valve-token-2', { clientId: 'valve-2', clean: false });
-    // Subscriptions are remembered in memory only (docs/device-api-mqtt.md): the device has to subscribe again.
-    expect(back.connack?.sessionPresent).toBe(false);
-    await sleep(300);
-    expect(back.publishesOn(/rpc\/request/)).toEqual([]);
-    await back.client.subscribeAsync(RPC_REQUESTS, { qos: 1 });
+    // The session's subscriptions were written down with it (docs/sessions.md).
+    expect(back.connack?.sessionPresent).toBe(true);
     const request = await eventually(() => back.publishesOn(/^v1\/devices\/me\/rpc\/request\/41$/).at(0), 5000, 'the RPC queued before the kill');
     expect(JSON.parse(request.payload.toString())).toEqual({ method: 'open', params: { valve: 41 } });
     await back.publish('v1/devices/me/rpc/response/41', '{"opened":true}');
