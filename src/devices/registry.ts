@@ -89,12 +89,12 @@ export class DeviceRegistry {
     return this.byPskIdentity.get(identity)?.key;
   }
 
-  /** Why a client certificate is refused, or undefined when it belongs to a device. */
-  refuseCertificate(certificate: PresentedCertificate): string | undefined {
+  /** Why a client certificate is refused, or undefined when it belongs to a device. `ca`: the setting that names the CA, for the message. */
+  refuseCertificate(certificate: PresentedCertificate, ca = 'dtls.ca'): string | undefined {
     if (this.byFingerprint.has(certificate.fingerprint256)) return undefined;
-    if (certificate.chainError !== null) return `does not verify against dtls.ca (${certificate.chainError}) and its fingerprint is not pinned by any device`;
+    if (certificate.chainError !== null) return `does not verify against ${ca} (${certificate.chainError}) and its fingerprint is not pinned by any device`;
     if (certificate.commonName === null || !this.byCommonName.has(certificate.commonName)) {
-      return `is signed by dtls.ca but its CN ${JSON.stringify(certificate.commonName)} is not registered to any device`;
+      return `is signed by ${ca} but its CN ${JSON.stringify(certificate.commonName)} is not registered to any device`;
     }
     return undefined;
   }

@@ -251,7 +251,7 @@ function connectRequest(request: MqttConnect, credential: PeerCredential | undef
 /** A presented certificate as the credential naming its device, why it names none, or undefined when there is none. */
 function certificateCredential(certificate: PresentedClientCertificate | undefined, registry: Pick<DeviceRegistry, 'refuseCertificate'>): PeerCredential | string | undefined {
   if (!certificate) return undefined;
-  const reason = registry.refuseCertificate(certificate);
+  const reason = registry.refuseCertificate(certificate, 'mqttDevices.ca (or dtls.ca)');
   if (reason !== undefined) return `(sha256 ${certificate.fingerprint256.slice(0, 16)}…) ${reason}`;
   return { kind: 'certificate', fingerprint256: certificate.fingerprint256, commonName: certificate.commonName ?? undefined, subject: certificate.subject };
 }
