@@ -124,8 +124,11 @@ describe('MQTT device API: downlinks and answers', () => {
     expect((await boiler.waitFor('v1/devices/me/attributes/response/2'))[0]!.json).toEqual({});
     await boiler.client.publishAsync('v1/devices/me/attributes/request/3', '{"sharedKeys":"setpoint"}', { qos: 1 });
     expect((await boiler.waitFor('v1/devices/me/attributes/response/3'))[0]!.json).toEqual({ shared: { setpoint: 21.5 } });
+    // {}: every attribute, each in its scope.
+    await boiler.client.publishAsync('v1/devices/me/attributes/request/4', '{}', { qos: 1 });
+    expect((await boiler.waitFor('v1/devices/me/attributes/response/4'))[0]!.json).toEqual({ client: attributes['Boiler-7']!.client, shared: attributes['Boiler-7']!.shared });
     // Answers go to the device unasked: it never subscribed to .../attributes/response/+.
-    expect(boiler.received.map((message) => message.topic)).toEqual([1, 2, 3].map((id) => `v1/devices/me/attributes/response/${id}`));
+    expect(boiler.received.map((message) => message.topic)).toEqual([1, 2, 3, 4].map((id) => `v1/devices/me/attributes/response/${id}`));
   });
 
   it('delivers a server-side RPC as {"method","params"} on v1/devices/me/rpc/request/{id}, and takes the reply to v1/gateway/rpc', async () => {
