@@ -27,11 +27,17 @@ export type PackageOutcome =
   /** The image cannot be served: checksum or size wrong, too large, unverifiable (5.02). */
   | { readonly status: 'refused'; readonly reason: string };
 
+/**
+ * The package a device asks for: by title and version (CoAP, HTTP), or whichever is assigned now
+ * (ThingsBoard's MQTT chunk requests, v2/fw/request/{id}/chunk/{n}, name none).
+ */
+export type PackageAsked = { readonly title: string | undefined; readonly version: string | undefined } | 'assigned';
+
 /** What a device told "still downloading" is asked to wait before trying again. */
 const RETRY_WHILE_FETCHING_SECONDS = 10;
 
 /**
- * The device's package of `kind`, if `title` and `version` name the one assigned to it. An image not
+ * The device's package of `kind`, if `asked` names the one assigned to it. An image not
  * ready within `answerWithinMs` (counted from the request) is answered "unavailable" with a retry time
  * while its download goes on for the next try: the front end decides how long a device may be kept
  * waiting (a CoAP answer must fit the piggyback window, see src/device-api/dialects/thingsboard.ts).
@@ -40,13 +46,12 @@ export async function packageFor(
   context: BridgeContext,
   device: Device,
   kind: PackageKind,
-  title: string | undefined,
-  version: string | undefined,
+  asked: PackageAsked,
   answerWithinMs: number,
 ): Promise<PackageOutcome> {
   const started = Date.now();
   const supply = context.packages;
-  const matches = (assignment: PackageAssignment): boolean => assignment.title === title && assignment.version === version;
+  const matches = (assignment: PackageAssignment): boolean => asked === 'assigned' || (assignment.title === asked.title && assignment.version === asked.version);
   let assignment = assignmentFrom(kind, context.attributes.shared(device.name));
   // Nothing known, or another version than the device asks for: the assignment may have changed while a
   // push was missed (ThingsBoard does not replay them), so ask ThingsBoard before saying no; once per

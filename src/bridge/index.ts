@@ -16,7 +16,7 @@ import { claimDevice } from './claim.js';
 import { callClientRpc, type ClientRpcOutcome } from './client-rpc.js';
 import type { BridgeContext, DeviceDirectory } from './context.js';
 import { createDownlinkHandler, type DownlinkRefusals } from './downlink.js';
-import { packageDiagnostic, packageFor, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
+import { packageDiagnostic, packageFor, type PackageAsked, type PackageKind, type PackageOutcome, type PackageSupply } from './firmware.js';
 import { OwnWrites, type WriteSubscriber, type WrittenValue } from './own-writes.js';
 import { PendingAnswers } from './pending-answers.js';
 import type { DevicePresence } from './presence.js';
@@ -29,7 +29,7 @@ import { forwardTelemetry } from './telemetry.js';
 import type { Uplink, Upstream } from './upstream-port.js';
 
 export { packageDiagnostic };
-export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, DeviceDirectory, DownlinkRefusals, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription, WrittenValue };
+export type { AttributeKeys, AttributeReadOutcome, ClientRpcOutcome, DeviceDirectory, DownlinkRefusals, PackageAsked, PackageKind, PackageOutcome, RpcEnd, RpcStats, Subscription, WrittenValue };
 
 export interface Bridge {
   telemetry(device: Device, records: readonly TelemetryRecord[]): Promise<UplinkOutcome>;
@@ -52,10 +52,10 @@ export interface Bridge {
   clientRpc(device: Device, method: string, params: JsonValue): Promise<ClientRpcOutcome>;
   claim(device: Device, claim: ClaimRequest): Promise<UplinkOutcome>;
   /**
-   * The image of the device's firmware or software package, when `title` and `version` name the one
-   * assigned; "unavailable" when it is not ready within `answerWithinMs`.
+   * The image of the device's firmware or software package, when `asked` names the one assigned (or
+   * takes whichever is); "unavailable" when it is not ready within `answerWithinMs`.
    */
-  otaPackage(device: Device, kind: PackageKind, title: string | undefined, version: string | undefined, answerWithinMs: number): Promise<PackageOutcome>;
+  otaPackage(device: Device, kind: PackageKind, asked: PackageAsked, answerWithinMs: number): Promise<PackageOutcome>;
   /** Ends the observations of devices a reload removed or gave new credentials. */
   revokeDevices(names: readonly string[]): void;
   /**
@@ -173,7 +173,7 @@ export function createBridge(deps: BridgeDeps): Bridge {
     rpcReply: (device, id, data) => replyToRpc(context, device, id, data),
     clientRpc: (device, method, params) => callClientRpc(context, device, method, params),
     claim: (device, claim) => claimDevice(context, device, claim),
-    otaPackage: (device, kind, title, version, answerWithinMs) => packageFor(context, device, kind, title, version, answerWithinMs),
+    otaPackage: (device, kind, asked, answerWithinMs) => packageFor(context, device, kind, asked, answerWithinMs),
     revokeDevices(names) {
       for (const name of names) {
         for (const kind of ['attributes', 'rpc'] as const) context.sessions.subscriber(name, kind)?.revoked();

@@ -37,13 +37,14 @@ export function readAttributes(bridge: Bridge, request: DeviceRequest, device: D
 /**
  * GET /firmware|software?title=&version=&size=&chunk=: the package image, from the one copy the gateway
  * holds for all devices; `size` and `chunk` select one slice of it, as ThingsBoard's transports do.
- * `waitMs`: how long the front end can wait for an image being downloaded.
+ * `waitMs`: how long the front end can wait for an image being downloaded. `which`: "assigned" serves
+ * whichever package is assigned, without a title and version (ThingsBoard's MQTT chunk requests).
  */
-export function readPackage(bridge: Bridge, request: DeviceRequest, device: Device, kind: PackageKind, waitMs: number): Answer {
+export function readPackage(bridge: Bridge, request: DeviceRequest, device: Device, kind: PackageKind, waitMs: number, which: 'named' | 'assigned' = 'named'): Answer {
   const query = parseFirmwareQuery(request.query);
   if (!query.ok) return refuse('bad-request', query.error);
   const { title, version, size, chunk } = query.value;
-  return bridge.otaPackage(device, kind, title, version, waitMs).then((outcome): Outcome => {
+  return bridge.otaPackage(device, kind, which === 'assigned' ? 'assigned' : { title, version }, waitMs).then((outcome): Outcome => {
     switch (outcome.status) {
       case 'ready':
         return { kind: 'package', ...imageSlice(outcome.image, size, chunk) };

@@ -170,10 +170,11 @@ export function thingsBoardMqtt(deps: ThingsBoardMqttDeps): MqttDialect {
     }
     const chunk = PACKAGE_TOPIC.exec(topic);
     if (chunk) {
-      // The payload is the chunk size in bytes; empty or 0: the whole package.
+      // The payload is the chunk size in bytes; empty or 0: the whole package. ThingsBoard serves the
+      // package assigned now: the topic names no title or version.
       const size = request.body.toString('latin1').trim();
       if (!/^\d{0,9}$/.test(size)) return refuse('bad-request', `a firmware chunk request's payload is the chunk size in bytes (got ${JSON.stringify(size.slice(0, 16))})`);
-      return readPackage(bridge, { ...request, query: [`size=${size}`, `chunk=${chunk[3]}`] }, device, chunk[1] === 'fw' ? 'fw' : 'sw', deps.packageWaitMs);
+      return readPackage(bridge, { ...request, query: [`size=${size}`, `chunk=${chunk[3]}`] }, device, chunk[1] === 'fw' ? 'fw' : 'sw', deps.packageWaitMs, 'assigned');
     }
     return refuse('not-found', `no such topic in ThingsBoard's MQTT device API: ${shortTopic(topic)}`);
   }
