@@ -3,62 +3,44 @@
 // order of the PUBLISHes, a broker outage loses nothing, and the per-device rate limit paces a fast
 // device instead of dropping its messages or closing its connection. MQTT.js is the device; a real
 // mosquitto behind a gate (a TCP relay that can hold PUBACKs back or cut the link) is ThingsBoard's broker.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { gatewayApiViolations } from '../helpers/gateway-api-validator.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
 import { MqttJsDevice, settlesWithin } from '../helpers/mqtt-js-device.js';
 import { eventually, sleep } from '../helpers/ports.js';
 import { GatedTcpProxy } from '../helpers/proxies.js';
-import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+import { upstreamRig } from '../helpers/upstream-rig.js';
 
 const TOKEN = 'boiler-token-7';
 const DEVICE = 'Boiler-7';
 const TELEMETRY = 'v1/devices/me/telemetry';
 
-let broker: Mosquitto;
 let gate: GatedTcpProxy;
-let tb: ThingsBoardDouble;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  tb = await ThingsBoardDouble.connect(broker.url);
-});
-
-afterAll(async () => {
-  await tb?.close();
-  await broker?.dispose();
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  tb.clear();
-});
+const upstream = upstreamRig();
 
 /** A gateway whose upstream goes through a fresh gate, with the MQTT device listener on a free port. */
 async function gateway(extra: Record<string, Record<string, unknown>> = {}): Promise<TestGateway & { url: string }> {
-  gate = await GatedTcpProxy.start(broker.port);
-  cleanups.push(() => gate.close());
+  gate = await GatedTcpProxy.start(upstream.broker.port);
+  upstream.cleanups.push(() => gate.close());
   const gw = await startTestGateway({
     ...extra,
     upstream: { url: gate.url, accessToken: 'gw', reconnectMinMs: 200, reconnectMaxMs: 500, ...extra.upstream },
     limits: { deviceRequestsPerSecond: 0, ...extra.limits },
     mqttDevices: { enabled: true, host: '127.0.0.1', port: 0, ...extra.mqttDevices },
   });
-  cleanups.push(() => gw.stop());
+  upstream.cleanups.push(() => gw.stop());
   await gw.upstreamConnected();
   return { ...gw, url: `mqtt://127.0.0.1:${gw.gateway.mqttAddresses!.plain.port}` };
 }
 
 async function device(url: string): Promise<MqttJsDevice> {
   const connected = await MqttJsDevice.connect(url, { username: TOKEN, clientId: 'boiler-7' });
-  cleanups.push(() => connected.close());
+  upstream.cleanups.push(() => connected.close());
   return connected;
 }
 
 /** The n of each reading of the device upstream, in arrival order. */
-const ns = (): number[] => tb.readings(DEVICE).map((reading) => (reading as { values: { n: number } }).values.n);
+const ns = (): number[] => upstream.tb.readings(DEVICE).map((reading) => (reading as { values: { n: number } }).values.n);
 
 async function metric(gw: TestGateway, series: RegExp): Promise<number> {
   const { port } = gw.gateway.httpAddress!;
@@ -67,29 +49,29 @@ async function metric(gw: TestGateway, series: RegExp): Promise<number> {
 }
 
 describe('QoS 1: PUBACK once the reading is safe', () => {
-  it('outbox off: no PUBACK while the broker holds its own back; the PUBACK follows the broker\'s', async () => {
+  it('outbox off: no PUBACK while the upstream.broker holds its own back; the PUBACK follows the upstream.broker\'s', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
     gate.delayMs = 1500;
     const acked = boiler.publish(TELEMETRY, '{"n":1}');
-    expect(await settlesWithin(acked, 1000), 'PUBACK before the broker acknowledged').toBe(false);
-    // The broker has the reading already: only its PUBACK is on its way.
-    await tb.waitForReadings(DEVICE, 1);
-    expect(await settlesWithin(acked, 3000), 'PUBACK once the broker acknowledged').toBe(true);
+    expect(await settlesWithin(acked, 1000), 'PUBACK before the upstream.broker acknowledged').toBe(false);
+    // The upstream.broker has the reading already: only its PUBACK is on its way.
+    await upstream.tb.waitForReadings(DEVICE, 1);
+    expect(await settlesWithin(acked, 3000), 'PUBACK once the upstream.broker acknowledged').toBe(true);
     expect(ns()).toEqual([1]);
   });
 
-  it('outbox off: no PUBACK while the broker is unreachable; the message is held and PUBACKed once it is back', async () => {
+  it('outbox off: no PUBACK while the upstream.broker is unreachable; the message is held and PUBACKed once it is back', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
     gate.shut();
     await eventually(() => !gw.gateway.upstream.connected, 3000, 'the gateway noticing the cut');
     const acked = boiler.publish(TELEMETRY, '{"n":2}');
-    expect(await settlesWithin(acked, 2000), 'PUBACK while the broker is away').toBe(false);
+    expect(await settlesWithin(acked, 2000), 'PUBACK while the upstream.broker is away').toBe(false);
     expect(ns()).toEqual([]);
     gate.open();
-    expect(await settlesWithin(acked, 5000), 'PUBACK once the broker is back').toBe(true);
-    await tb.waitForReadings(DEVICE, 1);
+    expect(await settlesWithin(acked, 5000), 'PUBACK once the upstream.broker is back').toBe(true);
+    await upstream.tb.waitForReadings(DEVICE, 1);
     await sleep(300);
     expect(ns()).toEqual([2]);
     // Held and tried again, never dropped; the connection stayed up.
@@ -97,7 +79,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
     expect(boiler.open).toBe(true);
   });
 
-  it('outbox on: PUBACK at once while the broker is unreachable (stored), and the reading arrives once it is back', async () => {
+  it('outbox on: PUBACK at once while the upstream.broker is unreachable (stored), and the reading arrives once it is back', async () => {
     const gw = await gateway();
     const boiler = await device(gw.url);
     gate.shut();
@@ -108,7 +90,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
     await sleep(300);
     expect(ns()).toEqual([]);
     gate.open();
-    await tb.waitForReadings(DEVICE, 1);
+    await upstream.tb.waitForReadings(DEVICE, 1);
     await sleep(300);
     expect(ns()).toEqual([3]);
   });
@@ -116,7 +98,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
   it('PUBACKs leave in the order the PUBLISHes came, whatever each waits for', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
-    // Telemetry waits for the broker's PUBACK (600 ms here); a question or a topic outside the API is
+    // Telemetry waits for the upstream.broker's PUBACK (600 ms here); a question or a topic outside the API is
     // acknowledged on arrival, yet its PUBACK must not overtake the telemetry before it.
     gate.delayMs = 600;
     const sentAt = Date.now();
@@ -139,7 +121,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
 describe('best effort and no room', () => {
   const qos0 = (boiler: MqttJsDevice, n: number): Promise<unknown> => boiler.client.publishAsync(TELEMETRY, JSON.stringify({ n }), { qos: 0 });
 
-  it('QoS 0 while the broker is unreachable: stored with the outbox on, dropped with it off; the connection stays', async () => {
+  it('QoS 0 while the upstream.broker is unreachable: stored with the outbox on, dropped with it off; the connection stays', async () => {
     for (const outbox of [true, false]) {
       const gw = await gateway({ outbox: { enabled: outbox } });
       const boiler = await device(gw.url);
@@ -153,11 +135,11 @@ describe('best effort and no room', () => {
       await sleep(500);
       expect(ns(), `outbox ${outbox ? 'on' : 'off'}`).toEqual(outbox ? [20, 30] : [31]);
       expect(boiler.open).toBe(true);
-      tb.clear();
+      upstream.tb.clear();
     }
   });
 
-  it('no room in the outbox and the broker unreachable: QoS 1 is held without PUBACK and not dropped, QoS 0 is dropped', async () => {
+  it('no room in the outbox and the upstream.broker unreachable: QoS 1 is held without PUBACK and not dropped, QoS 0 is dropped', async () => {
     // More free disk asked for than any test machine has: the outbox refuses to store anything.
     const gw = await gateway({ outbox: { minFreeDiskBytes: 1_099_511_627_776 } });
     const boiler = await device(gw.url);
@@ -201,7 +183,7 @@ function expectAllArrived(count: number): number {
   return seen.length - distinct.size;
 }
 
-describe('a broker outage while a device streams at QoS 1', () => {
+describe('a upstream.broker outage while a device streams at QoS 1', () => {
   it.each([
     { outbox: true, what: 'stored and PUBACKed meanwhile' },
     { outbox: false, what: 'outbox off: held without PUBACK meanwhile' },
@@ -218,7 +200,7 @@ describe('a broker outage while a device streams at QoS 1', () => {
     await stream(boiler, 0, readings, window, 5, (acked) => {
       if (acked !== 100) return;
       ackedAtCut = acked;
-      upstreamAtCut = tb.received.length;
+      upstreamAtCut = upstream.tb.received.length;
       cut = (async () => {
         gate.shut();
         await sleep(1500);
@@ -232,15 +214,15 @@ describe('a broker outage while a device streams at QoS 1', () => {
     await sleep(500);
     const duplicates = expectAllArrived(readings);
     // QoS 1 allows a copy of what was in flight when the link was cut: the device's window (held messages
-    // tried again) and the gateway's publishes awaiting the broker's PUBACK, each as big as those before.
-    const records = Math.max(1, ...tb.received.slice(0, upstreamAtCut).map((m) => ((m.json as Record<string, unknown[]> | undefined)?.[DEVICE] ?? []).length));
+    // tried again) and the gateway's publishes awaiting the upstream.broker's PUBACK, each as big as those before.
+    const records = Math.max(1, ...upstream.tb.received.slice(0, upstreamAtCut).map((m) => ((m.json as Record<string, unknown[]> | undefined)?.[DEVICE] ?? []).length));
     const bound = window + maxInflight * records;
     console.log(`[mqtt-delivery] outage (outbox ${outbox ? 'on' : 'off'}): ${ackedAfterOutage - ackedAtCut} PUBACKs during the outage, ${duplicates} duplicate(s) (bound ${bound})`);
     expect(duplicates).toBeLessThanOrEqual(bound);
-    if (outbox) expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the broker was away (stored)').toBeGreaterThan(50);
-    else expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the broker was away').toBeLessThanOrEqual(window);
+    if (outbox) expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the upstream.broker was away (stored)').toBeGreaterThan(50);
+    else expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the upstream.broker was away').toBeLessThanOrEqual(window);
     expect(boiler.open).toBe(true);
-    expect(gatewayApiViolations(tb.received)).toEqual([]);
+    expect(gatewayApiViolations(upstream.tb.received)).toEqual([]);
   });
 });
 
@@ -253,12 +235,12 @@ describe('limits.deviceRequestsPerSecond', () => {
     const sentAt = Date.now();
     await Promise.all(Array.from({ length: readings }, (_, n) => boiler.publish(TELEMETRY, JSON.stringify({ n }))));
     const tookMs = Date.now() - sentAt;
-    await tb.waitForReadings(DEVICE, readings);
+    await upstream.tb.waitForReadings(DEVICE, readings);
     await sleep(300);
     expect(expectAllArrived(readings)).toBe(0);
     expect(boiler.pubackIds()).toEqual(boiler.publishIds());
     // A burst of 5, then 5 a second: 15 more take about 3 s (retries wait whole seconds, so a little more).
-    const arrivals = tb.on('v1/gateway/telemetry').map((m) => m.at);
+    const arrivals = upstream.tb.on('v1/gateway/telemetry').map((m) => m.at);
     const spreadMs = Math.max(...arrivals) - Math.min(...arrivals);
     console.log(`[mqtt-delivery] rate limit ${perSecond}/s: ${readings} PUBACKed in ${tookMs} ms, upstream over ${spreadMs} ms`);
     expect(tookMs).toBeGreaterThanOrEqual(((readings - perSecond) / perSecond - 1) * 1000);

@@ -6,13 +6,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayProcess, gatewayConfig, killAllGatewayProcesses, writeConfigFile, type Device } from '../helpers/gateway-process.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
+import { describe, expect, it } from 'vitest';
+import { GatewayProcess, gatewayConfig, writeConfigFile, type Device } from '../helpers/gateway-process.js';
 import { MqttJsDevice } from '../helpers/mqtt-js-device.js';
 import { eventually, freeTcpPort, freeUdpPort, sleep } from '../helpers/ports.js';
 import { GatedTcpProxy } from '../helpers/proxies.js';
-import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+import { upstreamRig } from '../helpers/upstream-rig.js';
 
 const DEVICES: Device[] = [
   { name: 'Valve-1', type: 'valve', token: 'valve-token-1' },
@@ -23,32 +22,14 @@ const DEVICES: Device[] = [
 const WRITTEN_MS = 1300;
 const RPC_REQUESTS = 'v1/devices/me/rpc/request/+';
 
-let broker: Mosquitto;
-let tb: ThingsBoardDouble;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  tb = await ThingsBoardDouble.connect(broker.url);
-});
-
-afterAll(async () => {
-  await tb?.close();
-  await broker?.dispose();
-});
-
-afterEach(async () => {
-  await killAllGatewayProcesses();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  tb.clear();
-});
+const upstream = upstreamRig({ gatewayProcesses: true });
 
 /** A gateway config on fixed ports and a state directory, so a restarted gateway is where devices left it. */
 async function rig(extra: Record<string, Record<string, unknown>> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-mqtt-restart-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const gate = await GatedTcpProxy.start(broker.port);
-  cleanups.push(() => gate.close());
+  upstream.cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const gate = await GatedTcpProxy.start(upstream.broker.port);
+  upstream.cleanups.push(() => gate.close());
   const [coapPort, mqttPort] = [await freeUdpPort(), await freeTcpPort()];
   const write = (devices: readonly Device[]): string =>
     writeConfigFile(
@@ -78,23 +59,23 @@ async function rig(extra: Record<string, Record<string, unknown>> = {}) {
 
 async function device(url: string, token: string, options: { clientId?: string; clean?: boolean } = {}): Promise<MqttJsDevice> {
   const opened = await MqttJsDevice.connect(url, { username: token, clientId: options.clientId ?? token, clean: options.clean ?? true });
-  cleanups.push(() => opened.close());
+  upstream.cleanups.push(() => opened.close());
   return opened;
 }
 
-const ns = (name: string): Set<number> => new Set(tb.readings(name).map((reading) => (reading as { values: { n: number } }).values.n));
+const ns = (name: string): Set<number> => new Set(upstream.tb.readings(name).map((reading) => (reading as { values: { n: number } }).values.n));
 
 describe('SIGKILL after PUBACKs', () => {
   it.each([
-    { mode: 'spill', brokerUp: false, what: 'broker away: every reading stored before its PUBACK' },
-    { mode: 'always', brokerUp: true, what: 'outbox.mode always, the link to the broker slow: stored, PUBACKed, still on its way' },
+    { mode: 'spill', brokerUp: false, what: 'upstream.broker away: every reading stored before its PUBACK' },
+    { mode: 'always', brokerUp: true, what: 'outbox.mode always, the link to the upstream.broker slow: stored, PUBACKed, still on its way' },
   ])('every reading the device was PUBACKed reaches ThingsBoard after a restart ($what)', async ({ mode, brokerUp }) => {
     const setup = await rig({ outbox: { mode } });
     if (!brokerUp) setup.gate.shut();
     let gateway = await setup.start();
     if (brokerUp) {
-      await gateway.waitForLog(/upstream broker connected/);
-      // Publishes held on the way to the broker die with the connection: the kill finds them unsent.
+      await gateway.waitForLog(/upstream upstream.broker connected/);
+      // Publishes held on the way to the upstream.broker die with the connection: the kill finds them unsent.
       setup.gate.uplinkDelayMs = 5000;
     }
     const valve = await device(setup.url, 'valve-token-1');
@@ -122,14 +103,14 @@ describe('SIGKILL after PUBACKs', () => {
 });
 
 describe('a persistent-session device and its queued RPC', () => {
-  const rpc = (id: number): Promise<void> => tb.publish('v1/gateway/rpc', { device: 'Valve-2', data: { id, method: 'open', params: { valve: id } } });
+  const rpc = (id: number): Promise<void> => upstream.tb.publish('v1/gateway/rpc', { device: 'Valve-2', data: { id, method: 'open', params: { valve: id } } });
 
   /** The device connects with clean session false, subscribes to RPCs, is known upstream, then goes away. */
   async function subscribeAndLeave(url: string): Promise<void> {
     const valve = await device(url, 'valve-token-2', { clientId: 'valve-2', clean: false });
     await valve.client.subscribeAsync(RPC_REQUESTS, { qos: 1 });
     await valve.publish('v1/devices/me/telemetry', '{"flow":2}');
-    await tb.waitForReadings('Valve-2', 1);
+    await upstream.tb.waitForReadings('Valve-2', 1);
     await valve.client.endAsync();
   }
 
@@ -154,7 +135,7 @@ describe('a persistent-session device and its queued RPC', () => {
     valve.client.handleMessage = () => {};
     await valve.client.subscribeAsync(RPC_REQUESTS, { qos: 1 });
     await valve.publish('v1/devices/me/telemetry', '{"flow":2}');
-    await tb.waitForReadings('Valve-2', 1);
+    await upstream.tb.waitForReadings('Valve-2', 1);
     await rpc(42);
     await eventually(() => valve.publishesOn(/rpc\/request\/42$/).at(0), 5000, 'the RPC on the first connection');
     valve.close();
@@ -181,7 +162,7 @@ describe('a persistent-session device and its queued RPC', () => {
     const request = await eventually(() => back.publishesOn(/^v1\/devices\/me\/rpc\/request\/41$/).at(0), 5000, 'the RPC queued before the kill');
     expect(JSON.parse(request.payload.toString())).toEqual({ method: 'open', params: { valve: 41 } });
     await back.publish('v1/devices/me/rpc/response/41', '{"opened":true}');
-    const reply = await eventually(() => tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 41));
+    const reply = await eventually(() => upstream.tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 41));
     expect(reply.json).toEqual({ device: 'Valve-2', id: 41, data: { opened: true } });
     // Delivered once: the PUBACK took it off the queue.
     await sleep(500);
@@ -208,14 +189,14 @@ describe('a reload (SIGHUP)', () => {
     await sleep(300);
     expect(kept.open).toBe(true);
     await kept.publish('v1/devices/me/telemetry', '{"n":3}');
-    await tb.waitForReadings('Valve-3', 1);
+    await upstream.tb.waitForReadings('Valve-3', 1);
     // The old token no longer connects; the new one does.
     const stale = await MqttJsDevice.open(setup.url, { username: 'valve-token-1' });
-    cleanups.push(() => stale.close());
+    upstream.cleanups.push(() => stale.close());
     expect(stale.connack?.returnCode).toBe(5);
     const renewed = await device(setup.url, 'valve-token-2b');
     await renewed.publish('v1/devices/me/telemetry', '{"n":2}');
-    await tb.waitForReadings('Valve-2', 1);
+    await upstream.tb.waitForReadings('Valve-2', 1);
     expect(gateway.running).toBe(true);
   });
 });

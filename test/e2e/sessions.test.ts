@@ -9,14 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as coapPacket from 'coap-packet';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnCoapClient, type DumpedMessage, type RunningCoapClient } from '../helpers/coap-client.js';
-import { GatewayProcess, gatewayConfig, killAllGatewayProcesses, writeConfigFile, type Device } from '../helpers/gateway-process.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
+import { GatewayProcess, gatewayConfig, writeConfigFile, type Device } from '../helpers/gateway-process.js';
 import { eventually, freeUdpPort, sleep } from '../helpers/ports.js';
 import { DtlsClient } from '../helpers/dtls-client.js';
-import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 import { UdpDevice, emptyReply, get, observeOf, post } from '../helpers/udp-device.js';
+import { upstreamRig } from '../helpers/upstream-rig.js';
 
 const DEVICES: Device[] = [
   { name: 'Valve-1', type: 'valve', token: 'valve-token-1' },
@@ -25,34 +24,16 @@ const DEVICES: Device[] = [
 /** Longer than the session store's commits take to come (50 ms after a quiet spell, 1 s apart): it is on disk. */
 const WRITTEN_MS = 1300;
 
-let broker: Mosquitto;
-let tb: ThingsBoardDouble;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  tb = await ThingsBoardDouble.connect(broker.url);
-});
-
-afterAll(async () => {
-  await tb?.close();
-  await broker?.dispose();
-});
-
-afterEach(async () => {
-  await killAllGatewayProcesses();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  tb.clear();
-});
+const upstream = upstreamRig({ gatewayProcesses: true });
 
 /** A state directory and a config on a fixed CoAP port, so a restarted gateway is where devices left it. */
 async function rig(options: { devices?: readonly Device[]; extra?: Record<string, Record<string, unknown>> } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-sessions-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  upstream.cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freeUdpPort();
   const stateDir = join(dir, 'state');
   const write = (devices: readonly Device[], extra = options.extra): string =>
-    writeConfigFile(dir, gatewayConfig({ port, brokerUrl: broker.url, stateDir, devices, extra }));
+    writeConfigFile(dir, gatewayConfig({ port, brokerUrl: upstream.broker.url, stateDir, devices, extra }));
   let configFile = write(options.devices ?? DEVICES);
   return {
     port,
@@ -71,17 +52,17 @@ async function rig(options: { devices?: readonly Device[]; extra?: Record<string
 
 function observer(uri: string): RunningCoapClient {
   const client = spawnCoapClient(uri, ['-s', '120', '-B', '120']);
-  cleanups.push(() => client.stop());
+  upstream.cleanups.push(() => client.stop());
   return client;
 }
 
 async function openDevice(port: number): Promise<UdpDevice> {
   const device = await UdpDevice.open(port);
-  cleanups.push(() => device.close());
+  upstream.cleanups.push(() => device.close());
   return device;
 }
 
-const rpc = (device: string, id: number): Promise<void> => tb.publish('v1/gateway/rpc', { device, data: { id, method: 'open', params: { valve: id } } });
+const rpc = (device: string, id: number): Promise<void> => upstream.tb.publish('v1/gateway/rpc', { device, data: { id, method: 'open', params: { valve: id } } });
 
 const payloadOf = (message: DumpedMessage | coapPacket.ParsedPacket): unknown =>
   JSON.parse('messageId' in message && Buffer.isBuffer((message as coapPacket.ParsedPacket).payload) ? (message as coapPacket.ParsedPacket).payload.toString() : String((message as DumpedMessage).payload));
@@ -119,7 +100,7 @@ describe('a coap-client observing /rpc across a restart of the gateway', () => {
       await client.waitForResponses(1);
       await sleep(WRITTEN_MS);
       await gateway.kill(signal);
-      tb.clear();
+      upstream.tb.clear();
 
       gateway = await setup.start();
       const restored = await gateway.waitForLog(/device sessions restored/);
@@ -128,7 +109,7 @@ describe('a coap-client observing /rpc across a restart of the gateway', () => {
       const [, confirmation] = await client.waitForResponses(2, 5000);
       expect(confirmation).toMatchObject({ type: 'CON', code: '2.03' });
       // The device is connected upstream again: it observes.
-      await eventually(() => tb.on('v1/gateway/connect').find((m) => (m.json as { device: string }).device === 'Valve-1'));
+      await eventually(() => upstream.tb.on('v1/gateway/connect').find((m) => (m.json as { device: string }).device === 'Valve-1'));
 
       await rpc('Valve-1', 7);
       const [, , notification] = await client.waitForResponses(3, 5000);
@@ -161,7 +142,7 @@ describe('a relation follows its device to a new address', () => {
     moved.send(post('/api/v1/valve-token-1/telemetry', '{"flow":3}'));
     await receive(moved, (p) => p.code === '2.01');
     await rpc('Valve-1', 11);
-    await tb.publish('v1/gateway/attributes', { device: 'Valve-1', data: { setpoint: 42 } });
+    await upstream.tb.publish('v1/gateway/attributes', { device: 'Valve-1', data: { setpoint: 42 } });
 
     const rpcNotification = await receive(moved, (p) => p.token.equals(Buffer.from('r1')) && p.code === '2.05');
     expect(payloadOf(rpcNotification)).toEqual({ id: 11, method: 'open', params: { valve: 11 } });
@@ -182,7 +163,7 @@ describe('a relation follows its device to a new address', () => {
     // The device's reply from its new address goes upstream as ThingsBoard expects.
     moved.send(post('/api/v1/valve-token-1/rpc/12', '{"done":true}'));
     await receive(moved, (p) => p.code === '2.01');
-    const reply = await eventually(() => tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 12));
+    const reply = await eventually(() => upstream.tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 12));
     expect(reply.json).toEqual({ device: 'Valve-1', id: 12, data: { done: true } });
   });
 
@@ -231,21 +212,21 @@ describe('a DTLS device across a restart', () => {
     let gateway = await setup.start();
     const device = { host: '127.0.0.1', port: dtlsPort, pskIdentity: psk.identity, pskKey: Buffer.from(psk.key) };
     const before = await DtlsClient.connect(device);
-    cleanups.push(() => before.close(true));
+    upstream.cleanups.push(() => before.close(true));
     before.send(get('/api/v1/rpc', { observe: 0, token: Buffer.from('d1') }));
     const registered = coapPacket.parse(await before.next());
     expect(registered.code).toBe('2.03');
     await sleep(WRITTEN_MS);
     await gateway.kill('SIGKILL');
-    tb.clear();
+    upstream.tb.clear();
 
     gateway = await setup.start();
     // Restored, but no session to confirm it on: it waits for the device.
     expect(await gateway.waitForLog(/device sessions restored/)).toMatchObject({ restored: 1 });
-    await eventually(() => tb.on('v1/gateway/connect').find((m) => (m.json as { device: string }).device === 'Valve-1'));
+    await eventually(() => upstream.tb.on('v1/gateway/connect').find((m) => (m.json as { device: string }).device === 'Valve-1'));
     // The device notices (its next request goes unanswered), handshakes again from a new port, and posts.
     const after = await DtlsClient.connect(device);
-    cleanups.push(() => after.close(true));
+    upstream.cleanups.push(() => after.close(true));
     after.send(post('/api/v1/telemetry', '{"flow":7}'));
     const seen: coapPacket.ParsedPacket[] = [];
     const next = async (): Promise<coapPacket.ParsedPacket> => {
@@ -288,7 +269,7 @@ describe('queued RPCs survive a crash', () => {
     expect(payloadOf(notification)).toEqual({ id: 41, method: 'open', params: { valve: 41 } });
     device.send(post('/api/v1/valve-token-2/rpc/41', '{"opened":true}'));
     await receive(device, (p) => p.code === '2.01');
-    const reply = await eventually(() => tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 41));
+    const reply = await eventually(() => upstream.tb.on('v1/gateway/rpc').find((m) => (m.json as { id?: number }).id === 41));
     expect(reply.json).toEqual({ device: 'Valve-2', id: 41, data: { opened: true } });
   });
 });

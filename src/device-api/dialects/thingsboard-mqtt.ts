@@ -3,30 +3,20 @@
 // SUBSCRIBE opens a stream of updates (a GET with updates "open"). Answers go to the topic ThingsBoard
 // answers on (answerTopic); streamed items carry their own topic ({topic, payload}), because an RPC's id
 // is part of its topic. The connection is authenticated once, at CONNECT (connect()).
-import type { Bridge } from '../../bridge/index.js';
-import type { Provisioner } from '../../bridge/provision.js';
 import type { DeviceRegistry } from '../../devices/registry.js';
-import { fingerprint } from '../../log.js';
 import type { AttributeUpdate, Device, JsonValue, PeerCredential, RpcCall } from '../../model.js';
 import { parseAttributes, parseClaim, parseJson, parseTelemetry } from '../../payload/thingsboard-json.js';
-import type { Dialect, Gate, Handled } from '../dialect.js';
-import type { Identify } from '../identify.js';
-import type { RequestLimits } from '../limits.js';
+import type { Dialect, Handled } from '../dialect.js';
 import { Operation } from '../operations.js';
 import { mapAnswer, refuse, type Answer, type Outcome, type Problem } from '../outcome.js';
 import { provision } from '../provision.js';
 import { readAttributes, readPackage, updatePayload, updateStream } from '../reads.js';
 import type { DeviceRequest } from '../request.js';
-import type { Uplinks } from '../uplinks.js';
+import type { ThingsBoardDeps } from './thingsboard.js';
 
-export interface ThingsBoardMqttDeps {
+/** What ThingsBoard's other dialects need, and the registry that checks client certificates at CONNECT. */
+export interface ThingsBoardMqttDeps extends ThingsBoardDeps {
   readonly registry: Pick<DeviceRegistry, 'refuseCertificate'>;
-  readonly bridge: Bridge;
-  readonly provisioner: Provisioner;
-  readonly limits: Pick<RequestLimits, 'unknownToken'>;
-  readonly gate: Gate;
-  readonly identify: Identify;
-  readonly uplinks: Uplinks;
   /** How long a firmware chunk request may wait for its image being downloaded. */
   readonly packageWaitMs: number;
 }
@@ -277,6 +267,3 @@ function attributeQuery(body: Buffer): string[] | string {
 const isRefused = (outcome: Outcome, problem: Problem): boolean => outcome.kind === 'refused' && outcome.refusal.problem === problem;
 
 const shortTopic = (topic: string): string => (topic.length <= 64 ? topic : `${topic.slice(0, 63)}…`);
-
-/** For logs: a token is never written, only its fingerprint. */
-export const tokenFingerprint = (username: string | undefined): string | undefined => (username ? fingerprint(username) : undefined);
