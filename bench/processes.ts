@@ -206,3 +206,14 @@ export async function measureWhile<T>(pids: Record<string, number>, work: () => 
     },
   };
 }
+
+/**
+ * CPU time the whole machine has spent so far (/proc/stat, all cores, every process and the kernel), in
+ * seconds: busy, and stolen (the hypervisor running another VM). Less the bench's own processes, what other
+ * work on the machine took while a phase ran.
+ */
+export function machineCpu(): { busySeconds: number; stealSeconds: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return { busySeconds: (user + nice + system + irq + softirq) / CLOCK_TICKS_PER_SECOND, stealSeconds: steal / CLOCK_TICKS_PER_SECOND };
+}

@@ -7,11 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fdatasync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openSessions, runHandshakes, type HandshakeResult } from './dtls-load.js';
 import { DTLS_PSK_CIPHER, LoadGenerator, summarize, type LatencySummary, type LoadMode, type PskCredential, type RunResult } from './loadgen.js';
 import { freeTcpPort, freeUdpPort, sleep } from '../test/helpers/ports.js';
+import type { ProbeSample } from './gateway-probe.js';
+import { PROBE_LINE, PROBE_SIGNAL, runMqttDevices, type MqttDevicesHarness, type MqttDevicesResult } from './mqtt-devices.js';
 import { runObserveFanout, type FanoutResult } from './observe-fanout.js';
 import { ManagedProcess, UsageMeter, measureWhile, sampleProcess, udpDropCounters, type Measured, type Usage } from './processes.js';
 import { RESTORE_LOG_LINE, TARGET_MS as RESTORE_TARGET_MS, runRestore, type Memory, type RestoreHarness, type RestoreResult } from './restore.js';
@@ -29,9 +31,10 @@ const GATEWAY_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 
 const LOAD_TARGETS = ['raw-udp', 'node-coap', 'coap2mqtt-puback', 'coap2mqtt', 'coap2mqtt-always', 'coap2mqtt-dtls'] as const;
 /**
  * Scenarios of their own: devices holding Observe relations with an RPC fan-out; start time and idle memory;
- * bytes written to disk per reading (wear); Observe relations kept across a restart (restore).
+ * bytes written to disk per reading (wear); Observe relations kept across a restart (restore); MQTT devices:
+ * memory per idle connection, QoS 1 throughput against the CoAP path's.
  */
-const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup', 'coap2mqtt-wear', 'coap2mqtt-restore'] as const;
+const SCENARIOS = ['coap2mqtt-observe', 'coap2mqtt-startup', 'coap2mqtt-wear', 'coap2mqtt-restore', 'mqtt-devices'] as const;
 const TARGET_NAMES = [...LOAD_TARGETS, ...SCENARIOS] as const;
 type TargetName = (typeof TARGET_NAMES)[number];
 type LoadTargetName = (typeof LOAD_TARGETS)[number];
@@ -41,7 +44,7 @@ const DTLS_TARGET = 'coap2mqtt-dtls';
 const USAGE = `Usage: npm run bench -- [--quick] [--targets ${TARGET_NAMES.join(',')}] [--duration S]
                        [--rate N] [--window N] [--sockets N] [--devices N] [--max-inflight N] [--timeout S]
                        [--dtls-sessions N] [--dtls-clients N] [--observers N] [--observers-per-socket N] [--profile DIR] [--cli PATH]
-                       [--baseline-cli PATH] [--broker-nagle]
+                       [--baseline-cli PATH] [--broker-nagle] [--mqtt-connections N] [--mqtt-publishers N]
        npm run bench -- --soak [--rate 2000] [--duration 600]
 --duration is per measured phase (default 15, --quick 3), or the whole soak (default 600).
 coap2mqtt-dtls sends the same requests over --sockets DTLS sessions (one PSK device each), then measures
@@ -59,6 +62,11 @@ deregistration; RSS; then SIGTERM and SIGKILL, each followed by a start on the s
 every device's confirmation, RSS, and an RPC to each.
 --baseline-cli PATH (e.g. the build before issue 21) adds that build's RSS and writes with the same relations.
 Alone: npm run bench -- --targets coap2mqtt-restore --baseline-cli ../pre21/dist/cli.js
+mqtt-devices: the gateway with mqttDevices on (and --expose-gc, bench/gateway-probe.js preloaded): RSS and heap
+after a full GC before and after --mqtt-connections idle MQTT connections (default 1000, --quick 200), each with
+its device's token; then on a fresh gateway the CoAP path (as coap2mqtt's saturation) and QoS 1 publishes from
+--mqtt-publishers devices (default 32), --window messages in flight in all on either path, for --duration: msg/s,
+gateway CPU ms per 1,000 messages, write_bytes per message. Alone: npm run bench -- --targets mqtt-devices
 --profile DIR: every gateway started writes a V8 CPU profile (.cpuprofile) into DIR when it stops; open it in
 Chrome DevTools or speedscope, or summarise it with node dist-bench/bench/profile-summary.js FILE.
 --cli PATH: the gateway to measure (default dist/cli.js), e.g. an older build, to compare in the same run's conditions.
@@ -86,6 +94,8 @@ function readCommandLine() {
       cli: { type: 'string' },
       'baseline-cli': { type: 'string' },
       'broker-nagle': { type: 'boolean', default: false },
+      'mqtt-connections': { type: 'string' },
+      'mqtt-publishers': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -137,6 +147,8 @@ function readCommandLine() {
       { count: quick ? 20 : 50, spacingMs: 100 },
     ],
     brokerNagle: values['broker-nagle'],
+    mqttConnections: count('mqtt-connections', values['mqtt-connections'], quick ? 200 : 1000),
+    mqttPublishers: count('mqtt-publishers', values['mqtt-publishers'], 32),
   };
 }
 
@@ -249,6 +261,10 @@ interface GatewayVariant {
   readonly cli?: string;
   /** A log line to catch from the first moment (GatewayStarted.watched). */
   readonly watch?: RegExp;
+  /** Serve MQTT devices on this TCP port (mqttDevices.enabled). */
+  readonly mqttDevicesPort?: number;
+  /** --expose-gc and bench/gateway-probe.js: SIGUSR2 collects garbage and prints the memory (mqttDevicesHarness's probe()). */
+  readonly probe?: boolean;
 }
 
 interface GatewayStarted extends Started {
@@ -279,6 +295,7 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
     // The load generator drives each device far beyond a real one's rate: measure the gateway, not its 4.29s.
     limits: { requestsPerSecond: 0, deviceRequestsPerSecond: 0, unknownTokenFailures: 0 },
     devices,
+    ...(variant.mqttDevicesPort !== undefined && { mqttDevices: { enabled: true, host: HOST, port: variant.mqttDevicesPort } }),
     state: { dir: variant.stateDir ?? join(scratchDir, `state-${++gatewayStarts}`) },
     // On, as by default (its counters are part of what is measured), on any free port.
     http: { port: 0 },
@@ -287,8 +304,9 @@ async function startGateway(mqttPort: number, variant: GatewayVariant = {}): Pro
   };
   writeFileSync(config, JSON.stringify(gatewayConfig));
   const profiling = settings.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}`] : [];
+  const probing = variant.probe ? ['--expose-gc', '--import', pathToFileURL(join(HERE, 'gateway-probe.js')).href] : [];
   const spawnedAt = performance.now();
-  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, variant.cli ?? settings.cli, '--config', config]);
+  const child = launch('coap2mqtt', process.execPath, [...GATEWAY_NODE_FLAGS, ...profiling, ...probing, variant.cli ?? settings.cli, '--config', config]);
   // Before the first line can arrive.
   const watched = variant.watch ? child.waitForLine(variant.watch, 60_000).catch(() => undefined) : Promise.resolve(undefined);
   // Ready: listening for devices and connected upstream. A restore of many relations comes first, so more time.
@@ -408,7 +426,8 @@ async function comparison(): Promise<object> {
   const loadTargets = settings.targets.filter(isLoadTarget);
   const diskSyncMs = loadTargets.includes('coap2mqtt-always') ? await probeDiskSync() : undefined;
   // The wear scenario starts brokers of its own.
-  const broker = settings.targets.some((name) => name.startsWith('coap2mqtt') && name !== 'coap2mqtt-wear') ? await startMosquitto() : undefined;
+  const needsBroker = (name: TargetName): boolean => (name.startsWith('coap2mqtt') && name !== 'coap2mqtt-wear') || name === 'mqtt-devices';
+  const broker = settings.targets.some(needsBroker) ? await startMosquitto() : undefined;
   const saturation: Phase[] = [];
   for (const name of loadTargets) {
     process.stdout.write(`${name}: saturation, window ${settings.window}, ${settings.durationS} s… `);
@@ -453,6 +472,10 @@ async function comparison(): Promise<object> {
   if (settings.targets.includes('coap2mqtt-restore')) {
     restore = await runRestore(restoreHarness(broker!), restoreSettings(), (line) => process.stdout.write(line));
   }
+  let mqttDevices: MqttDevicesResult | undefined;
+  if (settings.targets.includes('mqtt-devices')) {
+    mqttDevices = await runMqttDevices(mqttDevicesHarness(broker!), mqttDevicesSettings(), (line) => process.stdout.write(line));
+  }
   if (broker) await shutDown(broker.process);
   if (loadTargets.length > 0) printTable(loadTargets, saturation, fixedRate);
   if (diskSyncMs) {
@@ -465,7 +488,8 @@ async function comparison(): Promise<object> {
   if (observe) printObserve(observe);
   if (wear) printWear(wear);
   if (restore) printRestore(restore);
-  const targets = targetFigures(saturation, fixedRate, observe, startup, restore);
+  if (mqttDevices) printMqttDevices(mqttDevices);
+  const targets = targetFigures(saturation, fixedRate, observe, startup, restore, mqttDevices);
   if (targets.length > 0) printTargets(targets);
   return {
     saturation,
@@ -476,6 +500,7 @@ async function comparison(): Promise<object> {
     ...(startup && { startup }),
     ...(wear && { wear }),
     ...(restore && { restore }),
+    ...(mqttDevices && { mqttDevices }),
     targets,
   };
 }
@@ -653,6 +678,87 @@ function restoreHarness(broker: Started): RestoreHarness {
   };
 }
 
+function mqttDevicesSettings() {
+  return {
+    connections: settings.mqttConnections,
+    publishers: settings.mqttPublishers,
+    window: settings.window,
+    sockets: settings.sockets,
+    devices: settings.devices,
+    warmupS: settings.warmupS,
+    durationS: settings.durationS,
+    timeoutS: settings.timeoutS,
+  };
+}
+
+function mqttDevicesHarness(broker: Started): MqttDevicesHarness {
+  return {
+    brokerPid: broker.process.pid,
+    async startGateway(devices) {
+      const mqttPort = await freeTcpPort();
+      const gateway = await startGateway(broker.port, { devices, mqttDevicesPort: mqttPort, probe: true });
+      const child = gateway.process;
+      return {
+        pid: child.pid,
+        coapPort: gateway.port,
+        mqttPort,
+        async probe() {
+          const line = child.waitForLine(PROBE_LINE, 10_000);
+          process.kill(child.pid, PROBE_SIGNAL);
+          return JSON.parse(PROBE_LINE.exec(await line)![1]!) as ProbeSample;
+        },
+        notableLines: child.notableLines,
+        get notableCount() {
+          return child.notableCount;
+        },
+        stop: () => shutDown(child),
+      };
+    },
+  };
+}
+
+function printMqttDevices(result: MqttDevicesResult): void {
+  const { idle, coap, mqtt, settings: run } = result;
+  const mb = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
+  const kb = (value: number): string => value.toFixed(1);
+  const path = (label: string, figures: MqttDevicesResult['coap']): string[] => [
+    label,
+    Math.round(figures.messagesPerSecond).toLocaleString('en-US'),
+    `${(figures.messagesPerSecond / coap.messagesPerSecond).toFixed(2)}×`,
+    `${ms(figures.latencyMs.p50)}/${ms(figures.latencyMs.p99)}`,
+    percent(figures.gatewayCpuPercent),
+    figures.gatewayCpuMsPer1000.toFixed(1),
+    percent(figures.usage.mosquitto!.cpuPercent),
+    percent(figures.usage.loadgen!.cpuPercent),
+    `${percent(figures.othersCpuPercent)}/${percent(figures.stealPercent)}`,
+    figures.writeBytesPerMessage.toFixed(2),
+    String(figures.failures),
+  ];
+  const headers = [
+    'mqtt-devices: telemetry', 'msg/s', 'vs CoAP', 'p50/p99 ms', 'gateway CPU%', 'CPU ms/1000', 'mosquitto CPU%', 'loadgen CPU%',
+    'others/steal CPU%', 'B written/msg', 'failed',
+  ];
+  const rows = [path(`CoAP CON POST, ${run.sockets} sockets`, coap), path(`MQTT QoS 1, ${run.publishers} connections`, mqtt)];
+  const lines = [
+    `\n${formatTable(headers, rows)}`,
+    `window ${run.window} in flight in all for both, ${run.durationS} s each after ${run.warmupS} s of warm-up, one gateway ` +
+      '(outbox.mode spill); answers = 2.01 / PUBACK; others = the rest of the machine meanwhile (another session\'s work ' +
+      'slows every figure), steal = the hypervisor\'s; B written = /proc/PID/io write_bytes per answer',
+    `${idle.connections} idle MQTT connections (keepalive 60 s, clean session, a device each; connected in ${idle.connectSeconds.toFixed(1)} s), ` +
+      `after a full GC, median of 3: RSS ${mb(idle.before.rssBytes)} → ${mb(idle.after.rssBytes)} MB (${mb(idle.afterClose.rssBytes)} MB once closed), ` +
+      `${kb(idle.rssKBPerConnection)} KB each; V8 heap used ${kb(idle.heapUsedKBPerConnection)} KB, committed ${kb(idle.heapTotalKBPerConnection)} KB, ` +
+      `external ${kb(idle.externalKBPerConnection)} KB, timers ${idle.timersPerConnection.toFixed(2)} per connection`,
+  ];
+  const notes = [
+    coap.detail && `CoAP: ${coap.detail}`,
+    mqtt.detail && `MQTT: ${mqtt.detail}`,
+    result.exitCodes.some((code) => code !== 0) && `exit codes ${result.exitCodes.join(', ')} when stopped`,
+    result.notableLogLineCount > 0 && `${result.notableLogLineCount} warning/error log line(s), first: ${result.notableLogLines[0]}`,
+  ].filter(Boolean);
+  if (notes.length > 0) lines.push(`mqtt-devices: ${notes.join('; ')}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 function printRestore(restore: RestoreResult): void {
   const { batchWrites, trickles, baseline } = restore;
   const bytes = (value: number): string => Math.round(value).toLocaleString('en-US');
@@ -780,6 +886,7 @@ function targetFigures(
   observe?: ObservePhase,
   startup?: StartupPhase,
   restore?: RestoreResult,
+  mqttDevices?: MqttDevicesResult,
 ): TargetFigure[] {
   const sat = (name: LoadTargetName): number | undefined => saturation.find((phase) => phase.target === name)?.load.throughput;
   const p99 = (name: LoadTargetName): number | undefined => fixedRate.find((phase) => phase.target === name)?.load.latencyMs.p99;
@@ -790,7 +897,7 @@ function targetFigures(
   };
   const atMost = (target: string, value: number | undefined, maximum: number, unit: string): void => {
     if (value === undefined || Number.isNaN(value)) return;
-    figures.push({ target, required: `≤ ${maximum} ${unit}`, measured: `${value.toFixed(unit === 'ms' ? 2 : 0)} ${unit}`, met: value <= maximum });
+    figures.push({ target, required: `≤ ${maximum} ${unit}`, measured: `${value.toFixed(unit === 'ms' ? 2 : unit === 'KB' ? 1 : 0)} ${unit}`, met: value <= maximum });
   };
   // Issue 6's targets for the PUBACK path and the durable outbox; issue 20's for the default (spill).
   atLeast('PUBACK path / raw UDP floor, saturation', sat('coap2mqtt-puback'), sat('raw-udp'), 0.45);
@@ -815,6 +922,11 @@ function targetFigures(
   for (const { signal, confirmations, restoreLog } of restore?.restarts ?? []) {
     atMost(`${confirmations.expected} relations confirmed after ${signal}, from spawn`, confirmations.allWithinMs ?? Infinity, RESTORE_TARGET_MS, 'ms');
     atMost(`restore after ${signal} (its log line's ms)`, restoreLog?.ms ?? Infinity, RESTORE_TARGET_MS, 'ms');
+  }
+  // Issue 24's: memory per idle MQTT device connection, QoS 1 throughput against the CoAP path's in the same run.
+  if (mqttDevices) {
+    atMost(`RSS per idle MQTT connection (${mqttDevices.idle.connections})`, mqttDevices.idle.rssKBPerConnection, 20, 'KB');
+    atLeast('MQTT QoS 1 / CoAP path, saturation', mqttDevices.mqtt.messagesPerSecond, mqttDevices.coap.messagesPerSecond, 0.5);
   }
   if (restore?.baseline) {
     const ratio = restore.memoryObserving.rssMB / restore.baseline.memoryObserving.rssMB;
