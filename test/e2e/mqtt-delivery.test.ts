@@ -49,28 +49,28 @@ async function metric(gw: TestGateway, series: RegExp): Promise<number> {
 }
 
 describe('QoS 1: PUBACK once the reading is safe', () => {
-  it('outbox off: no PUBACK while the upstream.broker holds its own back; the PUBACK follows the upstream.broker\'s', async () => {
+  it('outbox off: no PUBACK while the broker holds its own back; the PUBACK follows the broker\'s', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
     gate.delayMs = 1500;
     const acked = boiler.publish(TELEMETRY, '{"n":1}');
-    expect(await settlesWithin(acked, 1000), 'PUBACK before the upstream.broker acknowledged').toBe(false);
-    // The upstream.broker has the reading already: only its PUBACK is on its way.
+    expect(await settlesWithin(acked, 1000), 'PUBACK before the broker acknowledged').toBe(false);
+    // The broker has the reading already: only its PUBACK is on its way.
     await upstream.tb.waitForReadings(DEVICE, 1);
-    expect(await settlesWithin(acked, 3000), 'PUBACK once the upstream.broker acknowledged').toBe(true);
+    expect(await settlesWithin(acked, 3000), 'PUBACK once the broker acknowledged').toBe(true);
     expect(ns()).toEqual([1]);
   });
 
-  it('outbox off: no PUBACK while the upstream.broker is unreachable; the message is held and PUBACKed once it is back', async () => {
+  it('outbox off: no PUBACK while the broker is unreachable; the message is held and PUBACKed once it is back', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
     gate.shut();
     await eventually(() => !gw.gateway.upstream.connected, 3000, 'the gateway noticing the cut');
     const acked = boiler.publish(TELEMETRY, '{"n":2}');
-    expect(await settlesWithin(acked, 2000), 'PUBACK while the upstream.broker is away').toBe(false);
+    expect(await settlesWithin(acked, 2000), 'PUBACK while the broker is away').toBe(false);
     expect(ns()).toEqual([]);
     gate.open();
-    expect(await settlesWithin(acked, 5000), 'PUBACK once the upstream.broker is back').toBe(true);
+    expect(await settlesWithin(acked, 5000), 'PUBACK once the broker is back').toBe(true);
     await upstream.tb.waitForReadings(DEVICE, 1);
     await sleep(300);
     expect(ns()).toEqual([2]);
@@ -79,7 +79,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
     expect(boiler.open).toBe(true);
   });
 
-  it('outbox on: PUBACK at once while the upstream.broker is unreachable (stored), and the reading arrives once it is back', async () => {
+  it('outbox on: PUBACK at once while the broker is unreachable (stored), and the reading arrives once it is back', async () => {
     const gw = await gateway();
     const boiler = await device(gw.url);
     gate.shut();
@@ -98,7 +98,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
   it('PUBACKs leave in the order the PUBLISHes came, whatever each waits for', async () => {
     const gw = await gateway({ outbox: { enabled: false } });
     const boiler = await device(gw.url);
-    // Telemetry waits for the upstream.broker's PUBACK (600 ms here); a question or a topic outside the API is
+    // Telemetry waits for the broker's PUBACK (600 ms here); a question or a topic outside the API is
     // acknowledged on arrival, yet its PUBACK must not overtake the telemetry before it.
     gate.delayMs = 600;
     const sentAt = Date.now();
@@ -121,7 +121,7 @@ describe('QoS 1: PUBACK once the reading is safe', () => {
 describe('best effort and no room', () => {
   const qos0 = (boiler: MqttJsDevice, n: number): Promise<unknown> => boiler.client.publishAsync(TELEMETRY, JSON.stringify({ n }), { qos: 0 });
 
-  it('QoS 0 while the upstream.broker is unreachable: stored with the outbox on, dropped with it off; the connection stays', async () => {
+  it('QoS 0 while the broker is unreachable: stored with the outbox on, dropped with it off; the connection stays', async () => {
     for (const outbox of [true, false]) {
       const gw = await gateway({ outbox: { enabled: outbox } });
       const boiler = await device(gw.url);
@@ -139,7 +139,7 @@ describe('best effort and no room', () => {
     }
   });
 
-  it('no room in the outbox and the upstream.broker unreachable: QoS 1 is held without PUBACK and not dropped, QoS 0 is dropped', async () => {
+  it('no room in the outbox and the broker unreachable: QoS 1 is held without PUBACK and not dropped, QoS 0 is dropped', async () => {
     // More free disk asked for than any test machine has: the outbox refuses to store anything.
     const gw = await gateway({ outbox: { minFreeDiskBytes: 1_099_511_627_776 } });
     const boiler = await device(gw.url);
@@ -183,7 +183,7 @@ function expectAllArrived(count: number): number {
   return seen.length - distinct.size;
 }
 
-describe('a upstream.broker outage while a device streams at QoS 1', () => {
+describe('a broker outage while a device streams at QoS 1', () => {
   it.each([
     { outbox: true, what: 'stored and PUBACKed meanwhile' },
     { outbox: false, what: 'outbox off: held without PUBACK meanwhile' },
@@ -214,13 +214,13 @@ describe('a upstream.broker outage while a device streams at QoS 1', () => {
     await sleep(500);
     const duplicates = expectAllArrived(readings);
     // QoS 1 allows a copy of what was in flight when the link was cut: the device's window (held messages
-    // tried again) and the gateway's publishes awaiting the upstream.broker's PUBACK, each as big as those before.
+    // tried again) and the gateway's publishes awaiting the broker's PUBACK, each as big as those before.
     const records = Math.max(1, ...upstream.tb.received.slice(0, upstreamAtCut).map((m) => ((m.json as Record<string, unknown[]> | undefined)?.[DEVICE] ?? []).length));
     const bound = window + maxInflight * records;
     console.log(`[mqtt-delivery] outage (outbox ${outbox ? 'on' : 'off'}): ${ackedAfterOutage - ackedAtCut} PUBACKs during the outage, ${duplicates} duplicate(s) (bound ${bound})`);
     expect(duplicates).toBeLessThanOrEqual(bound);
-    if (outbox) expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the upstream.broker was away (stored)').toBeGreaterThan(50);
-    else expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the upstream.broker was away').toBeLessThanOrEqual(window);
+    if (outbox) expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the broker was away (stored)').toBeGreaterThan(50);
+    else expect(ackedAfterOutage - ackedAtCut, 'PUBACKs while the broker was away').toBeLessThanOrEqual(window);
     expect(boiler.open).toBe(true);
     expect(gatewayApiViolations(upstream.tb.received)).toEqual([]);
   });

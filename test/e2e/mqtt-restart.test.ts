@@ -67,15 +67,15 @@ const ns = (name: string): Set<number> => new Set(upstream.tb.readings(name).map
 
 describe('SIGKILL after PUBACKs', () => {
   it.each([
-    { mode: 'spill', brokerUp: false, what: 'upstream.broker away: every reading stored before its PUBACK' },
-    { mode: 'always', brokerUp: true, what: 'outbox.mode always, the link to the upstream.broker slow: stored, PUBACKed, still on its way' },
+    { mode: 'spill', brokerUp: false, what: 'broker away: every reading stored before its PUBACK' },
+    { mode: 'always', brokerUp: true, what: 'outbox.mode always, the link to the broker slow: stored, PUBACKed, still on its way' },
   ])('every reading the device was PUBACKed reaches ThingsBoard after a restart ($what)', async ({ mode, brokerUp }) => {
     const setup = await rig({ outbox: { mode } });
     if (!brokerUp) setup.gate.shut();
     let gateway = await setup.start();
     if (brokerUp) {
-      await gateway.waitForLog(/upstream upstream.broker connected/);
-      // Publishes held on the way to the upstream.broker die with the connection: the kill finds them unsent.
+      await gateway.waitForLog(/upstream broker connected/);
+      // Publishes held on the way to the broker die with the connection: the kill finds them unsent.
       setup.gate.uplinkDelayMs = 5000;
     }
     const valve = await device(setup.url, 'valve-token-1');
