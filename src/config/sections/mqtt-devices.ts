@@ -56,7 +56,7 @@ export const mqttDevices = {
     env: 'COAP2MQTT_MQTT_DEVICES_CA',
   }),
   maxConnections: setting({
-    doc: 'MQTT connections at once (an idle one takes about 4-5 KB of memory in the gateway, measured by npm run bench -- --targets mqtt-devices, plus the kernel's socket buffers). At the bound the oldest connection that has not sent CONNECT yet is closed to make room; if every one is connected, the new one is refused.',
+    doc: 'MQTT connections at once (an idle one takes about 4-5 KB of memory in the gateway, measured by npm run bench -- --targets mqtt-devices, plus the socket buffers of the kernel). At the bound the oldest connection that has not sent CONNECT yet is closed to make room; if every one is connected, the new one is refused.',
     format: integer(1, 1_000_000),
     default: 10_000,
     env: 'COAP2MQTT_MQTT_DEVICES_MAX_CONNECTIONS',
