@@ -241,6 +241,16 @@ describe('MQTT devices: a device that stops reading', () => {
     await sleeper.waitClosed(5000);
     expect(sleeper.received('publish').length).toBeLessThan(pushed);
   }, 30_000);
+
+  it('keeps a subscriber that reads, however fast the large updates come', async () => {
+    const before = await closedFor('slow-reader');
+    const reader = keep(await MqttDevice.connect(port, 'pump-token-2'));
+    expect(await reader.subscribe(['v1/devices/me/attributes'], 0)).toEqual([0]);
+    await Promise.all(Array.from({ length: 40 }, (_, update) => tb.pushShared('Pump-2', { [`big${update % 10}`]: filler, update })));
+    await reader.waitFor('v1/devices/me/attributes', 40, 10_000);
+    expect(reader.closed).toBe(false);
+    expect(await closedFor('slow-reader')).toBe(before);
+  });
 });
 
 describe('MQTT devices: software packages', () => {
