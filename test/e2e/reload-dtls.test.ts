@@ -104,6 +104,7 @@ describe('SIGHUP reload with DTLS', () => {
       devices: { added: [], removed: ['Gone-Sensor'], changed: [] },
       dtlsSessionsClosed: 1,
       dtlsCredentials: 'reloaded',
+      mqttTlsCredentials: 'off',
       restartNeeded: [],
     });
 
