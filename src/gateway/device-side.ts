@@ -101,7 +101,13 @@ export function mqttOptions(config: GatewayConfig): ConstructorParameters<typeof
 /** A reload's new MQTT TLS material, read as at start and handed to the running listener. */
 export function mqttTlsReloader(server: MqttDeviceServer): (next: GatewayConfig) => 'reloaded' | 'unchanged' {
   return (next) => {
-    const tls = mqttOptions(next).tls;
-    return tls ? server.replaceTls(tls) : 'unchanged';
+    try {
+      const tls = mqttOptions(next).tls;
+      return tls ? server.replaceTls(tls) : 'unchanged';
+    } catch (error) {
+      // OpenSSL's "key values mismatch" alone does not say which files a technician should look at.
+      const { mqttDevices, dtls } = next;
+      throw new Error(`mqttDevices.cert "${mqttDevices.cert || dtls.cert}" / mqttDevices.key "${mqttDevices.key || dtls.key}": ${(error as Error).message}`, { cause: error });
+    }
   };
 }

@@ -1,10 +1,12 @@
 // MQTT over TLS for devices (mqttDevices.tls; docs/device-api-mqtt.md, "Connecting"): a client certificate
 // names its device as over DTLS (a pinned fingerprint, or a CN signed by the configured CA), a certificate
 // of no device is refused with CONNACK 5, and without a certificate the username (the token) decides.
-// MQTT.js with key/cert/ca is the device; the certificates are made fresh as for the DTLS tests.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// MQTT.js with key/cert/ca is the device; the certificates are made fresh as for the DTLS tests. A reload
+// renews the listener's certificate for new handshakes while open connections carry on.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
@@ -14,6 +16,8 @@ import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'coap2mqtt-mqtt-tls-'));
 let pki: TestPki;
+/** Another CA and server certificate: what the gateway's certificate is renewed to. */
+let renewed: TestPki;
 let broker: Mosquitto;
 let tb: ThingsBoardDouble;
 let gw: TestGateway;
@@ -22,12 +26,16 @@ const devices: MqttJsDevice[] = [];
 
 beforeAll(async () => {
   pki = makeTestPki(join(dir, 'pki'));
+  renewed = makeTestPki(join(dir, 'renewed'));
+  // The files the configuration names; the reload test renews them in place, as a technician (or certbot) would.
+  copyFileSync(pki.server.certFile, join(dir, 'gateway.pem'));
+  copyFileSync(pki.server.keyFile, join(dir, 'gateway.key'));
   broker = await Mosquitto.start();
   tb = await ThingsBoardDouble.connect(broker.url);
   gw = await startTestGateway({
     upstream: { url: broker.url, accessToken: 'gw' },
     limits: { deviceRequestsPerSecond: 0 },
-    mqttDevices: { enabled: true, host: '127.0.0.1', port: 0, tls: true, tlsPort: 0, cert: pki.server.certFile, key: pki.server.keyFile, ca: pki.caFile },
+    mqttDevices: { enabled: true, host: '127.0.0.1', port: 0, tls: true, tlsPort: 0, cert: join(dir, 'gateway.pem'), key: join(dir, 'gateway.key'), ca: pki.caFile },
     devices: [
       { name: 'Boiler-7', type: 'thermostat', token: 'boiler-token-7' },
       { name: 'Pinned-Sensor', type: 'sensor', cert: { fingerprint256: pki.pinned.fingerprint256 } },
@@ -121,5 +129,51 @@ describe('MQTT over TLS', () => {
     devices.push(device);
     expect(device.connack).toBeUndefined();
     expect(device.open).toBe(false);
+  });
+});
+
+describe('MQTT over TLS: a reload', () => {
+  /** The certificate a new TLS handshake is shown (the client trusts anything: only the fingerprint matters). */
+  const presented = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: gw.gateway.mqttAddresses!.tls!.port, rejectUnauthorized: false }, () => {
+        resolve(socket.getPeerCertificate().fingerprint256);
+        socket.destroy();
+      });
+      socket.once('error', reject);
+    });
+  const renew = (identity: Identity, key: Identity): void => {
+    copyFileSync(identity.certFile, join(dir, 'gateway.pem'));
+    copyFileSync(key.keyFile, join(dir, 'gateway.key'));
+  };
+
+  it('renews the certificate for new handshakes, an open connection carries on, and a key that does not match leaves the previous one', async () => {
+    const device = await open(undefined, { username: 'boiler-token-7' });
+    expect(device.connack?.returnCode).toBe(0);
+    expect(await presented()).toBe(pki.server.fingerprint256);
+
+    renew(renewed.server, renewed.server);
+    // The same configuration, its files renewed in place: what a SIGHUP reads.
+    const report = gw.gateway.reload(gw.config);
+    expect(report).toMatchObject({ mqttTlsCredentials: 'reloaded', restartNeeded: [] });
+    expect(await presented()).toBe(renewed.server.fingerprint256);
+    await device.publish('v1/devices/me/telemetry', '{"afterReload":1}');
+    expect((await tb.waitForReadings('Boiler-7', 1))[0]).toMatchObject({ values: { afterReload: 1 } });
+    expect(device.open).toBe(true);
+    // Nothing changed since: nothing to reload.
+    expect(gw.gateway.reload(gw.config).mqttTlsCredentials).toBe('unchanged');
+
+    // The first certificate with the renewed key: OpenSSL refuses the pair, the renewed certificate stays.
+    renew(pki.server, renewed.server);
+    const refused = gw.gateway.reload(gw.config);
+    // Named by the files to look at, not only OpenSSL's words.
+    expect(refused.mqttTlsCredentials).toEqual({ error: expect.stringMatching(/^mqttDevices\.cert ".*gateway\.pem" \/ mqttDevices\.key ".*gateway\.key": .*mismatch/) });
+    expect(await presented()).toBe(renewed.server.fingerprint256);
+    expect(device.open).toBe(true);
+
+    // Back to the first pair, so the handshakes of the tests above would work again.
+    renew(pki.server, pki.server);
+    expect(gw.gateway.reload(gw.config).mqttTlsCredentials).toBe('reloaded');
+    expect(await presented()).toBe(pki.server.fingerprint256);
   });
 });

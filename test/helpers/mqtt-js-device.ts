@@ -28,9 +28,11 @@ export class MqttJsDevice {
   /** Connects and expects CONNACK 0. */
   static async connect(url: string, options: IClientOptions = {}): Promise<MqttJsDevice> {
     const device = await MqttJsDevice.open(url, options);
-    if (device.connack?.returnCode !== 0) {
+    // MQTT 3.1.1 says returnCode, MQTT 5 reasonCode.
+    const code = device.connack?.returnCode ?? device.connack?.reasonCode;
+    if (code !== 0) {
       device.close();
-      throw new Error(`CONNACK ${String(device.connack?.returnCode ?? 'none: the connection closed')} from ${url}`);
+      throw new Error(`CONNACK ${String(code ?? 'none: the connection closed')} from ${url}`);
     }
     return device;
   }

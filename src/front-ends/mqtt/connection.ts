@@ -490,11 +490,20 @@ export class MqttConnection {
       process.nextTick(() => {
         this.corked = false;
         this.socket.uncork();
+        this.checkUnread();
       });
     }
     this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.version }));
-    // A device that stops reading does not make the gateway hold its messages without end.
-    if (this.socket.writableLength > this.context.options.maxUnsentBytes) this.close('slow-reader', `more than ${this.context.options.maxUnsentBytes} bytes unread`);
+  }
+
+  /**
+   * A device that stops reading does not make the gateway hold its messages without end. Measured once
+   * the kernel was offered the corked bytes: before, a burst of updates written in one tick (5 × 20 KB
+   * against a 64 KiB bound) closed a device that reads as fast as they come.
+   */
+  private checkUnread(): void {
+    const max = this.context.options.maxUnsentBytes;
+    if (!this.closed && this.socket.writableLength > max) this.close('slow-reader', `more than ${max} bytes unread`);
   }
 
   private request(method: 'POST' | 'GET', topic: string, payload: Buffer | string): DeviceRequest {
