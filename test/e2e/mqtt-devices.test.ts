@@ -181,6 +181,18 @@ describe('MQTT device API: downlinks and answers', () => {
     expect(pump.closed).toBe(false);
   });
 
+  it('serves a whole package far bigger than the unread-bytes bound in one answer, to a device that reads it', async () => {
+    // 8 MiB: more than the socket buffers take at once, and 32 times the bound a device may leave unread.
+    const image = randomBytes(8 * 1024 * 1024);
+    writeFileSync(join(images, 'big-fw-1.bin'), image);
+    await tb.pushShared('Pump-2', { fw_title: 'big-fw', fw_version: '1', fw_size: image.length, fw_checksum_algorithm: 'SHA256', fw_checksum: createHash('sha256').update(image).digest('hex') });
+    const pump = await device('pump-token-2');
+    await pump.client.publishAsync('v2/fw/request/1/chunk/0', '', { qos: 1 });
+    const [whole] = await pump.waitFor('v2/fw/response/1/chunk/0', 1, 20_000);
+    expect(whole!.payload.equals(image)).toBe(true);
+    expect(pump.closed).toBe(false);
+  }, 30_000);
+
   it('tells NOT_FOUND on v2/fw/error when no package is assigned, then closes the connection', async () => {
     const boiler = await device('boiler-token-7');
     await boiler.subscribe(['v2/fw/error', 'v2/fw/response/+/chunk/+']);
