@@ -169,6 +169,25 @@ describe('ThingsBoard\'s MQTT dialect', () => {
     expect(connect('boiler-token')).toMatchObject({ kind: 'refused', code: 'not-authorized', reason: expect.stringMatching(/blocked/) });
   });
 
+  it('lets a pinned client certificate name its device whatever the username says, empty included', () => {
+    const registry = new DeviceRegistry([{ name: 'Valve-3', type: 'valve', token: undefined, psk: undefined, cert: { fingerprint256: 'ab'.repeat(32) } }]);
+    const limits = new RequestLimits(
+      { requestsPerSecond: 0, burst: 0, deviceRequestsPerSecond: 0, deviceBurst: 1, unknownTokenFailures: 2, unknownTokenWindowMs: 60_000, unknownTokenBlockMs: 60_000 },
+      log,
+      T0,
+    );
+    const { dialect } = createDeviceApis({ registry, bridge: {} as Bridge, provisioner: {} as Provisioner, limits, tokens: new TokenCheck(registry, limits, log), thethings: undefined, coapPackageWaitMs: 0, log: () => log }).mqtt;
+    const certificate = { fingerprint256: 'ab'.repeat(32), commonName: 'valve-3', subject: 'CN=valve-3', chainError: 'self-signed certificate' };
+    for (const username of [undefined, '', 'anything']) {
+      expect(dialect.connect({ username, clientId: 'v', certificate, address: '192.0.2.9', receivedAt: T0 })).toMatchObject({ kind: 'device', device: { name: 'Valve-3' } });
+    }
+    expect(dialect.connect({ username: undefined, clientId: 'v', certificate: { ...certificate, fingerprint256: 'cd'.repeat(32) }, address: '192.0.2.9', receivedAt: T0 })).toMatchObject({
+      kind: 'refused',
+      code: 'not-authorized',
+      reason: expect.stringMatching(/does not verify against mqttDevices\.ca/),
+    });
+  });
+
   it('names the answer topic of each question, and none for uplinks', () => {
     const { dialect } = setUp();
     expect(dialect.answerTopic('v1/devices/me/attributes/request/7')).toBe('v1/devices/me/attributes/response/7');

@@ -131,9 +131,9 @@ export function thingsBoardMqtt(deps: ThingsBoardMqttDeps): MqttDialect {
     }
     const blocked = gate.blocked(asRequest);
     if (blocked) return { kind: 'refused', code: 'not-authorized', reason: 'this address is blocked for a while after trying unknown access tokens' };
-    // With a certificate the username may be anything (ThingsBoard's X.509 devices send none); a token
-    // given as well must name the same device.
-    const token = credential && request.username !== undefined && request.username !== '' ? undefined : request.username;
+    // A certificate names the device: the username is not read (ThingsBoard's X.509 devices send none, or
+    // an empty one, or anything).
+    const token = credential ? undefined : request.username;
     const device = identify(asRequest, token);
     // ThingsBoard's "bad user name or password" (3.1.1: 5 as well; MQTT 5: 0x86).
     if (typeof device === 'string') return { kind: 'refused', code: 'bad-credentials', reason: device };
