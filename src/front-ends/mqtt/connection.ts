@@ -4,7 +4,7 @@
 // PUBACKed once its reading is safe, in the order the PUBLISHes came (MQTT 3.1.1 §4.6); a limit or an
 // unavailable upstream pauses reading and retries the same message later instead of losing it.
 import type { Socket } from 'node:net';
-import mqttPacket, { type IConnectPacket, type IPublishPacket, type ISubscribePacket, type IUnsubscribePacket, type Packet } from 'mqtt-packet';
+import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import type { Subscription } from '../../bridge/index.js';
 import type { MqttDialect, MqttGrant, PresentedClientCertificate } from '../../device-api/dialects/thingsboard-mqtt.js';
@@ -14,9 +14,10 @@ import type { DeviceRequest } from '../../device-api/request.js';
 import { encodeJson } from '../../json-safety.js';
 import type { DeliveryResult, Device, JsonValue } from '../../model.js';
 import { MqttFramer } from './framing.js';
+import { MqttOutbound } from './outbound.js';
 import type { PacketReader } from './packets.js';
 import type { MqttSessions } from './sessions.js';
-import { connackCode, PUBACK_REASON, sessionOf, subscribeFailure, type ConnectRefusal, type ProtocolVersion } from './versions.js';
+import { connackCode, PUBACK_REASON, sessionOf, subscribeFailure, type ConnectRefusal } from './versions.js';
 
 export interface MqttConnectionOptions {
   readonly maxPacketBytes: number;
@@ -64,8 +65,6 @@ interface OpenSubscription {
   readonly streams: Subscription[];
 }
 
-/** A message a device must acknowledge (QoS 1 downlink), until its PUBACK or the connection's end. */
-type Inflight = (result: DeliveryResult) => void;
 
 export class MqttConnection {
   private readonly framer: MqttFramer;
@@ -77,10 +76,8 @@ export class MqttConnection {
   private persistent = false;
   private presence: Subscription | undefined;
   private readonly subscriptions = new Map<string, OpenSubscription>();
-  private readonly inflightDown = new Map<number, Inflight>();
   /** QoS 2 PUBLISHes received and acknowledged (PUBREC), until their PUBREL. */
   private readonly exactlyOnce = new Set<number>();
-  private nextMessageId = 1;
   /** PUBLISHes being handled, and those waiting to retry (reading pauses while any waits). */
   private handling = 0;
   private waiting = 0;
@@ -92,12 +89,9 @@ export class MqttConnection {
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private corked = false;
-  /** The largest packet written since the unread bytes were last within the bound. */
-  private oversized = 0;
   private quiescing = false;
-  /** The CONNECT's protocol level: MQTT 5 packets carry properties and reason codes. */
-  private version: ProtocolVersion = 4;
+  /** Everything written to the device goes through it. */
+  private readonly out: MqttOutbound;
 
   constructor(
     private readonly socket: Socket,
@@ -107,6 +101,7 @@ export class MqttConnection {
     private readonly onClosed: (connection: MqttConnection) => void,
   ) {
     this.framer = new MqttFramer(context.options.maxPacketBytes);
+    this.out = new MqttOutbound(socket, context.options.maxUnsentBytes, context.counters.delivered, (detail) => this.close('slow-reader', detail));
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => this.close('socket-error'));
     socket.on('close', () => this.close('peer-closed'));
@@ -148,8 +143,7 @@ export class MqttConnection {
     this.timers.clear();
     for (const { streams } of this.subscriptions.values()) streams.forEach((stream) => stream.end());
     this.subscriptions.clear();
-    for (const settle of this.inflightDown.values()) settle('failed');
-    this.inflightDown.clear();
+    this.out.close();
     this.presence?.end();
     if (this.device) this.context.releaseDevice(this.device.name, this);
     if (this.persistent && this.clientKey !== undefined) this.context.sessions.touch(this.clientKey);
@@ -170,7 +164,7 @@ export class MqttConnection {
     const cut = this.framer.push(chunk);
     if (!cut.ok) return this.close('too-large', cut.reason);
     for (const frame of cut.frames) {
-      const packet = this.context.reader.read(frame, this.version);
+      const packet = this.context.reader.read(frame, this.out.version);
       if (packet instanceof Error) return this.close('malformed', `malformed packet: ${packet.message}`);
       this.inbox.push(packet);
     }
@@ -199,14 +193,12 @@ export class MqttConnection {
       case 'unsubscribe':
         return this.unsubscribe(packet);
       case 'puback':
-        this.inflightDown.get(packet.messageId ?? -1)?.('acknowledged');
-        this.inflightDown.delete(packet.messageId ?? -1);
-        return;
+        return this.out.acknowledged(packet.messageId ?? -1);
       case 'pubrel':
         this.exactlyOnce.delete(packet.messageId ?? -1);
-        return this.send({ cmd: 'pubcomp', messageId: packet.messageId ?? 0 });
+        return this.out.send({ cmd: 'pubcomp', messageId: packet.messageId ?? 0 });
       case 'pingreq':
-        return this.send({ cmd: 'pingresp' });
+        return this.out.send({ cmd: 'pingresp' });
       case 'disconnect':
         return this.close('disconnect');
       default:
@@ -217,10 +209,10 @@ export class MqttConnection {
   private connect(packet: IConnectPacket): void {
     if (this.device || this.provisioning) return this.close('protocol', 'a second CONNECT on the same connection');
     clearTimeout(this.connectTimer);
-    this.version = packet.protocolVersion ?? 4;
+    this.out.version = packet.protocolVersion ?? 4;
     const refuse = (refusal: ConnectRefusal, detail: string): void => {
       this.context.counters.connacks.refused++;
-      this.connack(connackCode(refusal, this.version), false);
+      this.connack(connackCode(refusal, this.out.version), false);
       this.close(refusal, detail, true);
     };
     const { clean, persistent } = sessionOf(packet);
@@ -249,10 +241,10 @@ export class MqttConnection {
 
   /** CONNACK; in MQTT 5 it also tells the largest packet the gateway takes, so the client keeps under it. */
   private connack(code: number, sessionPresent: boolean): void {
-    if (this.version === 5) {
-      this.send({ cmd: 'connack', reasonCode: code, sessionPresent, ...(code === 0 ? { properties: { maximumPacketSize: this.context.options.maxPacketBytes } } : {}) });
+    if (this.out.version === 5) {
+      this.out.send({ cmd: 'connack', reasonCode: code, sessionPresent, ...(code === 0 ? { properties: { maximumPacketSize: this.context.options.maxPacketBytes } } : {}) });
     } else {
-      this.send({ cmd: 'connack', returnCode: code, sessionPresent });
+      this.out.send({ cmd: 'connack', returnCode: code, sessionPresent });
     }
   }
 
@@ -276,7 +268,7 @@ export class MqttConnection {
     const messageId = packet.messageId ?? 0;
     // QoS 2: a PUBLISH sent again before its PUBREL is the same message (§4.3.3): acknowledged, not handled twice.
     if (packet.qos === 2 && this.exactlyOnce.has(messageId)) {
-      this.acks = this.acks.then(() => this.send({ cmd: 'pubrec', messageId }));
+      this.acks = this.acks.then(() => this.out.send({ cmd: 'pubrec', messageId }));
       return;
     }
     const question = this.context.dialect.answerTopic(packet.topic);
@@ -302,7 +294,7 @@ export class MqttConnection {
       .then(() => acknowledged)
       .then((reason) => {
         if (reason === undefined || this.closed) return;
-        this.send({ cmd: packet.qos === 2 ? 'pubrec' : 'puback', messageId, ...(this.version === 5 ? { reasonCode: reason } : {}) });
+        this.out.send({ cmd: packet.qos === 2 ? 'pubrec' : 'puback', messageId, ...(this.out.version === 5 ? { reasonCode: reason } : {}) });
       });
   }
 
@@ -339,7 +331,7 @@ export class MqttConnection {
   private refused(packet: IPublishPacket, refusal: Refusal): Outcome | undefined {
     const { counters } = this.context;
     const device = this.device?.name;
-    const told = this.version === 5 && packet.qos > 0 && ackReason({ kind: 'refused', refusal }) === PUBACK_REASON.payloadFormatInvalid;
+    const told = this.out.version === 5 && packet.qos > 0 && ackReason({ kind: 'refused', refusal }) === PUBACK_REASON.payloadFormatInvalid;
     switch (told ? 'told' : refusal.problem) {
       case 'told':
       case 'not-found':
@@ -371,20 +363,20 @@ export class MqttConnection {
     const qos = this.answerQos(topic);
     switch (outcome.kind) {
       case 'content':
-        void this.deliver(topic, encodeJson(outcome.body) ?? '', qos);
+        void this.out.publish(topic, encodeJson(outcome.body) ?? '', qos);
         return;
       case 'provisioned':
-        void this.deliver(topic, encodeJson(outcome.body) ?? '', qos);
+        void this.out.publish(topic, encodeJson(outcome.body) ?? '', qos);
         // ThingsBoard closes a provisioning session a minute after its answer.
         this.later(PROVISIONING_LINGER_MS, () => this.close('provisioned', undefined, true));
         return;
       case 'package':
-        void this.deliver(topic, outcome.data, qos);
+        void this.out.publish(topic, outcome.data, qos);
         return;
       case 'refused': {
         const errors = this.context.dialect.errorTopic(question.topic);
         if (errors === undefined) return;
-        void this.deliver(errors, outcome.refusal.problem === 'not-found' ? 'NOT_FOUND' : 'FAILURE', this.answerQos(errors));
+        void this.out.publish(errors, outcome.refusal.problem === 'not-found' ? 'NOT_FOUND' : 'FAILURE', this.answerQos(errors));
         this.close('package-refused', outcome.refusal.reason, true);
         return;
       }
@@ -395,7 +387,7 @@ export class MqttConnection {
 
   private subscribe(packet: ISubscribePacket): void {
     const granted = packet.subscriptions.map(({ topic, qos }) => this.openSubscription(topic, qos >= 1 ? 1 : 0));
-    this.send({ cmd: 'suback', messageId: packet.messageId ?? 0, granted });
+    this.out.send({ cmd: 'suback', messageId: packet.messageId ?? 0, granted });
   }
 
   /** Opens (or re-opens) one subscription; returns the QoS granted, or SUBACK's failure code. */
@@ -406,12 +398,12 @@ export class MqttConnection {
     // Subscriptions are answered at once: a promise here would be a dialect's mistake, refused alike.
     if (outcome instanceof Promise || outcome.kind === 'refused') {
       this.context.log.debug({ device: this.device?.name, filter, reason: outcome instanceof Promise ? 'not immediate' : outcome.refusal.reason }, 'MQTT subscription refused');
-      return subscribeFailure(this.version);
+      return subscribeFailure(this.out.version);
     }
     const streams = outcome.kind === 'updates' ? outcome.open(this.sink(filter, qos)) : [];
     if (this.closed) {
       streams.forEach((stream) => stream.end());
-      return subscribeFailure(this.version);
+      return subscribeFailure(this.out.version);
     }
     this.subscriptions.set(filter, { qos, streams });
     if (this.persistent && this.clientKey !== undefined) this.context.sessions.remember(this.clientKey, filter, qos);
@@ -423,7 +415,7 @@ export class MqttConnection {
       deliver: (body: JsonValue): Promise<DeliveryResult> => {
         const message = body as { topic?: unknown; payload?: JsonValue };
         if (typeof message.topic !== 'string' || message.payload === undefined) return Promise.resolve('failed');
-        return this.deliver(message.topic, encodeJson(message.payload) ?? '', qos);
+        return this.out.publish(message.topic, encodeJson(message.payload) ?? '', qos);
       },
       replaced: () => {
         // Another connection of the same device subscribed to the same stream: ThingsBoard's "latest wins".
@@ -439,7 +431,7 @@ export class MqttConnection {
       this.endSubscription(filter);
       if (this.clientKey !== undefined) this.context.sessions.forgetFilter(this.clientKey, filter);
     }
-    this.send({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] });
+    this.out.send({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] });
   }
 
   private endSubscription(filter: string): void {
@@ -449,30 +441,6 @@ export class MqttConnection {
     open.streams.forEach((stream) => stream.end());
   }
 
-  /** A downlink PUBLISH: QoS 1 resolves on the device's PUBACK, QoS 0 once written. */
-  private deliver(topic: string, payload: Buffer | string, qos: 0 | 1): Promise<DeliveryResult> {
-    if (this.closed) return Promise.resolve(count(this.context.counters, 'failed'));
-    if (qos === 0) {
-      this.send({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false });
-      return Promise.resolve(count(this.context.counters, this.closed ? 'failed' : 'sent'));
-    }
-    const messageId = this.allocateMessageId();
-    if (messageId === undefined) return Promise.resolve(count(this.context.counters, 'failed'));
-    const acknowledged = new Promise<DeliveryResult>((resolve) => this.inflightDown.set(messageId, (result) => resolve(count(this.context.counters, result))));
-    this.send({ cmd: 'publish', topic, payload, qos: 1, messageId, retain: false, dup: false });
-    return acknowledged;
-  }
-
-  /** A free packet identifier (1-65535), or undefined when all are waiting for PUBACKs. */
-  private allocateMessageId(): number | undefined {
-    for (let tries = 0; tries < 65_535; tries++) {
-      const id = this.nextMessageId;
-      this.nextMessageId = id === 65_535 ? 1 : id + 1;
-      if (!this.inflightDown.has(id)) return id;
-    }
-    return undefined;
-  }
-
   /**
    * The QoS of the device's subscription that covers an answer topic; 1 without one, as ThingsBoard sends
    * answers to a device that did not subscribe.
@@ -480,38 +448,6 @@ export class MqttConnection {
   private answerQos(topic: string): 0 | 1 {
     const filter = topic.replace(/\/response\/[^/]+/, '/response/+').replace(/\/chunk\/[^/]+$/, '/chunk/+');
     return this.subscriptions.get(filter)?.qos ?? this.subscriptions.get(topic)?.qos ?? 1;
-  }
-
-  private send(packet: Packet): void {
-    if (this.closed) return;
-    // Writes made together (the PUBACKs a group commit releases, a SUBACK's answers) leave in one system
-    // call: the bench measured a third less CPU per message than one write each (bench/mqtt-server-choice.ts).
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-        this.checkUnread();
-      });
-    }
-    const bytes = mqttPacket.generate(packet, { protocolVersion: this.version });
-    // One answer bigger than the bound (a whole package asked with chunk size 0) is let through on its own.
-    if (bytes.length > this.oversized) this.oversized = bytes.length;
-    this.socket.write(bytes);
-  }
-
-  /**
-   * A device that stops reading does not make the gateway hold its messages without end. Measured once
-   * the kernel was offered the corked bytes: before, a burst of updates written in one tick (5 × 20 KB
-   * against a 64 KiB bound) closed a device that reads as fast as they come.
-   */
-  private checkUnread(): void {
-    const bound = this.context.options.maxUnsentBytes;
-    const unread = this.socket.writableLength;
-    if (unread <= bound) this.oversized = 0;
-    const max = bound + this.oversized;
-    if (!this.closed && unread > max) this.close('slow-reader', `more than ${max} bytes unread`);
   }
 
   private request(method: 'POST' | 'GET', topic: string, payload: Buffer | string): DeviceRequest {
@@ -572,9 +508,4 @@ function ackReason(settled: Outcome | undefined): number | undefined {
     default:
       return PUBACK_REASON.success;
   }
-}
-
-function count(counters: MqttCounters, result: DeliveryResult): DeliveryResult {
-  counters.delivered[result]++;
-  return result;
 }
