@@ -4,13 +4,13 @@
 // with mqtt-packet as devices; a real mosquitto upstream and the ThingsBoard double behind the gateway.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
-import mqttPacket, { type Packet } from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { MqttDevice, mosquittoPub } from '../helpers/mqtt-device.js';
-import { eventually, sleep } from '../helpers/ports.js';
+import { RawMqttDevice } from '../helpers/mqtt-raw-device.js';
+import { sleep } from '../helpers/ports.js';
 import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
 
 let broker: Mosquitto;
@@ -36,47 +36,11 @@ const series = (text: string, name: string, label: string, value: string): numbe
 /** What reached ThingsBoard besides the gateway announcing devices. */
 const upstreamTraffic = (): string[] => tb.received.map((message) => message.topic).filter((topic) => topic.startsWith('v1/gateway/') && topic !== 'v1/gateway/connect');
 
-/** A raw TCP device: bytes out, MQTT packets in (mqtt-packet's parser), and whether the gateway closed it. */
-class RawDevice {
-  readonly packets: Packet[] = [];
-  closed = false;
-  private readonly parser = mqttPacket.parser({ protocolVersion: 4 });
-
-  private constructor(readonly socket: net.Socket) {
-    this.parser.on('packet', (packet: Packet) => this.packets.push(packet));
-    this.parser.on('error', () => {});
-    socket.on('data', (chunk) => this.parser.parse(chunk));
-    socket.on('error', () => {});
-    socket.on('close', () => (this.closed = true));
-  }
-
-  static open(): Promise<RawDevice> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(raw));
-      const raw = new RawDevice(socket);
-      opened.push(raw);
-      socket.once('error', reject);
-    });
-  }
-
-  send(bytes: Buffer | Packet): void {
-    this.socket.write(Buffer.isBuffer(bytes) ? bytes : mqttPacket.generate(bytes));
-  }
-
-  waitFor(cmd: Packet['cmd'], count = 1): Promise<Packet[]> {
-    return eventually(() => {
-      const found = this.packets.filter((packet) => packet.cmd === cmd);
-      return found.length >= count ? found : undefined;
-    }, 5000, `${count} ${cmd} from the gateway`);
-  }
-
-  waitClosed(): Promise<true> {
-    return eventually(() => this.closed, 5000, 'the gateway to close the raw connection');
-  }
-
-  end(): void {
-    this.socket.destroy();
-  }
+/** A raw TCP device (bytes out, MQTT packets in), ended after the test; CONNECTed as `token`'s device when given. */
+async function rawDevice(token?: string): Promise<RawMqttDevice> {
+  const raw = await (token === undefined ? RawMqttDevice.open(port) : RawMqttDevice.connect(port, token));
+  opened.push(raw);
+  return raw;
 }
 
 const connectPacket = (token: string): Packet => ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: '', keepalive: 60, username: token });
@@ -184,9 +148,7 @@ describe('MQTT devices: bad payloads and QoS', () => {
   });
 
   it('handles a QoS 2 PUBLISH sent again before its PUBREL once, answering PUBREC to both', async () => {
-    const raw = await RawDevice.open();
-    raw.send(connectPacket('pump-token-2'));
-    await raw.waitFor('connack');
+    const raw = await rawDevice('pump-token-2');
     const publish: Packet = { cmd: 'publish', topic: 'v1/devices/me/telemetry', payload: '{"twice":1}', qos: 2, messageId: 7, retain: false, dup: false };
     raw.send(publish);
     await raw.waitFor('pubrec');
@@ -208,20 +170,16 @@ describe('MQTT devices: bytes that are not MQTT', () => {
     const before = await metrics();
     // 70 KB of noise: whatever its first "header" says, the gateway has enough to decide on (a malformed
     // or oversized packet, or a packet before CONNECT).
-    const noise = await RawDevice.open();
+    const noise = await rawDevice();
     noise.send(randomBytes(70_000));
     // An HTTP client: "G" reads as a PUBACK header announcing 69 bytes ("E"), curl's request is longer.
     const http = curl(`http://127.0.0.1:${port}/api/v1/boiler-token-7/telemetry`);
-    const early = await RawDevice.open();
+    const early = await rawDevice();
     early.send({ cmd: 'publish', topic: 'v1/devices/me/telemetry', payload: '{"early":1}', qos: 1, messageId: 1, retain: false, dup: false });
-    const twice = await RawDevice.open();
-    twice.send(connectPacket('boiler-token-7'));
-    await twice.waitFor('connack');
+    const twice = await rawDevice('boiler-token-7');
     twice.send(connectPacket('boiler-token-7'));
     // A PUBLISH header announcing 70 000 bytes (over the 65 536 of mqttDevices.maxPacketBytes), then a trickle.
-    const oversized = await RawDevice.open();
-    oversized.send(connectPacket('pump-token-2'));
-    await oversized.waitFor('connack');
+    const oversized = await rawDevice('pump-token-2');
     oversized.send(Buffer.from([0x30, 0xf0, 0xa2, 0x04, 0x00, 0x17]));
 
     await Promise.all([noise, early, twice, oversized].map((raw) => raw.waitClosed()));
