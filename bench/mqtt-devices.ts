@@ -10,8 +10,7 @@
 //      per second, the gateway's CPU time per 1,000 messages, and the bytes it wrote to disk
 //      (/proc/PID/io write_bytes) per message. Target: MQTT at least half the CoAP path's throughput.
 // Alone: npm run bench -- --targets mqtt-devices
-import net from 'node:net';
-import { generate, parser, type IConnackPacket, type Packet } from 'mqtt-packet';
+import { connectMany, HOST, RawDevice } from './mqtt-client.js';
 import { LoadGenerator, summarize, type LatencySummary, type RunResult } from './loadgen.js';
 import { machineCpu, measureWhile, type Measured, type Usage } from './processes.js';
 import { readIo } from './wear.js';
@@ -21,18 +20,12 @@ import { sleep } from '../test/helpers/ports.js';
 export const PROBE_SIGNAL = 'SIGUSR2';
 export const PROBE_LINE = /^bench-probe (\{.*\})$/;
 
-const HOST = '127.0.0.1';
-/** Connections opened at once: below the listen backlog (511), so no SYN is dropped and retried 1 s later. */
-const CONNECT_BATCH = 100;
-const KEEPALIVE_S = 60;
 /** Connections opened and closed before the first sample, so code compiled at the first one is not charged to each. */
 const WARM_UP_CONNECTIONS = 32;
 const SAMPLES = 3;
 const SAMPLE_SPACING_MS = 500;
 /** After the last CONNACK: presence announced upstream, its PUBACKs back, deferred frees done. */
 const SETTLE_MS = 1000;
-const TOPIC = 'v1/devices/me/telemetry';
-const PAYLOAD = Buffer.from('{"t":1}');
 const tokenOf = (device: number): string => `tok-${device}`;
 
 export interface MqttDevicesSettings {
@@ -162,11 +155,11 @@ export async function runMqttDevices(
 
 async function measureIdle(gateway: ProbedGateway, count: number): Promise<IdleFigures> {
   // Tokens after the idle ones: a warm-up device is closed, and the gateway has let it go, before its turn.
-  await closeAll(await connectMany(gateway.mqttPort, WARM_UP_CONNECTIONS, count));
+  await closeAll(await connectDevices(gateway.mqttPort, WARM_UP_CONNECTIONS, count));
   await sleep(SETTLE_MS);
   const before = await settledSample(gateway);
   const connectStartedAt = performance.now();
-  const devices = await connectMany(gateway.mqttPort, count, 0);
+  const devices = await connectDevices(gateway.mqttPort, count, 0);
   const connectSeconds = (performance.now() - connectStartedAt) / 1000;
   await sleep(SETTLE_MS);
   const after = await settledSample(gateway);
@@ -230,7 +223,7 @@ function coapDetail(load: RunResult): string {
 }
 
 async function measureMqtt(gateway: ProbedGateway, brokerPid: number, settings: MqttDevicesSettings): Promise<PathFigures> {
-  const devices = await connectMany(gateway.mqttPort, settings.publishers, 0);
+  const devices = await connectDevices(gateway.mqttPort, settings.publishers, 0);
   const load = new QosOneLoad(devices, settings.window);
   try {
     await load.run(settings.warmupS * 1000);
@@ -295,81 +288,11 @@ function figures(
   };
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Devices on raw sockets: generated CONNECT, a copied PUBLISH with its message id patched, mqtt-packet's parser.
+/** The gateway's devices tok-<first> …; the publishes answering one read's PUBACKs leave in one write: the load generator shares the cores. */
+const connectDevices = (port: number, count: number, first: number): Promise<RawDevice[]> =>
+  connectMany(port, count, first, tokenOf, { clientId: (token) => `bench-${token}`, batched: true });
 
-const PUBLISH_TEMPLATE = generate({ cmd: 'publish', topic: TOPIC, payload: PAYLOAD, qos: 1, messageId: 1, retain: false, dup: false });
-const MESSAGE_ID_OFFSET = PUBLISH_TEMPLATE.length - PAYLOAD.length - 2;
-
-class Device {
-  onPacket: (packet: Packet) => void = () => {};
-  open = true;
-  readonly sentAt = new Float64Array(65_536);
-  private nextMessageId = 1;
-
-  private constructor(private readonly socket: net.Socket) {
-    const packets = parser();
-    packets.on('packet', (packet: Packet) => this.onPacket(packet));
-    socket.on('data', (chunk: Buffer) => {
-      // The publishes that answer one read's PUBACKs leave in one write: the load generator shares the cores.
-      socket.cork();
-      packets.parse(chunk);
-      socket.uncork();
-    });
-    socket.on('close', () => {
-      this.open = false;
-    });
-    socket.on('error', () => undefined); // 'close' follows
-  }
-
-  static connect(port: number, token: string): Promise<Device> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: HOST, port, noDelay: true });
-      const device = new Device(socket);
-      socket.once('error', reject);
-      socket.once('close', () => reject(new Error(`${token}: connection closed before its CONNACK`)));
-      device.onPacket = (packet) => {
-        const returnCode = (packet as IConnackPacket).returnCode;
-        if (packet.cmd === 'connack' && returnCode === 0) resolve(device);
-        else reject(new Error(`${token}: expected CONNACK 0, got ${packet.cmd} ${returnCode ?? ''}`));
-        device.onPacket = () => {};
-      };
-      socket.write(
-        generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `bench-${token}`, clean: true, keepalive: KEEPALIVE_S, username: token }),
-      );
-    });
-  }
-
-  /** Sends one QoS 1 PUBLISH; returns its message id. */
-  publish(): number {
-    const messageId = this.nextMessageId;
-    this.nextMessageId = (messageId % 65_535) + 1;
-    const packet = Buffer.from(PUBLISH_TEMPLATE);
-    packet.writeUInt16BE(messageId, MESSAGE_ID_OFFSET);
-    this.sentAt[messageId] = performance.now();
-    this.socket.write(packet);
-    return messageId;
-  }
-
-  close(): Promise<void> {
-    if (!this.open) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.socket.once('close', () => resolve());
-      this.socket.destroy();
-    });
-  }
-}
-
-async function connectMany(port: number, count: number, firstDevice: number): Promise<Device[]> {
-  const devices: Device[] = [];
-  for (let start = 0; start < count; start += CONNECT_BATCH) {
-    const batch = Array.from({ length: Math.min(CONNECT_BATCH, count - start) }, (_, i) => Device.connect(port, tokenOf(firstDevice + start + i)));
-    devices.push(...(await Promise.all(batch)));
-  }
-  return devices;
-}
-
-async function closeAll(devices: readonly Device[]): Promise<void> {
+async function closeAll(devices: readonly RawDevice[]): Promise<void> {
   await Promise.all(devices.map((device) => device.close()));
 }
 
@@ -387,7 +310,7 @@ class QosOneLoad {
   private latencies: number[] = [];
 
   constructor(
-    private readonly devices: readonly Device[],
+    private readonly devices: readonly RawDevice[],
     private readonly window: number,
   ) {
     for (const device of devices) {

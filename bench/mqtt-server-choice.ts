@@ -18,11 +18,12 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Aedes } from 'aedes';
-import { generate, parser, type IConnackPacket, type Packet } from 'mqtt-packet';
+import { generate, parser, type Packet } from 'mqtt-packet';
+import { sleep } from '../test/helpers/ports.js';
+import { connectMany, HOST, KEEPALIVE_S, RawDevice } from './mqtt-client.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url)); // dist-bench/bench/
 const ROOT = resolve(HERE, '../..');
-const HOST = '127.0.0.1';
 /**
  * mqtt-packet-corked: the same minimal server, its socket corked while a read is parsed, so the PUBACKs of one
  * read leave in one write, as aedes's do (mqtt-packet's writeToStream, which aedes uses, corks until nextTick).
@@ -31,15 +32,10 @@ const SERVER_KINDS = ['aedes', 'mqtt-packet', 'mqtt-packet-corked'] as const;
 type ServerKind = (typeof SERVER_KINDS)[number];
 
 const IDLE_CONNECTIONS = 1000;
-/** Connections opened at once: below the listen backlog (511), so no SYN is dropped and retried 1 s later. */
-const CONNECT_BATCH = 100;
-const KEEPALIVE_S = 60;
 const PUBLISHERS = 20;
 const WINDOW = 10;
 const WARMUP_MS = 1000;
 const MEASURE_MS = 5000;
-const TOPIC = 'v1/devices/me/telemetry';
-const PAYLOAD = Buffer.from('{"t":1}');
 const tokenOf = (i: number): string => `bench-token-${i}`;
 /** Every connection of every phase has its own token, as devices do. */
 const TOKEN_COUNT = 2 * PUBLISHERS + 2 * IDLE_CONNECTIONS;
@@ -182,69 +178,11 @@ class ServerChild {
   }
 }
 
-// A copy of one generated PUBLISH with its message id replaced: cheaper for the load generator than generate().
-const PUBLISH_TEMPLATE = generate({ cmd: 'publish', topic: TOPIC, payload: PAYLOAD, qos: 1, messageId: 1, retain: false, dup: false });
-const MESSAGE_ID_OFFSET = PUBLISH_TEMPLATE.length - PAYLOAD.length - 2;
-
-/** A device on a raw socket: it sends generated packets and hands every packet received to `onPacket`. */
-class Device {
-  onPacket: (packet: Packet) => void = () => {};
-  /** The publishes answering one read's PUBACKs leave in one write (else each in its own, as a device's would). */
-  batched = false;
-  private nextMessageId = 1;
-
-  private constructor(private readonly socket: net.Socket) {
-    const packets = parser();
-    packets.on('packet', (packet: Packet) => this.onPacket(packet));
-    socket.on('data', (chunk: Buffer) => {
-      if (this.batched) socket.cork();
-      packets.parse(chunk);
-      if (this.batched) socket.uncork();
-    });
-  }
-
-  static connect(port: number, token: string): Promise<Device> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: HOST, port, noDelay: true });
-      const device = new Device(socket);
-      socket.once('error', reject);
-      socket.once('close', () => reject(new Error(`${token}: connection closed before its CONNACK`)));
-      device.onPacket = (packet) => {
-        const returnCode = (packet as IConnackPacket).returnCode;
-        if (packet.cmd === 'connack' && returnCode === 0) resolve(device);
-        else reject(new Error(`${token}: expected CONNACK 0, got ${packet.cmd} ${returnCode ?? ''}`));
-      };
-      socket.write(generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: token, clean: true, keepalive: KEEPALIVE_S, username: token }));
-    });
-  }
-
-  publish(): void {
-    const messageId = this.nextMessageId;
-    this.nextMessageId = (messageId % 65_535) + 1;
-    const packet = Buffer.from(PUBLISH_TEMPLATE);
-    packet.writeUInt16BE(messageId, MESSAGE_ID_OFFSET);
-    this.socket.write(packet);
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-async function connectMany(port: number, count: number, firstToken: number): Promise<Device[]> {
-  const devices: Device[] = [];
-  for (let start = 0; start < count; start += CONNECT_BATCH) {
-    const batch = Array.from({ length: Math.min(CONNECT_BATCH, count - start) }, (_, i) => Device.connect(port, tokenOf(firstToken + start + i)));
-    devices.push(...(await Promise.all(batch)));
-  }
-  return devices;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const connectDevices = (port: number, count: number, first: number): Promise<RawDevice[]> => connectMany(port, count, first, tokenOf);
 
 /** Waits (up to 10 s) until the server has dropped every connection, so the next phase starts clean. */
-async function closeAll(server: ServerChild, devices: readonly Device[]): Promise<void> {
-  for (const device of devices) device.close();
+async function closeAll(server: ServerChild, devices: readonly RawDevice[]): Promise<void> {
+  for (const device of devices) void device.close();
   for (let waited = 0; waited < 10_000 && (await server.sample(false)).connections > 0; waited += 50) await sleep(50);
 }
 
@@ -259,9 +197,9 @@ interface IdleResult {
 
 async function measureIdle(server: ServerChild): Promise<IdleResult> {
   // A few connections first, so code loaded and compiled at the first one is not counted per connection.
-  await closeAll(server, await connectMany(server.port, PUBLISHERS, 0));
+  await closeAll(server, await connectDevices(server.port, PUBLISHERS, 0));
   const before = await server.sample(true);
-  const devices = await connectMany(server.port, IDLE_CONNECTIONS, PUBLISHERS);
+  const devices = await connectDevices(server.port, IDLE_CONNECTIONS, PUBLISHERS);
   await sleep(500); // whatever the server does after its CONNACK (aedes: $SYS notices, persistence) settles
   const after = await server.sample(true);
   await closeAll(server, devices);
@@ -277,7 +215,7 @@ async function measureIdle(server: ServerChild): Promise<IdleResult> {
 }
 
 interface ThroughputResult {
-  /** Whether each device wrote the publishes answering one read together (see Device.batched). */
+  /** Whether each device wrote the publishes answering one read together (see RawDevice.batched). */
   readonly devicesBatched: boolean;
   readonly messagesPerSecond: number;
   readonly serverCpuMsPer1000: number;
@@ -287,7 +225,7 @@ interface ThroughputResult {
 }
 
 async function measureThroughput(server: ServerChild, devicesBatched: boolean): Promise<ThroughputResult> {
-  const devices = await connectMany(server.port, PUBLISHERS, PUBLISHERS + IDLE_CONNECTIONS);
+  const devices = await connectDevices(server.port, PUBLISHERS, PUBLISHERS + IDLE_CONNECTIONS);
   let acknowledged = 0;
   let inFlight = 0;
   let publishing = true;

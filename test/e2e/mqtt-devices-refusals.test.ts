@@ -4,105 +4,41 @@
 // with mqtt-packet as devices; a real mosquitto upstream and the ThingsBoard double behind the gateway.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
-import mqttPacket, { type Packet } from 'mqtt-packet';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
+import type { Packet } from 'mqtt-packet';
+import { describe, expect, it } from 'vitest';
 import { MqttDevice, mosquittoPub } from '../helpers/mqtt-device.js';
-import { eventually, sleep } from '../helpers/ports.js';
-import { ThingsBoardDouble } from '../helpers/thingsboard-double.js';
+import { mqttGatewayRig } from '../helpers/mqtt-gateway-rig.js';
+import { RawMqttDevice } from '../helpers/mqtt-raw-device.js';
+import { sleep } from '../helpers/ports.js';
 
-let broker: Mosquitto;
-let tb: ThingsBoardDouble;
-let gw: TestGateway;
-let port: number;
-const opened: Array<{ end(): Promise<void> | void }> = [];
+const rig = mqttGatewayRig(() => ({ mqttDevices: { connectTimeoutMs: 3000 } }));
 
+/** Devices a test opened are ended after it, whatever it asserted. */
 const device = async (token: string, options: Parameters<typeof MqttDevice.connect>[2] = {}): Promise<MqttDevice> => {
-  const connected = await MqttDevice.connect(port, token, options);
-  opened.push(connected);
+  const connected = await MqttDevice.connect(rig.port, token, options);
+  rig.cleanups.push(() => connected.end());
   return connected;
 };
-const pub = (token: string, topic: string, message: string) => mosquittoPub(port, token, topic, message, ['-q', '1']);
+const pub = (token: string, topic: string, message: string) => mosquittoPub(rig.port, token, topic, message, ['-q', '1']);
 
 async function metrics(): Promise<string> {
-  const { address, port: httpPort } = gw.gateway.httpAddress!;
+  const { address, port: httpPort } = rig.gw.gateway.httpAddress!;
   return (await fetch(`http://${address}:${httpPort}/metrics`)).text();
 }
 const series = (text: string, name: string, label: string, value: string): number =>
   Number(new RegExp(`^${name}\\{${label}="${value}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
 
 /** What reached ThingsBoard besides the gateway announcing devices. */
-const upstreamTraffic = (): string[] => tb.received.map((message) => message.topic).filter((topic) => topic.startsWith('v1/gateway/') && topic !== 'v1/gateway/connect');
+const upstreamTraffic = (): string[] => rig.tb.received.map((message) => message.topic).filter((topic) => topic.startsWith('v1/gateway/') && topic !== 'v1/gateway/connect');
 
-/** A raw TCP device: bytes out, MQTT packets in (mqtt-packet's parser), and whether the gateway closed it. */
-class RawDevice {
-  readonly packets: Packet[] = [];
-  closed = false;
-  private readonly parser = mqttPacket.parser({ protocolVersion: 4 });
-
-  private constructor(readonly socket: net.Socket) {
-    this.parser.on('packet', (packet: Packet) => this.packets.push(packet));
-    this.parser.on('error', () => {});
-    socket.on('data', (chunk) => this.parser.parse(chunk));
-    socket.on('error', () => {});
-    socket.on('close', () => (this.closed = true));
-  }
-
-  static open(): Promise<RawDevice> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(raw));
-      const raw = new RawDevice(socket);
-      opened.push(raw);
-      socket.once('error', reject);
-    });
-  }
-
-  send(bytes: Buffer | Packet): void {
-    this.socket.write(Buffer.isBuffer(bytes) ? bytes : mqttPacket.generate(bytes));
-  }
-
-  waitFor(cmd: Packet['cmd'], count = 1): Promise<Packet[]> {
-    return eventually(() => {
-      const found = this.packets.filter((packet) => packet.cmd === cmd);
-      return found.length >= count ? found : undefined;
-    }, 5000, `${count} ${cmd} from the gateway`);
-  }
-
-  waitClosed(): Promise<true> {
-    return eventually(() => this.closed, 5000, 'the gateway to close the raw connection');
-  }
-
-  end(): void {
-    this.socket.destroy();
-  }
+/** A raw TCP device (bytes out, MQTT packets in), ended after the test; CONNECTed as `token`'s device when given. */
+async function rawDevice(token?: string): Promise<RawMqttDevice> {
+  const raw = await (token === undefined ? RawMqttDevice.open(rig.port) : RawMqttDevice.connect(rig.port, token));
+  rig.cleanups.push(() => raw.end());
+  return raw;
 }
 
 const connectPacket = (token: string): Packet => ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: '', keepalive: 60, username: token });
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  tb = await ThingsBoardDouble.connect(broker.url);
-  gw = await startTestGateway({
-    upstream: { url: broker.url, accessToken: 'gateway-token' },
-    mqttDevices: { enabled: true, host: '127.0.0.1', port: 0, connectTimeoutMs: 3000 },
-  });
-  await gw.upstreamConnected();
-  port = gw.gateway.mqttAddresses!.plain.port;
-});
-
-afterAll(async () => {
-  await gw?.stop();
-  await tb?.close();
-  await broker?.dispose();
-});
-
-beforeEach(() => tb.clear());
-
-afterEach(async () => {
-  for (const one of opened.splice(0)) await one.end();
-});
 
 describe('MQTT devices: connecting', () => {
   it('refuses a wrong token with CONNACK 5, to mosquitto_pub and MQTT.js alike, and counts it', async () => {
@@ -111,7 +47,7 @@ describe('MQTT devices: connecting', () => {
     // mosquitto_pub exits with the CONNACK's return code.
     expect(refused.code).toBe(5);
     expect(refused.stderr).toMatch(/Connection Refused: not authorised/);
-    const error = await MqttDevice.connect(port, 'not-a-token-either').then(
+    const error = await MqttDevice.connect(rig.port, 'not-a-token-either').then(
       () => undefined,
       (failure: Error & { code?: number }) => failure,
     );
@@ -120,7 +56,7 @@ describe('MQTT devices: connecting', () => {
     expect(series(after, 'coap2mqtt_mqtt_device_connects_total', 'result', 'refused') - before).toBe(2);
     expect(upstreamTraffic()).toEqual([]);
     // A warning names the address, never the token.
-    const text = JSON.stringify(gw.logs);
+    const text = JSON.stringify(rig.gw.logs);
     expect(text).toContain('MQTT connection refused');
     expect(text).not.toContain('not-a-token');
   });
@@ -130,7 +66,7 @@ describe('MQTT devices: connecting', () => {
     const second = await device('boiler-token-7', { clientId: 'second' });
     await first.waitClosed();
     await second.client.publishAsync('v1/devices/me/telemetry', '{"second":1}', { qos: 1 });
-    expect((await tb.waitForReadings('Boiler-7', 1))[0]).toMatchObject({ values: { second: 1 } });
+    expect((await rig.tb.waitForReadings('Boiler-7', 1))[0]).toMatchObject({ values: { second: 1 } });
     expect(second.closed).toBe(false);
     expect(series(await metrics(), 'coap2mqtt_mqtt_device_connections_closed_total', 'reason', 'taken-over')).toBeGreaterThanOrEqual(1);
   });
@@ -172,21 +108,19 @@ describe('MQTT devices: bad payloads and QoS', () => {
     await sleep(200);
     expect(acknowledged).toBe(false);
     expect(upstreamTraffic()).toEqual([]);
-    if (warned) expect(gw.logs.find((line) => line.level === 'warn' && line.topic === topic)).toMatchObject({ device: warned, msg: expect.stringMatching(/MQTT publish refused/) });
+    if (warned) expect(rig.gw.logs.find((line) => line.level === 'warn' && line.topic === topic)).toMatchObject({ device: warned, msg: expect.stringMatching(/MQTT publish refused/) });
   });
 
   it('takes a QoS 2 publish from MQTT.js upstream exactly once', async () => {
     const pump = await device('pump-token-2');
     await pump.client.publishAsync('v1/devices/me/telemetry', '{"exactly":1}', { qos: 2 });
-    await tb.waitForReadings('Pump-2', 1);
+    await rig.tb.waitForReadings('Pump-2', 1);
     await sleep(300);
-    expect(tb.readings('Pump-2')).toMatchObject([{ values: { exactly: 1 } }]);
+    expect(rig.tb.readings('Pump-2')).toMatchObject([{ values: { exactly: 1 } }]);
   });
 
   it('handles a QoS 2 PUBLISH sent again before its PUBREL once, answering PUBREC to both', async () => {
-    const raw = await RawDevice.open();
-    raw.send(connectPacket('pump-token-2'));
-    await raw.waitFor('connack');
+    const raw = await rawDevice('pump-token-2');
     const publish: Packet = { cmd: 'publish', topic: 'v1/devices/me/telemetry', payload: '{"twice":1}', qos: 2, messageId: 7, retain: false, dup: false };
     raw.send(publish);
     await raw.waitFor('pubrec');
@@ -194,9 +128,9 @@ describe('MQTT devices: bad payloads and QoS', () => {
     await raw.waitFor('pubrec', 2);
     raw.send({ cmd: 'pubrel', messageId: 7 });
     expect((await raw.waitFor('pubcomp'))[0]).toMatchObject({ messageId: 7 });
-    await tb.waitForReadings('Pump-2', 1);
+    await rig.tb.waitForReadings('Pump-2', 1);
     await sleep(300);
-    expect(tb.readings('Pump-2')).toMatchObject([{ values: { twice: 1 } }]);
+    expect(rig.tb.readings('Pump-2')).toMatchObject([{ values: { twice: 1 } }]);
   });
 });
 
@@ -208,20 +142,16 @@ describe('MQTT devices: bytes that are not MQTT', () => {
     const before = await metrics();
     // 70 KB of noise: whatever its first "header" says, the gateway has enough to decide on (a malformed
     // or oversized packet, or a packet before CONNECT).
-    const noise = await RawDevice.open();
+    const noise = await rawDevice();
     noise.send(randomBytes(70_000));
     // An HTTP client: "G" reads as a PUBACK header announcing 69 bytes ("E"), curl's request is longer.
-    const http = curl(`http://127.0.0.1:${port}/api/v1/boiler-token-7/telemetry`);
-    const early = await RawDevice.open();
+    const http = curl(`http://127.0.0.1:${rig.port}/api/v1/boiler-token-7/telemetry`);
+    const early = await rawDevice();
     early.send({ cmd: 'publish', topic: 'v1/devices/me/telemetry', payload: '{"early":1}', qos: 1, messageId: 1, retain: false, dup: false });
-    const twice = await RawDevice.open();
-    twice.send(connectPacket('boiler-token-7'));
-    await twice.waitFor('connack');
+    const twice = await rawDevice('boiler-token-7');
     twice.send(connectPacket('boiler-token-7'));
     // A PUBLISH header announcing 70 000 bytes (over the 65 536 of mqttDevices.maxPacketBytes), then a trickle.
-    const oversized = await RawDevice.open();
-    oversized.send(connectPacket('pump-token-2'));
-    await oversized.waitFor('connack');
+    const oversized = await rawDevice('pump-token-2');
     oversized.send(Buffer.from([0x30, 0xf0, 0xa2, 0x04, 0x00, 0x17]));
 
     await Promise.all([noise, early, twice, oversized].map((raw) => raw.waitClosed()));
@@ -239,7 +169,7 @@ describe('MQTT devices: bytes that are not MQTT', () => {
 
     // And a real device is served as before.
     expect((await pub('boiler-token-7', 'v1/devices/me/telemetry', '{"after":1}')).code).toBe(0);
-    expect((await tb.waitForReadings('Boiler-7', 1))[0]).toMatchObject({ values: { after: 1 } });
-    expect(tb.readings('Boiler-7')).toHaveLength(1);
+    expect((await rig.tb.waitForReadings('Boiler-7', 1))[0]).toMatchObject({ values: { after: 1 } });
+    expect(rig.tb.readings('Boiler-7')).toHaveLength(1);
   });
 });

@@ -45,8 +45,9 @@ export class RawMqttDevice {
     return this.closedAt !== undefined;
   }
 
-  send(packet: Packet): void {
-    this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
+  /** A packet, generated in the connection's protocol version, or bytes as they are. */
+  send(packet: Packet | Buffer): void {
+    this.socket.write(Buffer.isBuffer(packet) ? packet : mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
   }
 
   received(cmd: Packet['cmd']): Packet[] {
