@@ -246,6 +246,20 @@ describe('ThingsBoard\'s MQTT dialect', () => {
     expect(await api.handle(mqttRequest('GET', 'v1/devices/me/rpc/response/+', '')).outcome).toEqual({ kind: 'empty' });
   });
 
+  it('reads questions only under v1/devices/me/: the same levels elsewhere are a topic outside the API', async () => {
+    const { api, reads } = setUp();
+    expect(await api.handle(mqttRequest('POST', 'x/y/z/attributes/request/5', '{}')).outcome).toMatchObject({ kind: 'refused', refusal: { problem: 'not-found' } });
+    expect(await api.handle(mqttRequest('POST', 'v1/devices/other/rpc/request/1', '{"method":"m","params":{}}')).outcome).toMatchObject({ kind: 'refused', refusal: { problem: 'not-found' } });
+    expect(reads).toEqual([]);
+  });
+
+  it('refuses provisioning from an address blocked for guessing, as the CoAP path does', async () => {
+    const { api, dialect } = setUp();
+    for (const token of ['guess-1', 'guess-2']) dialect.connect({ username: token, clientId: 'c', certificate: undefined, address: '192.0.2.7', receivedAt: T0 });
+    const outcome = await api.handle(mqttRequest('POST', '/provision/request', '{"deviceName":"x","provisionDeviceKey":"k","provisionDeviceSecret":"s"}', true)).outcome;
+    expect(outcome).toMatchObject({ kind: 'refused', refusal: { problem: 'too-many-requests' } });
+  });
+
   it('lets a provisioning session publish only its request topic', async () => {
     const { api } = setUp();
     const outcome = await api.handle(mqttRequest('POST', 'v1/devices/me/telemetry', '{"t":1}', true)).outcome;

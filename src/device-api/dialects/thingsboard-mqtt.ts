@@ -149,8 +149,9 @@ export function thingsBoardMqtt(deps: ThingsBoardMqttDeps): MqttDialect {
       case TOPICS.claim:
         return uplinks.forward(request, device, 'claim', () => parseClaim(request.body), bridge.claim);
     }
-    const [, , , feature, direction, id, extra] = request.segments;
-    if (extra === undefined && id !== undefined && id !== '' && direction !== undefined) {
+    const [v1, devices, me, feature, direction, id, extra] = request.segments;
+    const ownTopic = v1 === 'v1' && devices === 'devices' && me === 'me';
+    if (ownTopic && extra === undefined && id !== undefined && id !== '' && direction !== undefined) {
       if (feature === 'attributes' && direction === 'request') return attributeRequest(request, id, device);
       if (feature === 'rpc' && direction === 'request') {
         // ThingsBoard tells a device whose client-side RPC found no reply in time {"error":"timeout"}.
@@ -213,7 +214,8 @@ export function thingsBoardMqtt(deps: ThingsBoardMqttDeps): MqttDialect {
       const done = (outcome: Answer): Handled => ({ operation, device, outcome });
       if (!device) {
         // A provisioning session: its one topic each way.
-        if (request.method === 'POST' && topic === TOPICS.provisionRequest) return done(provision(deps.provisioner, deps.limits, request));
+        // An address blocked for guessing tokens or provision keys guesses no more here than over CoAP.
+        if (request.method === 'POST' && topic === TOPICS.provisionRequest) return done(gate.blocked(request) ?? provision(deps.provisioner, deps.limits, request));
         if (request.method === 'GET' && topic === TOPICS.provisionResponse) return done({ kind: 'empty' });
         return done(refuse('forbidden', `a provisioning session may only publish ${TOPICS.provisionRequest}`));
       }
