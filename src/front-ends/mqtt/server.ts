@@ -124,7 +124,7 @@ export class MqttDeviceServer {
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       this.counters.closed['tls-handshake'] = (this.counters.closed['tls-handshake'] ?? 0) + 1;
       if (this.warnings.first(`tls ${socket.remoteAddress ?? ''}`)) {
-        log(this.log, socket.remoteAddress, error.message);
+        warnHandshakeFailed(this.log, socket.remoteAddress, error.message);
       }
     });
     return { plain, tls: await this.listen(server, secure.port) };
@@ -220,7 +220,7 @@ export class MqttDeviceServer {
   }
 }
 
-function log(logger: Logger, peer: string | undefined, reason: string): void {
+function warnHandshakeFailed(logger: Logger, peer: string | undefined, reason: string): void {
   logger.warn({ peer, reason }, 'MQTT over TLS: handshake failed; repeats from this address are not logged for 10 minutes');
 }
 
