@@ -55,9 +55,9 @@ describe('MQTT devices: connecting', () => {
     const after = await metrics();
     expect(series(after, 'coap2mqtt_mqtt_device_connects_total', 'result', 'refused') - before).toBe(2);
     expect(upstreamTraffic()).toEqual([]);
-    // A warning names the address, never the token.
+    // One warning, where tokens are checked, names the address and the token's fingerprint, never the token.
     const text = JSON.stringify(rig.gw.logs);
-    expect(text).toContain('MQTT connection refused');
+    expect(text).toContain('request with an unknown access token refused');
     expect(text).not.toContain('not-a-token');
   });
 

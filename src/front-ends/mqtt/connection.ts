@@ -225,7 +225,9 @@ export class MqttConnection {
       receivedAt: Date.now(),
     });
     if (grant.kind === 'refused') {
-      this.context.warn(`connect ${this.address}`, { peer: this.address, reason: grant.reason }, 'MQTT connection refused (CONNACK "not authorized")');
+      // An unknown token was logged already where tokens are checked (with its fingerprint): one line per event.
+      if (grant.code === 'bad-credentials') this.context.log.debug({ peer: this.address, reason: grant.reason }, 'MQTT connection refused');
+      else this.context.warn(`connect ${this.address}`, { peer: this.address, reason: grant.reason }, 'MQTT connection refused (CONNACK "not authorized"); repeats from this address are not logged for 10 minutes');
       return refuse(grant.code, grant.reason);
     }
     this.keepaliveMs = (packet.keepalive ?? 0) * 1000 * KEEPALIVE_GRACE;
