@@ -1,12 +1,13 @@
-// What both HTTP servers (health/metrics, the device API) do the same way: listen exclusively and report
-// the address, and close every connection on stop (net/connection-guard.ts keeps track of them).
+// What the TCP listeners (health/metrics, the HTTP device API, MQTT for devices) do the same way: listen
+// exclusively and report the address; and what both HTTP servers do on stop: close every connection
+// (net/connection-guard.ts keeps track of them).
 import type http from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BoundAddress } from './udp-socket.js';
 
 /** Resolves with the address listened on; rejects with the listen error. Later errors go to the log. */
-export function listenHttp(server: http.Server, host: string, port: number, log: Logger, what: string): Promise<BoundAddress> {
+export function listenHttp(server: Server, host: string, port: number, log: Logger, what: string): Promise<BoundAddress> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port, exclusive: true }, () => {

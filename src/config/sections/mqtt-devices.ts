@@ -4,7 +4,7 @@ import { BOOLEAN, HOST, integer, PORT, TEXT } from '../formats.js';
 import { readableFileProblem } from '../paths.js';
 import { setting, type ConfigOf } from '../setting.js';
 import type { DtlsConfig } from './dtls.js';
-import type { EmbeddedBrokerConfig, UpstreamConfig } from './upstream.js';
+import { LOOPBACK, type EmbeddedBrokerConfig, type UpstreamConfig } from './upstream.js';
 
 export const mqttDevices = {
   enabled: setting({
@@ -89,12 +89,11 @@ export const mqttDevices = {
 
 export type MqttDevicesConfig = ConfigOf<typeof mqttDevices>;
 
-const LOOPBACK_HOST = /^(127\.\d+\.\d+\.\d+|::1|localhost|\[::1\])$/;
-const ANY_HOST = /^(::|0\.0\.0\.0|::0|\[::\])$/;
+const ANY_HOST = /^(::|0\.0\.0\.0|::0)$/;
 
 /** Could two TCP listeners on these hosts take the same port? */
 function overlap(a: string, b: string): boolean {
-  return a === b || ANY_HOST.test(a) || ANY_HOST.test(b) || (LOOPBACK_HOST.test(a) && LOOPBACK_HOST.test(b));
+  return a === b || ANY_HOST.test(a) || ANY_HOST.test(b) || (LOOPBACK.test(a) && LOOPBACK.test(b));
 }
 
 export function checkMqttDevices(
@@ -114,7 +113,7 @@ export function checkMqttDevices(
       );
     }
     const target = upstreamTarget(upstream.url);
-    if (target && target.port === port && (LOOPBACK_HOST.test(target.host) || target.host === mqttDevices.host) && overlap(mqttDevices.host, '127.0.0.1')) {
+    if (target && target.port === port && (LOOPBACK.test(target.host) || target.host === mqttDevices.host) && overlap(mqttDevices.host, '127.0.0.1')) {
       errors.push(`${key}: ${port} is the port of upstream.url on this machine (${target.host}); the gateway would connect to its own device listener. Use another port for one of them`);
     }
   }
@@ -136,7 +135,8 @@ function upstreamTarget(url: string): { host: string; port: number } | undefined
   try {
     const parsed = new URL(url);
     const port = parsed.port === '' ? (parsed.protocol === 'mqtts:' ? 8883 : 1883) : Number(parsed.port);
-    return { host: parsed.hostname, port };
+    // A URL writes an IPv6 host in brackets ("[::1]"); the settings do not.
+    return { host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'), port };
   } catch {
     return undefined;
   }

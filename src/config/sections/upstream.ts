@@ -142,7 +142,8 @@ export const embeddedBroker = {
 export type UpstreamConfig = ConfigOf<typeof upstream>;
 export type EmbeddedBrokerConfig = ConfigOf<typeof embeddedBroker>;
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** A loopback host as configured. */
+export const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 export function checkUpstream(config: { readonly upstream: UpstreamConfig; readonly embeddedBroker: EmbeddedBrokerConfig }, errors: string[], warnings: string[]): void {
   const { upstream, embeddedBroker } = config;

@@ -9,6 +9,7 @@ import type { MqttDialect, PresentedClientCertificate } from '../../device-api/d
 import type { DeviceApi } from '../../device-api/index.js';
 import { LogOncePer } from '../../log.js';
 import type { Device } from '../../model.js';
+import { listenHttp } from '../../net/http-listen.js';
 import { listenErrorAdvice, ipv6Unavailable } from '../../net/socket-advice.js';
 import type { BoundAddress } from '../../net/udp-socket.js';
 import type { MqttSessionJournal, RestoredSessions } from '../../state/session-store.js';
@@ -197,16 +198,7 @@ export class MqttDeviceServer {
 
   private listen(server: net.Server, port: number): Promise<BoundAddress> {
     const { host } = this.options;
-    const attempt = (on: string): Promise<BoundAddress> =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: on, port, exclusive: true }, () => {
-          server.off('error', reject);
-          server.on('error', (error) => this.log.error({ err: error }, 'MQTT device listener error'));
-          const address = server.address();
-          resolve(typeof address === 'object' && address !== null ? { address: address.address, port: address.port } : { address: on, port });
-        });
-      });
+    const attempt = (on: string): Promise<BoundAddress> => listenHttp(server, on, port, this.log, 'MQTT device listener');
     return attempt(host)
       .catch((error: NodeJS.ErrnoException) => {
         // As the other listeners do: "::" on a kernel without IPv6 means IPv4 only.
